@@ -1,0 +1,288 @@
+"""What the commands do, as plain functions over the store and settings; the CLI and the fast path
+(``main.py``) both call these, so that they cannot drift apart. No click, no keyring import here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import render
+from .endpoint import MAX_FILE_BYTES, Endpoint, mask_key, parse_endpoint_file
+from .errors import CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
+from .settings import Settings, env_name, load_settings
+from .store import Change, Store, StoredEndpoint, natural_key, open_store
+
+EXPORTED_NAMES = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "MODEL_NAME", "SAMBANOVA_API_KEY", "METIS_ENV_ENDPOINT")
+"""Every variable export sets, in the order it prints them."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    endpoint: StoredEndpoint
+    model: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, settings: Settings) -> tuple[StoredEndpoint, str | None]:
+    """ENDPOINT as typed (number, file stem or a model name) -> the endpoint, and the model it named."""
+    if not endpoints:
+        raise NotFoundError("no endpoints are stored yet; run metis-env sync (or metis-env import FILE)")
+    listed = ", ".join(endpoints)
+    if spec is None:
+        spec = settings.default_endpoint
+        if spec is None:
+            if len(endpoints) == 1:
+                return next(iter(endpoints.values())), None
+            raise UsageError(
+                f"several endpoints are stored ({listed}) and none is the default; name one "
+                f"(metis-env export {next(iter(endpoints))}) or set a default: metis-env config set default_endpoint ID"
+            )
+        if spec not in endpoints:
+            raise NotFoundError(
+                f"the default endpoint {spec!r} (default_endpoint in config.yaml or "
+                f"{env_name('default_endpoint')}) is not stored; stored: {listed}"
+            )
+    if spec in endpoints:
+        return endpoints[spec], None
+    for stored in endpoints.values():
+        stem = stored.file_name[:-4] if stored.file_name.endswith(".txt") else stored.file_name
+        if spec in (stem, stored.file_name):
+            return stored, None
+    serving = [e for e in endpoints.values() if spec in e.models]
+    if len(serving) == 1:
+        return serving[0], spec
+    if len(serving) > 1:
+        raise UsageError(
+            f"model {spec!r} is served by endpoints {', '.join(e.id for e in serving)}; name the endpoint and use --model"
+        )
+    raise NotFoundError(f"no endpoint or model {spec!r} is stored{_suggest(spec, _names(endpoints))}; stored endpoints: {listed}")
+
+
+def choose_model(endpoint: StoredEndpoint, model: str | None, settings: Settings) -> str:
+    if model is not None:
+        if model not in endpoint.models:
+            raise NotFoundError(
+                f"endpoint {endpoint.id} does not serve model {model!r}{_suggest(model, endpoint.models)}; "
+                f"it serves: {', '.join(endpoint.models)}"
+            )
+        return model
+    if settings.default_model in endpoint.models:
+        return settings.default_model
+    return endpoint.models[0]
+
+
+def _names(endpoints: Mapping[str, StoredEndpoint]) -> list[str]:
+    names = list(endpoints)
+    for stored in endpoints.values():
+        names.extend(stored.models)
+    return names
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[word.lower()]] if word.lower() in lowered else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def select(store: Store, spec: str | None, model: str | None, settings: Settings) -> Selection:
+    endpoint, named_model = choose_endpoint(store.endpoints(), spec, settings)
+    if named_model is not None and model is not None and model != named_model:
+        raise UsageError(f"{spec!r} names model {named_model!r}, but --model asks for {model!r}; give one of them")
+    chosen = choose_model(endpoint, model or named_model, settings)
+    warnings = []
+    age = endpoint.age_days()
+    if age is not None and age > settings.stale_after_days:
+        warnings.append(
+            f"endpoint {endpoint.id} was last synced {age:.0f} days ago (stale_after_days is "
+            f"{settings.stale_after_days:g}); run metis-env sync to refresh it"
+        )
+    return Selection(endpoint, chosen, tuple(warnings))
+
+
+def environment_for(selection: Selection, api_key: str) -> dict[str, str]:
+    """The variables export sets: the openai client's names and the centre's own."""
+    return {
+        "OPENAI_BASE_URL": selection.endpoint.base_url,
+        "OPENAI_API_KEY": api_key,
+        "MODEL_NAME": selection.model,
+        "SAMBANOVA_API_KEY": api_key,
+        "METIS_ENV_ENDPOINT": selection.endpoint.id,
+    }
+
+
+def export_command(spec: str | None, model: str | None, shell: str | None, unset: bool, settings: Settings | None = None) -> int:
+    """``metis-env export``: code on stdout and nothing else; on failure only the shell's ``false``."""
+    shell_name = render.shell_from_env(os.environ.get("SHELL")) if shell is None else None
+    try:
+        shell_name = shell_name or render.normalize_shell(shell)
+        settings = settings or load_settings()
+        code, warnings = export_code(open_store(settings), settings, spec, model, shell_name, unset)
+    except MetisEnvError:
+        sys.stdout.write(render.failure_code(shell_name or "sh"))
+        raise
+    for warning in warnings:
+        warn(warning)
+    sys.stdout.write(code)
+    return 0
+
+
+def get_command(what: str, spec: str | None, settings: Settings | None = None) -> int:
+    settings = settings or load_settings()
+    sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+    return 0
+
+
+def run_subcommand(spec: str | None, model: str | None, argv: Sequence[str], settings: Settings | None = None) -> int:
+    settings = settings or load_settings()
+    return run_command(open_store(settings), settings, spec, model, argv)
+
+
+def export_code(store: Store, settings: Settings, spec: str | None, model: str | None, shell: str, unset: bool) -> tuple[str, tuple[str, ...]]:
+    """The code export prints, and the warnings it prints on stderr."""
+    if unset:  # the same names whatever the endpoint, so ENDPOINT and --model are accepted and ignored
+        return render.render_unset(shell, EXPORTED_NAMES), ()
+    selection = select(store, spec, model, settings)
+    key = store.api_key(selection.endpoint)
+    return render.render(shell, environment_for(selection, key)), selection.warnings
+
+
+GET_FIELDS = ("key", "url", "models")
+
+
+def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> str:
+    if what not in GET_FIELDS:
+        raise UsageError(f"metis-env get takes one of: {', '.join(GET_FIELDS)}")
+    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings)
+    if what == "url":
+        return endpoint.base_url
+    if what == "models":
+        return ",".join(endpoint.models)
+    return store.api_key(endpoint)
+
+
+def run_command(store: Store, settings: Settings, spec: str | None, model: str | None, argv: Sequence[str]) -> int:
+    """Run argv with the variables in its environment, replacing this process where the OS allows."""
+    if not argv:
+        raise UsageError("nothing to run; usage: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS...]")
+    selection = select(store, spec, model, settings)
+    for warning in selection.warnings:
+        warn(warning)
+    env = dict(os.environ)
+    env.update(environment_for(selection, store.api_key(selection.endpoint)))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        try:
+            os.execvpe(argv[0], list(argv), env)
+        except OSError as exc:
+            raise CommandNotFoundError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+    import subprocess
+
+    try:
+        return subprocess.call(list(argv), env=env)
+    except OSError as exc:
+        raise CommandNotFoundError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+
+
+def read_endpoint_source(source: str, endpoint_id: str | None, stdin=None) -> Endpoint:
+    """One FILE argument of import (``-`` is stdin) -> a parsed Endpoint; the file is never read past the limit."""
+    if source == "-":
+        if not endpoint_id:
+            raise UsageError("give the endpoint id for stdin: metis-env import --id 1 -")
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        return parse_endpoint_file(stream.read(MAX_FILE_BYTES + 1), "<stdin>", endpoint_id)
+    path = Path(source)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise NotFoundError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise EndpointFileError(f"{source}: is a directory, not an endpoint file") from None
+    except OSError as exc:
+        raise EndpointFileError(f"{source}: cannot read it: {exc.strerror}") from None
+    return parse_endpoint_file(data, source, endpoint_id)
+
+
+def import_files(store: Store, sources: Sequence[str], endpoint_id: str | None, stdin=None) -> list[Change]:
+    """Parse every file first; then store them all in one all-or-nothing update."""
+    if endpoint_id and len(sources) > 1:
+        raise UsageError("--id names one endpoint; import one file at a time with it")
+    if sources.count("-") > 1:
+        raise UsageError("stdin ('-') can be given once")
+    endpoints = [read_endpoint_source(s, endpoint_id, stdin) for s in sources]
+    return store.merge(endpoints, source="import")
+
+
+def describe_changes(changes: Sequence[Change]) -> list[str]:
+    return [f"endpoint {c.id}: {c.status}" + (f" ({c.detail})" if c.detail else "") for c in changes]
+
+
+def list_rows(store: Store, settings: Settings) -> list[dict]:
+    """What list shows, one dict per endpoint (the --json schema, version 1)."""
+    rows = []
+    for stored in store.endpoints().values():
+        try:
+            masked = mask_key(store.api_key(stored))
+        except MetisEnvError as exc:  # a locked keyring must not hide the rest of the listing
+            warn(f"cannot read the key of endpoint {stored.id}: {exc}")
+            masked = None
+        age = stored.age_days()
+        rows.append(
+            {
+                "id": stored.id,
+                "base_url": stored.base_url,
+                "models": list(stored.models),
+                "model": choose_model(stored, None, settings),
+                "default": stored.id == settings.default_endpoint,
+                "file_name": stored.file_name,
+                "source": stored.source,
+                "synced_at": stored.synced_at,
+                "age_days": None if age is None else round(age, 2),
+                "stale": age is not None and age > settings.stale_after_days,
+                "fingerprint": stored.fingerprint,
+                "store": stored.store,
+                "key": masked,
+            }
+        )
+    return rows
+
+
+def format_age(days: float | None) -> str:
+    if days is None:
+        return "?"
+    seconds = days * 86400
+    if seconds < 90:
+        return "just now"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    if days < 2:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{days:.0f} days ago"
+
+
+def format_list(rows: Sequence[dict]) -> str:
+    if not rows:
+        return ""
+    lines = []
+    for row in sorted(rows, key=lambda r: natural_key(r["id"])):
+        mark = "*" if row["default"] else " "
+        stale = " (stale: run metis-env sync)" if row["stale"] else ""
+        lines.append(f"{mark}{row['id']}  {row['base_url']}")
+        lines.append(f"    models: {', '.join(row['models'])}")
+        lines.append(
+            f"    key: {row['key'] or '(unreadable)'}  {row['fingerprint']}  store: {row['store']}  "
+            f"synced: {format_age(row['age_days'])}{stale}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"metis-env: warning: {message}\n")

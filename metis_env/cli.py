@@ -1,0 +1,252 @@
+"""The click commands: the only module that imports click; each command a few lines over actions.
+
+The hot commands' common forms never get here (see main.py); this module serves everything else
+and every ``--help``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+import click
+
+from . import __version__, actions
+from .errors import MetisEnvError
+from .main import debug_requested, report_error
+from .render import SHELLS, failure_code, shell_from_env
+from .settings import SETTING_NAMES, STORES, Settings, env_name, load_settings, save_setting, with_overrides
+from .store import open_store
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def settings_from(ctx: click.Context, **overrides) -> Settings:
+    """Settings from config.yaml and METIS_ENV_*, then the group's and the command's options."""
+    root = ctx.find_root()
+    base = with_overrides(load_settings(), store=root.params.get("store"))
+    return with_overrides(base, **overrides)
+
+
+def store_option(func):
+    return click.option(
+        "--store",
+        type=click.Choice(STORES),
+        default=None,
+        help="Where API keys are kept: the OS keyring (default) or a 0600 file in the config dir (for headless machines).",
+    )(func)
+
+
+def endpoint_argument(func):
+    return click.argument("endpoint", required=False)(func)
+
+
+def model_option(func):
+    return click.option("--model", "-m", metavar="NAME", help="One of the endpoint's models (default: the configured one, else the first).")(func)
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("--debug", is_flag=True, help="Show tracebacks (never secrets) for errors.")
+@store_option
+@click.version_option(__version__, prog_name="metis-env")
+def cli(debug: bool, store: str | None) -> None:
+    """Credentials for ALCF's Metis inference endpoints: sync once, use from any shell.
+
+    \b
+    metis-env sync                     # one MobilePASS+ login fetches every endpoint file
+    eval "$(metis-env export 1)"       # OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME in this shell
+    metis-env run 1 -- python chat.py  # or only for one command
+    """
+
+
+@cli.command("import")
+@click.argument("files", nargs=-1, required=True, metavar="FILE... | -")
+@click.option("--id", "endpoint_id", metavar="ID", help="The endpoint id, for stdin or a file not named metis_endpoint_N.txt.")
+@store_option
+@click.pass_context
+def import_command(ctx: click.Context, files: Sequence[str], endpoint_id: str | None, store: str | None) -> None:
+    """Store endpoint files copied by hand, or pasted on stdin with '-'.
+
+    All files are checked before anything is stored; the key goes to the keyring, the rest to
+    endpoints.yaml.
+
+    \b
+    Example:
+      metis-env import ~/Downloads/metis_endpoint_1.txt ~/Downloads/metis_endpoint_2.txt
+      metis-env import --id 1 - < metis_endpoint_1.txt
+    """
+    settings = settings_from(ctx, store=store)
+    changes = actions.import_files(open_store(settings), list(files), endpoint_id)
+    for line in actions.describe_changes(changes):
+        click.echo(line, err=True)
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema version 1, see README).")
+@click.pass_context
+def list_command(ctx: click.Context, as_json: bool) -> None:
+    """Show the stored endpoints, their models, the age of the data and the key, masked.
+
+    \b
+    Example:
+      metis-env list
+      metis-env list --json | jq -r '.endpoints[].id'
+    """
+    settings = settings_from(ctx)
+    rows = actions.list_rows(open_store(settings), settings)
+    if as_json:
+        click.echo(json.dumps({"version": 1, "endpoints": rows}, indent=2, ensure_ascii=False))
+    elif rows:
+        click.echo(actions.format_list(rows), nl=False)
+    else:
+        click.echo("no endpoints stored yet; run metis-env sync (or metis-env import FILE)", err=True)
+
+
+@cli.command("export")
+@endpoint_argument
+@model_option
+@click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), help="Output syntax (default: from $SHELL, else bash).")
+@click.option("--unset", is_flag=True, help="Print the code that removes the same variables.")
+@click.pass_context
+def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool) -> int:
+    """Print shell code that sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY
+    and METIS_ENV_ENDPOINT.
+
+    ENDPOINT is the number (1), the file stem (metis_endpoint_1) or a model name that one endpoint
+    serves; by default the configured default endpoint, else the only one. On failure stdout holds
+    only 'false', so that eval fails too.
+
+    \b
+    Example:
+      eval "$(metis-env export 1)"
+      metis-env export 2 --model Llama-4-Maverick-17B-128E-Instruct --shell fish | source
+      eval "$(metis-env export --unset)"
+    """
+    settings = settings_from(ctx)
+    return actions.export_command(endpoint, model, shell, unset, settings)
+
+
+@cli.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@endpoint_argument
+@model_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
+@click.pass_context
+def run_command(ctx: click.Context, endpoint: str | None, model: str | None, command: Sequence[str]) -> int:
+    """Run COMMAND with the endpoint's variables in its environment (never in its arguments).
+
+    The command replaces metis-env, so its signals and exit status pass straight through.
+
+    \b
+    Example:
+      metis-env run 1 -- python chat_completion.py "What is an extinction vortex?"
+    """
+    settings = settings_from(ctx)
+    argv = list(command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    return actions.run_subcommand(endpoint, model, argv, settings)
+
+
+@cli.command("get")
+@click.argument("what", type=click.Choice(actions.GET_FIELDS))
+@endpoint_argument
+@click.pass_context
+def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
+    """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
+
+    \b
+    Example:
+      curl -H "Authorization: Bearer $(metis-env get key 1)" "$(metis-env get url 1)models"
+    """
+    return actions.get_command(what, endpoint, settings_from(ctx))
+
+
+@cli.command("forget")
+@click.argument("endpoints", nargs=-1, metavar="ENDPOINT...")
+@click.option("--all", "forget_all", is_flag=True, help="Forget every stored endpoint.")
+@click.pass_context
+def forget_command(ctx: click.Context, endpoints: Sequence[str], forget_all: bool) -> None:
+    """Delete endpoints' keys from the store and their metadata.
+
+    \b
+    Example:
+      metis-env forget 2
+      metis-env forget --all
+    """
+    if bool(endpoints) == forget_all:
+        raise click.UsageError("name the endpoints to forget, or give --all")
+    settings = settings_from(ctx)
+    changes = open_store(settings).forget(None if forget_all else list(endpoints))
+    for line in actions.describe_changes(changes):
+        click.echo(line, err=True)
+
+
+@cli.group("config", context_settings=CONTEXT)
+def config_group() -> None:
+    """Read and change settings in config.yaml (each also overridable by METIS_ENV_<NAME>).
+
+    \b
+    Example:
+      metis-env config set default_endpoint 1
+      metis-env config list
+    """
+
+
+@config_group.command("list")
+@click.pass_context
+def config_list(ctx: click.Context) -> None:
+    """Show every setting's effective value."""
+    settings = settings_from(ctx)
+    click.echo(f"config_dir: {settings.config_dir}")
+    for name in SETTING_NAMES:
+        value = getattr(settings, name)
+        click.echo(f"{name}: {'' if value is None else value}")
+
+
+@config_group.command("get")
+@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.pass_context
+def config_get(ctx: click.Context, name: str) -> None:
+    """Print one setting's effective value."""
+    value = getattr(settings_from(ctx), name)
+    click.echo("" if value is None else value)
+
+
+@config_group.command("set")
+@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.argument("value")
+def config_set(name: str, value: str) -> None:
+    """Set a setting in config.yaml."""
+    settings = load_settings()
+    save_setting(settings.config_dir, name, value)
+    import os
+
+    if os.environ.get(env_name(name)):
+        actions.warn(f"{env_name(name)} is set in the environment and overrides config.yaml")
+
+
+@config_group.command("unset")
+@click.argument("name", type=click.Choice(SETTING_NAMES))
+def config_unset(name: str) -> None:
+    """Remove a setting from config.yaml (back to its default)."""
+    save_setting(load_settings().config_dir, name, None)
+
+
+def run_cli(argv: Sequence[str]) -> int:
+    """Run the click CLI and map every error to its exit code (see main.report_error)."""
+    try:
+        result = cli.main(args=list(argv), prog_name="metis-env", standalone_mode=False)
+    except click.ClickException as exc:
+        if argv and argv[0] == "export":
+            sys.stdout.write(failure_code(shell_from_env(None)))
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("metis-env: interrupted\n")
+        return 130
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        return report_error(exc, debug_requested(argv))
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,180 @@
+"""Private files: a 0700 directory, 0600 files written atomically, refused when unsafe.
+
+Also the one place that reads YAML: our own files are written in YAML's JSON subset, so that the hot
+path reads them with ``json``; a file a person rewrote in full YAML still loads, through pyyaml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def ensure_private_dir(directory: Path) -> Path:
+    """Create ``directory`` 0700 whatever the umask; refuse a symlink or a directory owned by another user."""
+    try:
+        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        info = os.lstat(directory)
+    except OSError as exc:
+        raise StoreError(f"cannot create the config directory {directory}: {exc.strerror}") from exc
+    check_private_dir(directory, info)
+    if stat.S_IMODE(info.st_mode) != DIR_MODE:
+        try:
+            os.chmod(directory, DIR_MODE)
+        except OSError as exc:
+            raise StoreError(f"cannot make {directory} private (chmod 700): {exc.strerror}") from exc
+    return directory
+
+
+def check_private_dir(directory: Path, info: os.stat_result | None = None) -> None:
+    info = info or os.lstat(directory)
+    if stat.S_ISLNK(info.st_mode):
+        raise StoreError(f"{directory} is a symbolic link; refusing to keep credentials there (remove the link)")
+    if not stat.S_ISDIR(info.st_mode):
+        raise StoreError(f"{directory} is not a directory; move it away or set METIS_ENV_CONFIG_DIR")
+    if info.st_uid != os.geteuid():
+        raise StoreError(f"{directory} belongs to another user (uid {info.st_uid}); refusing to use it")
+
+
+def read_private_text(path: Path, *, secret: bool = False) -> str | None:
+    """Read one of our files, or None if it does not exist.
+
+    A symlink or a file owned by someone else is refused; a secret file readable by group or others is
+    refused too (a metadata file with loose modes is only tightened on the next write).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise StoreError(f"{path} is a symbolic link; refusing to read it (remove the link)") from None
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if info.st_uid != os.geteuid():
+            raise StoreError(f"{path} belongs to another user (uid {info.st_uid}); refusing to read it")
+        if not stat.S_ISREG(info.st_mode):
+            raise StoreError(f"{path} is not a regular file; move it away")
+        if secret and stat.S_IMODE(info.st_mode) & 0o077:
+            raise StoreError(
+                f"{path} is readable by other users (mode {stat.S_IMODE(info.st_mode):o}); "
+                f"run: chmod 600 {path}"
+            )
+        data = handle.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StoreError(f"{path} is not UTF-8 text; move it away and run metis-env again") from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` 0600 through a temp file in the same directory and ``os.replace``."""
+    ensure_private_dir(path.parent)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def dump_json_yaml(data: Any) -> str:
+    """YAML's JSON subset: valid YAML, and ``json.loads`` reads it in a fraction of pyyaml's time."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+# `key: value` lines, the value a JSON scalar or a plain word that YAML reads as the same string.
+_FLAT_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):[ \t]*(.*?)[ \t]*\Z")
+_PLAIN_WORD = re.compile(r"[A-Za-z_/][A-Za-z0-9_./@~-]*(?:[:][A-Za-z0-9_./@~-]+)*\Z")
+_YAML_SPECIAL = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "~"}
+
+
+def parse_flat_yaml(text: str) -> dict[str, Any] | None:
+    """Read a flat ``key: value`` file in the subset where YAML and this reader agree; None otherwise."""
+    result: dict[str, Any] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _FLAT_LINE.match(line)
+        if not match or match.group(1) in result:
+            return None
+        raw = match.group(2)
+        if raw.startswith(("'", "#", "&", "*", "!", "|", ">", "%", "@", "`", "[", "{")):
+            return None
+        if "#" in raw and not raw.startswith('"'):
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            if not _PLAIN_WORD.match(raw) or raw.lower() in _YAML_SPECIAL or raw.startswith("~"):
+                return None
+            value = raw
+        if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+            return None
+        if isinstance(value, (dict, list)) or (isinstance(value, str) and raw.startswith('"') and "\\" in raw):
+            return None
+        result[match.group(1)] = value
+    return result
+
+
+def dump_flat_yaml(data: dict[str, Any]) -> str:
+    """The inverse of parse_flat_yaml: every value a JSON scalar (strings double-quoted)."""
+    return "".join(f"{key}: {json.dumps(value, ensure_ascii=False)}\n" for key, value in data.items())
+
+
+def load_structured(text: str, path: Path) -> Any:
+    """Our JSON-subset or flat files with the standard library; anything else through pyyaml."""
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    flat = parse_flat_yaml(text)
+    if flat is not None:
+        return flat
+    return load_yaml(text, path)
+
+
+def load_yaml(text: str, path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise StoreError(f"{where}: not valid YAML; fix it or delete the file") from None

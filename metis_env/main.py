@@ -1,0 +1,132 @@
+"""The console-script entry point.
+
+``export``, ``get`` and ``run`` run in every new shell and every direnv reload, so their common forms
+(the table below) are answered with the standard library and the store's read side alone; click,
+pyyaml, keyring's backend discovery and paramiko are never imported for them. Anything else (help,
+other commands, forms not in the table) goes to the click CLI in ``cli.py``. ``tests/test_main.py``
+runs both paths on the same inputs and demands the same stdout, stderr and exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import MetisEnvError
+
+FAST_PATH_FORMS = {
+    # command: (options taking a value -> canonical name, flags, positional arguments allowed)
+    "export": ({"--model": "model", "-m": "model", "--shell": "shell", "-s": "shell"}, {"--unset": "unset"}, 1),
+    "get": ({}, {}, 2),
+    "run": ({"--model": "model", "-m": "model"}, {}, 1),
+}
+
+
+def parse_fast(argv: Sequence[str]) -> tuple[str, dict, list[str], list[str]] | None:
+    """argv -> (command, options, positionals, argv after --), or None if the fast path does not serve it."""
+    if not argv or argv[0] not in FAST_PATH_FORMS:
+        return None
+    command, rest = argv[0], list(argv[1:])
+    valued, flags, max_positionals = FAST_PATH_FORMS[command]
+    options: dict = {}
+    positionals: list[str] = []
+    tail: list[str] = []
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        if token == "--":
+            if command != "run":
+                return None
+            tail = rest[i + 1 :]
+            break
+        name, eq, value = token.partition("=")
+        if name in valued and valued[name] not in options:
+            if eq and name.startswith("--"):
+                options[valued[name]] = value
+            elif not eq and i + 1 < len(rest):
+                i += 1
+                options[valued[name]] = rest[i]
+            else:
+                return None
+        elif token in flags and flags[token] not in options:
+            options[flags[token]] = True
+        elif token.startswith("-") or len(positionals) == max_positionals:
+            return None
+        else:
+            positionals.append(token)
+        i += 1
+    if command == "run" and not tail:
+        return None
+    if command == "get" and not positionals:
+        return None
+    return command, options, positionals, tail
+
+
+def serve_fast(command: str, options: dict, positionals: list[str], tail: list[str]) -> int:
+    from . import actions
+
+    if command == "export":
+        spec = positionals[0] if positionals else None
+        return actions.export_command(spec, options.get("model"), options.get("shell"), options.get("unset", False))
+    if command == "get":
+        return actions.get_command(positionals[0], positionals[1] if len(positionals) > 1 else None)
+    return actions.run_subcommand(positionals[0] if positionals else None, options.get("model"), tail)
+
+
+def report_error(exc: BaseException, debug: bool) -> int:
+    """The one place where an error becomes a line on stderr and an exit code."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if isinstance(exc, MetisEnvError):
+        sys.stderr.write(f"metis-env: error: {exc}\n")
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        sys.stderr.write("metis-env: interrupted\n")
+        return 130
+    if isinstance(exc, BrokenPipeError):
+        return 141
+    sys.stderr.write(
+        f"metis-env: internal error ({type(exc).__name__}); this is a bug: please report it, with the output of "
+        "the same command run with --debug\n"
+    )
+    return 1
+
+
+def debug_requested(argv: Sequence[str]) -> bool:
+    return "--debug" in argv[:1] or os.environ.get("METIS_ENV_DEBUG", "") not in ("", "0")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parsed = parse_fast(argv)
+    if parsed is None:
+        from .cli import run_cli
+
+        return run_cli(argv)
+    try:
+        return serve_fast(*parsed)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        return report_error(exc, debug_requested(argv))
+    finally:
+        _flush_stdout()
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``metis-env export | head -0``): not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

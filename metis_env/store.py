@@ -1,0 +1,512 @@
+"""The credential store: API keys in the OS keyring (or, chosen knowingly, a 0600 file), everything
+else in ``endpoints.yaml``. The only module that imports keyring.
+
+An update is all-or-nothing and readers never see a mix of two syncs: every key is written under a
+new entry name (``<endpoint>/<fingerprint>``) before the metadata file that points at it is replaced
+in one ``os.replace``; entries nothing points at any more are deleted afterwards. A crash at any
+moment leaves the old or the new metadata, each pointing only at keys that exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .endpoint import Endpoint
+from .errors import BusyError, NotFoundError, StoreError, StoreUnavailableError
+from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, read_private_text
+from .settings import Settings
+
+SERVICE = "metis-env"
+METADATA_VERSION = 1
+SECRET_SERVICE_BACKEND = "keyring.backends.SecretService.Keyring"
+FILE_STORE_HINT = "use the file store instead: --store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"
+
+
+@dataclass(frozen=True)
+class StoredEndpoint:
+    """What the metadata file says about one endpoint: never the key itself."""
+
+    id: str
+    base_url: str
+    models: tuple[str, ...]
+    file_name: str
+    source: str
+    synced_at: str
+    fingerprint: str
+    store: str
+    secret_ref: str
+    backend: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def age_days(self, now: _dt.datetime | None = None) -> float | None:
+        try:
+            when = _dt.datetime.fromisoformat(self.synced_at)
+        except ValueError:
+            return None
+        now = now or _dt.datetime.now(_dt.timezone.utc)
+        return (now - when).total_seconds() / 86400
+
+
+@dataclass(frozen=True)
+class Change:
+    id: str
+    status: str  # new | unchanged | key rotated | models changed | updated | removed
+    detail: str = ""
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _checkpoint(step: str) -> None:
+    """Test-only pause point for the crash-consistency suite (kill -9 while paused)."""
+    if os.environ.get("METIS_ENV_TEST_PAUSE_AT") == step:
+        sys.stderr.write(f"metis-env: paused at {step}\n")
+        sys.stderr.flush()
+        time.sleep(3600)
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+
+class FileSecrets:
+    """The explicit file store: ``keys.json``, mode 0600 in the 0700 config dir."""
+
+    kind = "file"
+    backend = "file"
+
+    def __init__(self, directory: Path):
+        self.path = paths.keys_file(directory)
+
+    def _load(self) -> dict[str, str]:
+        text = read_private_text(self.path, secret=True)
+        if text is None:
+            return {}
+        try:
+            data = json.loads(text)
+            keys = data["keys"]
+            if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(f"{self.path} is damaged; delete it and run metis-env sync again") from None
+        return keys
+
+    def _save(self, keys: dict[str, str]) -> None:
+        atomic_write_text(self.path, json.dumps({"version": 1, "keys": keys}, indent=2) + "\n")
+
+    def get(self, ref: str) -> str | None:
+        return self._load().get(ref)
+
+    def check_writable(self) -> None:
+        ensure_private_dir(self.path.parent)
+        self._load()
+        if not os.access(self.path.parent, os.W_OK):
+            raise StoreError(f"cannot write to {self.path.parent}; check its permissions")
+
+    def set_many(self, items: dict[str, str]) -> None:
+        keys = self._load()
+        keys.update(items)
+        self._save(keys)
+
+    def delete(self, refs: Iterable[str]) -> None:
+        keys = self._load()
+        remaining = {k: v for k, v in keys.items() if k not in set(refs)}
+        if remaining != keys:
+            self._save(remaining)
+
+
+class KeyringSecrets:
+    """The OS keyring through ``keyring``; every call bounded by a timeout (an unlock dialog or a
+    daemon that never answers must not hang a shell start-up)."""
+
+    kind = "keyring"
+
+    def __init__(self, timeout: float | None = None):
+        self.timeout = timeout if timeout is not None else float(os.environ.get("METIS_ENV_KEYRING_TIMEOUT", "10"))
+        self._keyring: Any = None
+
+    @property
+    def backend(self) -> str:
+        kr = self._backend()
+        return f"{type(kr).__module__}.{type(kr).__name__}"
+
+    def _backend(self) -> Any:
+        if self._keyring is None:
+            self._keyring = self._call(_load_keyring_backend)
+        return self._keyring
+
+    def _call(self, fn, *args):
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = fn(*args)
+            except BaseException as exc:  # handed back to the caller's thread below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=target, name="metis-env-keyring", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            raise StoreUnavailableError(
+                f"the OS keyring did not answer within {self.timeout:g} s (locked, or waiting for an "
+                f"unlock dialog); unlock it and try again, or {FILE_STORE_HINT}"
+            )
+        if "error" in outcome:
+            raise _keyring_error(outcome["error"]) from None
+        return outcome.get("value")
+
+    def get(self, ref: str) -> str | None:
+        kr = self._backend()
+        return self._call(kr.get_password, SERVICE, ref)
+
+    def check_writable(self) -> None:
+        kr = self._backend()
+        probe = "metis-env-write-probe"
+        self._call(kr.set_password, SERVICE, probe, "probe")
+        self._call(kr.delete_password, SERVICE, probe)
+
+    def set_many(self, items: dict[str, str]) -> None:
+        kr = self._backend()
+        written: list[str] = []
+        try:
+            for number, (ref, secret) in enumerate(items.items(), start=1):
+                self._call(kr.set_password, SERVICE, ref, secret)
+                written.append(ref)
+                _checkpoint(f"secret-{number}")
+        except BaseException:
+            self.delete(written, quiet=True)
+            raise
+
+    def delete(self, refs: Iterable[str], quiet: bool = True) -> None:
+        kr = self._backend()
+        for ref in refs:
+            try:
+                self._call(kr.delete_password, SERVICE, ref)
+            except Exception:
+                if not quiet:
+                    raise
+
+
+def _load_keyring_backend() -> Any:
+    import keyring
+
+    return keyring.get_keyring()
+
+
+def _keyring_error(exc: BaseException) -> BaseException:
+    """One line for each way a keyring fails; never the exception text of a backend we don't know."""
+    if not isinstance(exc, Exception):
+        return exc
+    from keyring import errors as kerr
+
+    name = type(exc).__name__
+    if isinstance(exc, kerr.NoKeyringError):
+        return StoreUnavailableError(
+            f"no OS keyring is available here (usual on HPC nodes, containers and CI); {FILE_STORE_HINT}"
+        )
+    if isinstance(exc, kerr.KeyringLocked):
+        return StoreUnavailableError(f"the OS keyring is locked; unlock it (log in to the desktop) or {FILE_STORE_HINT}")
+    if isinstance(exc, kerr.InitError):
+        return StoreUnavailableError(
+            f"the OS keyring could not be opened ({name}; it may be locked or its unlock prompt dismissed); "
+            f"unlock it or {FILE_STORE_HINT}"
+        )
+    if isinstance(exc, (kerr.PasswordSetError, kerr.PasswordDeleteError)):
+        return StoreError(f"the OS keyring refused the change ({name}); unlock it or {FILE_STORE_HINT}")
+    return StoreUnavailableError(f"the OS keyring failed ({name}); unlock or repair it, or {FILE_STORE_HINT}")
+
+
+def _read_secret_fast(stored: StoredEndpoint) -> str | None:
+    """Read a Secret Service item over D-Bus directly (about 5x faster than keyring's discovery)."""
+    if stored.backend != SECRET_SERVICE_BACKEND or not sys.platform.startswith("linux"):
+        return None
+    if os.environ.get("PYTHON_KEYRING_BACKEND", SECRET_SERVICE_BACKEND) != SECRET_SERVICE_BACKEND:
+        return None
+    try:
+        from . import secret_service
+    except ImportError:
+        return None
+    try:
+        return secret_service.lookup(SERVICE, stored.secret_ref)
+    except Exception:
+        return None  # keyring will give the proper answer, or the proper error
+
+
+# --- the store -------------------------------------------------------------------------------------
+
+
+class Store:
+    def __init__(self, settings: Settings, secrets: Any = None):
+        self.settings = settings
+        self.directory = settings.config_dir
+        self.metadata_path = paths.metadata_file(self.directory)
+        self._secrets: dict[str, Any] = {}
+        if secrets is not None:
+            self._secrets[secrets.kind] = secrets
+        self._lock_depth = 0
+        self._lock_handle: Any = None
+
+    def secrets(self, kind: str | None = None) -> Any:
+        kind = kind or self.settings.store
+        if kind not in self._secrets:
+            self._secrets[kind] = FileSecrets(self.directory) if kind == "file" else KeyringSecrets()
+        return self._secrets[kind]
+
+    # reading ---------------------------------------------------------------------------------------
+
+    def endpoints(self) -> dict[str, StoredEndpoint]:
+        """Every stored endpoint, in natural order of id (2 before 10)."""
+        data = self._load_metadata()
+        result = {}
+        for endpoint_id, record in data.get("endpoints", {}).items():
+            try:
+                result[endpoint_id] = StoredEndpoint(
+                    id=endpoint_id,
+                    base_url=record["base_url"],
+                    models=tuple(record["models"]),
+                    file_name=record.get("file_name", ""),
+                    source=record.get("source", ""),
+                    synced_at=record.get("synced_at", ""),
+                    fingerprint=record["fingerprint"],
+                    store=record.get("store", "keyring"),
+                    secret_ref=record["secret"],
+                    backend=record.get("backend", ""),
+                    extra=dict(record.get("extra", {})),
+                )
+            except (KeyError, TypeError):
+                raise StoreError(
+                    f"{self.metadata_path}: the entry for endpoint {endpoint_id!r} is damaged; run metis-env sync"
+                ) from None
+        return dict(sorted(result.items(), key=lambda item: natural_key(item[0])))
+
+    def _load_metadata(self) -> dict[str, Any]:
+        text = read_private_text(self.metadata_path)
+        if text is None:
+            return {"version": METADATA_VERSION, "endpoints": {}}
+        data = load_structured(text, self.metadata_path)
+        if not isinstance(data, dict) or not isinstance(data.get("endpoints", {}), dict):
+            raise StoreError(f"{self.metadata_path} is damaged; delete it and run metis-env sync")
+        if data.get("version", METADATA_VERSION) > METADATA_VERSION:
+            raise StoreError(f"{self.metadata_path} was written by a newer metis-env; upgrade metis-env")
+        return data
+
+    def api_key(self, stored: StoredEndpoint) -> str:
+        """The key of one endpoint. A concurrent update may have replaced it: then read the new set."""
+        for _attempt in range(3):
+            key = _read_secret_fast(stored) if stored.store == "keyring" else None
+            if key is None:
+                key = self.secrets(stored.store).get(stored.secret_ref)
+            if key is not None:
+                return key
+            current = self.endpoints().get(stored.id)
+            if current is None or current == stored:
+                break
+            stored = current
+            time.sleep(0.05)
+        where = "the OS keyring" if stored.store == "keyring" else str(paths.keys_file(self.directory))
+        raise StoreError(f"the key of endpoint {stored.id} is missing from {where}; run metis-env sync to fetch it again")
+
+    # writing ---------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the writers' lock (non-blocking: a second sync fails at once with BusyError)."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        ensure_private_dir(self.directory)
+        path = paths.lock_file(self.directory)
+        handle = open(path, "a+")
+        try:
+            os.chmod(path, 0o600)
+            _lock_exclusive(handle, path)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+        finally:
+            handle.close()
+
+    def check_writable(self) -> None:
+        """Fail now, before a one-time passcode is spent, if the update could not be stored."""
+        ensure_private_dir(self.directory)
+        self._load_metadata()
+        self.secrets().check_writable()
+
+    def replace_all(self, endpoints: list[Endpoint], source: str) -> list[Change]:
+        """Make the stored set exactly ``endpoints``; all or nothing."""
+        return self._update(endpoints, source, remove_others=True)
+
+    def merge(self, endpoints: list[Endpoint], source: str) -> list[Change]:
+        """Add or replace ``endpoints``, keep the others; all or nothing."""
+        return self._update(endpoints, source, remove_others=False)
+
+    def forget(self, endpoint_ids: Iterable[str] | None) -> list[Change]:
+        """Delete the given endpoints (None: all of them), metadata first, then their keys."""
+        with self.locked():
+            data = self._load_metadata()
+            old = self.endpoints()
+            ids = list(old) if endpoint_ids is None else list(endpoint_ids)
+            for endpoint_id in ids:
+                if endpoint_id not in old:
+                    raise NotFoundError(f"no endpoint {endpoint_id!r} is stored; metis-env list shows what is")
+            data["endpoints"] = {k: v for k, v in data.get("endpoints", {}).items() if k not in ids}
+            data["updated_at"] = utc_now()
+            atomic_write_text(self.metadata_path, dump_json_yaml(data))
+            self._delete_unreferenced([old[i] for i in ids], data)
+            return [Change(i, "removed") for i in ids]
+
+    def _update(self, endpoints: list[Endpoint], source: str, remove_others: bool) -> list[Change]:
+        ids = [e.id for e in endpoints]
+        if len(set(ids)) != len(ids):
+            raise StoreError("two endpoint files give the same endpoint id; rename one of them")
+        with self.locked():
+            ensure_private_dir(self.directory)
+            data = self._load_metadata()
+            old = self.endpoints()
+            secrets = self.secrets()
+            backend = secrets.backend
+            now = utc_now()
+            records = {} if remove_others else dict(data.get("endpoints", {}))
+            changes: list[Change] = []
+            to_write: dict[str, str] = {}
+            for endpoint in endpoints:
+                previous = old.get(endpoint.id)
+                ref = f"{endpoint.id}/{endpoint.fingerprint}"
+                same_place = previous is not None and previous.store == secrets.kind and previous.secret_ref == ref
+                if not same_place or secrets.get(ref) is None:
+                    to_write[ref] = endpoint.api_key
+                records[endpoint.id] = {
+                    "base_url": endpoint.base_url,
+                    "models": list(endpoint.models),
+                    "file_name": endpoint.file_name,
+                    "source": source,
+                    "synced_at": now,
+                    "fingerprint": endpoint.fingerprint,
+                    "store": secrets.kind,
+                    "secret": ref,
+                    "backend": previous.backend if same_place and previous.backend else backend,
+                    "extra": dict(endpoint.extra),
+                }
+                changes.append(_describe_change(previous, endpoint, secrets.kind))
+            if remove_others:
+                changes += [Change(i, "removed") for i in old if i not in records]
+            new_data = {
+                "version": METADATA_VERSION,
+                "updated_at": now,
+                "endpoints": dict(sorted(records.items(), key=lambda item: natural_key(item[0]))),
+            }
+            self._commit(secrets, to_write, new_data, list(old.values()))
+            return sorted(changes, key=lambda c: natural_key(c.id))
+
+    def _commit(self, secrets: Any, to_write: dict[str, str], new_data: dict, old: list[StoredEndpoint]) -> None:
+        journal = paths.journal_file(self.directory)
+        self._clean_journal(new_data)
+        _checkpoint("before-secrets")
+        if to_write:
+            atomic_write_text(journal, json.dumps({"store": secrets.kind, "refs": sorted(to_write)}) + "\n")
+            secrets.set_many(to_write)
+        _checkpoint("before-metadata")
+        try:
+            atomic_write_text(self.metadata_path, dump_json_yaml(new_data))
+        except BaseException:
+            secrets.delete(list(to_write))
+            with contextlib.suppress(OSError):
+                journal.unlink()
+            raise
+        _checkpoint("after-metadata")
+        self._delete_unreferenced(old, new_data)
+        with contextlib.suppress(OSError):
+            journal.unlink()
+        _checkpoint("after-cleanup")
+
+    def _delete_unreferenced(self, candidates: list[StoredEndpoint], data: dict) -> None:
+        referenced = {(r.get("store", "keyring"), r.get("secret")) for r in data.get("endpoints", {}).values()}
+        by_store: dict[str, list[str]] = {}
+        for stored in candidates:
+            if (stored.store, stored.secret_ref) not in referenced:
+                by_store.setdefault(stored.store, []).append(stored.secret_ref)
+        for kind, refs in by_store.items():
+            try:
+                self.secrets(kind).delete(refs)
+            except Exception:
+                # The update is committed; a stale entry is garbage, not a failure.
+                sys.stderr.write(f"metis-env: warning: could not delete {len(refs)} old key(s) from the {kind} store\n")
+
+    def _clean_journal(self, new_data: dict) -> None:
+        """Delete keys written by an update that crashed before its metadata was committed."""
+        journal = paths.journal_file(self.directory)
+        text = read_private_text(journal)
+        if text is None:
+            return
+        try:
+            pending = json.loads(text)
+            kind, refs = pending["store"], list(pending["refs"])
+        except (ValueError, KeyError, TypeError):
+            kind, refs = None, []
+        current = self._load_metadata().get("endpoints", {}).values()
+        referenced = {(r.get("store"), r.get("secret")) for r in current}
+        orphans = [ref for ref in refs if (kind, ref) not in referenced]
+        if kind and orphans:
+            with contextlib.suppress(Exception):
+                self.secrets(kind).delete(orphans)
+        with contextlib.suppress(OSError):
+            journal.unlink()
+
+
+def _describe_change(previous: StoredEndpoint | None, endpoint: Endpoint, kind: str) -> Change:
+    if previous is None:
+        return Change(endpoint.id, "new")
+    if previous.fingerprint != endpoint.fingerprint:
+        return Change(endpoint.id, "key rotated")
+    if previous.models != endpoint.models:
+        added = [m for m in endpoint.models if m not in previous.models]
+        gone = [m for m in previous.models if m not in endpoint.models]
+        detail = ", ".join([f"+{m}" for m in added] + [f"-{m}" for m in gone])
+        return Change(endpoint.id, "models changed", detail)
+    if previous.base_url != endpoint.base_url or previous.store != kind or previous.extra != endpoint.extra:
+        return Change(endpoint.id, "updated")
+    return Change(endpoint.id, "unchanged")
+
+
+def natural_key(text: str) -> tuple:
+    """Sort ``2`` before ``10``, and numbers before words."""
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+
+def _lock_exclusive(handle: Any, path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            raise BusyError(f"another metis-env sync or import is running (lock {path}); wait for it to finish") from None
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BusyError(f"another metis-env sync or import is running (lock {path}); wait for it to finish") from None
+
+
+def open_store(settings: Settings) -> Store:
+    return Store(settings)
