@@ -162,6 +162,31 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
     return actions.get_command(what, endpoint, settings_from(ctx))
 
 
+@cli.command("check")
+@endpoint_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (keys: see README).")
+@click.option("--timeout", type=float, default=10.0, show_default=True, metavar="SECONDS", help="Limit for each connect and read.")
+@click.pass_context
+def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeout: float) -> None:
+    """Prove the stored key works: ask the endpoint for its models and report which are served.
+
+    Exit status: 0 ok, 12 key refused (run sync), 13 unreachable, 14 timeout, 15 bad answer.
+
+    \b
+    Example:
+      metis-env check 1
+      metis-env check --json | jq .status
+    """
+    from .check import check_endpoint, raise_for_result  # urllib and ssl: ~20 ms only this command needs
+
+    settings = settings_from(ctx)
+    store = open_store(settings)
+    stored, _model = actions.choose_endpoint(store.endpoints(), endpoint, settings)
+    result = check_endpoint(stored.base_url, store.api_key(stored), stored.models, timeout, endpoint=stored.id)
+    click.echo(result.to_json() if as_json else result.summary())
+    raise_for_result(result)
+
+
 @cli.command("forget")
 @click.argument("endpoints", nargs=-1, metavar="ENDPOINT...")
 @click.option("--all", "forget_all", is_flag=True, help="Forget every stored endpoint.")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from _http import Canned, CannedServer, SilentServer, closed_port
-from _tls import make_self_signed, server_context
+from tests._http import Canned, CannedServer, SilentServer, closed_port
+from tests._tls import make_self_signed, server_context
 from metis_env import check
 from metis_env.check import CheckResult, check_endpoint, raise_for_result
 from metis_env.errors import (
@@ -586,3 +586,60 @@ def test_the_openai_package_talks_to_the_stub() -> None:
             openai.OpenAI(base_url=base_url, api_key="sk-wrong", max_retries=0).models.list()
 
     assert (listed, completion.choices[0].message.content, streamed) == (list(SERVED), "Hi there.", "Hi there.")
+
+
+# -- metis-env check, the command ------------------------------------------------------------------
+
+
+def endpoint_file(folder: Path, base_url: str, key: str = KEY) -> Path:
+    path = folder / "metis_endpoint_1.txt"
+    path.write_text(f"BASE_URL={base_url}\nSAMBANOVA_API_KEY={key}\nMODELS={','.join(IN_FILE)}\n")
+    return path
+
+
+def test_the_command_prints_the_summary_and_exits_0(stub: OpenAIStubServer, tmp_path: Path, file_store) -> None:
+    from tests.conftest import metis
+
+    metis("import", str(endpoint_file(tmp_path, stub.base_url + "/")), check=True)
+
+    done = metis("check", "1")
+
+    out = done.stdout.decode()
+    latency = out.split(" in ", 1)[1].split(" ms", 1)[0]
+    assert (done.returncode, out, done.stderr) == (
+        0,
+        f"1: ok in {latency} ms: DeepSeek-R1 served, Llama-4-Maverick-17B-128E-Instruct not listed by /models\n",
+        b"",
+    )
+
+
+def test_the_command_prints_json_and_exits_with_the_outcome_code(tmp_path: Path, file_store) -> None:
+    from tests.conftest import metis
+
+    with OpenAIStubServer("sk-the-rotated-new-key-000", SERVED) as base_url:
+        metis("import", str(endpoint_file(tmp_path, base_url)), check=True)
+        done = metis("check", "--json", "1")
+
+    message = f"{base_url}/models refused the stored key (HTTP 401: Invalid API key); {SYNC_HINT}"
+    assert (done.returncode, json.loads(done.stdout), done.stderr.decode()) == (
+        12,
+        expected(base_url, "unauthorized", message, http_status=401, probe="GET /models"),
+        f"metis-env: error: check of endpoint 1: {message}\n",
+    )
+    assert KEY.encode() not in done.stdout + done.stderr
+
+
+def test_the_command_exits_13_when_nothing_listens(tmp_path: Path, file_store) -> None:
+    from tests.conftest import metis
+
+    port = closed_port()
+    metis("import", str(endpoint_file(tmp_path, f"http://127.0.0.1:{port}/v1")), check=True)
+
+    done = metis("check")
+
+    message = f"connection refused by 127.0.0.1:{port}; is the endpoint up and the port right?"
+    assert (done.returncode, done.stdout.decode(), done.stderr.decode()) == (
+        13,
+        f"1: unreachable: {message}\n",
+        f"metis-env: error: check of endpoint 1: {message}\n",
+    )
