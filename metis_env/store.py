@@ -420,14 +420,17 @@ class Store:
         journal = paths.journal_file(self.directory)
         self._clean_journal(new_data)
         _checkpoint("before-secrets")
-        if to_write:
-            atomic_write_text(journal, json.dumps({"store": secrets.kind, "refs": sorted(to_write)}) + "\n")
-            secrets.set_many(to_write)
-        _checkpoint("before-metadata")
         try:
-            atomic_write_text(self.metadata_path, dump_json_yaml(new_data))
+            if to_write:
+                atomic_write_text(journal, json.dumps({"store": secrets.kind, "refs": sorted(to_write)}) + "\n")
+                secrets.set_many(to_write)  # rolls back its own partial writes
+            _checkpoint("before-metadata")
+            try:
+                atomic_write_text(self.metadata_path, dump_json_yaml(new_data))
+            except BaseException:
+                secrets.delete(list(to_write))
+                raise
         except BaseException:
-            secrets.delete(list(to_write))
             with contextlib.suppress(OSError):
                 journal.unlink()
             raise
