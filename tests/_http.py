@@ -14,6 +14,7 @@ class Canned:
     status: int
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+    raw: bytes | None = None  # sent as is instead of an HTTP answer, then the connection is closed
 
 
 Route = Callable[[BaseHTTPRequestHandler], Canned]
@@ -41,6 +42,10 @@ class CannedServer:
                 self.rfile.read(length)
                 outer.paths.append(self.path)
                 canned = outer.route(self)
+                if canned.raw is not None:
+                    self.close_connection = True
+                    self.wfile.write(canned.raw)
+                    return
                 self.send_response(canned.status)
                 for name, value in canned.headers:
                     self.send_header(name, value)
