@@ -48,6 +48,7 @@ class StoredEndpoint:
     secret_ref: str
     backend: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+    previous_fingerprint: str = field(default="", compare=False)  # before the last sync: doctor says if the key changed
 
     def age_days(self, now: _dt.datetime | None = None) -> float | None:
         try:
@@ -284,6 +285,7 @@ class Store:
                     secret_ref=record["secret"],
                     backend=record.get("backend", ""),
                     extra=dict(record.get("extra", {})),
+                    previous_fingerprint=record.get("previous_fingerprint", ""),
                 )
             except (KeyError, TypeError):
                 raise StoreError(
@@ -404,6 +406,7 @@ class Store:
                     "secret": ref,
                     "backend": previous.backend if same_place and previous.backend else backend,
                     "extra": dict(endpoint.extra),
+                    "previous_fingerprint": previous.fingerprint if previous is not None else "",
                 }
                 changes.append(_describe_change(previous, endpoint, secrets.kind))
             if remove_others:
