@@ -124,7 +124,7 @@ def export_command(spec: str | None, model: str | None, shell: str | None, unset
         shell_name = shell_name or render.normalize_shell(shell)
         settings = settings or load_settings()
         code, warnings = export_code(open_store(settings), settings, spec, model, shell_name, unset)
-    except MetisEnvError:
+    except BaseException:  # any failure, a bug included, must make the user's eval fail too
         sys.stdout.write(render.failure_code(shell_name or "sh"))
         raise
     for warning in warnings:

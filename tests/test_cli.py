@@ -214,15 +214,31 @@ def test_no_keyring_gives_one_line_naming_the_file_store(endpoint_files, monkeyp
     assert result(metis("import", "--store", "file", str(endpoint_files[0]))) == (0, "", "endpoint 1: new\n")
 
 
-def test_an_internal_error_is_one_line_and_debug_shows_the_traceback(endpoint_files, env_setup):
+def test_a_damaged_metadata_entry_is_one_line(endpoint_files, env_setup):
     metis("import", str(endpoint_files[0]), check=True)
     (env_setup / "endpoints.yaml").write_text('{"version": 1, "endpoints": {"1": 5}}')
-    proc = metis("list")
-    assert result(proc) == (
+    assert result(metis("list")) == (
         6,
         "",
         f"metis-env: error: {env_setup / 'endpoints.yaml'}: the entry for endpoint '1' is damaged; run metis-env sync\n",
     )
+
+
+def test_an_internal_error_is_one_line_and_debug_shows_the_traceback(endpoint_files, env_setup):
+    metis("import", str(endpoint_files[0]), check=True)
+    data = json.loads((env_setup / "endpoints.yaml").read_text())
+    data["endpoints"]["1"]["base_url"] = 5  # a type the code never expects: a bug, not a user error
+    (env_setup / "endpoints.yaml").write_text(json.dumps(data))
+    assert result(metis("export", "1")) == (
+        1,
+        "false\n",
+        "metis-env: internal error (AttributeError); this is a bug: please report it, with the output of the "
+        "same command run with --debug\n",
+    )
+    debug = metis("export", "1", env={"METIS_ENV_DEBUG": "1"})
+    assert debug.returncode == 1
+    assert debug.stderr.decode().startswith("Traceback (most recent call last):\n")
+    assert KEY_1 not in debug.stderr.decode()
 
 
 def test_help_of_every_command_has_an_example():
