@@ -187,6 +187,27 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
     raise_for_result(result)
 
 
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON (schema version 1, see README).")
+@click.pass_context
+def doctor_command(ctx: click.Context, as_json: bool) -> None:
+    """Say why metis-env does or does not work here: keyring, config files, SSH, data age, hooks.
+
+    Each finding is one line; a warning or a problem ends with its fix. Exit status 17 when
+    something is broken, 0 otherwise (warnings alone included).
+
+    \b
+    Example:
+      metis-env doctor
+      metis-env doctor --json | jq -r '.findings[] | select(.status != "ok") | .fix'
+    """
+    from . import doctor
+
+    findings = doctor.run_checks(settings_from(ctx))
+    click.echo(doctor.format_json(findings) if as_json else doctor.format_report(findings), nl=False)
+    doctor.raise_for_findings(findings)
+
+
 @cli.command("forget")
 @click.argument("endpoints", nargs=-1, metavar="ENDPOINT...")
 @click.option("--all", "forget_all", is_flag=True, help="Forget every stored endpoint.")

@@ -1,0 +1,433 @@
+"""``metis-env doctor``: why metis-env does or does not work on this machine, one line per finding.
+
+Every check is a plain function returning ``Finding`` objects: a name, a status (``ok``, ``warn`` or
+``problem``), a one-line message and, unless all is well, a one-line fix. Nothing here changes
+anything: the keyring is only read (an entry that does not exist), the config dir is only ``lstat``-ed.
+A problem is something that breaks a command today (``doctor`` then exits 17); a warning is something
+that will, or that weakens the protection of the keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import paths
+from .actions import format_age
+from .errors import DoctorProblemsError, MetisEnvError
+from .files import check_private_dir
+from .settings import Settings, read_config_file
+from .store import FILE_STORE_HINT, KeyringSecrets, Store
+
+OK, WARN, PROBLEM = "ok", "warn", "problem"
+STATUSES = (OK, WARN, PROBLEM)
+JSON_VERSION = 1
+KEYRING_PROBE_TIMEOUT = 3.0
+SSH_CHECK_TIMEOUT = 5.0
+
+FAIL_BACKEND = "keyring.backends.fail.Keyring"
+CHAINER_BACKEND = "keyring.backends.chainer.ChainerBackend"
+FILE_STORE_FIX = "or use the file store: metis-env --store file sync (or export METIS_ENV_STORE=file)"
+HOOK_MARK = "metis-env hook"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing doctor looked at. ``fix`` is empty when there is nothing to do."""
+
+    name: str
+    status: str
+    message: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:<7}  {self.name}: {self.message}"
+        return f"{text}; fix: {self.fix}" if self.fix and self.status != OK else text
+
+
+# --- the keyring and the store ---------------------------------------------------------------------
+
+
+def keyring_config_file(environ: Mapping[str, str] = os.environ) -> Path:
+    """keyring's own config file, which can name a backend (``[backend] default-keyring``).
+
+    The same lookup as ``keyring.util.platform_.config_root``, without importing keyring here.
+    """
+    if platform.system() == "Windows":
+        root = Path(environ.get("LOCALAPPDATA", environ.get("ProgramData", "."))) / "Python Keyring"
+    else:
+        base = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".config")
+        root = Path(base) / "python_keyring"
+    return root / "keyringrc.cfg"
+
+
+def keyring_choice_reason(environ: Mapping[str, str] = os.environ) -> str:
+    """Why keyring picked its backend: the environment, its config file, or its own detection."""
+    if environ.get("PYTHON_KEYRING_BACKEND"):
+        return "named by PYTHON_KEYRING_BACKEND"
+    config = keyring_config_file(environ)
+    try:
+        text = config.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    if "default-keyring" in text:
+        return f"named in {config}"
+    return "auto-detected"
+
+
+def _probe(backend) -> tuple[tuple[str, ...], str] | None:
+    """Read an entry that does not exist; the exception's class names and first line, or None."""
+    try:
+        backend.get_password("metis-env", "metis-env-doctor-probe")
+    except Exception as exc:
+        detail = (str(exc).splitlines() or [""])[0][:160]
+        return tuple(cls.__name__ for cls in type(exc).__mro__), detail
+    return None
+
+
+def check_keyring(settings: Settings, environ: Mapping[str, str] = os.environ, timeout: float = KEYRING_PROBE_TIMEOUT) -> list[Finding]:
+    """The backend keyring chose and why; with the keyring store, whether it answers a read."""
+    in_use = settings.store == "keyring"
+    reason = keyring_choice_reason(environ)
+    secrets = KeyringSecrets(timeout=timeout)
+    try:
+        backend = secrets._backend()
+    except MetisEnvError as exc:
+        return [Finding("keyring", PROBLEM if in_use else OK, f"keyring could not load a backend: {exc}", _keyring_fix(environ))]
+    name = f"{type(backend).__module__}.{type(backend).__name__}"
+    if not in_use:
+        return [Finding("keyring", OK, f"not used (the store is file); keyring would use {name}, {reason}")]
+    if name == FAIL_BACKEND or (name == CHAINER_BACKEND and not list(getattr(backend, "backends", []))):
+        return [
+            Finding(
+                "keyring",
+                PROBLEM,
+                f"no OS keyring is available: keyring chose {name}, {reason}",
+                _keyring_fix(environ),
+            )
+        ]
+    started = time.monotonic()
+    try:
+        failure = secrets._call(_probe, backend)
+    except MetisEnvError:
+        return [
+            Finding(
+                "keyring",
+                PROBLEM,
+                f"{name} ({reason}) did not answer within {timeout:g} s: locked, or waiting for an unlock dialog",
+                f"unlock it (log in to the desktop session) {FILE_STORE_FIX}",
+            )
+        ]
+    elapsed_ms = round((time.monotonic() - started) * 1000)
+    if failure is None:
+        return [Finding("keyring", OK, f"{name}, {reason}; answered in {elapsed_ms} ms")]
+    classes, detail = failure
+    shown = f"{classes[0]}: {detail}" if detail else classes[0]
+    if "KeyringLocked" in classes:
+        return [
+            Finding(
+                "keyring",
+                PROBLEM,
+                f"{name} ({reason}) is locked and refused to unlock ({shown})",
+                f"unlock it: log in to the desktop session, or run gnome-keyring-daemon --unlock with your login password; {FILE_STORE_FIX}",
+            )
+        ]
+    if "NoKeyringError" in classes:
+        return [Finding("keyring", PROBLEM, f"no OS keyring is available: {name} ({reason}) raised {shown}", _keyring_fix(environ))]
+    return [
+        Finding(
+            "keyring",
+            PROBLEM,
+            f"{name} ({reason}) failed to read ({shown})",
+            f"unlock or restart the keyring daemon (a D-Bus session is needed on Linux); {FILE_STORE_FIX}",
+        )
+    ]
+
+
+def _keyring_fix(environ: Mapping[str, str]) -> str:
+    if environ.get("PYTHON_KEYRING_BACKEND"):
+        return (
+            f"unset PYTHON_KEYRING_BACKEND (it names {environ['PYTHON_KEYRING_BACKEND']}) to let keyring detect one, "
+            f"{FILE_STORE_FIX}"
+        )
+    return (
+        "install and unlock gnome-keyring or kwallet (Linux needs a D-Bus session), or set PYTHON_KEYRING_BACKEND "
+        f"to a working backend, {FILE_STORE_FIX}"
+    )
+
+
+def check_store(settings: Settings, environ: Mapping[str, str] = os.environ) -> list[Finding]:
+    """Which store the keys go to, and where that choice comes from."""
+    if environ.get("METIS_ENV_STORE"):
+        source = "METIS_ENV_STORE"
+    else:
+        try:
+            configured = read_config_file(paths.config_file(settings.config_dir)).get("store")
+        except MetisEnvError:
+            configured = None
+        source = "config.yaml" if configured == settings.store else ("--store" if settings.store != "keyring" else "the default")
+    if settings.store == "file":
+        where = paths.keys_file(settings.config_dir)
+        return [Finding("store", OK, f"file ({source}): keys in {where}, mode 0600")]
+    return [Finding("store", OK, f"keyring ({source}): keys in the OS keyring, service 'metis-env'")]
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+CONFIG_FILES = (
+    ("config.yaml", paths.config_file, False),
+    ("endpoints.yaml", paths.metadata_file, False),
+    ("keys.json", paths.keys_file, True),
+    ("sync.lock", paths.lock_file, False),
+    ("pending.json", paths.journal_file, False),
+)
+
+
+def check_config_files(settings: Settings) -> list[Finding]:
+    """The config dir 0700 and each file in it 0600, ours, not a symlink."""
+    directory = settings.config_dir
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        return [Finding("config dir", OK, f"{directory} does not exist yet (the first sync or import creates it 0700)")]
+    except OSError as exc:
+        return [Finding("config dir", PROBLEM, f"cannot look at {directory}: {exc.strerror}", "check the permissions of its parents")]
+    try:
+        check_private_dir(directory, info)
+    except MetisEnvError as exc:
+        return [Finding("config dir", PROBLEM, str(exc), "move it away, or set METIS_ENV_CONFIG_DIR to a directory of your own")]
+    findings = []
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        findings.append(Finding("config dir", WARN, f"{directory} has mode {mode:o}, looser than 700", f"chmod 700 {directory}"))
+    else:
+        findings.append(Finding("config dir", OK, f"{directory} (mode {mode:o})"))
+    for name, path_of, secret in CONFIG_FILES:
+        finding = _check_private_file(name, path_of(directory), secret)
+        if finding is not None:
+            findings.append(finding)
+    return findings
+
+
+def _check_private_file(name: str, path: Path, secret: bool) -> Finding | None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return Finding(name, PROBLEM, f"cannot look at {path}: {exc.strerror}", "check its permissions")
+    if stat.S_ISLNK(info.st_mode):
+        return Finding(name, PROBLEM, f"{path} is a symbolic link; metis-env refuses to read it", f"remove the link: rm {path}")
+    if not stat.S_ISREG(info.st_mode):
+        return Finding(name, PROBLEM, f"{path} is not a regular file", f"move it away: mv {path} {path}.old")
+    if info.st_uid != os.geteuid():
+        return Finding(name, PROBLEM, f"{path} belongs to another user (uid {info.st_uid})", f"move it away: mv {path} {path}.old")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        if secret:
+            message = f"{path} has mode {mode:o}, readable by other users: metis-env refuses to read keys from it"
+            return Finding(name, PROBLEM, message, f"chmod 600 {path}, then consider the keys seen (metis-env sync after they rotate)")
+        return Finding(name, WARN, f"{path} has mode {mode:o}, looser than 600", f"chmod 600 {path}")
+    return Finding(name, OK, f"{path} (mode {mode:o})")
+
+
+# --- the stored endpoints --------------------------------------------------------------------------
+
+
+def check_endpoints(settings: Settings, store: Store, keys_readable: bool = True) -> list[Finding]:
+    """Age of each endpoint's data, whether its key changed at the last sync, and whether it can be read."""
+    try:
+        endpoints = store.endpoints()
+    except MetisEnvError as exc:
+        return [Finding("endpoints", PROBLEM, str(exc), "metis-env sync rewrites it")]
+    if not endpoints:
+        return [Finding("endpoints", OK, "none stored yet: metis-env sync fetches them (metis-env demo shows how)")]
+    findings = []
+    for stored in endpoints.values():
+        name = f"endpoint {stored.id}"
+        age = stored.age_days()
+        when = f"synced {format_age(age)}" + (f" ({stored.source})" if stored.source else "")
+        if not stored.previous_fingerprint:
+            changed = "new at the last sync" if stored.source else "key history unknown"
+        elif stored.previous_fingerprint != stored.fingerprint:
+            changed = f"key changed at the last sync ({stored.previous_fingerprint} -> {stored.fingerprint})"
+        else:
+            changed = "key unchanged at the last sync"
+        if keys_readable or stored.store == "file":
+            try:
+                store.api_key(stored)
+            except MetisEnvError as exc:
+                findings.append(Finding(name, PROBLEM, f"{when}; {exc}", "metis-env sync"))
+                continue
+        if age is None:
+            findings.append(Finding(name, WARN, f"no valid sync time recorded; {changed}", "metis-env sync"))
+        elif age > settings.stale_after_days:
+            findings.append(
+                Finding(
+                    name,
+                    WARN,
+                    f"{when}, older than stale_after_days ({settings.stale_after_days:g}); {changed}",
+                    "metis-env sync",
+                )
+            )
+        else:
+            findings.append(Finding(name, OK, f"{when}; {changed}"))
+    return findings
+
+
+# --- shell hooks -----------------------------------------------------------------------------------
+
+
+def hook_files(environ: Mapping[str, str] = os.environ) -> dict[str, Path]:
+    """Where a shell hook line would be, per shell."""
+    home = Path(environ.get("HOME") or Path.home())
+    config = Path(environ["XDG_CONFIG_HOME"]) if environ.get("XDG_CONFIG_HOME") else home / ".config"
+    zdot = Path(environ["ZDOTDIR"]) if environ.get("ZDOTDIR") else home
+    return {
+        "bash": home / ".bashrc",
+        "zsh": zdot / ".zshrc",
+        "fish": config / "fish" / "config.fish",
+    }
+
+
+def direnv_library(environ: Mapping[str, str] = os.environ) -> Path:
+    home = Path(environ.get("HOME") or Path.home())
+    config = Path(environ["XDG_CONFIG_HOME"]) if environ.get("XDG_CONFIG_HOME") else home / ".config"
+    return config / "direnv" / "lib" / "metis-env.sh"
+
+
+def check_hooks(environ: Mapping[str, str] = os.environ, which: Callable[[str], str | None] = shutil.which) -> list[Finding]:
+    """Whether a shell hook (a ``metis-env hook`` line in an rc file) or the direnv library is installed."""
+    installed = []
+    for shell, path in hook_files(environ).items():
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if any(HOOK_MARK in line and not line.lstrip().startswith("#") for line in text.splitlines()):
+            installed.append(f"{shell} ({path})")
+    library = direnv_library(environ)
+    findings = []
+    if installed:
+        findings.append(Finding("shell hook", OK, "installed for " + ", ".join(installed)))
+    else:
+        findings.append(Finding("shell hook", OK, "not installed (optional: metis-env hook --help)"))
+    if library.exists():
+        findings.append(Finding("direnv library", OK, f"installed at {library}"))
+    else:
+        findings.append(Finding("direnv library", OK, "not installed (optional: use_metis in .envrc needs it)"))
+    if (installed or library.exists()) and which("metis-env") is None:
+        findings.append(
+            Finding(
+                "shell hook",
+                PROBLEM,
+                "a hook calls metis-env, but metis-env is not on PATH",
+                "put metis-env's directory on PATH (pipx ensurepath) before the hook line",
+            )
+        )
+    return findings
+
+
+# --- OpenSSH ---------------------------------------------------------------------------------------
+
+
+def ssh_destination(settings: Settings) -> str:
+    return f"{settings.user}@{settings.host}" if settings.user else settings.host
+
+
+def check_openssh(
+    settings: Settings,
+    which: Callable[[str], str | None] = shutil.which,
+    control_path: str | None = None,
+    timeout: float = SSH_CHECK_TIMEOUT,
+) -> list[Finding]:
+    """``--via openssh`` readiness: is ``ssh`` installed, and is a ControlMaster connection live?"""
+    needed = settings.transport == "openssh"
+    ssh = which("ssh")
+    if ssh is None:
+        if needed:
+            return [Finding("openssh", PROBLEM, "the transport is openssh but ssh is not installed", "install openssh-client, or metis-env config set transport paramiko")]
+        return [Finding("openssh", OK, "ssh is not installed (only --via openssh needs it)")]
+    argv = [ssh, "-O", "check", "-o", "BatchMode=yes"]
+    if control_path:
+        argv += ["-o", f"ControlPath={control_path}"]
+    if settings.port:
+        argv += ["-p", str(settings.port)]
+    argv.append(ssh_destination(settings))
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return [Finding("openssh", WARN, f"ssh -O check {settings.host} did not answer within {timeout:g} s", "close the stuck master: ssh -O exit " + settings.host)]
+    except OSError as exc:
+        return [Finding("openssh", PROBLEM if needed else WARN, f"cannot run {ssh}: {exc.strerror}", "reinstall openssh-client")]
+    said = (done.stderr.strip().splitlines() or [""])[-1]
+    if done.returncode == 0:
+        return [Finding("openssh", OK, f"a ControlMaster connection to {settings.host} is live: sync --via openssh needs no passcode now")]
+    if "No ControlPath specified" in said:
+        return [
+            Finding(
+                "openssh",
+                OK,
+                f"no ControlPath is configured for {settings.host}: each sync --via openssh asks for a passcode",
+                "",
+            )
+        ]
+    return [Finding("openssh", OK, f"no live ControlMaster connection to {settings.host}: the next sync --via openssh asks for a passcode")]
+
+
+# --- all together ----------------------------------------------------------------------------------
+
+
+def run_checks(settings: Settings, environ: Mapping[str, str] = os.environ, store: Store | None = None) -> list[Finding]:
+    """Every check, in the order the report shows them."""
+    store = store or Store(settings)
+    findings: list[Finding] = []
+    findings += check_store(settings, environ)
+    keyring_findings = check_keyring(settings, environ)
+    findings += keyring_findings
+    findings += check_config_files(settings)
+    findings += check_ssh(settings, environ)
+    keys_readable = all(f.status != PROBLEM for f in keyring_findings)
+    findings += check_endpoints(settings, store, keys_readable=keys_readable)
+    findings += check_hooks(environ)
+    findings += check_openssh(settings)
+    return findings
+
+
+def check_ssh(settings: Settings, environ: Mapping[str, str] = os.environ) -> list[Finding]:
+    """How ~/.ssh/config resolves the login host, and whether known_hosts knows its key (through ssh.py)."""
+    return []
+
+
+def format_report(findings: Sequence[Finding]) -> str:
+    counts = {status: sum(1 for f in findings if f.status == status) for status in STATUSES}
+    lines = [f.line() for f in findings]
+    lines.append(f"{counts[PROBLEM]} problem(s), {counts[WARN]} warning(s)")
+    return "\n".join(lines) + "\n"
+
+
+def format_json(findings: Sequence[Finding]) -> str:
+    """Schema version 1: ``{"version", "ok", "findings": [{"name","status","message","fix"}], "counts"}``."""
+    counts = {status: sum(1 for f in findings if f.status == status) for status in STATUSES}
+    payload = {
+        "version": JSON_VERSION,
+        "ok": counts[PROBLEM] == 0,
+        "counts": counts,
+        "findings": [asdict(f) for f in findings],
+    }
+    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+
+def raise_for_findings(findings: Sequence[Finding]) -> None:
+    problems = [f for f in findings if f.status == PROBLEM]
+    if problems:
+        names = ", ".join(dict.fromkeys(f.name for f in problems))
+        raise DoctorProblemsError(f"doctor found {len(problems)} problem(s) ({names}); each is listed above with its fix")
