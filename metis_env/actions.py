@@ -6,24 +6,30 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import namedtuple
 from pathlib import Path
 
 from . import render
-from .endpoint import MAX_FILE_BYTES, Endpoint, mask_key, parse_endpoint_file
 from .errors import CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
 from .settings import Settings, env_name, load_settings
 from .store import Change, Store, StoredEndpoint, natural_key, open_store
+
+# endpoint.py (hashlib, ipaddress, urllib) is imported where a file is parsed or a key masked, so that
+# export, get and run never load it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
 
 EXPORTED_NAMES = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "MODEL_NAME", "SAMBANOVA_API_KEY", "METIS_ENV_ENDPOINT")
 """Every variable export sets, in the order it prints them."""
 
 
-@dataclass(frozen=True)
-class Selection:
-    endpoint: StoredEndpoint
-    model: str
-    warnings: tuple[str, ...] = field(default=())
+# A namedtuple, not a dataclass: see StoredEndpoint in store.py.
+class Selection(namedtuple("Selection", "endpoint model warnings", defaults=((),))):
+    """The endpoint and model export, get and run use (``endpoint: StoredEndpoint, model: str,
+    warnings: tuple[str, ...]``)."""
+
+    __slots__ = ()
 
 
 def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, settings: Settings) -> tuple[StoredEndpoint, str | None]:
@@ -193,6 +199,8 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
 
 def read_endpoint_source(source: str, endpoint_id: str | None, stdin=None) -> Endpoint:
     """One FILE argument of import (``-`` is stdin) -> a parsed Endpoint; the file is never read past the limit."""
+    from .endpoint import MAX_FILE_BYTES, parse_endpoint_file
+
     if source == "-":
         if not endpoint_id:
             raise UsageError("give the endpoint id for stdin: metis-env import --id 1 -")
@@ -227,6 +235,8 @@ def describe_changes(changes: Sequence[Change]) -> list[str]:
 
 def list_rows(store: Store, settings: Settings) -> list[dict]:
     """What list shows, one dict per endpoint (the --json schema, version 1)."""
+    from .endpoint import mask_key
+
     rows = []
     for stored in store.endpoints().values():
         try:

@@ -10,11 +10,14 @@ import json
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
-from typing import Any
-
 from .errors import StoreError
+
+# typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
+# type checkers need it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -80,6 +83,8 @@ def read_private_text(path: Path, *, secret: bool = False) -> str | None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``path`` 0600 through a temp file in the same directory and ``os.replace``."""
+    import tempfile  # only writers pay for it (random, shutil: ~4 ms)
+
     ensure_private_dir(path.parent)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

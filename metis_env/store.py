@@ -17,15 +17,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections import namedtuple
 from pathlib import Path
-from typing import Any
-
 from . import paths
-from .endpoint import Endpoint
 from .errors import BusyError, NotFoundError, StoreError, StoreUnavailableError
 from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, read_private_text
 from .settings import Settings
+
+# typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
+# type checkers need it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .endpoint import Endpoint  # and hashlib, ipaddress: the hot path never parses a file
 
 SERVICE = "metis-env"
 METADATA_VERSION = 1
@@ -33,22 +38,38 @@ SECRET_SERVICE_BACKEND = "keyring.backends.SecretService.Keyring"
 FILE_STORE_HINT = "use the file store instead: --store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"
 
 
-@dataclass(frozen=True)
-class StoredEndpoint:
-    """What the metadata file says about one endpoint: never the key itself."""
+# Records are namedtuples, not dataclasses: `import dataclasses` (inspect, ast, dis) costs about
+# 14 ms, more than the rest of `export` together; see the hot path in main.py.
+_STORED_FIELDS = (
+    "id base_url models file_name source synced_at fingerprint store secret_ref backend "
+    # informative, not part of identity (== and hash leave them out):
+    "extra previous_fingerprint"
+)
+_INFORMATIVE = 2
 
-    id: str
-    base_url: str
-    models: tuple[str, ...]
-    file_name: str
-    source: str
-    synced_at: str
-    fingerprint: str
-    store: str
-    secret_ref: str
-    backend: str = ""
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
-    previous_fingerprint: str = field(default="", compare=False)  # before the last sync: doctor says if the key changed
+
+class StoredEndpoint(namedtuple("StoredEndpoint", _STORED_FIELDS, defaults=("", None, ""))):
+    """What the metadata file says about one endpoint: never the key itself.
+
+    ``id, base_url, file_name, source, synced_at`` (ISO 8601), ``fingerprint``, ``store`` ("keyring" or
+    "file"), ``secret_ref``, ``backend``: str; ``models``: tuple[str, ...]; ``extra``: dict[str, str];
+    ``previous_fingerprint``: the key's fingerprint before the last sync (doctor says if the key changed).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls, *args, **kwargs)
+        return self if self.extra is not None else self._replace(extra={})
+
+    def __eq__(self, other):
+        return isinstance(other, StoredEndpoint) and self[:-_INFORMATIVE] == other[:-_INFORMATIVE]
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash(self[:-_INFORMATIVE])
 
     def age_days(self, now: _dt.datetime | None = None) -> float | None:
         try:
@@ -59,11 +80,11 @@ class StoredEndpoint:
         return (now - when).total_seconds() / 86400
 
 
-@dataclass(frozen=True)
-class Change:
-    id: str
-    status: str  # new | unchanged | key rotated | models changed | updated | removed
-    detail: str = ""
+class Change(namedtuple("Change", "id status detail", defaults=("",))):
+    """One endpoint's fate in an update: ``status`` is new | unchanged | key rotated | models changed |
+    updated | removed; ``detail`` says which models came and went."""
+
+    __slots__ = ()
 
 
 def utc_now() -> str:
