@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import click
 
-from . import __version__, actions
+from . import __version__, actions, hooks
 from .errors import MetisEnvError
 from .main import debug_requested, report_error
 from .render import SHELLS, failure_code, shell_from_env
@@ -38,12 +38,31 @@ def store_option(func):
     )(func)
 
 
+def complete_endpoint(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """TAB on ENDPOINT: ids and models from endpoints.yaml alone (no keyring, no network)."""
+    from click.shell_completion import CompletionItem
+
+    from .hooks import endpoint_candidates
+
+    return [CompletionItem(v, help=h) for v, h in endpoint_candidates(incomplete)]
+
+
+def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """TAB on --model: the models of the endpoint named so far (else the default one, else all)."""
+    from click.shell_completion import CompletionItem
+
+    from .hooks import model_candidates
+
+    spec = ctx.params.get("endpoint")
+    return [CompletionItem(v, help=h) for v, h in model_candidates(incomplete, spec)]
+
+
 def endpoint_argument(func):
-    return click.argument("endpoint", required=False)(func)
+    return click.argument("endpoint", required=False, shell_complete=complete_endpoint)(func)
 
 
 def model_option(func):
-    return click.option("--model", "-m", metavar="NAME", help="One of the endpoint's models (default: the configured one, else the first).")(func)
+    return click.option("--model", "-m", metavar="NAME", shell_complete=complete_model, help="One of the endpoint's models (default: the configured one, else the first).")(func)
 
 
 @click.group(context_settings=CONTEXT)
@@ -203,13 +222,14 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
     """
     from . import doctor
 
-    findings = doctor.run_checks(settings_from(ctx))
+    settings, settings_findings = doctor.load_settings_or_defaults(lambda: settings_from(ctx))
+    findings = doctor.run_checks(settings, settings_findings=settings_findings)
     click.echo(doctor.format_json(findings) if as_json else doctor.format_report(findings), nl=False)
     doctor.raise_for_findings(findings)
 
 
 @cli.command("forget")
-@click.argument("endpoints", nargs=-1, metavar="ENDPOINT...")
+@click.argument("endpoints", nargs=-1, metavar="ENDPOINT...", shell_complete=complete_endpoint)
 @click.option("--all", "forget_all", is_flag=True, help="Forget every stored endpoint.")
 @click.pass_context
 def forget_command(ctx: click.Context, endpoints: Sequence[str], forget_all: bool) -> None:
@@ -277,6 +297,32 @@ def config_set(name: str, value: str) -> None:
 def config_unset(name: str) -> None:
     """Remove a setting from config.yaml (back to its default)."""
     save_setting(load_settings().config_dir, name, None)
+
+
+@cli.command("hook")
+@click.argument("target", type=click.Choice(hooks.TARGETS))
+@click.option("--path", "show_path", is_flag=True, help="Print where the shipped file is, instead of its content.")
+@click.option("--install", is_flag=True, help="Copy it where the shell or direnv reads it, and say where.")
+def hook_command(target: str, show_path: bool, install: bool) -> None:
+    """Print the shell integration for TARGET: metis-use, metis-unuse and TAB completion for a
+    shell, or 'use metis' for direnv's .envrc files.
+
+    \b
+    Example:
+      metis-env hook bash --install      # then, in ~/.bashrc: source ~/.local/share/metis-env/metis-env.bash
+      metis-env hook fish --install      # fish reads ~/.config/fish/conf.d by itself
+      metis-env hook direnv --install    # then, in an .envrc: use metis 1 --model NAME
+      eval "$(metis-env hook zsh)"       # or this in ~/.zshrc (one metis-env start per shell)
+    """
+    if show_path and install:
+        raise click.UsageError("give --path or --install, not both")
+    if install:
+        path, status = hooks.install(target)
+        click.echo(f"metis-env: {hooks.install_message(target, path, status)}", err=True)
+    elif show_path:
+        click.echo(str(hooks.hook_path(target)))
+    else:
+        click.echo(hooks.hook_text(target), nl=False)
 
 
 def run_cli(argv: Sequence[str]) -> int:

@@ -242,8 +242,9 @@ def _check_private_file(name: str, path: Path, secret: bool) -> Finding | None:
 # --- the stored endpoints --------------------------------------------------------------------------
 
 
-def check_endpoints(settings: Settings, store: Store, keys_readable: bool = True) -> list[Finding]:
-    """Age of each endpoint's data, whether its key changed at the last sync, and whether it can be read."""
+def check_endpoints(settings: Settings, store: Store, broken_stores: frozenset[str] = frozenset()) -> list[Finding]:
+    """Age of each endpoint's data, whether its key changed at the last sync, and whether its key can be read
+    (not tried in a store already reported broken: one problem, one line)."""
     try:
         endpoints = store.endpoints()
     except MetisEnvError as exc:
@@ -261,7 +262,7 @@ def check_endpoints(settings: Settings, store: Store, keys_readable: bool = True
             changed = f"key changed at the last sync ({stored.previous_fingerprint} -> {stored.fingerprint})"
         else:
             changed = "key unchanged at the last sync"
-        if keys_readable or stored.store == "file":
+        if stored.store not in broken_stores:
             try:
                 store.api_key(stored)
             except MetisEnvError as exc:
@@ -386,17 +387,37 @@ def check_openssh(
 # --- all together ----------------------------------------------------------------------------------
 
 
-def run_checks(settings: Settings, environ: Mapping[str, str] = os.environ, store: Store | None = None) -> list[Finding]:
+def load_settings_or_defaults(load: Callable[[], Settings], environ: Mapping[str, str] = os.environ) -> tuple[Settings, list[Finding]]:
+    """The settings, or (when config.yaml or a METIS_ENV_* value is bad) the defaults and a finding saying why:
+    doctor must work on exactly the machines where the rest does not."""
+    try:
+        return load(), []
+    except MetisEnvError as exc:
+        settings = Settings(config_dir=paths.config_dir(environ))
+        return settings, [Finding("settings", PROBLEM, f"{exc}; doctor goes on with the defaults", "fix the value named, or delete config.yaml")]
+
+
+def run_checks(
+    settings: Settings,
+    environ: Mapping[str, str] = os.environ,
+    store: Store | None = None,
+    settings_findings: Sequence[Finding] = (),
+) -> list[Finding]:
     """Every check, in the order the report shows them."""
     store = store or Store(settings)
-    findings: list[Finding] = []
+    findings: list[Finding] = list(settings_findings)
     findings += check_store(settings, environ)
     keyring_findings = check_keyring(settings, environ)
     findings += keyring_findings
-    findings += check_config_files(settings)
+    files = check_config_files(settings)
+    if any(f.name == "config.yaml" and f.status == PROBLEM for f in files):
+        findings = [f for f in findings if f.name != "settings"]  # the same cause, said once
+    findings += files
     findings += check_ssh(settings, environ)
-    keys_readable = all(f.status != PROBLEM for f in keyring_findings)
-    findings += check_endpoints(settings, store, keys_readable=keys_readable)
+    broken = {"keyring"} if any(f.status == PROBLEM for f in keyring_findings) else set()
+    if any(f.name == "keys.json" and f.status == PROBLEM for f in findings):
+        broken.add("file")
+    findings += check_endpoints(settings, store, frozenset(broken))
     findings += check_hooks(environ)
     findings += check_openssh(settings)
     return findings

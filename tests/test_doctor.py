@@ -1,0 +1,257 @@
+"""doctor on the machines newcomers have: no keyring, a locked one, loose modes, stale data, ...
+
+Each case runs the real CLI in a subprocess and asserts whole lines of the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from metis_env import doctor
+from metis_env.settings import load_settings
+from metis_env.store import Store
+from tests._secret_service import secret_service
+from tests.conftest import ENDPOINT_1, ENDPOINT_2, metis
+
+FILE_STORE_FIX = "or use the file store: metis-env --store file sync (or export METIS_ENV_STORE=file)"
+PROBLEMS_STDERR = "metis-env: error: doctor found 1 problem(s) ({}); each is listed above with its fix\n"
+
+
+def run_doctor(*args: str, env: dict | None = None) -> tuple[int, list[str], str]:
+    proc = metis("doctor", *args, env=env)
+    return proc.returncode, proc.stdout.decode().splitlines(), proc.stderr.decode()
+
+
+def line_of(lines: list[str], name: str) -> str:
+    """The report line of one finding (names are followed by a colon)."""
+    found = [line for line in lines if line[9:].startswith(f"{name}:")]
+    assert len(found) == 1, lines
+    return found[0]
+
+
+def lines_of(lines: list[str], name: str) -> list[str]:
+    return [line for line in lines if line[9:].startswith(f"{name}:")]
+
+
+def test_no_keyring_backend_is_a_problem_with_its_fix():
+    # conftest sets PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring for subprocesses
+    code, lines, stderr = run_doctor()
+    assert (code, stderr) == (17, PROBLEMS_STDERR.format("keyring"))
+    assert line_of(lines, "keyring") == (
+        "problem  keyring: no OS keyring is available: keyring chose keyring.backends.fail.Keyring, named by "
+        "PYTHON_KEYRING_BACKEND; fix: unset PYTHON_KEYRING_BACKEND (it names keyring.backends.fail.Keyring) to let "
+        f"keyring detect one, {FILE_STORE_FIX}"
+    )
+    assert line_of(lines, "store") == "ok       store: keyring (the default): keys in the OS keyring, service 'metis-env'"
+    assert lines[-1] == "1 problem(s), 0 warning(s)"
+
+
+def test_no_keyring_is_no_problem_with_the_file_store():
+    code, lines, stderr = run_doctor(env={"METIS_ENV_STORE": "file"})
+    assert (code, stderr) == (0, "")
+    assert line_of(lines, "store").startswith("ok       store: file (METIS_ENV_STORE): keys in ")
+    assert line_of(lines, "keyring") == (
+        "ok       keyring: not used (the store is file); keyring would use keyring.backends.fail.Keyring, "
+        "named by PYTHON_KEYRING_BACKEND"
+    )
+    assert lines[-1] == "0 problem(s), 0 warning(s)"
+
+
+def test_a_locked_secret_service_is_a_problem_with_its_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHON_KEYRING_BACKEND")
+    with secret_service(tmp_path / "gk", locked=True) as env:
+        code, lines, stderr = run_doctor(env=env)
+    assert (code, stderr) == (17, PROBLEMS_STDERR.format("keyring"))
+    assert line_of(lines, "keyring") == (
+        "problem  keyring: keyring.backends.SecretService.Keyring (auto-detected) is locked and refused to unlock "
+        "(KeyringLocked: Failed to unlock the collection!); fix: unlock it: log in to the desktop session, or run "
+        f"gnome-keyring-daemon --unlock with your login password; {FILE_STORE_FIX}"
+    )
+
+
+def test_an_unlocked_secret_service_is_ok(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHON_KEYRING_BACKEND")
+    with secret_service(tmp_path / "gk") as env:
+        code, lines, stderr = run_doctor(env=env)
+    assert (code, stderr) == (0, "")
+    line = re.sub(r"answered in \d+ ms", "answered in N ms", line_of(lines, "keyring"))
+    assert line == "ok       keyring: keyring.backends.SecretService.Keyring, auto-detected; answered in N ms"
+
+
+@pytest.fixture
+def synced(env_setup, endpoint_files, file_store):
+    """Two endpoints imported into the file store; returns the config dir."""
+    proc = metis("import", *map(str, endpoint_files))
+    assert proc.returncode == 0, proc.stderr
+    return env_setup
+
+
+def test_private_modes_are_ok(synced):
+    code, lines, stderr = run_doctor()
+    assert (code, stderr) == (0, "")
+    assert lines_of(lines, "config dir") == [f"ok       config dir: {synced} (mode 700)"]
+    assert line_of(lines, "endpoints.yaml") == f"ok       endpoints.yaml: {synced / 'endpoints.yaml'} (mode 600)"
+    assert line_of(lines, "keys.json") == f"ok       keys.json: {synced / 'keys.json'} (mode 600)"
+
+
+def test_loose_modes_warn_and_a_readable_key_file_is_a_problem(synced):
+    os.chmod(synced, 0o755)
+    os.chmod(synced / "endpoints.yaml", 0o644)
+    os.chmod(synced / "keys.json", 0o640)
+    code, lines, stderr = run_doctor()
+    assert (code, stderr) == (17, PROBLEMS_STDERR.format("keys.json"))
+    assert line_of(lines, "config dir") == (
+        f"warn     config dir: {synced} has mode 755, looser than 700; fix: chmod 700 {synced}"
+    )
+    assert line_of(lines, "endpoints.yaml") == (
+        f"warn     endpoints.yaml: {synced / 'endpoints.yaml'} has mode 644, looser than 600; "
+        f"fix: chmod 600 {synced / 'endpoints.yaml'}"
+    )
+    assert line_of(lines, "keys.json") == (
+        f"problem  keys.json: {synced / 'keys.json'} has mode 640, readable by other users: metis-env refuses to "
+        f"read keys from it; fix: chmod 600 {synced / 'keys.json'}, then consider the keys seen (metis-env sync "
+        "after they rotate)"
+    )
+    assert lines[-1] == "1 problem(s), 2 warning(s)"
+
+
+def test_loose_metadata_alone_is_a_warning_and_exit_0(synced):
+    os.chmod(synced / "endpoints.yaml", 0o644)
+    code, lines, stderr = run_doctor()
+    assert (code, stderr, lines[-1]) == (0, "", "0 problem(s), 1 warning(s)")
+
+
+def test_a_symlinked_file_and_a_foreign_owner_are_problems(synced, tmp_path):
+    elsewhere = tmp_path / "elsewhere.yaml"
+    (synced / "config.yaml").rename(elsewhere) if (synced / "config.yaml").exists() else elsewhere.write_text("")
+    (synced / "config.yaml").symlink_to(elsewhere)
+    if os.geteuid() == 0:
+        os.chown(synced / "endpoints.yaml", 65534, 65534)
+    code, lines, stderr = run_doctor()
+    assert code == 17
+    assert line_of(lines, "config.yaml") == (
+        f"problem  config.yaml: {synced / 'config.yaml'} is a symbolic link; metis-env refuses to read it; "
+        f"fix: remove the link: rm {synced / 'config.yaml'}"
+    )
+    if os.geteuid() == 0:
+        path = synced / "endpoints.yaml"
+        assert line_of(lines, "endpoints.yaml") == (
+            f"problem  endpoints.yaml: {path} belongs to another user (uid 65534); fix: move it away: mv {path} {path}.old"
+        )
+
+
+def _age_metadata(config_dir, days: int) -> None:
+    path = config_dir / "endpoints.yaml"
+    data = json.loads(path.read_text())
+    import datetime as dt
+
+    when = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)).replace(microsecond=0).isoformat()
+    for record in data["endpoints"].values():
+        record["synced_at"] = when
+    path.write_text(json.dumps(data))
+
+
+def test_stale_data_is_a_warning_with_its_fix(synced):
+    _age_metadata(synced, 45)
+    code, lines, stderr = run_doctor()
+    assert (code, stderr) == (0, "")
+    assert lines_of(lines, "endpoint 1") + lines_of(lines, "endpoint 2") == [
+        "warn     endpoint 1: synced 45 days ago (import), older than stale_after_days (30); new at the last sync; "
+        "fix: metis-env sync",
+        "warn     endpoint 2: synced 45 days ago (import), older than stale_after_days (30); new at the last sync; "
+        "fix: metis-env sync",
+    ]
+
+
+def test_fresh_data_and_a_rotated_key_are_reported(synced, tmp_path):
+    settings = load_settings()
+    before = Store(settings).endpoints()["1"].fingerprint
+    rotated = tmp_path / "metis_endpoint_1.txt"
+    rotated.write_text(ENDPOINT_1.replace("sk-test-one-0123456789abcdef", "sk-test-one-rotated-456789abcdef"))
+    assert metis("import", str(rotated)).returncode == 0
+    after = Store(settings).endpoints()["1"].fingerprint
+    code, lines, stderr = run_doctor()
+    assert (code, stderr) == (0, "")
+    assert lines_of(lines, "endpoint 1") + lines_of(lines, "endpoint 2") == [
+        f"ok       endpoint 1: synced just now (import); key changed at the last sync ({before} -> {after})",
+        "ok       endpoint 2: synced just now (import); new at the last sync",
+    ]
+    assert ENDPOINT_2  # both files were imported by the fixture
+
+
+def test_a_missing_key_is_a_problem(synced):
+    (synced / "keys.json").write_text('{"version": 1, "keys": {}}\n')
+    os.chmod(synced / "keys.json", 0o600)
+    code, lines, stderr = run_doctor()
+    assert (code, stderr) == (17, "metis-env: error: doctor found 2 problem(s) (endpoint 1, endpoint 2); each is listed above with its fix\n")
+    assert line_of(lines, "endpoint 1") == (
+        f"problem  endpoint 1: synced just now (import); the key of endpoint 1 is missing from {synced / 'keys.json'}; "
+        "run metis-env sync to fetch it again; fix: metis-env sync"
+    )
+
+
+def test_hooks_are_found_in_rc_files_and_the_direnv_library(tmp_path):
+    home = tmp_path / "home"
+    (home / ".bashrc").write_text('# eval "$(metis-env hook bash)" (commented out: not installed)\n')
+    (home / ".zshrc").write_text('eval "$(metis-env hook zsh)"\n')
+    (home / ".config" / "direnv" / "lib").mkdir(parents=True)
+    (home / ".config" / "direnv" / "lib" / "metis-env.sh").write_text("use_metis() { :; }\n")
+    environ = {"HOME": str(home)}
+    assert doctor.check_hooks(environ, which=lambda name: "/usr/bin/metis-env") == [
+        doctor.Finding("shell hook", "ok", f"installed for zsh ({home / '.zshrc'})"),
+        doctor.Finding("direnv library", "ok", f"installed at {home / '.config/direnv/lib/metis-env.sh'}"),
+    ]
+    assert doctor.check_hooks(environ, which=lambda name: None)[-1] == doctor.Finding(
+        "shell hook",
+        "problem",
+        "a hook calls metis-env, but metis-env is not on PATH",
+        "put metis-env's directory on PATH (pipx ensurepath) before the hook line",
+    )
+
+
+def test_no_hooks_is_fine():
+    assert doctor.check_hooks({"HOME": os.environ["HOME"]}) == [
+        doctor.Finding("shell hook", "ok", "not installed (optional: metis-env hook --help)"),
+        doctor.Finding("direnv library", "ok", "not installed (optional: use_metis in .envrc needs it)"),
+    ]
+
+
+def test_json_has_a_stable_schema(synced):
+    os.chmod(synced / "endpoints.yaml", 0o644)
+    proc = metis("doctor", "--json")
+    data = json.loads(proc.stdout)
+    assert (proc.returncode, proc.stderr.decode()) == (0, "")
+    assert (data["version"], data["ok"], sorted(data["counts"])) == (1, True, ["ok", "problem", "warn"])
+    assert {tuple(sorted(f)) for f in data["findings"]} == {("fix", "message", "name", "status")}
+    assert {
+        "name": "endpoints.yaml",
+        "status": "warn",
+        "message": f"{synced / 'endpoints.yaml'} has mode 644, looser than 600",
+        "fix": f"chmod 600 {synced / 'endpoints.yaml'}",
+    } in data["findings"]
+
+
+def test_openssh_without_a_control_path_or_a_master(tmp_path):
+    settings = load_settings()
+    assert doctor.check_openssh(settings, control_path=str(tmp_path / "no-master-%C")) == [
+        doctor.Finding(
+            "openssh",
+            "ok",
+            "no live ControlMaster connection to sambanova.alcf.anl.gov: the next sync --via openssh asks for a passcode",
+        )
+    ]
+    assert doctor.check_openssh(settings, which=lambda name: None) == [
+        doctor.Finding("openssh", "ok", "ssh is not installed (only --via openssh needs it)")
+    ]
+
+
+def test_doctor_writes_nothing(tmp_path):
+    code, _lines, _stderr = run_doctor(env={"METIS_ENV_STORE": "file"})
+    assert code == 0
+    assert not (tmp_path / "config").exists()
+    assert subprocess.run(["ls", "-A", str(tmp_path / "home")], capture_output=True, text=True).stdout == ""
