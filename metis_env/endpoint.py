@@ -86,7 +86,10 @@ def validate_endpoint_id(endpoint_id: str) -> str:
 def parse_endpoint_file(data: bytes | str, file_name: str, endpoint_id: str | None = None) -> Endpoint:
     """Parse the bytes of one endpoint file; raise EndpointFileError naming ``file:line``."""
     if isinstance(data, str):
-        data = data.encode("utf-8", "surrogateescape")
+        try:
+            data = data.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate: as bytes it fails the UTF-8 check below
+            data = data.encode("utf-8", "surrogatepass")
     if len(data) > MAX_FILE_BYTES:
         raise EndpointFileError(
             f"{file_name}: file is {len(data)} bytes, over the {MAX_FILE_BYTES}-byte limit for an endpoint file"
@@ -115,7 +118,10 @@ def parse_endpoint_file(data: bytes | str, file_name: str, endpoint_id: str | No
         if not sep:
             raise EndpointFileError(f"{where}: expected KEY=VALUE, found a line without '='")
         if not _IDENTIFIER.match(key):
-            raise EndpointFileError(f"{where}: {_describe_key(key)} is not a valid variable name")
+            raise EndpointFileError(
+                f"{where}: {_describe_key(key)} is not a valid variable name "
+                "(use letters, digits and _, not starting with a digit)"
+            )
         if key in values:
             raise EndpointFileError(f"{where}: {key} is set twice (first on line {lines[key]})")
         value = _unquote(value.strip(" \t"), where, key)
@@ -151,11 +157,10 @@ def parse_endpoint_file(data: bytes | str, file_name: str, endpoint_id: str | No
 
 
 def _describe_key(key: str) -> str:
+    # Never the name itself: a line with a bad name may be a wrapped piece of the key ("...Zm9v==").
     if not key:
         return "an empty name"
-    if _CONTROL.search(key) or len(key) > 64:
-        return "the name on this line"
-    return repr(key)
+    return "the name before '='"
 
 
 def _unquote(value: str, where: str, key: str) -> str:
@@ -167,12 +172,16 @@ def _unquote(value: str, where: str, key: str) -> str:
 
 
 def _check_base_url(url: str, where: str) -> None:
-    parts = urlsplit(url)
-    if not parts.netloc or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # an unclosed "[", or a host that changes under NFKC normalization
+        raise EndpointFileError(f"{where}: BASE_URL is not a valid URL (expected https://...)") from None
+    if not parts.netloc or not hostname:
         raise EndpointFileError(f"{where}: BASE_URL is not a URL with a host (expected https://...)")
     if parts.scheme == "https":
         return
-    if parts.scheme == "http" and _is_loopback(parts.hostname):
+    if parts.scheme == "http" and _is_loopback(hostname):
         return
     raise EndpointFileError(
         f"{where}: BASE_URL must start with https:// (http:// is allowed only for localhost)"
