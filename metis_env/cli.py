@@ -47,13 +47,34 @@ def complete_endpoint(ctx: click.Context, param: click.Parameter, incomplete: st
     return [CompletionItem(v, help=h) for v, h in endpoint_candidates(incomplete)]
 
 
+def complete_endpoint_id(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """TAB on an argument that takes ids only (forget)."""
+    from click.shell_completion import CompletionItem
+
+    from .hooks import endpoint_candidates
+
+    return [CompletionItem(v, help=h) for v, h in endpoint_candidates(incomplete, ids_only=True)]
+
+
 def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
     """TAB on --model: the models of the endpoint named so far (else the default one, else all)."""
-    from click.shell_completion import CompletionItem
+    import os
+
+    from click.shell_completion import CompletionItem, get_completion_class
 
     from .hooks import model_candidates
 
     spec = ctx.params.get("endpoint")
+    protocol = get_completion_class(os.environ.get("_METIS_ENV_COMPLETE", "").partition("_")[0])
+    if spec is None and protocol is not None:
+        # click stops parsing at an option still waiting for its value ("1 --model <TAB>") before it
+        # has read ENDPOINT: read the words again without that option.
+        args, _incomplete = protocol(cli, {}, "metis-env", "_METIS_ENV_COMPLETE").get_completion_args()
+        if ctx.info_name in args:
+            rest = args[args.index(ctx.info_name) + 1 :]
+            rest = rest[:-1] if rest and rest[-1] in param.opts else rest
+            sub = ctx.command.make_context(ctx.info_name, rest, parent=ctx.parent, resilient_parsing=True)
+            spec = sub.params.get("endpoint")
     return [CompletionItem(v, help=h) for v, h in model_candidates(incomplete, spec)]
 
 
@@ -229,7 +250,7 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command("forget")
-@click.argument("endpoints", nargs=-1, metavar="ENDPOINT...", shell_complete=complete_endpoint)
+@click.argument("endpoints", nargs=-1, metavar="ENDPOINT...", shell_complete=complete_endpoint_id)
 @click.option("--all", "forget_all", is_flag=True, help="Forget every stored endpoint.")
 @click.pass_context
 def forget_command(ctx: click.Context, endpoints: Sequence[str], forget_all: bool) -> None:

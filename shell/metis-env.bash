@@ -1,0 +1,68 @@
+# shellcheck shell=bash
+#
+# metis-env for bash: metis-use, metis-unuse, and tab completion for metis-env.
+#
+# Usage: source ~/.local/share/metis-env/metis-env.bash   (written by: metis-env hook bash --install)
+#    or: eval "$(metis-env hook bash)"                      (costs one metis-env start per shell)
+#
+# Sourcing defines functions and nothing else: it runs no program, prints nothing, keeps $?, and
+# sourcing it again changes nothing.
+
+__metis_env_status=$?
+
+# Usage: metis-use [ENDPOINT] [--model NAME]
+#
+# Sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY and METIS_ENV_ENDPOINT in this
+# shell from the stored endpoint (see metis-env export --help). When metis-env fails, its error is on
+# stderr, the variables already set are left as they were, and the status is metis-env's.
+#
+# Example:
+#   metis-use 1 --model Llama-4-Maverick-17B-128E-Instruct
+metis-use() {
+  local code
+  # Capture first: eval "$(...)" would hide a failure behind eval's own status.
+  code=$(command metis-env export "$@" --shell bash) || return
+  eval "$code"
+}
+
+# Usage: metis-unuse
+#
+# Removes the variables metis-use sets.
+metis-unuse() {
+  local code
+  code=$(command metis-env export --unset --shell bash) || return
+  eval "$code"
+}
+
+# Tab completion: metis-env answers at TAB time through click's completion protocol (bash form:
+# one "type,value" line per candidate); endpoint ids and models come from the metadata file alone.
+_metis_env_complete() {
+  local type value
+  COMPREPLY=()
+  while IFS=, read -r type value; do
+    case $type in
+      plain) COMPREPLY+=("$value") ;;
+      dir) compopt -o dirnames 2>/dev/null ;;
+      file) compopt -o default 2>/dev/null ;;
+    esac
+  done < <(COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD="$COMP_CWORD" _METIS_ENV_COMPLETE=bash_complete \
+    command metis-env 2>/dev/null)
+  return 0
+}
+
+# metis-use takes what metis-env export takes: complete it as "metis-env export ...".
+_metis_use_complete() {
+  local -a COMP_WORDS=(metis-env export "${COMP_WORDS[@]:1}")
+  local COMP_CWORD=$((COMP_CWORD + 1))
+  _metis_env_complete
+}
+
+complete -o nosort -F _metis_env_complete metis-env 2>/dev/null || complete -F _metis_env_complete metis-env
+complete -o nosort -F _metis_use_complete metis-use 2>/dev/null || complete -F _metis_use_complete metis-use
+
+__metis_env_return() {
+  unset -v __metis_env_status
+  unset -f __metis_env_return
+  return "$1"
+}
+__metis_env_return "$__metis_env_status"

@@ -1,0 +1,74 @@
+# metis-env for fish: metis-use, metis-unuse, and tab completion for metis-env.
+#
+# Usage: metis-env hook fish --install   (writes ~/.config/fish/conf.d/metis-env.fish; fish sources it)
+#    or: source /path/to/metis-env.fish  (the path: metis-env hook fish --path)
+#
+# Sourcing defines functions and completions and nothing else: it runs no program, prints nothing,
+# keeps $status, and sourcing it again changes nothing.
+
+set -l __metis_env_status $status
+
+# Usage: metis-use [ENDPOINT] [--model NAME]
+#
+# Sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY and METIS_ENV_ENDPOINT in this
+# shell from the stored endpoint (see metis-env export --help). When metis-env fails, its error is on
+# stderr, the variables already set are left as they were, and the status is metis-env's.
+#
+# Example:
+#   metis-use 1 --model Llama-4-Maverick-17B-128E-Instruct
+function metis-use --description 'Set the OpenAI variables of a Metis endpoint in this shell'
+    # Capture first (one string, newlines kept): a failing export must change nothing.
+    set -l code (command metis-env export $argv --shell fish | string collect)
+    or return
+    printf '%s\n' $code | source
+end
+
+# Usage: metis-unuse
+#
+# Removes the variables metis-use sets.
+function metis-unuse --description 'Remove the variables metis-use sets'
+    set -l code (command metis-env export --unset --shell fish | string collect)
+    or return
+    printf '%s\n' $code | source
+end
+
+# Tab completion: metis-env answers at TAB time through click's completion protocol. This uses the
+# protocol's zsh form (type, value and description on three lines per candidate): it is the same in
+# every click 8 release, where the fish form changed, and it carries the descriptions fish shows.
+# With an argument, the command's first word is replaced by it (metis-use completes as export).
+function __metis_env_complete --description 'Ask metis-env for completions of the command line'
+    set -l words (commandline -opc)
+    set -l current (commandline -ct)
+    if set -q argv[1]
+        set words $argv $words[2..-1]
+    end
+    set -l response (env COMP_WORDS="$words $current" COMP_CWORD=(count $words) _METIS_ENV_COMPLETE=zsh_complete metis-env 2>/dev/null)
+    for i in (seq 1 3 (count $response))
+        set -l type $response[$i]
+        set -l value (string replace -a '\\:' ':' -- $response[(math $i + 1)])
+        set -l help $response[(math $i + 2)]
+        switch $type
+            case plain
+                if test "$help" = _
+                    printf '%s\n' $value
+                else
+                    printf '%s\t%s\n' $value $help
+                end
+            case dir
+                __fish_complete_directories $current
+            case file
+                __fish_complete_path $current
+        end
+    end
+end
+
+complete --erase --command metis-env
+complete --command metis-env --no-files --arguments '(__metis_env_complete)'
+complete --erase --command metis-use
+complete --command metis-use --no-files --arguments '(__metis_env_complete metis-env export)'
+
+function __metis_env_return
+    functions --erase __metis_env_return
+    return $argv[1]
+end
+__metis_env_return $__metis_env_status
