@@ -101,7 +101,8 @@ def debug_requested(argv: Sequence[str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parsed = parse_fast(argv)
+    # Shell completion (click's protocol, driven by this variable) is click's to answer, whatever argv is.
+    parsed = None if "_METIS_ENV_COMPLETE" in os.environ else parse_fast(argv)
     if parsed is None:
         from .cli import run_cli
 
