@@ -346,6 +346,39 @@ def hook_command(target: str, show_path: bool, install: bool) -> None:
         click.echo(hooks.hook_text(target), nl=False)
 
 
+@cli.command("sync")
+@click.option("--user", metavar="NAME", help="Your ALCF user name (default: config, ~/.ssh/config, else asked once and remembered).")
+@click.option("--host", metavar="HOST", help="Login node or ~/.ssh/config alias (default: sambanova.alcf.anl.gov).")
+@click.option("--port", type=click.IntRange(1, 65535), metavar="N", help="SSH port (default: ~/.ssh/config, else 22).")
+@click.option("--passcode-stdin", is_flag=True, help="Read one passcode from stdin instead of the terminal (for scripts; no retry).")
+@click.option("--accept-new-host-key", is_flag=True, help="Trust and remember an unknown host key without asking (a changed key is still refused).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Give up when the server is silent this long (default 30).")
+@click.option("--dry-run", is_flag=True, help="Fetch and show what would change; store nothing.")
+@click.option("--via", type=click.Choice(["paramiko", "openssh"]), help="metis-env's own SSH (default), or the system ssh to reuse an open ControlMaster connection.")
+@click.pass_context
+def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_new_host_key, timeout, dry_run, via) -> None:
+    """Log in once (one MobilePASS+ passcode) and store every endpoint file in your ALCF home.
+
+    The host key is checked before the passcode is asked for; all files are checked before anything
+    is stored, and the stored set is then replaced whole (endpoints gone upstream are removed).
+
+    \b
+    Example:
+      metis-env sync --user alice
+      metis-env sync --via openssh                 # reuse an open ControlMaster: no passcode
+      printf '%s\\n' "$CODE" | metis-env sync --passcode-stdin
+    """
+    from . import ssh
+    from .prompt import TerminalPrompter
+    from .sync import SyncOptions, describe_dry_run, run_sync
+
+    ssh.set_debug_logging(bool(ctx.find_root().params.get("debug")))
+    options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)
+    changes = run_sync(settings_from(ctx), options, TerminalPrompter())
+    for line in describe_dry_run(changes) if dry_run else actions.describe_changes(changes):
+        click.echo(line, err=True)
+
+
 def run_cli(argv: Sequence[str]) -> int:
     """Run the click CLI and map every error to its exit code (see main.report_error)."""
     try:
