@@ -23,6 +23,9 @@ FAST_PATH_FORMS = {
 }
 
 
+GET_FIELDS = ("key", "url", "models")
+
+
 def parse_fast(argv: Sequence[str]) -> tuple[str, dict, list[str], list[str]] | None:
     """argv -> (command, options, positionals, argv after --), or None if the fast path does not serve it."""
     if not argv or argv[0] not in FAST_PATH_FORMS:
@@ -58,8 +61,8 @@ def parse_fast(argv: Sequence[str]) -> tuple[str, dict, list[str], list[str]] | 
         i += 1
     if command == "run" and not tail:
         return None
-    if command == "get" and not positionals:
-        return None
+    if command == "get" and (not positionals or positionals[0] not in GET_FIELDS):
+        return None  # click words a bad choice better (usage line, the choices)
     return command, options, positionals, tail
 
 
