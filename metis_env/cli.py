@@ -249,6 +249,25 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
     doctor.raise_for_findings(findings)
 
 
+@cli.command("demo")
+@click.option("--yes", "-y", is_flag=True, help="Type the demo passcode and accept the demo host key without asking (CI).")
+def demo_command(yes: bool) -> int:
+    """See the whole flow work on this machine, with no ALCF account: sync, list, check, export.
+
+    A login node (SSH with one-time codes, SFTP) and two OpenAI-compatible endpoints run on
+    127.0.0.1 inside this process; the real sync stores their keys in a throwaway config dir. Your
+    own config, keyring and ~/.ssh are never touched; everything is deleted at the end.
+
+    \b
+    Example:
+      metis-env demo          # you type the one-time code it shows
+      metis-env demo --yes    # no questions (CI), a few seconds
+    """
+    from .demo import run_demo
+
+    return run_demo(yes=yes)
+
+
 @cli.command("forget")
 @click.argument("endpoints", nargs=-1, metavar="ENDPOINT...", shell_complete=complete_endpoint_id)
 @click.option("--all", "forget_all", is_flag=True, help="Forget every stored endpoint.")
