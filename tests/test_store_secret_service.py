@@ -1,0 +1,189 @@
+"""The store against a real Secret Service: gnome-keyring in a private D-Bus session (TESTING.md).
+
+Under CI (CI=true) a missing dbus-daemon or gnome-keyring-daemon fails these tests instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from metis_env import secret_service
+from tests.conftest import REPO, metis
+
+TOOLS = ("dbus-daemon", "gnome-keyring-daemon", "secret-tool")
+HINT = "--store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class SecretServiceSession:
+    """A dbus-daemon and a gnome-keyring-daemon of our own, stopped by PID."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        runtime = directory / "run"
+        runtime.mkdir(mode=0o700, parents=True)
+        self.env = {**os.environ, "XDG_DATA_HOME": str(directory / "data"), "XDG_RUNTIME_DIR": str(runtime)}
+        self.env.pop("PYTHON_KEYRING_BACKEND", None)  # let keyring pick Secret Service, as for a user
+        self.bus = subprocess.Popen(
+            ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env, text=True,
+        )
+        self.env["DBUS_SESSION_BUS_ADDRESS"] = self.bus.stdout.readline().strip()
+        self.daemon: subprocess.Popen | None = None
+
+    def start_keyring(self, password: str | None) -> None:
+        """password None: not unlocked at all (every call then needs a prompt nobody answers)."""
+        if self.daemon is not None:
+            _stop(self.daemon)
+        command = ["gnome-keyring-daemon", "--foreground", "--components=secrets"]
+        if password is not None:
+            command.insert(2, "--unlock")
+        self.daemon = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, env=self.env)
+        self.daemon.stdin.write((password or "").encode())
+        self.daemon.stdin.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            reply = subprocess.run(
+                ["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
+                 "org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"],
+                env=self.env, capture_output=True, text=True,
+            )
+            if "boolean true" in reply.stdout:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("gnome-keyring-daemon did not take org.freedesktop.secrets")
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            _stop(self.daemon)
+        _stop(self.bus)
+
+
+@pytest.fixture
+def session(tmp_path, monkeypatch):
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        message = f"needs {', '.join(missing)} (apt install dbus gnome-keyring libsecret-tools)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    service = SecretServiceSession(tmp_path / "secret-service")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def run(session, *args: str) -> subprocess.CompletedProcess:
+    """metis-env in a subprocess pointed at this Secret Service, keyring choosing its backend itself."""
+    env = {**session.env, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "metis_env", *args], env=env, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def stored(session, endpoint_files):
+    """Endpoint 1 stored through metis-env into a real, unlocked gnome-keyring."""
+    session.start_keyring("the-right-password")
+    result = run(session, "import", str(endpoint_files[0]))
+    assert (result.returncode, result.stderr) == (0, b"endpoint 1: new\n")
+    return session
+
+
+def secret_ref(config_dir) -> str:
+    import json
+
+    return json.loads((config_dir / "endpoints.yaml").read_text())["endpoints"]["1"]["secret"]
+
+
+def test_the_key_lands_in_secret_service_under_keyrings_attributes(stored, env_setup):
+    ref = secret_ref(env_setup)
+    looked_up = subprocess.run(["secret-tool", "lookup", "service", "metis-env", "username", ref],
+                               env=stored.env, capture_output=True, timeout=30)
+    assert (looked_up.returncode, looked_up.stdout) == (0, b"sk-test-one-0123456789abcdef")
+
+
+def test_secret_service_lookup_reads_it_and_misses_cleanly(stored, env_setup, monkeypatch):
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", stored.env["DBUS_SESSION_BUS_ADDRESS"])
+    ref = secret_ref(env_setup)
+    assert secret_service.lookup("metis-env", ref) == "sk-test-one-0123456789abcdef"
+    assert secret_service.lookup("metis-env", "no-such-entry") is None
+    assert secret_service.lookup("another-service", ref) is None
+
+
+def test_export_reads_the_key_without_keyring(stored):
+    result = run(stored, "export", "1", "--shell", "dotenv")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        b"OPENAI_BASE_URL='https://metis.alcf.anl.gov/v1/'\n"
+        b"OPENAI_API_KEY='sk-test-one-0123456789abcdef'\n"
+        b"MODEL_NAME='DeepSeek-R1'\n"
+        b"SAMBANOVA_API_KEY='sk-test-one-0123456789abcdef'\n"
+        b"METIS_ENV_ENDPOINT='1'\n",
+        b"",
+    )
+
+
+def test_lookup_gives_none_without_a_bus(monkeypatch):
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/metis-env-test-bus")
+    assert secret_service.lookup("metis-env", "1/x") is None
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS")
+    assert secret_service.lookup("metis-env", "1/x") is None
+
+
+def test_lookup_is_bounded_when_nothing_answers(tmp_path, monkeypatch):
+    """A socket that accepts but never speaks D-Bus: the lookup gives up within its timeout."""
+    import socket
+
+    path = str(tmp_path / "silent-bus")
+    silent = socket.socket(socket.AF_UNIX)
+    silent.bind(path)
+    silent.listen(1)
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", f"unix:path={path}")
+    started = time.monotonic()
+    try:
+        assert secret_service.lookup("metis-env", "1/x", timeout=0.3) is None
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 2
+
+
+def test_a_locked_keyring_gives_one_line_and_exit_5(stored):
+    stored.start_keyring("a-wrong-password")  # the login keyring exists, but stays locked
+    result = run(stored, "export", "1")
+    assert (result.returncode, result.stdout) == (5, b"false\n")
+    assert result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
+    assert HINT.encode() in result.stderr
+
+
+def test_a_keyring_never_unlocked_gives_one_line_and_exit_5(session, endpoint_files):
+    session.start_keyring(None)
+    result = run(session, "import", str(endpoint_files[0]))
+    assert result.returncode == 5
+    assert result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
+    assert HINT.encode() in result.stderr
+
+
+def test_no_dbus_at_all_gives_the_same_clear_error(endpoint_files):
+    """No session bus: keyring picks its `fail` backend (here named, as conftest does for every subprocess)."""
+    result = metis("import", str(endpoint_files[0]))
+    assert (result.returncode, result.stdout) == (5, b"")
+    assert result.stderr == (
+        b"metis-env: error: no OS keyring is available here (usual on HPC nodes, containers and CI); "
+        b"use the file store instead: " + HINT.encode() + b"\n"
+    )
