@@ -17,8 +17,8 @@ set -l __metis_env_status $status
 # Example:
 #   metis-use 1 --model Llama-4-Maverick-17B-128E-Instruct
 function metis-use --description 'Set the OpenAI variables of a Metis endpoint in this shell'
-    # Capture first (one string, newlines kept): a failing export must change nothing.
-    set -l code (command metis-env export $argv --shell fish | string collect)
+    # Capture first (one element per line; metis-env's status is kept): a failing export must change nothing.
+    set -l code (command metis-env export $argv --shell fish)
     or return
     printf '%s\n' $code | source
 end
@@ -27,7 +27,7 @@ end
 #
 # Removes the variables metis-use sets.
 function metis-unuse --description 'Remove the variables metis-use sets'
-    set -l code (command metis-env export --unset --shell fish | string collect)
+    set -l code (command metis-env export --unset --shell fish)
     or return
     printf '%s\n' $code | source
 end
