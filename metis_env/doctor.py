@@ -9,6 +9,7 @@ that will, or that weakens the protection of the keys.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -24,7 +25,7 @@ from . import paths
 from .actions import format_age
 from .errors import DoctorProblemsError, MetisEnvError
 from .files import check_private_dir
-from .settings import Settings, read_config_file
+from .settings import SETTING_NAMES, Settings, coerce_setting, env_name, read_config_file
 from .store import FILE_STORE_HINT, KeyringSecrets, Store
 
 OK, WARN, PROBLEM = "ok", "warn", "problem"
@@ -377,8 +378,8 @@ def check_openssh(
             Finding(
                 "openssh",
                 OK,
-                f"no ControlPath is configured for {settings.host}: each sync --via openssh asks for a passcode",
-                "",
+                f"no ControlPath is configured for {settings.host}: each sync --via openssh asks for a passcode "
+                "(to reuse one login, add ControlMaster auto, ControlPath ~/.ssh/cm-%C, ControlPersist 4h to its Host block)",
             )
         ]
     return [Finding("openssh", OK, f"no live ControlMaster connection to {settings.host}: the next sync --via openssh asks for a passcode")]
@@ -393,7 +394,12 @@ def load_settings_or_defaults(load: Callable[[], Settings], environ: Mapping[str
     try:
         return load(), []
     except MetisEnvError as exc:
-        settings = Settings(config_dir=paths.config_dir(environ))
+        values = {}
+        for name in SETTING_NAMES:  # the environment's values that are valid, config.yaml's are not read
+            with contextlib.suppress(MetisEnvError):
+                if environ.get(env_name(name)):
+                    values[name] = coerce_setting(name, environ[env_name(name)], env_name(name))
+        settings = Settings(config_dir=paths.config_dir(environ), **values)
         return settings, [Finding("settings", PROBLEM, f"{exc}; doctor goes on with the defaults", "fix the value named, or delete config.yaml")]
 
 
@@ -413,7 +419,7 @@ def run_checks(
     if any(f.name == "config.yaml" and f.status == PROBLEM for f in files):
         findings = [f for f in findings if f.name != "settings"]  # the same cause, said once
     findings += files
-    findings += check_ssh(settings, environ)
+    findings += check_ssh(settings)
     broken = {"keyring"} if any(f.status == PROBLEM for f in keyring_findings) else set()
     if any(f.name == "keys.json" and f.status == PROBLEM for f in findings):
         broken.add("file")
@@ -423,9 +429,57 @@ def run_checks(
     return findings
 
 
-def check_ssh(settings: Settings, environ: Mapping[str, str] = os.environ) -> list[Finding]:
-    """How ~/.ssh/config resolves the login host, and whether known_hosts knows its key (through ssh.py)."""
-    return []
+def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None) -> list[Finding]:
+    """How the ssh config resolves the login host, and whether known_hosts has its key (ssh.py reads both,
+    as sync does)."""
+    from . import ssh  # paramiko: only doctor and sync pay for it
+
+    try:
+        config = ssh.load_ssh_config() if ssh_config is None else ssh.load_ssh_config(ssh_config)
+        target = ssh.resolve_target(settings.host, port=settings.port, user=settings.user, config=config)
+    except MetisEnvError as exc:
+        return [Finding("ssh config", PROBLEM, str(exc), "fix the ssh config (ssh -G HOST shows how OpenSSH reads it)")]
+    if target.user:
+        who = f"as {target.user}" + (" (from the user setting)" if settings.user else " (from the ssh config)")
+    else:
+        who = "no user name set yet (sync asks once and remembers it)"
+    route = ""
+    if target.proxy_jump:
+        route = f" through ProxyJump {target.proxy_jump}"
+    elif target.proxy_command:
+        route = " through a ProxyCommand"
+    resolved = f"{settings.host} -> {target.hostname}:{target.port}{route}, {who}"
+    findings = []
+    if settings.transport == "paramiko" and (target.proxy_command or "," in (target.proxy_jump or "")):
+        findings.append(
+            Finding(
+                "ssh config",
+                PROBLEM,
+                f"{resolved}; metis-env's own SSH cannot follow a ProxyCommand or a multi-hop ProxyJump",
+                "metis-env config set transport openssh (or metis-env sync --via openssh)",
+            )
+        )
+    else:
+        findings.append(Finding("ssh config", OK, resolved))
+    name = target.known_hosts_name
+    files = target.known_hosts_files + target.global_known_hosts_files
+    entries = [k for k in ssh.load_known_hosts(files) if ssh.host_matches(k.patterns, name)]
+    revoked = [k for k in entries if k.marker == "@revoked"]
+    plain = [k for k in entries if k.marker is None]
+    if plain:
+        where = ", ".join(f"{ssh.key_label(k.key_type)} in {k.where}" for k in plain)
+        findings.append(Finding("known_hosts", OK, f"{name}: {where}" + (f"; {len(revoked)} revoked" if revoked else "")))
+    else:
+        findings.append(
+            Finding(
+                "known_hosts",
+                WARN,
+                f"no host key for {name} in {', '.join(files)}: the first sync shows its fingerprint and asks "
+                "before trusting it (a sync without a terminal fails)",
+                f"compare the fingerprint sync shows with ALCF's published one and answer yes, or run ssh {settings.host} once",
+            )
+        )
+    return findings
 
 
 def format_report(findings: Sequence[Finding]) -> str:

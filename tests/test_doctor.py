@@ -48,7 +48,7 @@ def test_no_keyring_backend_is_a_problem_with_its_fix():
         f"keyring detect one, {FILE_STORE_FIX}"
     )
     assert line_of(lines, "store") == "ok       store: keyring (the default): keys in the OS keyring, service 'metis-env'"
-    assert lines[-1] == "1 problem(s), 0 warning(s)"
+    assert lines[-1] == "1 problem(s), 1 warning(s)"  # the warning: known_hosts
 
 
 def test_no_keyring_is_no_problem_with_the_file_store():
@@ -59,7 +59,7 @@ def test_no_keyring_is_no_problem_with_the_file_store():
         "ok       keyring: not used (the store is file); keyring would use keyring.backends.fail.Keyring, "
         "named by PYTHON_KEYRING_BACKEND"
     )
-    assert lines[-1] == "0 problem(s), 0 warning(s)"
+    assert lines[-1] == "0 problem(s), 1 warning(s)"
 
 
 def test_a_locked_secret_service_is_a_problem_with_its_fix(tmp_path, monkeypatch):
@@ -117,13 +117,13 @@ def test_loose_modes_warn_and_a_readable_key_file_is_a_problem(synced):
         f"read keys from it; fix: chmod 600 {synced / 'keys.json'}, then consider the keys seen (metis-env sync "
         "after they rotate)"
     )
-    assert lines[-1] == "1 problem(s), 2 warning(s)"
+    assert lines[-1] == "1 problem(s), 3 warning(s)"
 
 
 def test_loose_metadata_alone_is_a_warning_and_exit_0(synced):
     os.chmod(synced / "endpoints.yaml", 0o644)
     code, lines, stderr = run_doctor()
-    assert (code, stderr, lines[-1]) == (0, "", "0 problem(s), 1 warning(s)")
+    assert (code, stderr, lines[-1]) == (0, "", "0 problem(s), 2 warning(s)")
 
 
 def test_a_symlinked_file_and_a_foreign_owner_are_problems(synced, tmp_path):
@@ -255,3 +255,56 @@ def test_doctor_writes_nothing(tmp_path):
     assert code == 0
     assert not (tmp_path / "config").exists()
     assert subprocess.run(["ls", "-A", str(tmp_path / "home")], capture_output=True, text=True).stdout == ""
+
+
+def test_no_known_hosts_entry_is_a_warning_with_its_fix(file_store):
+    code, lines, stderr = run_doctor()
+    assert (code, stderr) == (0, "")
+    assert line_of(lines, "known_hosts") == (
+        "warn     known_hosts: no host key for sambanova.alcf.anl.gov in ~/.ssh/known_hosts, ~/.ssh/known_hosts2, "
+        "/etc/ssh/ssh_known_hosts, /etc/ssh/ssh_known_hosts2: the first sync shows its fingerprint and asks before "
+        "trusting it (a sync without a terminal fails); fix: compare the fingerprint sync shows with ALCF's "
+        "published one and answer yes, or run ssh sambanova.alcf.anl.gov once"
+    )
+    assert line_of(lines, "ssh config") == (
+        "ok       ssh config: sambanova.alcf.anl.gov -> sambanova.alcf.anl.gov:22, no user name set yet "
+        "(sync asks once and remembers it)"
+    )
+
+
+def test_the_ssh_config_and_known_hosts_are_read_as_sync_reads_them(file_store, tmp_path):
+    ssh_dir = tmp_path / "home" / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "config").write_text(
+        "Host metis\n  HostName sambanova.alcf.anl.gov\n  User alice\n  Port 2222\n  UserKnownHostsFile ~/.ssh/alcf_hosts\n"
+    )
+    key = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    (ssh_dir / "alcf_hosts").write_text(f"[sambanova.alcf.anl.gov]:2222 ssh-ed25519 {key}\n")
+    code, lines, stderr = run_doctor(env={"METIS_ENV_HOST": "metis"})
+    assert (code, stderr) == (0, "")
+    assert line_of(lines, "ssh config") == "ok       ssh config: metis -> sambanova.alcf.anl.gov:2222, as alice (from the ssh config)"
+    assert line_of(lines, "known_hosts") == (
+        "ok       known_hosts: [sambanova.alcf.anl.gov]:2222: ED25519 in ~/.ssh/alcf_hosts:1"
+    )
+
+
+def test_a_proxy_command_needs_the_openssh_transport(file_store, tmp_path):
+    ssh_dir = tmp_path / "home" / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "config").write_text("Host sambanova.alcf.anl.gov\n  ProxyCommand nc -X connect -x proxy:3128 %h %p\n")
+    code, lines, stderr = run_doctor()
+    assert (code, stderr) == (17, PROBLEMS_STDERR.format("ssh config"))
+    assert line_of(lines, "ssh config") == (
+        "problem  ssh config: sambanova.alcf.anl.gov -> sambanova.alcf.anl.gov:22 through a ProxyCommand, no user "
+        "name set yet (sync asks once and remembers it); metis-env's own SSH cannot follow a ProxyCommand or a "
+        "multi-hop ProxyJump; fix: metis-env config set transport openssh (or metis-env sync --via openssh)"
+    )
+
+
+def test_a_bad_setting_is_reported_and_doctor_goes_on(file_store):
+    code, lines, stderr = run_doctor(env={"METIS_ENV_PORT": "seventy"})
+    assert (code, stderr) == (17, PROBLEMS_STDERR.format("settings"))
+    assert lines[0] == (
+        "problem  settings: METIS_ENV_PORT: port must be a number from 1 to 65535; doctor goes on with the defaults; "
+        "fix: fix the value named, or delete config.yaml"
+    )
