@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Usage: bench/export.sh [RUNS]
+#
+# Prints the median start-up time of `metis-env export` with the file store and with Secret Service,
+# next to `python -c pass` (same interpreter) and `keyring get` / `secret-tool lookup` on the same
+# private gnome-keyring, and the two ratios against issue 2's targets. Not a test: it prints figures.
+#
+# PYTHON (default: python3 on PATH, resolved through pyenv shims) is the interpreter measured; its
+# scripts directory must hold the pip-installed `metis-env` and `keyring` launchers. Compare in a clean
+# venv (python3 -m venv V && V/bin/pip install .): site-packages .pth files load on every start-up.
+set -euo pipefail
+
+runs="${1:-30}"
+python="${PYTHON:-python3}"
+if command -v pyenv >/dev/null 2>&1 && [[ "$(command -v "$python")" == */shims/* ]]; then
+  python="$(pyenv which "$python")"  # a pyenv shim is a bash script: ~40 ms that is not ours to count
+fi
+python="$(command -v "$python")"
+bin="$(dirname "$python")"
+unset PYTHONDONTWRITEBYTECODE  # users' installs have .pyc files; measuring compilation is not the point
+
+work="$(mktemp -d)"
+bus_pid="" gk_pid=""
+cleanup() {
+  [[ -n "$gk_pid" ]] && kill "$gk_pid" 2>/dev/null && wait "$gk_pid" 2>/dev/null
+  [[ -n "$bus_pid" ]] && kill "$bus_pid" 2>/dev/null && wait "$bus_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A private session bus and gnome-keyring, never the user's (TESTING.md).
+mkdir -p "$work/run" "$work/data" && chmod 700 "$work/run"
+export XDG_RUNTIME_DIR="$work/run" XDG_DATA_HOME="$work/data" XDG_CONFIG_HOME="$work/xdg-config"
+unset PYTHON_KEYRING_BACKEND METIS_ENV_STORE DISPLAY WAYLAND_DISPLAY
+exec {bus_out}< <(exec dbus-daemon --session --nofork --print-address=1 2>/dev/null)
+bus_pid=$!
+read -r -u "$bus_out" DBUS_SESSION_BUS_ADDRESS
+export DBUS_SESSION_BUS_ADDRESS
+printf %s bench-password | gnome-keyring-daemon --foreground --unlock --components=secrets >/dev/null 2>&1 &
+gk_pid=$!
+until dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+    org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null | grep -q "boolean true"; do
+  sleep 0.05
+done
+
+cat >"$work/metis_endpoint_1.txt" <<'EOF'
+BASE_URL=https://metis.alcf.anl.gov/v1/
+SAMBANOVA_API_KEY=sk-bench-canary-0123456789abcdef
+MODELS=DeepSeek-R1,Llama-3.3-70B-Instruct
+EOF
+cd "$work"  # so that `python -m metis_env` finds the installed package, not a checkout in the cwd
+METIS_ENV_CONFIG_DIR="$work/ss" "$bin/metis-env" import "$work/metis_endpoint_1.txt" 2>/dev/null
+METIS_ENV_CONFIG_DIR="$work/file" METIS_ENV_STORE=file "$bin/metis-env" import "$work/metis_endpoint_1.txt" 2>/dev/null
+ref="$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["endpoints"]["1"]["secret"])' "$work/ss/endpoints.yaml")"
+grep -q '"backend": "keyring.backends.SecretService.Keyring"' "$work/ss/endpoints.yaml" || {
+  echo "bench: keyring did not pick Secret Service" >&2; exit 1; }
+
+# The commands, all printing the canary key (checked once before timing).
+declare -a names=(pass file_script file_module ss_script ss_module keyring_get secret_tool)
+declare -A cmd=(
+  [pass]="$python -c pass"
+  [file_script]="env METIS_ENV_CONFIG_DIR=$work/file METIS_ENV_STORE=file $bin/metis-env export 1"
+  [file_module]="env METIS_ENV_CONFIG_DIR=$work/file METIS_ENV_STORE=file $python -m metis_env export 1"
+  [ss_script]="env METIS_ENV_CONFIG_DIR=$work/ss $bin/metis-env export 1"
+  [ss_module]="env METIS_ENV_CONFIG_DIR=$work/ss $python -m metis_env export 1"
+  [keyring_get]="$bin/keyring get metis-env $ref"
+  [secret_tool]="secret-tool lookup service metis-env username $ref"
+)
+for name in "${names[@]:1}"; do
+  ${cmd[$name]} | grep -q sk-bench-canary || { echo "bench: '$name' did not print the key" >&2; exit 1; }
+done
+
+# The hot path's imports: none of click, yaml, keyring, paramiko, cryptography.
+heavy='^(click|yaml|keyring|paramiko|cryptography|secretstorage)(\.|$)'
+for store in file ss; do
+  imported="$(env METIS_ENV_CONFIG_DIR="$work/$store" ${store/ss/} ${store/file/METIS_ENV_STORE=file} \
+    "$python" -X importtime -m metis_env export 1 2>&1 >/dev/null |
+    awk -F'|' '/^import time:/ {gsub(/^ +| +$/, "", $3); print $3}' | grep -E "$heavy" || true)"
+  if [[ -n "$imported" ]]; then
+    echo "bench: export ($store store) imported: $(echo "$imported" | tr '\n' ' ')" >&2; exit 1
+  fi
+  echo "export ($store store) imports none of click, yaml, keyring, paramiko, cryptography, secretstorage"
+done
+
+json="$work/hyperfine.json"
+args=()
+for name in "${names[@]}"; do args+=(-n "$name" "${cmd[$name]}"); done
+hyperfine -N --warmup 5 --runs "$runs" --export-json "$json" "${args[@]}" >/dev/null 2>&1
+"$python" - "$json" <<'EOF'
+import json, statistics, sys
+results = {r["command"]: statistics.median(r["times"]) * 1000 for r in json.load(open(sys.argv[1]))["results"]}
+labels = {
+    "pass": "python -c pass", "file_script": "metis-env export 1 (file store)",
+    "file_module": "python -m metis_env export 1 (file store)", "ss_script": "metis-env export 1 (Secret Service)",
+    "ss_module": "python -m metis_env export 1 (Secret Service)", "keyring_get": "keyring get metis-env REF",
+    "secret_tool": "secret-tool lookup",
+}
+print(f"\nmedians over the runs ({sys.executable.split('/bin/')[0]}):")
+for name, label in labels.items():
+    print(f"  {label:48} {results[name]:7.1f} ms")
+print("\nratios against issue 2's targets:")
+for launcher in ("script", "module"):
+    file_ratio = results[f"file_{launcher}"] / results["pass"]
+    ss_ratio = results[f"ss_{launcher}"] / results["keyring_get"]
+    print(f"  [{launcher}] file store / python -c pass   = {file_ratio:.2f}x (target <= 2.2x) "
+          + ("ok" if file_ratio <= 2.2 else "MISSED"))
+    print(f"  [{launcher}] Secret Service / keyring get = {ss_ratio:.2f}x (target <= 0.5x) "
+          + ("ok" if ss_ratio <= 0.5 else "MISSED"))
+EOF
