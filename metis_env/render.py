@@ -42,7 +42,8 @@ def render_fish(env: Mapping[str, str]) -> str:
 
 
 def unset_fish(names: Sequence[str]) -> str:
-    return "".join(f"set -e {name};\n" for name in names)
+    # A bare `set -e` of a variable that is not set returns status 4; `unset` in sh returns 0.
+    return "".join(f"if set -q {name}; set -e {name}; end;\n" for name in names)
 
 
 def render_powershell(env: Mapping[str, str]) -> str:
@@ -54,8 +55,8 @@ def unset_powershell(names: Sequence[str]) -> str:
 
 
 def render_dotenv(env: Mapping[str, str]) -> str:
-    # Single quotes: python-dotenv and docker compose take them literally (no ${VAR} interpolation);
-    # python-dotenv reads \\ and \' inside them as escapes.
+    # Single quotes: docker compose takes them literally; python-dotenv reads \\ and \' inside them
+    # as escapes and still expands ${VAR} unless interpolate=False (it has no escape for "$").
     return "".join(f"{name}={quote_fish(value)}\n" for name, value in env.items())
 
 
@@ -104,7 +105,7 @@ def shell_from_env(shell_path: str | None) -> str:
     if name.endswith(".exe"):
         name = name[:-4]
     name = SHELL_ALIASES.get(name, name)
-    return name if name in RENDERERS else "bash"
+    return name if name in RENDERERS and name not in ("dotenv", "json") else "bash"
 
 
 def normalize_shell(name: str) -> str:
