@@ -11,6 +11,7 @@ import keyring
 import pytest
 
 from tests._memory_keyring import MemoryKeyring
+from tests._trust import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401  (the trust suite's summary line)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,306 @@
+"""Leak scan: a canary key goes through every command and option, failures and tracebacks included.
+
+It may appear only where the user asked for it: ``export``'s and ``get key``'s stdout and ``run``'s
+child environment. Never on stderr, in endpoints.yaml, config.yaml or any other file but the key
+store, in an exception's text, or in the argv (/proc/PID/cmdline) of a process metis-env starts.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metis_env import main as metis_main
+from metis_env.endpoint import parse_endpoint_file
+from metis_env.errors import EndpointFileError
+from metis_env.testing.openai_server import OpenAIStubServer
+from tests._trust import cases, endpoint_text, subprocess_env, write_endpoint
+from tests.conftest import metis
+
+# The middle of the key is what must never show: the mask (`sk-…q9w8`) shows its first three and
+# last four characters by design.
+CORE = "CANARY5eCr3t7f3a9c1e5b2d"
+KEY = f"sk-{CORE}q9w8"
+OTHER_KEY = "sk-other-0123456789abcdef"
+
+FAKE_TOOLS = ("ssh", "dump-child")
+
+
+def fake_bin(folder: Path) -> Path:
+    """Stand-ins for every program metis-env may start: each records its own argv and environment."""
+    folder.mkdir()
+    log = folder / "started"
+    log.mkdir()
+    for name in FAKE_TOOLS:
+        script = folder / name
+        script.write_text(
+            "#!/bin/sh\n"
+            f"cat /proc/$$/cmdline > '{log}/'$$.cmdline\n"
+            f"cat /proc/$$/environ > '{log}/'$$.environ\n"
+            "exit 255\n" if name == "ssh" else
+            "#!/bin/sh\n"
+            f"cat /proc/$$/cmdline > '{log}/'$$.cmdline\n"
+            f"cat /proc/$$/environ > '{log}/'$$.environ\n"
+            "exit 0\n"
+        )
+        script.chmod(0o755)
+    return log
+
+
+class EchoingServer(http.server.BaseHTTPRequestHandler):
+    """A hostile endpoint: its error answers repeat the request's Authorization header."""
+
+    def _answer(self) -> None:
+        body = json.dumps({"error": {"message": f"bad key: {self.headers.get('Authorization')}"}}).encode()
+        self.send_response(401 if self.path.endswith("/models") else 500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoingServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+class Scan:
+    """Runs commands and collects every place the canary showed where it must not."""
+
+    def __init__(self, config: Path, files: Path):
+        self.config = config
+        self.files = files
+        self.leaks: list[str] = []
+        self.runs = 0
+
+    def run(self, *args: str, allowed: bool = False, input: bytes | None = None, env: dict | None = None, config: Path | None = None) -> subprocess.CompletedProcess:
+        env = dict(env or {})
+        if config is not None:
+            env["METIS_ENV_CONFIG_DIR"] = str(config)
+        proc = metis(*args, input=input, env=env)
+        self.runs += 1
+        label = " ".join(args) + (f" {env}" if env else "")
+        out, err = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+        if CORE in err:
+            self.leaks.append(f"stderr of `{label}`")
+        if allowed:
+            if proc.returncode == 0 and KEY not in out:
+                self.leaks.append(f"positive control: `{label}` exited 0 without the key on stdout")
+        elif CORE in out:
+            self.leaks.append(f"stdout of `{label}`")
+        for name in self.files_with_canary(config or self.config):
+            self.leaks.append(f"{name} after `{label}`")
+        return proc
+
+    @staticmethod
+    def files_with_canary(config: Path) -> list[str]:
+        found = []
+        if config.exists():
+            for path in sorted(config.rglob("*")):
+                # keys.json is the file store itself: the one file that holds the key by design.
+                if path.is_file() and path.name != "keys.json" and CORE.encode() in path.read_bytes():
+                    found.append(path.name)
+        return found
+
+
+@pytest.fixture
+def scan(env_setup, tmp_path, file_store, monkeypatch) -> Scan:
+    log = fake_bin(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    files = tmp_path / "files"
+    write_endpoint(files, "1", KEY)
+    write_endpoint(files, "2", OTHER_KEY, base_url="https://metis.alcf.anl.gov/v2/", models="Llama-3.3-70B-Instruct,Other")
+    scanner = Scan(env_setup, files)
+    scanner.log = log
+    return scanner
+
+
+def started_processes(log: Path) -> list[tuple[bytes, bytes]]:
+    return [(p.read_bytes(), p.with_suffix(".environ").read_bytes()) for p in sorted(log.glob("*.cmdline"))]
+
+
+def test_the_canary_shows_only_where_asked_for_through_every_command(scan: Scan, echo_server):
+    f1, f2 = scan.files / "metis_endpoint_1.txt", scan.files / "metis_endpoint_2.txt"
+    scan.run("import", str(f1), str(f2))
+    scan.run("--debug", "import", str(f1))
+    scan.run("import", "--id", "1", "-", input=f1.read_bytes())
+    scan.run("--store", "file", "import", str(f1))
+    for args in (["list"], ["list", "--json"], ["--debug", "list"], ["config", "list"], ["hook", "bash"], ["doctor"], ["doctor", "--json"]):
+        scan.run(*args)
+    for shell in ("bash", "zsh", "sh", "fish", "powershell", "dotenv", "json"):
+        scan.run("export", "1", "--shell", shell, allowed=True)
+        scan.run("export", "--unset", "--shell", shell)
+    scan.run("export", "1", allowed=True)
+    scan.run("export", "DeepSeek-R1", "--model", "DeepSeek-R1", allowed=True)
+    scan.run("--debug", "export", "1", allowed=True)
+    scan.run("export", "1", allowed=True, env={"METIS_ENV_DEBUG": "1"})
+    scan.run("get", "key", "1", allowed=True)
+    scan.run("--debug", "get", "key", "1", allowed=True)
+    for args in (["get", "url", "1"], ["get", "models", "1"], ["get", "key", "9"], ["get", "nonsense", "1"]):
+        scan.run(*args)
+    # failures: unknown endpoint, model, shell; several endpoints and no default; bad options
+    for args in (["export", "9"], ["export", "1", "--model", "nope"], ["export", "1", "--shell", "tcsh"], ["export"],
+                 ["export", "1", "--bogus"], ["run", "9", "--", "true"], ["run", "1"], ["run", "1", "--", "no-such-command-xyz"]):
+        scan.run(*args)
+        scan.run(*args, env={"METIS_ENV_DEBUG": "1"})
+        scan.run("--debug", *args)
+    # check: a refused key, an endpoint that repeats the key in its error answers, nothing listening
+    with OpenAIStubServer("sk-not-the-canary-0000000000", ["DeepSeek-R1"]) as stub_url:
+        for number, url in (("3", stub_url), ("4", echo_server), ("5", "http://127.0.0.1:9/v1/")):
+            scan.run("import", "--id", number, "-", input=endpoint_text(KEY, base_url=url).encode())
+            for args in (["check", number], ["check", number, "--json"], ["--debug", "check", number]):
+                scan.run(*args)
+    # a keyring that does not work (the fail backend), asked for by option, setting and environment
+    scan.run("--store", "keyring", "import", str(f1))
+    scan.run("--debug", "--store", "keyring", "import", str(f1))
+    scan.run("import", str(f1), env={"METIS_ENV_STORE": "keyring", "METIS_ENV_DEBUG": "1"})
+    scan.run("config", "set", "default_endpoint", "1")
+    scan.run("export", allowed=True)
+    scan.run("forget", "5")
+    scan.run("--debug", "forget", "4")
+    cases(scan.runs)
+    assert scan.leaks == []
+
+
+def test_run_puts_the_key_in_the_childs_environment_never_in_its_argv(scan: Scan):
+    scan.run("import", str(scan.files / "metis_endpoint_1.txt"))
+    scan.run("run", "1", "--", "dump-child", "--flag", "value")
+    scan.run("--debug", "run", "--model", "DeepSeek-R1", "1", "--", "dump-child")
+    (cmdline_1, environ_1), (cmdline_2, environ_2) = started_processes(scan.log)
+    assert {cmdline_1, cmdline_2} == {
+        f"/bin/sh\0{scan.log.parent / 'dump-child'}\0--flag\0value\0".encode(),
+        f"/bin/sh\0{scan.log.parent / 'dump-child'}\0".encode(),
+    }
+    for environ in (environ_1, environ_2):
+        assert f"\0OPENAI_API_KEY={KEY}\0".encode() in environ
+        assert f"\0SAMBANOVA_API_KEY={KEY}\0".encode() in environ
+    cases(scan.runs)
+    assert scan.leaks == []
+
+
+def test_doctor_starts_ssh_without_the_key_in_its_argv_or_environment(scan: Scan):
+    scan.run("import", str(scan.files / "metis_endpoint_1.txt"))
+    scan.run("doctor", env={"METIS_ENV_TRANSPORT": "openssh"})
+    started = started_processes(scan.log)
+    assert [cmdline.split(b"\0")[1:4] for cmdline, _ in started] == [[str(scan.log.parent / "ssh").encode(), b"-O", b"check"]]
+    assert [CORE.encode() in cmdline + environ for cmdline, environ in started] == [False]
+    cases(scan.runs)
+    assert scan.leaks == []
+
+
+BAD_FILES = {
+    "http base url": endpoint_text(KEY, base_url="http://metis.example/v1/"),
+    "no models": f'BASE_URL=https://m.example/\nSAMBANOVA_API_KEY={KEY}\n',
+    "empty models": f'BASE_URL=https://m.example/\nSAMBANOVA_API_KEY={KEY}\nMODELS=,\n',
+    "key twice": f'BASE_URL=https://m.example/\nSAMBANOVA_API_KEY={KEY}\nSAMBANOVA_API_KEY={KEY}\nMODELS=a\n',
+    "unmatched quote": f'BASE_URL=https://m.example/\nSAMBANOVA_API_KEY="{KEY}\nMODELS=a\n',
+    "control character": f'BASE_URL=https://m.example/\nSAMBANOVA_API_KEY={KEY}\x1b[2J\nMODELS=a\n',
+    "key wrapped onto its own line": f'BASE_URL=https://m.example/\nSAMBANOVA_API_KEY=\n{KEY}==\nMODELS=a\n',
+    "key as a line without =": f'BASE_URL=https://m.example/\n{KEY}\nMODELS=a\n',
+    "too big": endpoint_text(KEY) + "#" * 70000 + "\n",
+    "not UTF-8": endpoint_text(KEY) + "\udcff\n",
+}
+
+
+def test_a_rejected_endpoint_file_never_repeats_the_key(scan: Scan):
+    for number, (name, text) in enumerate(BAD_FILES.items(), start=1):
+        path = scan.files / f"bad_{number}" / f"metis_endpoint_{number}.txt"
+        path.parent.mkdir()
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
+        for args in (["import", str(path)], ["--debug", "import", str(path)], ["import", "--id", "7", "-"]):
+            proc = scan.run(*args, input=path.read_bytes())
+            assert proc.returncode == 4, (name, args, proc.stderr)
+    cases(scan.runs)
+    assert scan.leaks == []
+
+
+def test_damaged_or_unsafe_stores_and_a_forced_internal_error_never_show_the_key(scan: Scan, tmp_path):
+    scan.run("import", str(scan.files / "metis_endpoint_1.txt"))
+    stores = {}
+    for name in ("damaged keys", "keys readable by others", "internal error"):
+        copy = tmp_path / name.replace(" ", "-")
+        shutil.copytree(scan.config, copy)
+        stores[name] = copy
+    (stores["damaged keys"] / "keys.json").write_text(json.dumps({"version": 1, "keys": [KEY, {"x": KEY}]}))
+    (stores["keys readable by others"] / "keys.json").chmod(0o644)
+    metadata = stores["internal error"] / "endpoints.yaml"
+    data = json.loads(metadata.read_text())
+    data["endpoints"]["1"]["base_url"] = 5  # a type the code never expects: a bug, not a user error
+    metadata.write_text(json.dumps(data))
+    internal = scan.run("--debug", "export", "1", config=stores["internal error"])
+    assert internal.stderr.decode().startswith("Traceback (most recent call last):\n")
+    for config in stores.values():
+        for args in (["export", "1"], ["get", "key", "1"], ["get", "url", "1"], ["list"], ["list", "--json"],
+                     ["run", "1", "--", "dump-child"], ["import", str(scan.files / "metis_endpoint_1.txt")]):
+            allowed = args[0] == "export" or args[:2] == ["get", "key"]
+            scan.run(*args, config=config, allowed=allowed)
+            scan.run(*args, config=config, allowed=allowed, env={"METIS_ENV_DEBUG": "1"})
+            scan.run("--debug", *args, config=config, allowed=allowed)
+    cases(scan.runs)
+    assert scan.leaks == []
+
+
+def test_the_in_process_keyring_path_keeps_the_key_in_the_keyring_only(env_setup, memory_keyring, tmp_path, capfd):
+    path = write_endpoint(tmp_path / "files", "1", KEY)
+    runs = [(["import", str(path)], False), (["list", "--json"], False), (["export", "1"], True),
+            (["export", "1", "--shell", "fish"], True), (["get", "key", "1"], True), (["export", "2"], False),
+            (["--debug", "list"], False), (["forget", "1"], False)]
+    leaks = []
+    for argv, allowed in runs:
+        metis_main.main(argv)
+        out, err = capfd.readouterr()
+        if CORE in err or (CORE in out) != allowed:
+            leaks.append(argv)
+        leaks += [(argv, name) for name in Scan.files_with_canary(env_setup)]
+        if argv[0] == "import":
+            assert list(memory_keyring.entries.values()) == [KEY]
+    assert memory_keyring.entries == {}
+    cases(len(runs))
+    assert leaks == []
+
+
+KEY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=0, max_size=20)
+LINE = st.one_of(
+    st.just("BASE_URL=https://m.example/"), st.just("BASE_URL=http://m.example/"), st.just("MODELS=a,b"),
+    st.just("MODELS="), st.just(""), st.just("#"), st.just("=="), st.just("export"), KEY_TEXT,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    before=st.lists(LINE, max_size=4), after=st.lists(LINE, max_size=4),
+    prefix=st.sampled_from(["SAMBANOVA_API_KEY=", "SAMBANOVA_API_KEY='", "SAMBANOVA_API_KEY=\"", "export SAMBANOVA_API_KEY=", "", "X ", "1="]),
+    suffix=KEY_TEXT, repeat=st.booleans(),
+)
+def test_parser_errors_never_quote_the_key(before, after, prefix, suffix, repeat):
+    key_line = prefix + KEY + suffix
+    lines = before + [key_line] + ([key_line] if repeat else []) + after
+    try:
+        endpoint = parse_endpoint_file("\n".join(lines), "metis_endpoint_1.txt")
+    except EndpointFileError as exc:
+        assert CORE not in str(exc) and CORE not in repr(exc)
+    else:
+        assert CORE not in repr(endpoint)
+        assert CORE not in json.dumps(endpoint.extra)
+    cases(1)
