@@ -8,6 +8,7 @@ UsageError that says which option answers it instead.
 from __future__ import annotations
 
 import getpass
+import io
 import os
 import sys
 from typing import IO
@@ -59,4 +60,5 @@ class TerminalPrompter:
             fd = os.open(self.tty_path, os.O_RDWR | os.O_NOCTTY)
         except OSError:
             raise UsageError(f"no terminal to ask on; use {instead}") from None
-        return open(fd, "r+", encoding="utf-8", errors="replace", closefd=True)
+        # A terminal is not seekable: open(fd, "r+") (a BufferedRandom) raises UnsupportedOperation on it.
+        return io.TextIOWrapper(open(fd, "r+b", buffering=0), encoding="utf-8", errors="replace", write_through=True)
