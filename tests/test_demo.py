@@ -1,0 +1,204 @@
+"""metis-env demo end to end: the real sync against the in-process login node, check, export, cleanup."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from metis_env.demo import run_demo
+from metis_env.errors import AuthenticationError
+from tests.conftest import REPO, metis
+
+STEP_HEADERS = [
+    "[1/6] Start a demo login node and two OpenAI-compatible endpoints",
+    "[2/6] metis-env sync   (the real sync: demo@metis-demo, store=file in TMP/config)",
+    "[3/6] metis-env list",
+    "[4/6] metis-env check   (GET {BASE_URL}models with the stored key)",
+    '[5/6] eval "$(metis-env export 1)"   (metis-env export 1 prints this; bash syntax)',
+    "[6/6] python chat_completion.py '...'   (the example from ALCF's 'Using an inference endpoint' page)",
+]
+
+
+def workdir_of(stderr: str) -> Path:
+    match = re.search(r"deleted (/\S+metis-env-demo-[^/\s]+)\.\n", stderr)
+    assert match, stderr
+    return Path(match.group(1))
+
+
+def normalized(stderr: str) -> list[str]:
+    text = stderr.replace(str(workdir_of(stderr)), "TMP")
+    text = re.sub(r"127\.0\.0\.1(\]?):\d+", r"127.0.0.1\1:PORT", text)
+    text = re.sub(r"-p \d+", "-p PORT", text)
+    text = re.sub(r"ok in \d+ ms", "ok in N ms", text)
+    text = re.sub(r"shows \d{6}\): \d{6}", "shows CODE): CODE", text)
+    text = re.sub(r"\(\d+\.\d s\)", "(N s)", text)
+    return text.splitlines()
+
+
+def test_demo_yes_runs_the_whole_flow_and_leaves_nothing_behind(env_setup, tmp_path):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(mode=0o700)
+    (home / ".ssh" / "known_hosts").write_text("# the user's own file\n")
+    started = time.monotonic()
+    proc = metis("demo", "--yes")
+    elapsed = time.monotonic() - started
+    stderr = proc.stderr.decode()
+    assert (proc.returncode, proc.stdout.decode()) == (0, ""), stderr
+    lines = normalized(stderr)
+    assert [line for line in lines if line.startswith("[")] == STEP_HEADERS
+    for expected in (
+        "      endpoint 1: http://127.0.0.1:PORT/v1/ serving DeepSeek-R1",
+        "      Trust [127.0.0.1]:PORT and remember its key in TMP/ssh/known_hosts? yes   <- answered by --yes",
+        "      Password (the demo token shows CODE): CODE   <- typed by --yes",
+        "      endpoint 1: new",
+        "      endpoint 2: new",
+        "      1: ok in N ms: DeepSeek-R1 served",
+        "      2: ok in N ms: Llama-4-Maverick-17B-128E-Instruct served, Llama-3.3-70B-Instruct served",
+        "      export OPENAI_BASE_URL='http://127.0.0.1:PORT/v1/';",
+        "      export MODEL_NAME='DeepSeek-R1';",
+        "      Hello from demo endpoint 1 (DeepSeek-R1).   (N s)",
+        "Cleaned up: stopped the demo servers, deleted TMP.",
+    ):
+        assert expected in lines, expected
+    assert lines.index("      endpoint 1: new") < lines.index("      1: ok in N ms: DeepSeek-R1 served")
+    assert not workdir_of(stderr).exists()
+    assert not env_setup.exists()  # METIS_ENV_CONFIG_DIR: the demo never used it
+    assert sorted(p.name for p in home.rglob("*")) == [".ssh", "known_hosts"]
+    assert (home / ".ssh" / "known_hosts").read_text() == "# the user's own file\n"
+    assert elapsed < 20
+
+
+class ScriptedUser:
+    """Answers like a person at the terminal: first a wrong code, then the one the demo shows."""
+
+    def __init__(self, wrong_codes: int) -> None:
+        self.wrong_codes = wrong_codes
+        self.prompts: list[str] = []
+
+    def secret(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        if sum("Password" in p for p in self.prompts) <= self.wrong_codes:
+            return "000000"
+        return re.search(r"shows (\d{6})", prompt).group(1)
+
+    def confirm(self, question: str) -> bool:
+        self.prompts.append(question)
+        return True
+
+    def ask(self, prompt: str) -> str:
+        raise AssertionError("the demo sets the user name")
+
+
+def test_a_wrong_demo_passcode_is_refused_and_asked_again():
+    user = ScriptedUser(wrong_codes=1)
+    err = io.StringIO()
+    assert run_demo(yes=False, ui=user, err=err) == 0
+    lines = normalized(err.getvalue())
+    assert [p for p in user.prompts if "Password" in p] == [
+        p for p in user.prompts if re.fullmatch(r"      Password \(the demo token shows \d{6}\): ", p)
+    ]
+    assert len([p for p in user.prompts if "Password" in p]) == 2
+    refused = "      metis-env: metis-demo (127.0.0.1:PORT) refused that passcode; wait for the next code (2 tries left)"
+    assert refused in lines
+    assert lines.index(refused) < lines.index("      endpoint 1: new")
+
+
+def test_three_wrong_passcodes_fail_and_still_clean_up():
+    err = io.StringIO()
+    with pytest.raises(AuthenticationError) as caught:
+        run_demo(yes=False, ui=ScriptedUser(wrong_codes=3), err=err)
+    assert str(caught.value) == (
+        "metis-demo (127.0.0.1:{}) refused 3 passcodes for demo; check the user name and wait for a fresh code "
+        "before trying again".format(re.search(r"-p (\d+)", err.getvalue()).group(1))
+    )
+    assert not workdir_of(err.getvalue()).exists()
+
+
+def test_without_a_terminal_the_demo_says_to_use_yes():
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "metis_env", "demo"],
+        stdin=subprocess.DEVNULL, capture_output=True, env=env, start_new_session=True, timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr.decode()) == (
+        2,
+        b"",
+        "metis-env: error: the demo asks you to type a one-time code on a terminal; without one, run: metis-env demo --yes\n",
+    )
+
+
+class Terminal:
+    """The demo under a real pseudo-terminal, as a person runs it."""
+
+    def __init__(self) -> None:
+        import pty
+
+        env = dict(os.environ, PYTHONPATH=str(REPO), TERM="dumb")
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the pty is its controlling terminal and its stdin/stdout/stderr
+            os.execvpe(sys.executable, [sys.executable, "-m", "metis_env", "demo"], env)
+        self.seen = ""
+
+    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, self.seen)
+            if match:
+                self.seen = self.seen[match.end():]
+                return match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                raise AssertionError(f"{pattern!r} not seen; the terminal shows:\n{self.seen}")
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"{pattern!r} not seen before the end; the terminal shows:\n{self.seen}")
+            self.seen += chunk.decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def type(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def wait(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        with_status = os.waitstatus_to_exitcode(status)
+        os.close(self.fd)
+        return with_status
+
+
+def test_at_a_terminal_a_wrong_code_is_refused_then_the_right_one_works():
+    term = Terminal()
+    term.expect(r"\[yes/no\] ")
+    term.type("yes\n")
+    term.expect(r"Password \(the demo token shows (\d{6})\): ")
+    term.type("123\n")
+    term.expect(r"refused that passcode; wait for the next code \(2 tries left\)")
+    code = term.expect(r"Password \(the demo token shows (\d{6})\): ").group(1)
+    term.type(code + "\n")
+    term.expect(r"endpoint 1: new")
+    term.expect(r"1: ok in \d+ ms: DeepSeek-R1 served")
+    workdir = term.expect(r"deleted (/\S+)\.\n").group(1)
+    assert term.wait() == 0
+    assert not Path(workdir).exists()
+
+
+def test_ctrl_c_at_the_passcode_prompt_cleans_up():
+    term = Terminal()
+    term.expect(r"\[yes/no\] ")
+    term.type("yes\n")
+    term.expect(r"Password \(the demo token shows \d{6}\): ")
+    os.kill(term.pid, signal.SIGINT)
+    workdir = term.expect(r"deleted (/\S+)\.\n").group(1)
+    term.expect(r"metis-env: error: demo interrupted; its servers were stopped and its files deleted\n")
+    assert term.wait() == 130
+    assert not Path(workdir).exists()
