@@ -585,6 +585,8 @@ class _Login:
                 else:
                     remaining = transport.auth_password(user, handler("", "", [(f"{user}@{target.hostname}'s password: ", False)])[0])
             except paramiko.AuthenticationException as exc:
+                if self.watchdog.expired:
+                    raise
                 closed = not transport.is_active()
                 if closed and attempt < self.max_tries and answered and "EOF" in str(exc):
                     raise ConnectionFailedError(
@@ -809,6 +811,9 @@ def _broken(login: _Login, exc: BaseException) -> MetisEnvError:
         )
     if isinstance(exc, SFTPError) and login.phase == "reading the endpoint files":
         return RemoteFilesError(f"{where}: {exc}")
+    if login.transports and not login.transports[-1].is_active():
+        # paramiko words this many ways ("No existing session", "Socket is closed", EOF, reset).
+        return ConnectionFailedError(f"{where} closed the connection while {login.phase}; try again")
     reason = _one_line(exc) or type(exc).__name__
     return ConnectionFailedError(f"the connection to {where} broke while {login.phase}: {reason}; try again")
 

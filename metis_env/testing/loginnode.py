@@ -23,7 +23,7 @@ import posixpath
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -101,6 +101,7 @@ class LoginNode:
         auth_methods: tuple[str, ...] = ("keyboard-interactive",),
         max_auth_tries: int = 3,
         port: int = 0,
+        forwarding: bool = False,
     ) -> None:
         if mode not in ("hotp", "totp"):
             raise ValueError("mode is 'hotp' or 'totp'")
@@ -114,6 +115,7 @@ class LoginNode:
         self.prompt = prompt
         self.auth_methods = auth_methods
         self.max_auth_tries = max_auth_tries
+        self.forwarding = forwarding  # act as a jump host: direct-tcpip to 127.0.0.1 ports
         self.counters = Counters()
         self.port = port
         self._next_counter = counter  # HOTP: the lowest counter still valid
@@ -237,12 +239,34 @@ class LoginNode:
                 transport.close()
                 return
             self._transports.append(transport)
+        server = _Server(self, transport)
         try:
-            transport.start_server(server=_Server(self, transport))
+            transport.start_server(server=server)
         except (paramiko.SSHException, EOFError, OSError):
             transport.close()
             return
-        self._fault("handshake", transport)
+        if self._fault("handshake", transport):
+            return
+        while self.forwarding and transport.is_active() and not self._stopping.is_set():
+            channel = transport.accept(0.2)
+            upstream = server.forwards.pop(channel.get_id(), None) if channel is not None else None
+            if upstream is not None:
+                for source, sink in ((channel, upstream), (upstream, channel)):
+                    threading.Thread(target=_pump, args=(source, sink, channel, upstream), daemon=True).start()
+
+
+def _pump(source, sink, channel, upstream) -> None:
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        channel.close()
+        upstream.close()
 
 
 class _Server(paramiko.ServerInterface):
@@ -250,6 +274,7 @@ class _Server(paramiko.ServerInterface):
         self.node = node
         self.transport = transport
         self.failures = 0
+        self.forwards: dict[int, socket.socket] = {}
 
     def get_allowed_auths(self, username: str) -> str:
         return ",".join(self.node.auth_methods)
@@ -293,6 +318,18 @@ class _Server(paramiko.ServerInterface):
             threading.Timer(0.05, self.transport.close).start()
         return paramiko.AUTH_FAILED
 
+    def check_channel_direct_tcpip_request(self, chanid: int, origin, destination) -> int:
+        host, port = destination
+        if not self.node.forwarding or host not in ("127.0.0.1", "localhost"):
+            return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        try:
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            return paramiko.OPEN_FAILED_CONNECT_FAILED
+        upstream.settimeout(None)
+        self.forwards[chanid] = upstream
+        return paramiko.OPEN_SUCCEEDED
+
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
             return paramiko.OPEN_SUCCEEDED
@@ -306,6 +343,7 @@ class _HomeSFTP(paramiko.SFTPServerInterface):
         super().__init__(server, *args, **kwargs)
         self.node = node
         self.transport = transport
+        self.reads = 0
 
     def _real(self, path: str) -> str:
         relative = posixpath.normpath("/" + path).lstrip("/")
@@ -345,23 +383,23 @@ class _HomeSFTP(paramiko.SFTPServerInterface):
             readfile = open(self._real(path), "rb")  # noqa: SIM115 - closed by SFTPHandle.close
         except OSError as exc:
             return paramiko.SFTPServer.convert_errno(exc.errno)
-        handle = _FaultyHandle(self.node, self.transport, flags)
+        handle = _FaultyHandle(self, flags)
         handle.readfile = readfile
         handle.filename = path
         return handle
 
 
 class _FaultyHandle(paramiko.SFTPHandle):
-    def __init__(self, node: LoginNode, transport: paramiko.Transport, flags: int) -> None:
+    def __init__(self, session: _HomeSFTP, flags: int) -> None:
         super().__init__(flags)
-        self.node = node
-        self.transport = transport
+        self.session = session
 
     def read(self, offset: int, length: int):
-        with self.node._lock:
-            self.node.counters.reads += 1
-            reads = self.node.counters.reads
-        if reads == 2 and self.node._fault("read", self.transport):
+        node = self.session.node
+        with node._lock:
+            node.counters.reads += 1
+        self.session.reads += 1
+        if self.session.reads == 2 and node._fault("read", self.session.transport):
             return paramiko.SFTP_FAILURE
         return super().read(offset, length)
 
