@@ -84,7 +84,7 @@ def report_error(exc: BaseException, debug: bool) -> int:
 
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if isinstance(exc, MetisEnvError):
-        sys.stderr.write(f"metis-env: error: {exc}\n")
+        sys.stderr.write(f"metis-env: error: {printable(str(exc))}\n")
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
         sys.stderr.write("metis-env: interrupted\n")
@@ -96,6 +96,15 @@ def report_error(exc: BaseException, debug: bool) -> int:
         "the same command run with --debug\n"
     )
     return 1
+
+
+# C0 controls but TAB, DEL and the C1 controls: a file name in a message (``metis_endpoint_1\n.txt``,
+# an ESC sequence) must not split the error line or rewrite the user's terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    return text.translate(_CONTROLS)
 
 
 def debug_requested(argv: Sequence[str]) -> bool:

@@ -1,0 +1,244 @@
+"""Hostile endpoint files: values built to break out of each shell's quoting, odd names, a 1 GiB file,
+invalid UTF-8. A value travels the whole way: endpoint file -> parser -> store -> export -> the real
+shell evaluating the code; a canary command (``metis_pwned``) named in the values must never run and
+the shell must see every value byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metis_env import actions
+from metis_env.settings import load_settings
+from metis_env.store import open_store
+from tests._trust import CANARY_COMMAND, cases, canary_bin, endpoint_text, subprocess_env, write_endpoint
+from tests.conftest import metis
+
+SHELLS = {
+    # shell: (argv running a script file, how the script takes in one export's output file)
+    "bash": (["bash"], 'eval "$(cat {file})"'),
+    "dash": (["dash"], 'eval "$(cat {file})"'),
+    "zsh": (["zsh", "-f"], 'eval "$(cat {file})"'),
+    "fish": (["fish", "--no-config"], "cat {file} | source"),
+}
+RENDERER = {"bash": "bash", "dash": "sh", "zsh": "zsh", "fish": "fish"}
+SHOWN = ("OPENAI_API_KEY", "MODEL_NAME", "OPENAI_BASE_URL", "METIS_ENV_ENDPOINT")
+
+P = CANARY_COMMAND
+FRAGMENTS = [
+    "'", '"', "\\", "$", "`", ";", "&", "|", "<", ">", "(", ")", "{", "}", "[", "]", "*", "?", "~", "#", "!",
+    "%", "^", "=", " ", "\t", "-e", "--", "\u2018", "\u2019", "\u201a", "\u201b", "é", "日本", "\u2028", "\u00a0",
+    f"$({P})", f"`{P}`", f"'; {P}; '", f'"; {P}; "', f"\\'; {P}; #", f"; {P}", f"&& {P}", f"| {P}", f"({P})",
+    f"{{{P}}}", f"%({P})", f"\\'$({P})\\'", f"'\\''; {P} #", f"$'\\x27'; {P}", f"!({P})", f"${{{P}}}", f"$(({P}))",
+    f"\\\\'; {P}; '", "$HOME", "${PATH}", "!!", "\\n", "\\x27", "'\\''", "\\$", "$$",
+]
+VALUE = st.lists(
+    st.one_of(st.sampled_from(FRAGMENTS), st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=3)),
+    max_size=8,
+).map("".join)
+ENDPOINT_VALUES = st.tuples(VALUE, VALUE, VALUE)  # key, model, the path of BASE_URL
+BATCH = st.lists(ENDPOINT_VALUES, min_size=1, max_size=12)
+
+
+def as_stored(key: str, model: str, path: str) -> tuple[str, str, str]:
+    """The values as the parser will keep them (a model has no comma and no outer blanks)."""
+    model = model.replace(",", "").strip(" \t") or "m"
+    return key or "k", model, "https://metis.example/" + path
+
+
+def write_batch(folder: Path, batch) -> dict[str, tuple[str, str, str]]:
+    expected = {}
+    for number, values in enumerate(batch, start=1):
+        key, model, url = as_stored(*values)
+        write_endpoint(folder, str(number), key, base_url=url, models=model)
+        expected[str(number)] = (key, model, url, str(number))
+    return expected
+
+
+def evaluate(shell: str, code_files: list[Path], workdir: Path, unquoted: bool = False) -> tuple[list[tuple[str, ...]], str]:
+    """Evaluate each export output in one shell process; what it saw after each, and its stderr."""
+    bin_dir, _record = canary_bin(workdir / "canary")
+    argv, take = SHELLS[shell]
+    if unquoted:
+        take = take.replace('"$(cat {file})"', "$(cat {file})")
+    lines = []
+    for code_file in code_files:
+        lines.append(take.format(file=f"'{code_file}'"))
+        lines.append("printenv " + " ".join(SHOWN))
+    script = workdir / f"script.{shell}"
+    script.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in SHOWN}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run([*argv, str(script)], capture_output=True, env=env, cwd=workdir, timeout=120)
+    out = proc.stdout.split(b"\n")[:-1]
+    seen = [tuple(v.decode("utf-8") for v in out[i : i + 4]) for i in range(0, len(out), 4)]
+    return seen, proc.stderr.decode("utf-8", "replace")
+
+
+def export_files(folder: Path, ids, shell: str) -> list[Path]:
+    """What ``metis-env export ID --shell X`` prints, through the same function the CLI calls."""
+    settings = load_settings()
+    store = open_store(settings)
+    paths = []
+    for endpoint_id in ids:
+        code, _warnings = actions.export_code(store, settings, endpoint_id, None, RENDERER[shell], False)
+        path = folder / f"export-{endpoint_id}.{shell}"
+        path.write_text(code, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def run_batch(shell: str, batch, tmp_path: Path) -> None:
+    work = tmp_path / f"batch-{time.monotonic_ns()}"
+    expected = write_batch(work / "files", batch)
+    settings = load_settings()
+    actions.import_files(open_store(settings), sorted(map(str, (work / "files").iterdir())), None)
+    seen, stderr = evaluate(shell, export_files(work, expected, shell), work)
+    assert not (work / "canary" / "PWNED").exists(), (work / "canary" / "PWNED").read_text()
+    assert (seen, stderr) == (list(expected.values()), "")
+    cases(3 * len(batch))
+
+
+HYPOTHESIS = settings(
+    max_examples=int(os.environ.get("METIS_TRUST_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@HYPOTHESIS
+@given(batch=BATCH)
+def test_hostile_values_in_an_endpoint_file_reach_the_shell_byte_for_byte_and_run_nothing(shell, batch, tmp_path, memory_keyring):
+    run_batch(shell, batch, tmp_path)
+
+
+NASTY = [
+    f"$({P})", f"`{P}`", f"'; {P}; '", f'"; {P}; "', f"\\'; {P}; #", f"a b  c\t*", f"'\\''{P}", "\u2019; " + P,
+    f"x\"$({P})\"y", f"$(( $({P}) ))", "-e", "--", f"%({P})", "日本語 ~ $HOME !!", f"{{{P}}} \\ \\\\",
+]
+
+
+@pytest.mark.usefixtures("file_store")
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_real_cli_exports_nasty_values_that_each_shell_evaluates_verbatim(shell, tmp_path):
+    expected = write_batch(tmp_path / "files", [(v, v, v) for v in NASTY])
+    assert metis("import", *sorted(map(str, (tmp_path / "files").iterdir()))).returncode == 0
+    code_files = []
+    for endpoint_id in expected:
+        proc = metis("export", endpoint_id, "--shell", RENDERER[shell])
+        assert (proc.returncode, proc.stderr) == (0, b"")
+        code_files.append(tmp_path / f"export-{endpoint_id}")
+        code_files[-1].write_bytes(proc.stdout)
+    seen, stderr = evaluate(shell, code_files, tmp_path)
+    assert not (tmp_path / "canary" / "PWNED").exists()
+    assert (seen, stderr) == (list(expected.values()), "")
+    cases(3 * len(NASTY))
+
+
+@pytest.mark.usefixtures("file_store")
+@pytest.mark.parametrize("shell", ["bash", "zsh", "dash"])
+def test_an_unquoted_eval_of_nasty_values_runs_nothing(shell, tmp_path):
+    """``eval $(metis-env export 1)`` splits and globs the code; values may change, nothing may run."""
+    expected = write_batch(tmp_path / "files", [(v, v, v) for v in NASTY])
+    metis("import", *sorted(map(str, (tmp_path / "files").iterdir())), check=True)
+    (tmp_path / f"K='a").touch()  # something for a glob in a value to find
+    seen, _stderr = evaluate(shell, export_files(tmp_path, expected, shell), tmp_path, unquoted=True)
+    assert not (tmp_path / "canary" / "PWNED").exists()
+    assert len(seen) == len(NASTY)
+    cases(3 * len(NASTY))
+
+
+# --- odd files and names ---------------------------------------------------------------------------
+
+
+def result(proc: subprocess.CompletedProcess) -> tuple[int, str, str]:
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+def run_measured(args: list[str], stdin=None) -> tuple[subprocess.CompletedProcess, float, int]:
+    """Run the CLI; its exit, output, wall time and peak memory (KiB, from wait4)."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "metis_env", *args], stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=subprocess_env())
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr), time.monotonic() - started, usage.ru_maxrss
+
+
+@pytest.mark.usefixtures("file_store")
+def test_a_1_gib_file_is_refused_without_reading_it(tmp_path, env_setup):
+    huge = tmp_path / "metis_endpoint_1.txt"
+    with open(huge, "wb") as handle:
+        handle.write(endpoint_text("sk-huge-0123456789abcdef").encode())
+        handle.truncate(1 << 30)  # sparse: costs no disk
+    limit = "file is 65537 bytes, over the 65536-byte limit for an endpoint file"
+    for args, stdin, name in ((["import", str(huge)], None, str(huge)), (["import", "--id", "1", "-"], "open", "<stdin>")):
+        with open(huge, "rb") as source:
+            proc, seconds, peak_kib = run_measured(args, stdin=source if stdin else None)
+            offset = source.tell() if stdin else 0
+        assert result(proc) == (4, "", f"metis-env: error: {name}: {limit}\n")
+        assert seconds < 5 and peak_kib < 120 * 1024, (seconds, peak_kib)
+        assert offset <= 1 << 20  # stdin was read no further than a buffer past the limit
+    link = tmp_path / "zeros" / "metis_endpoint_2.txt"
+    link.parent.mkdir()
+    link.symlink_to("/dev/zero")
+    proc, seconds, peak_kib = run_measured(["import", str(link)])
+    assert result(proc) == (4, "", f"metis-env: error: {link}: {limit}\n")
+    assert seconds < 5 and peak_kib < 120 * 1024
+    assert not env_setup.exists() or not (env_setup / "endpoints.yaml").exists()
+    cases(3)
+
+
+@pytest.mark.usefixtures("file_store")
+def test_invalid_utf8_is_refused_with_its_line_and_stores_nothing(tmp_path, env_setup):
+    path = tmp_path / "metis_endpoint_1.txt"
+    path.write_bytes(b"BASE_URL=https://m.example/\nSAMBANOVA_API_KEY=sk-\xff\xfe-0123456789abcdef\nMODELS=a\n")
+    overlong = tmp_path / "o" / "metis_endpoint_2.txt"
+    overlong.parent.mkdir()
+    overlong.write_bytes(b"BASE_URL=https://m.example/\nSAMBANOVA_API_KEY=sk-0123456789abcdef\nMODELS=\xc0\xaf\n")
+    assert result(metis("import", str(path))) == (4, "", f"metis-env: error: {path}:2: file is not UTF-8 text\n")
+    assert result(metis("import", str(overlong))) == (4, "", f"metis-env: error: {overlong}:3: file is not UTF-8 text\n")
+    assert result(metis("import", "--id", "3", "-", input=b"\xef\xbb\xbf\xed\xa0\x80=1\n")) == (
+        4, "", "metis-env: error: <stdin>:1: file is not UTF-8 text\n")
+    assert not (env_setup / "endpoints.yaml").exists()
+    cases(3)
+
+
+@pytest.mark.usefixtures("file_store")
+def test_odd_file_names_are_one_escaped_line_and_never_reach_the_store_as_paths(tmp_path, env_setup):
+    text = endpoint_text("sk-odd-0123456789abcdef")
+    folder = tmp_path / "files"
+    folder.mkdir()
+    newline = folder / "metis_endpoint_1\n\x1b[2Jx.txt"
+    newline.write_text(text)
+    bell = folder / "a\x1b]0;pwned\x07b"
+    assert result(metis("import", str(newline))) == (
+        4, "", f"metis-env: error: {folder}/metis_endpoint_1\\x0a\\x1b[2Jx.txt: cannot tell the endpoint id from this file "
+        "name; name it metis_endpoint_N.txt or pass --id\n")
+    assert result(metis("import", str(bell))) == (3, "", f"metis-env: error: {folder}/a\\x1b]0;pwned\\x07b: no such file\n")
+    assert result(metis("import", "--id", "../x", "-", input=text.encode())) == (
+        4, "", "metis-env: error: endpoint id '../x' is not valid: use letters, digits, '.', '_' or '-'\n")
+    # ../ in a path the user typed is only a path: the stored name is the file's own, the id from it
+    (folder / "sub").mkdir()
+    (folder / "metis_endpoint_2.txt").write_text(text)
+    assert result(metis("import", str(folder / "sub" / ".." / "metis_endpoint_2.txt"))) == (0, "", "endpoint 2: new\n")
+    # a symlink the user names is followed, and named after the link; a dangling one is "no such file"
+    (folder / "metis_endpoint_3.txt").symlink_to(folder / "metis_endpoint_2.txt")
+    (folder / "metis_endpoint_4.txt").symlink_to(folder / "missing.txt")
+    assert result(metis("import", str(folder / "metis_endpoint_3.txt"))) == (0, "", "endpoint 3: new\n")
+    assert result(metis("import", str(folder / "metis_endpoint_4.txt"))) == (
+        3, "", f"metis-env: error: {folder}/metis_endpoint_4.txt: no such file\n")
+    assert result(metis("import", str(folder))) == (4, "", f"metis-env: error: {folder}: is a directory, not an endpoint file\n")
+    rows = [(r["id"], r["file_name"]) for r in __import__("json").loads(metis("list", "--json").stdout)["endpoints"]]
+    assert rows == [("2", "metis_endpoint_2.txt"), ("3", "metis_endpoint_3.txt")]
+    cases(8)
