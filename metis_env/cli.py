@@ -167,25 +167,38 @@ def export_command(ctx: click.Context, endpoint: str | None, model: str | None, 
     return actions.export_command(endpoint, model, shell, unset, settings)
 
 
-@cli.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+class RunCommand(click.Command):
+    """`run`'s arguments are split at the first ``--``: options and ENDPOINT before it, the command
+    after it, untouched (its own options included)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args and "--help" not in args[: args.index("--")] and "-h" not in args[: args.index("--")]:
+            cut = args.index("--")
+            ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
+            args = args[:cut]
+        elif not any(a in ("--help", "-h") for a in args):
+            raise click.UsageError("put -- before the command: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
+        return super().parse_args(ctx, args)
+
+
+@cli.command("run", cls=RunCommand)
 @endpoint_argument
 @model_option
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
 @click.pass_context
-def run_command(ctx: click.Context, endpoint: str | None, model: str | None, command: Sequence[str]) -> int:
-    """Run COMMAND with the endpoint's variables in its environment (never in its arguments).
+def run_command(ctx: click.Context, endpoint: str | None, model: str | None) -> int:
+    """Run a command with the endpoint's variables in its environment (never in its arguments).
+
+    Usage: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...
 
     The command replaces metis-env, so its signals and exit status pass straight through.
 
     \b
     Example:
       metis-env run 1 -- python chat_completion.py "What is an extinction vortex?"
+      metis-env run 2 --model Llama-3.3-70B-Instruct -- ./my_agent.sh
     """
     settings = settings_from(ctx)
-    argv = list(command)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
-    return actions.run_subcommand(endpoint, model, argv, settings)
+    return actions.run_subcommand(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings)
 
 
 @cli.command("get")

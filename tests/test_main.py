@@ -68,11 +68,7 @@ FORMS = [
     ("get", "models", "2"),
     ("get", "url"),  # several endpoints, no default
     ("run", "1", "--", sys.executable, "-c", "import os; print(os.environ['MODEL_NAME'], os.environ['OPENAI_BASE_URL'])"),
-    pytest.param(
-        ("run", "2", "-m", "Llama-3.3-70B-Instruct", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
-        marks=pytest.mark.xfail(strict=True, reason="cli.py's run takes everything after ENDPOINT as the command, "
-                                "so the documented `run [ENDPOINT] [--model NAME] -- CMD` fails there (127)"),
-    ),
+    ("run", "2", "-m", "Llama-3.3-70B-Instruct", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
     ("run", "-m", "Llama-3.3-70B-Instruct", "2", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
     ("run", "1", "--", "metis-env-no-such-command"),
     ("run", "9", "--", "true"),
