@@ -308,3 +308,43 @@ def test_a_bad_setting_is_reported_and_doctor_goes_on(file_store):
         "problem  settings: METIS_ENV_PORT: port must be a number from 1 to 65535; doctor goes on with the defaults; "
         "fix: fix the value named, or delete config.yaml"
     )
+
+
+def test_a_live_controlmaster_is_found(tmp_path):
+    """A real OpenSSH master connection to the in-process login node, found by ssh -O check."""
+    import shutil
+
+    from metis_env.settings import Settings
+    from metis_env.testing.loginnode import LoginNode
+
+    if shutil.which("ssh") is None:
+        pytest.skip("the OpenSSH client is needed")
+    home = tmp_path / "node-home"
+    home.mkdir()
+    socket_path = tmp_path / "cm.sock"
+    askpass = tmp_path / "askpass.sh"
+    with LoginNode(home, "demo", b"0123456789abcdefghij") as node:
+        askpass.write_text(f"#!/bin/sh\necho {node.expected_code()}\n")
+        askpass.chmod(0o700)
+        base = ["ssh", "-F", "/dev/null", "-o", f"ControlPath={socket_path}", "-p", str(node.port)]
+        env = dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force")
+        subprocess.run(
+            [*base, "-M", "-N", "-f", "-o", "ControlPersist=60", "-o", f"UserKnownHostsFile={tmp_path / 'kh'}",
+             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=accept-new",
+             "-o", "PreferredAuthentications=keyboard-interactive", "demo@127.0.0.1"],
+            stdin=subprocess.DEVNULL, capture_output=True, env=env, start_new_session=True, timeout=30, check=True,
+        )
+        try:
+            settings = Settings(config_dir=tmp_path / "config", host="127.0.0.1", port=node.port, user="demo")
+            assert doctor.check_openssh(settings, control_path=str(socket_path)) == [
+                doctor.Finding(
+                    "openssh", "ok", "a ControlMaster connection to 127.0.0.1 is live: sync --via openssh needs no passcode now"
+                )
+            ]
+        finally:
+            subprocess.run([*base, "-O", "exit", "demo@127.0.0.1"], capture_output=True, timeout=30)
+    assert doctor.check_openssh(settings, control_path=str(socket_path)) == [
+        doctor.Finding(
+            "openssh", "ok", "no live ControlMaster connection to 127.0.0.1: the next sync --via openssh asks for a passcode"
+        )
+    ]
