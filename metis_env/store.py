@@ -444,9 +444,14 @@ class Store:
         journal = paths.journal_file(self.directory)
         self._clean_journal(new_data)
         _checkpoint("before-secrets")
+        # The journal also names the keys this update makes stale, so that a crash between the
+        # metadata and their deletion does not leave replaced keys in the store for good.
+        referenced = {(r["store"], r["secret"]) for r in new_data.get("endpoints", {}).values()}
+        stale = sorted({(e.store, e.secret_ref) for e in old} - referenced)
         try:
+            if to_write or stale:
+                atomic_write_text(journal, json.dumps({"store": secrets.kind, "refs": sorted(to_write), "stale": stale}) + "\n")
             if to_write:
-                atomic_write_text(journal, json.dumps({"store": secrets.kind, "refs": sorted(to_write)}) + "\n")
                 secrets.set_many(to_write)  # rolls back its own partial writes
             _checkpoint("before-metadata")
             try:
@@ -486,14 +491,18 @@ class Store:
         try:
             pending = json.loads(text)
             kind, refs = pending["store"], list(pending["refs"])
+            stale = [(str(k), str(r)) for k, r in pending.get("stale", [])]
         except (ValueError, KeyError, TypeError):
-            kind, refs = None, []
+            kind, refs, stale = None, [], []
         current = self._load_metadata().get("endpoints", {}).values()
         referenced = {(r.get("store"), r.get("secret")) for r in current}
-        orphans = [ref for ref in refs if (kind, ref) not in referenced]
-        if kind and orphans:
+        orphans: dict[str, list[str]] = {}
+        for store_kind, ref in [(kind, ref) for ref in refs] + stale:
+            if store_kind in ("keyring", "file") and (store_kind, ref) not in referenced:
+                orphans.setdefault(store_kind, []).append(ref)
+        for store_kind, names in orphans.items():
             with contextlib.suppress(Exception):
-                self.secrets(kind).delete(orphans)
+                self.secrets(store_kind).delete(names)
         with contextlib.suppress(OSError):
             journal.unlink()
 
