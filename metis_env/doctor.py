@@ -26,7 +26,7 @@ from .actions import format_age
 from .errors import DoctorProblemsError, MetisEnvError
 from .files import check_private_dir
 from .settings import SETTING_NAMES, Settings, coerce_setting, env_name, read_config_file
-from .store import FILE_STORE_HINT, KeyringSecrets, Store
+from .store import KeyringSecrets, Store, _load_keyring_backend
 
 OK, WARN, PROBLEM = "ok", "warn", "problem"
 STATUSES = (OK, WARN, PROBLEM)
@@ -84,6 +84,14 @@ def keyring_choice_reason(environ: Mapping[str, str] = os.environ) -> str:
     return "auto-detected"
 
 
+def _load_backend():
+    """keyring's backend, or None and what went wrong (class names, first line)."""
+    try:
+        return _load_keyring_backend(), None
+    except Exception as exc:
+        return None, (tuple(cls.__name__ for cls in type(exc).__mro__), (str(exc).splitlines() or [""])[0][:160])
+
+
 def _probe(backend) -> tuple[tuple[str, ...], str] | None:
     """Read an entry that does not exist; the exception's class names and first line, or None."""
     try:
@@ -100,9 +108,12 @@ def check_keyring(settings: Settings, environ: Mapping[str, str] = os.environ, t
     reason = keyring_choice_reason(environ)
     secrets = KeyringSecrets(timeout=timeout)
     try:
-        backend = secrets._backend()
-    except MetisEnvError as exc:
-        return [Finding("keyring", PROBLEM if in_use else OK, f"keyring could not load a backend: {exc}", _keyring_fix(environ))]
+        backend, failure = secrets._call(_load_backend)
+    except MetisEnvError:
+        backend, failure = None, (("Timeout",), f"no answer within {timeout:g} s")
+    if backend is None:
+        shown = f"{failure[0][0]}: {failure[1]}" if failure[1] else failure[0][0]
+        return [Finding("keyring", PROBLEM if in_use else OK, f"keyring could not load a backend, {reason} ({shown})", _keyring_fix(environ))]
     name = f"{type(backend).__module__}.{type(backend).__name__}"
     if not in_use:
         return [Finding("keyring", OK, f"not used (the store is file); keyring would use {name}, {reason}")]

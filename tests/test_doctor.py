@@ -348,3 +348,13 @@ def test_a_live_controlmaster_is_found(tmp_path):
             "openssh", "ok", "no live ControlMaster connection to 127.0.0.1: the next sync --via openssh asks for a passcode"
         )
     ]
+
+
+def test_a_keyring_backend_that_does_not_exist():
+    code, lines, stderr = run_doctor(env={"PYTHON_KEYRING_BACKEND": "no_such_module.Keyring"})
+    assert (code, stderr) == (17, PROBLEMS_STDERR.format("keyring"))
+    assert line_of(lines, "keyring") == (
+        "problem  keyring: keyring could not load a backend, named by PYTHON_KEYRING_BACKEND (ModuleNotFoundError: "
+        "No module named 'no_such_module'); fix: unset PYTHON_KEYRING_BACKEND (it names no_such_module.Keyring) to "
+        f"let keyring detect one, {FILE_STORE_FIX}"
+    )
