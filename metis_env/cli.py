@@ -176,7 +176,7 @@ class RunCommand(click.Command):
             cut = args.index("--")
             ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
             args = args[:cut]
-        elif not any(a in ("--help", "-h") for a in args):
+        elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
             raise click.UsageError("put -- before the command: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
         return super().parse_args(ctx, args)
 
