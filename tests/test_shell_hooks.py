@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -281,3 +282,28 @@ def test_zsh_and_fish_parse_their_files(argv):
     path = HOOKS[argv[0]]
     result = run([need(argv[0]), *argv[1:], str(path)], shell_env(Path("/nonexistent")))
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+
+
+def test_the_build_ships_shell_as_metis_env_shell_and_hook_reads_it_there(tmp_path):
+    """pip and pipx users get the hooks: pyproject maps shell/ to the package metis_env.shell. setuptools'
+    build_py lays the package out as a wheel would (offline, in a second), from a copy of the checkout."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import REPO
+
+    source, built = tmp_path / "source", tmp_path / "site-packages"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("metis_env", "shell"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py", "--build-lib", str(built)],
+        cwd=source, check=True, capture_output=True, timeout=120,
+    )
+    names = ("__init__.py", "direnvrc", "metis-env.bash", "metis-env.fish", "metis-env.zsh")
+    assert sorted(p.name for p in (built / "metis_env" / "shell").iterdir()) == list(names)
+    env = {**os.environ, "PYTHONPATH": str(built)}
+    located = subprocess.run([sys.executable, "-m", "metis_env", "hook", "bash", "--path"], env=env, capture_output=True, cwd=tmp_path)
+    assert (located.returncode, located.stdout.decode(), located.stderr) == (0, f"{built / 'metis_env/shell/metis-env.bash'}\n", b"")
