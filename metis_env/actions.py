@@ -112,6 +112,20 @@ def select(store: Store, spec: str | None, model: str | None, settings: Settings
     return Selection(endpoint, chosen, tuple(warnings))
 
 
+def select_with_key(store: Store, spec: str | None, model: str | None, settings: Settings) -> tuple[Selection, str]:
+    """The selection and its key, both from one generation of the store.
+
+    A sync may replace the metadata and delete the old keys between our two reads; Store.api_key then
+    returns the new key, which must not go out with the old base URL and model: select again.
+    """
+    for _attempt in range(3):
+        selection = select(store, spec, model, settings)
+        key = store.api_key(selection.endpoint)
+        if store.endpoints().get(selection.endpoint.id) == selection.endpoint:
+            break
+    return selection, key
+
+
 def environment_for(selection: Selection, api_key: str) -> dict[str, str]:
     """The variables export sets: the openai client's names and the centre's own."""
     return {
@@ -154,8 +168,7 @@ def export_code(store: Store, settings: Settings, spec: str | None, model: str |
     """The code export prints, and the warnings it prints on stderr."""
     if unset:  # the same names whatever the endpoint, so ENDPOINT and --model are accepted and ignored
         return render.render_unset(shell, EXPORTED_NAMES), ()
-    selection = select(store, spec, model, settings)
-    key = store.api_key(selection.endpoint)
+    selection, key = select_with_key(store, spec, model, settings)
     return render.render(shell, environment_for(selection, key)), selection.warnings
 
 
@@ -177,11 +190,11 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
     """Run argv with the variables in its environment, replacing this process where the OS allows."""
     if not argv:
         raise UsageError("nothing to run; usage: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS...]")
-    selection = select(store, spec, model, settings)
+    selection, key = select_with_key(store, spec, model, settings)
     for warning in selection.warnings:
         warn(warning)
     env = dict(os.environ)
-    env.update(environment_for(selection, store.api_key(selection.endpoint)))
+    env.update(environment_for(selection, key))
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name == "posix":
