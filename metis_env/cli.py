@@ -387,8 +387,9 @@ def hook_command(target: str, show_path: bool, install: bool) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Give up when the server is silent this long (default 30).")
 @click.option("--dry-run", is_flag=True, help="Fetch and show what would change; store nothing.")
 @click.option("--via", type=click.Choice(["paramiko", "openssh"]), help="metis-env's own SSH (default), or the system ssh to reuse an open ControlMaster connection.")
+@store_option
 @click.pass_context
-def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_new_host_key, timeout, dry_run, via) -> None:
+def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_new_host_key, timeout, dry_run, via, store) -> None:
     """Log in once (one MobilePASS+ passcode) and store every endpoint file in your ALCF home.
 
     The host key is checked before the passcode is asked for; all files are checked before anything
@@ -406,7 +407,7 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
 
     ssh.set_debug_logging(bool(ctx.find_root().params.get("debug")))
     options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)
-    changes = run_sync(settings_from(ctx), options, TerminalPrompter())
+    changes = run_sync(settings_from(ctx, store=store), options, TerminalPrompter())
     for line in describe_dry_run(changes) if dry_run else actions.describe_changes(changes):
         click.echo(line, err=True)
 
