@@ -53,8 +53,13 @@ def read_private_text(path: Path, *, secret: bool = False) -> str | None:
     """Read one of our files, or None if it does not exist.
 
     A symlink or a file owned by someone else is refused; a secret file readable by group or others is
-    refused too (a metadata file with loose modes is only tightened on the next write).
+    refused too (a metadata file with loose modes is only tightened on the next write). So is a file in
+    a directory that is a symlink or another user's: readers refuse what writers refuse.
     """
+    try:
+        check_private_dir(path.parent)
+    except FileNotFoundError:
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:

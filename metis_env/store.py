@@ -355,9 +355,15 @@ class Store:
             return
         ensure_private_dir(self.directory)
         path = paths.lock_file(self.directory)
-        handle = open(path, "a+")
+        try:  # never through a symlink: open and chmod would reach whatever file it points at
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:
+            if os.path.islink(path):
+                raise StoreError(f"{path} is a symbolic link; refusing to use it (remove the link)") from None
+            raise StoreError(f"cannot open the lock file {path}: {exc.strerror}") from None
+        handle = os.fdopen(fd, "a+")
         try:
-            os.chmod(path, 0o600)
+            os.fchmod(fd, 0o600)
             _lock_exclusive(handle, path)
             self._lock_depth = 1
             try:
@@ -390,6 +396,8 @@ class Store:
             for endpoint_id in ids:
                 if endpoint_id not in old:
                     raise NotFoundError(f"no endpoint {endpoint_id!r} is stored; metis-env list shows what is")
+            for kind in sorted({old[i].store for i in ids}):
+                self.secrets(kind).check_writable()  # else the keys would outlive their metadata
             data["endpoints"] = {k: v for k, v in data.get("endpoints", {}).items() if k not in ids}
             data["updated_at"] = utc_now()
             atomic_write_text(self.metadata_path, dump_json_yaml(data))
