@@ -300,7 +300,7 @@ def check_endpoints(settings: Settings, store: Store, broken_stores: frozenset[s
 
 
 def hook_files(environ: Mapping[str, str] = os.environ) -> dict[str, Path]:
-    """Where a shell hook line would be, per shell."""
+    """The rc file where each shell's hook line would be."""
     home = Path(environ.get("HOME") or Path.home())
     config = Path(environ["XDG_CONFIG_HOME"]) if environ.get("XDG_CONFIG_HOME") else home / ".config"
     zdot = Path(environ["ZDOTDIR"]) if environ.get("ZDOTDIR") else home
@@ -311,23 +311,27 @@ def hook_files(environ: Mapping[str, str] = os.environ) -> dict[str, Path]:
     }
 
 
-def direnv_library(environ: Mapping[str, str] = os.environ) -> Path:
-    home = Path(environ.get("HOME") or Path.home())
-    config = Path(environ["XDG_CONFIG_HOME"]) if environ.get("XDG_CONFIG_HOME") else home / ".config"
-    return config / "direnv" / "lib" / "metis-env.sh"
+def _hook_line(shell: str, line: str) -> bool:
+    """``eval "$(metis-env hook bash)"`` or ``source .../metis-env.bash`` (what ``hook --install`` says to add)."""
+    line = line.strip()
+    return not line.startswith("#") and (HOOK_MARK in line or f"metis-env.{shell}" in line)
 
 
 def check_hooks(environ: Mapping[str, str] = os.environ, which: Callable[[str], str | None] = shutil.which) -> list[Finding]:
-    """Whether a shell hook (a ``metis-env hook`` line in an rc file) or the direnv library is installed."""
+    """Whether a shell hook (a line in an rc file, or fish's conf.d file) or the direnv library is installed."""
+    from .hooks import install_path
+
     installed = []
     for shell, path in hook_files(environ).items():
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
-            continue
-        if any(HOOK_MARK in line and not line.lstrip().startswith("#") for line in text.splitlines()):
+            text = ""
+        if any(_hook_line(shell, line) for line in text.splitlines()):
             installed.append(f"{shell} ({path})")
-    library = direnv_library(environ)
+        elif shell == "fish" and install_path("fish", environ).exists():
+            installed.append(f"fish ({install_path('fish', environ)})")
+    library = install_path("direnv", environ)
     findings = []
     if installed:
         findings.append(Finding("shell hook", OK, "installed for " + ", ".join(installed)))
@@ -336,7 +340,7 @@ def check_hooks(environ: Mapping[str, str] = os.environ, which: Callable[[str], 
     if library.exists():
         findings.append(Finding("direnv library", OK, f"installed at {library}"))
     else:
-        findings.append(Finding("direnv library", OK, "not installed (optional: use_metis in .envrc needs it)"))
+        findings.append(Finding("direnv library", OK, "not installed (optional: metis-env hook direnv --install)"))
     if (installed or library.exists()) and which("metis-env") is None:
         findings.append(
             Finding(

@@ -198,11 +198,15 @@ def test_hooks_are_found_in_rc_files_and_the_direnv_library(tmp_path):
     home = tmp_path / "home"
     (home / ".bashrc").write_text('# eval "$(metis-env hook bash)" (commented out: not installed)\n')
     (home / ".zshrc").write_text('eval "$(metis-env hook zsh)"\n')
+    (home / ".config" / "fish" / "conf.d").mkdir(parents=True)
+    (home / ".config" / "fish" / "conf.d" / "metis-env.fish").write_text("# the fish hook\n")
     (home / ".config" / "direnv" / "lib").mkdir(parents=True)
     (home / ".config" / "direnv" / "lib" / "metis-env.sh").write_text("use_metis() { :; }\n")
     environ = {"HOME": str(home)}
     assert doctor.check_hooks(environ, which=lambda name: "/usr/bin/metis-env") == [
-        doctor.Finding("shell hook", "ok", f"installed for zsh ({home / '.zshrc'})"),
+        doctor.Finding(
+            "shell hook", "ok", f"installed for zsh ({home / '.zshrc'}), fish ({home / '.config/fish/conf.d/metis-env.fish'})"
+        ),
         doctor.Finding("direnv library", "ok", f"installed at {home / '.config/direnv/lib/metis-env.sh'}"),
     ]
     assert doctor.check_hooks(environ, which=lambda name: None)[-1] == doctor.Finding(
@@ -216,7 +220,7 @@ def test_hooks_are_found_in_rc_files_and_the_direnv_library(tmp_path):
 def test_no_hooks_is_fine():
     assert doctor.check_hooks({"HOME": os.environ["HOME"]}) == [
         doctor.Finding("shell hook", "ok", "not installed (optional: metis-env hook --help)"),
-        doctor.Finding("direnv library", "ok", "not installed (optional: use_metis in .envrc needs it)"),
+        doctor.Finding("direnv library", "ok", "not installed (optional: metis-env hook direnv --install)"),
     ]
 
 
