@@ -146,3 +146,52 @@ def canary_bin(folder: Path) -> tuple[Path, Path]:
     script.write_text(f"#!/bin/sh\necho \"$0 $*\" >> '{record}'\n")
     script.chmod(0o755)
     return folder, record
+
+
+# --- sync against the in-process login node --------------------------------------------------------
+
+
+class Remote:
+    """A login node (metis_env.testing.loginnode) serving ``home``, trusted in ~/.ssh/known_hosts, and
+    the real CLI syncing from it in a subprocess with ``--passcode-stdin``."""
+
+    def __init__(self, home: Path, **node_options):
+        from metis_env.testing.loginnode import LoginNode
+        from tests._loginnode_fixtures import SECRET_HEX, USER, trust_host_key
+
+        home.mkdir(parents=True, exist_ok=True)
+        self.home = home
+        self.user = USER
+        self.node = LoginNode(home, USER, SECRET_HEX, **node_options)
+        self.node.start()
+        trust_host_key(self.node)
+        self.codes: list[str] = []
+
+    def args(self, *extra: str) -> list[str]:
+        return ["sync", "--host", "127.0.0.1", "--port", str(self.node.port), "--user", self.user, "--passcode-stdin", *extra]
+
+    def next_code(self) -> str:
+        code = self.node.expected_code()
+        self.codes.append(code)
+        return code
+
+    def sync(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "metis_env", *self.args(*extra)], input=(self.next_code() + "\n").encode(),
+                              capture_output=True, env=subprocess_env(**(env or {})), timeout=120)
+
+    def start_sync(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        proc = start_metis(*self.args(*extra), env=env, stdin=subprocess.PIPE)
+        proc.stdin.write((self.next_code() + "\n").encode())
+        proc.stdin.close()
+        return proc
+
+    def serve(self, files: dict[str, str]) -> None:
+        """Make the remote home hold exactly ``files`` (name -> text)."""
+        for path in self.home.iterdir():
+            if path.name.startswith("metis_endpoint_"):
+                path.unlink()
+        for name, text in files.items():
+            (self.home / name).write_text(text, encoding="utf-8")
+
+    def stop(self) -> None:
+        self.node.stop()

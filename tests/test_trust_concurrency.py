@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._trust import cases, start_metis, wait_for_line, write_endpoint
+from tests._trust import Remote, cases, start_metis, wait_for_line, write_endpoint
 from tests.conftest import metis
 
 pytestmark = pytest.mark.usefixtures("file_store")
@@ -156,3 +156,26 @@ def test_an_update_landing_between_reading_the_metadata_and_the_key_never_mixes_
         exported = {name: ran[0][name] for name in actions.EXPORTED_NAMES}
     assert fired == [True]
     assert consistent("1", exported) in (1, 2), exported
+
+
+def test_exports_during_repeated_syncs_rotating_every_key_see_one_generation(tmp_path):
+    remote = Remote(tmp_path / "remote-home")
+    try:
+        def serve(generation: int) -> None:
+            remote.serve({Path(p).name: Path(p).read_text() for p in generation_files(tmp_path, generation)})
+
+        serve(1)
+        assert remote.sync().returncode == 0
+
+        def rotate() -> None:
+            for generation in range(2, ROTATIONS // 2 + 2):
+                serve(generation)
+                proc = remote.sync()
+                assert (proc.returncode, proc.stdout) == (0, b""), proc.stderr
+
+        seen = exports_during(rotate, tmp_path)
+    finally:
+        remote.stop()
+    assert len(seen) >= ROTATIONS // 2
+    assert_all_consistent(seen, range(1, ROTATIONS // 2 + 2))
+    cases(len(seen) + ROTATIONS // 2)

@@ -17,7 +17,7 @@ import pytest
 
 from metis_env.endpoint import key_fingerprint
 from tests import _disk_keyring
-from tests._trust import cases, start_metis, wait_for_line, write_endpoint
+from tests._trust import Remote, cases, endpoint_text, start_metis, wait_for_line, write_endpoint
 from tests.conftest import metis
 
 ENDPOINTS = ("1", "2", "3")
@@ -75,8 +75,9 @@ def referenced_keys(config: Path) -> set[str]:
     return {record["secret"] for record in data["endpoints"].values()}
 
 
-def kill_at(step: str, args: list[str], env: dict[str, str]) -> None:
-    writer = start_metis(*args, env={**env, "METIS_ENV_TEST_PAUSE_AT": step})
+def kill_at(step: str, args: list[str], env: dict[str, str], remote: Remote | None = None) -> None:
+    paused = {**env, "METIS_ENV_TEST_PAUSE_AT": step}
+    writer = remote.start_sync(env=paused) if remote else start_metis(*args, env=paused)
     try:
         wait_for_line(writer.stderr, f"metis-env: paused at {step}")
         writer.send_signal(signal.SIGKILL)
@@ -110,3 +111,43 @@ def test_an_import_killed_at_any_step_leaves_the_old_or_the_new_set(backend, ste
     assert sorted(p.name for p in env_setup.iterdir()) == sorted(
         ["endpoints.yaml", "sync.lock"] + (["keys.json"] if backend == "file" else [])
     )
+
+
+def generation_texts(generation: int) -> dict[str, str]:
+    return {
+        f"metis_endpoint_{endpoint_id}.txt": endpoint_text(
+            f"sk-gen{generation}-ep{endpoint_id}-0123456789abcdef",
+            base_url=f"https://metis.example/gen{generation}/ep{endpoint_id}/", models=f"gen{generation}-model",
+        )
+        for endpoint_id in ENDPOINTS
+    }
+
+
+@pytest.fixture
+def remote(tmp_path):
+    node = Remote(tmp_path / "remote-home")
+    yield node
+    node.stop()
+
+
+@pytest.mark.parametrize("backend, step", BACKENDS)
+def test_a_sync_killed_at_any_step_leaves_the_old_or_the_new_set(backend, step, tmp_path, env_setup, remote):
+    keyring_file = tmp_path / "keyring.json"
+    env = {"METIS_ENV_STORE": backend}
+    if backend == "keyring":
+        env.update(PYTHON_KEYRING_BACKEND="tests._disk_keyring.DiskKeyring", METIS_TEST_DISK_KEYRING=str(keyring_file))
+    remote.serve(generation_texts(1))
+    assert remote.sync(env=env).returncode == 0
+
+    remote.serve(generation_texts(2))
+    kill_at(step, [], env, remote=remote)
+    assert stored_generation(env) == (1 if step in STEPS_BEFORE_COMMIT else 2)
+
+    remote.serve(generation_texts(3))
+    proc = remote.sync(env=env)
+    assert (proc.returncode, proc.stdout) == (0, b""), proc.stderr
+    assert stored_generation(env) == 3
+    assert held_keys(env_setup, backend, keyring_file) == referenced_keys(env_setup)
+    # the passcodes were single-use and are stored nowhere
+    for path in env_setup.iterdir():
+        assert not any(code.encode() in path.read_bytes() for code in remote.codes), path.name
