@@ -98,13 +98,13 @@ def report_error(exc: BaseException, debug: bool) -> int:
     return 1
 
 
-# C0 controls but TAB, DEL and the C1 controls: a file name in a message (``metis_endpoint_1\n.txt``,
-# an ESC sequence) must not split the error line or rewrite the user's terminal.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0))}
-
-
 def printable(text: str) -> str:
-    return text.translate(_CONTROLS)
+    """A message with control and bidi characters shown as escapes, as ssh.py shows server text: a file
+    name (``metis_endpoint_1\\n.txt``, an ESC sequence, U+202E) must not split the error line or drive
+    the user's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def debug_requested(argv: Sequence[str]) -> bool:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from metis_env import actions
 from metis_env.settings import load_settings
 from metis_env.store import open_store
-from tests._trust import CANARY_COMMAND, cases, canary_bin, endpoint_text, subprocess_env, write_endpoint
+from tests._trust import CANARY_COMMAND, Remote, cases, canary_bin, endpoint_text, subprocess_env, write_endpoint
 from tests.conftest import metis
 
 SHELLS = {
@@ -223,7 +223,7 @@ def test_odd_file_names_are_one_escaped_line_and_never_reach_the_store_as_paths(
     newline.write_text(text)
     bell = folder / "a\x1b]0;pwned\x07b"
     assert result(metis("import", str(newline))) == (
-        4, "", f"metis-env: error: {folder}/metis_endpoint_1\\x0a\\x1b[2Jx.txt: cannot tell the endpoint id from this file "
+        4, "", f"metis-env: error: {folder}/metis_endpoint_1\\n\\x1b[2Jx.txt: cannot tell the endpoint id from this file "
         "name; name it metis_endpoint_N.txt or pass --id\n")
     assert result(metis("import", str(bell))) == (3, "", f"metis-env: error: {folder}/a\\x1b]0;pwned\\x07b: no such file\n")
     assert result(metis("import", "--id", "../x", "-", input=text.encode())) == (
@@ -242,3 +242,77 @@ def test_odd_file_names_are_one_escaped_line_and_never_reach_the_store_as_paths(
     rows = [(r["id"], r["file_name"]) for r in __import__("json").loads(metis("list", "--json").stdout)["endpoints"]]
     assert rows == [("2", "metis_endpoint_2.txt"), ("3", "metis_endpoint_3.txt")]
     cases(8)
+
+
+# --- served by the login node and synced ------------------------------------------------------------
+
+
+@pytest.fixture
+def remote(tmp_path):
+    node = Remote(tmp_path / "remote-home")
+    yield node
+    node.stop()
+
+
+def serve_batch(remote: Remote, folder: Path, batch) -> dict[str, tuple[str, str, str, str]]:
+    expected = write_batch(folder, batch)
+    remote.serve({p.name: p.read_text(encoding="utf-8") for p in sorted(folder.iterdir())})
+    return expected
+
+
+@pytest.mark.usefixtures("file_store")
+@settings(max_examples=int(os.environ.get("METIS_TRUST_SYNC_EXAMPLES", "6")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+@given(batch=st.lists(ENDPOINT_VALUES, min_size=1, max_size=12))
+def test_hostile_values_served_by_the_login_node_are_synced_and_evaluated_verbatim(batch, remote, tmp_path):
+    work = tmp_path / f"sync-{time.monotonic_ns()}"
+    expected = serve_batch(remote, work / "files", batch)
+    proc = remote.sync()
+    assert proc.returncode == 0, proc.stderr
+    for shell in SHELLS:
+        seen, stderr = evaluate(shell, export_files(work, expected, shell), work)
+        assert not (work / "canary" / "PWNED").exists()
+        assert (seen, stderr) == (list(expected.values()), ""), shell
+    cases(3 * len(batch) * len(SHELLS))
+
+
+@pytest.mark.usefixtures("file_store")
+def test_the_nasty_values_synced_then_exported_by_the_real_cli_run_nothing(remote, tmp_path):
+    expected = serve_batch(remote, tmp_path / "files", [(v, v, v) for v in NASTY])
+    assert remote.sync().returncode == 0
+    for shell in SHELLS:
+        code_files = []
+        for endpoint_id in expected:
+            proc = metis("export", endpoint_id, "--shell", RENDERER[shell])
+            code_files.append(tmp_path / f"export-{endpoint_id}.{shell}")
+            code_files[-1].write_bytes(proc.stdout)
+        seen, stderr = evaluate(shell, code_files, tmp_path)
+        assert not (tmp_path / "canary" / "PWNED").exists()
+        assert (seen, stderr) == (list(expected.values()), ""), shell
+    cases(3 * len(NASTY) * len(SHELLS))
+
+
+@pytest.mark.usefixtures("file_store")
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("metis_endpoint_1\n\x1b[2Jx.txt", "metis_endpoint_1\\n\\x1b[2Jx.txt"),
+        (f"metis_endpoint_$({P}).txt", f"metis_endpoint_$({P}).txt"),
+        ("metis_endpoint_\u202e1.txt", "metis_endpoint_\\u202e1.txt"),
+    ],
+)
+def test_an_oddly_named_remote_file_is_one_escaped_line_and_the_store_is_untouched(name, shown, remote, tmp_path, env_setup):
+    remote.serve({"metis_endpoint_1.txt": endpoint_text("sk-first-0123456789abcdef")})
+    assert remote.sync().returncode == 0
+    before = {p.name: p.read_bytes() for p in env_setup.iterdir()}
+    (remote.home / name).write_text(endpoint_text("sk-odd-0123456789abcdef"))
+    bin_dir, record = canary_bin(tmp_path / "canary")
+    proc = remote.sync(env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    err = proc.stderr.decode()
+    assert (proc.returncode, proc.stdout, err.splitlines()[-1]) == (4, b"", (
+        f"metis-env: error: on {remote.user}@127.0.0.1: {shown}: cannot tell the endpoint id from this file name; "
+        "name it metis_endpoint_N.txt or pass --id; nothing was changed"))
+    assert err.isprintable() is False and all(line.isprintable() for line in err.splitlines())
+    assert not record.exists()
+    assert {p.name: p.read_bytes() for p in env_setup.iterdir()} == before
+    cases(1)

@@ -24,7 +24,8 @@ from metis_env import main as metis_main
 from metis_env.endpoint import parse_endpoint_file
 from metis_env.errors import EndpointFileError
 from metis_env.testing.openai_server import OpenAIStubServer
-from tests._trust import cases, endpoint_text, subprocess_env, write_endpoint
+from metis_env.testing.loginnode import Faults
+from tests._trust import Remote, cases, endpoint_text, subprocess_env, write_endpoint
 from tests.conftest import metis
 
 # The middle of the key is what must never show: the mask (`sk-…q9w8`) shows its first three and
@@ -99,8 +100,11 @@ class Scan:
         if config is not None:
             env["METIS_ENV_CONFIG_DIR"] = str(config)
         proc = metis(*args, input=input, env=env)
+        return self.check(proc, " ".join(args) + (f" {env}" if env else ""), allowed, config)
+
+    def check(self, proc: subprocess.CompletedProcess, label: str, allowed: bool = False, config: Path | None = None,
+              passcodes: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         self.runs += 1
-        label = " ".join(args) + (f" {env}" if env else "")
         out, err = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
         if CORE in err:
             self.leaks.append(f"stderr of `{label}`")
@@ -111,6 +115,12 @@ class Scan:
             self.leaks.append(f"stdout of `{label}`")
         for name in self.files_with_canary(config or self.config):
             self.leaks.append(f"{name} after `{label}`")
+        for code in passcodes:
+            if code in out or code in err:
+                self.leaks.append(f"passcode on the output of `{label}`")
+            for path in (config or self.config).glob("*"):
+                if path.is_file() and code.encode() in path.read_bytes():
+                    self.leaks.append(f"passcode in {path.name} after `{label}`")
         return proc
 
     @staticmethod
@@ -304,3 +314,55 @@ def test_parser_errors_never_quote_the_key(before, after, prefix, suffix, repeat
         assert CORE not in repr(endpoint)
         assert CORE not in json.dumps(endpoint.extra)
     cases(1)
+
+
+def test_a_sync_that_succeeds_or_dies_midway_never_shows_the_key_or_the_passcode(scan: Scan, tmp_path):
+    files = {"metis_endpoint_1.txt": endpoint_text(KEY), "metis_endpoint_2.txt": endpoint_text(OTHER_KEY, models="Other")}
+    nodes = {}
+    try:
+        for name, faults in (("ok", None), ("drop at read", Faults(drop_at="read")), ("drop at listdir", Faults(drop_at="listdir")),
+                             ("hang at read", Faults(hang_at="read")), ("drop at auth", Faults(drop_at="auth"))):
+            nodes[name] = Remote(tmp_path / "remote" / name.replace(" ", "-"), faults=faults)
+            nodes[name].serve(files)
+        ok = nodes["ok"]
+        for extra, env in (((), {}), (("--dry-run",), {}), ((), {"METIS_ENV_DEBUG": "1"}), (("--timeout", "5"), {})):
+            scan.check(ok.sync(*extra, env=env), f"sync {extra} {env}", passcodes=tuple(ok.codes))
+        debug = subprocess.run([sys.executable, "-m", "metis_env", "--debug", *ok.args()], input=b"000000\n",
+                               capture_output=True, env=subprocess_env(), timeout=120)
+        scan.check(debug, "--debug sync with a refused code", passcodes=("000000",))
+        for name, node in nodes.items():
+            if name == "ok":
+                continue
+            for env in ({}, {"METIS_ENV_DEBUG": "1"}):
+                proc = scan.check(node.sync("--timeout", "1", env=env), f"sync ({name}) {env}", passcodes=tuple(node.codes))
+                assert proc.returncode != 0, name
+    finally:
+        for node in nodes.values():
+            node.stop()
+    scan.run("export", "1", allowed=True)
+    cases(scan.runs)
+    assert scan.leaks == []
+
+
+def test_sync_via_openssh_starts_ssh_without_the_key_in_its_argv(scan: Scan, tmp_path):
+    remote_home = tmp_path / "remote-home"
+    remote_home.mkdir()
+    (remote_home / "metis_endpoint_1.txt").write_text(endpoint_text(KEY))
+    ssh = scan.log.parent / "ssh"
+    ssh.write_text(
+        "#!/bin/sh\n"
+        f"cat /proc/$$/cmdline > '{scan.log}/'$$.cmdline\n"
+        f"cat /proc/$$/environ > '{scan.log}/'$$.environ\n"
+        f"cd '{remote_home}' && HOME='{remote_home}' exec sh -s\n"
+    )
+    for args in (["sync", "--via", "openssh", "--host", "metis", "--user", "alice"],
+                 ["--debug", "sync", "--via", "openssh", "--host", "metis", "--dry-run"]):
+        proc = scan.run(*args)
+        assert proc.returncode == 0, proc.stderr
+    started = started_processes(scan.log)
+    assert len(started) == 2
+    assert [CORE.encode() in cmdline + environ for cmdline, environ in started] == [False, False]
+    assert [cmdline.split(b"\0")[1] for cmdline, _ in started] == [str(ssh).encode()] * 2
+    scan.run("get", "key", "1", allowed=True)
+    cases(scan.runs)
+    assert scan.leaks == []
