@@ -811,7 +811,8 @@ def _broken(login: _Login, exc: BaseException) -> MetisEnvError:
         )
     if isinstance(exc, SFTPError) and login.phase == "reading the endpoint files":
         return RemoteFilesError(f"{where}: {exc}")
-    if login.transports and not login.transports[-1].is_active():
+    closed = isinstance(exc, (EOFError, ConnectionResetError, BrokenPipeError))
+    if closed or (login.transports and not login.transports[-1].is_active()):
         # paramiko words this many ways ("No existing session", "Socket is closed", EOF, reset).
         return ConnectionFailedError(f"{where} closed the connection while {login.phase}; try again")
     reason = _one_line(exc) or type(exc).__name__

@@ -5,6 +5,10 @@ in-process, and a byte-for-byte snapshot of the store."""
 from __future__ import annotations
 
 import os
+import select
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +17,7 @@ import pytest
 from metis_env import main as metis_main
 from metis_env import prompt
 from metis_env.testing.loginnode import Faults, LoginNode
-from tests.conftest import ENDPOINT_1, ENDPOINT_2
+from tests.conftest import ENDPOINT_1, ENDPOINT_2, REPO
 
 SECRET_HEX = "3132333435363738393031323334353637383930"  # RFC 4226's test secret
 USER = "alice"
@@ -77,6 +81,40 @@ def run_sync_cli(monkeypatch, capfd, prompter: ScriptedPrompter, *args: str) -> 
     code = metis_main.main(["sync", *args])
     out, err = capfd.readouterr()
     return code, out, err
+
+
+def spawn_on_terminal(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
+    """``metis-env ARGS`` with a new pseudo-terminal as its controlling terminal (stdin too);
+    stdout and stderr are pipes. Returns the process and the terminal's master side."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+         "from metis_env.main import main; sys.exit(main(sys.argv[1:]))", *args],
+        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
+    os.close(slave)
+    return proc, master
+
+
+def read_until(fd: int, marker: bytes | None, limit: float = 30) -> bytes:
+    """Read a pseudo-terminal until ``marker`` shows (None: until it goes quiet or closes)."""
+    data = b""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and (marker is None or marker not in data):
+        ready, _, _ = select.select([fd], [], [], 0.5 if marker is None else deadline - time.monotonic())
+        if not ready:
+            if marker is None:
+                break
+            continue
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 @pytest.fixture

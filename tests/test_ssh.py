@@ -5,8 +5,6 @@ After every failure: one error line, its exit code, and the store byte-for-byte 
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
 import sys
 import time
@@ -26,6 +24,8 @@ from tests._loginnode_fixtures import (  # noqa: F401  (fixtures)
     ScriptedPrompter,
     login_home,
     make_node,
+    read_until,
+    spawn_on_terminal,
     run_sync_cli,
     store_snapshot,
     trust_host_key,
@@ -323,44 +323,17 @@ def test_passcode_stdin_reads_one_code_and_does_not_retry(synced_node, env_setup
 def test_the_passcode_is_typed_on_the_terminal_unechoed_and_stdout_stays_clean(make_node, env_setup):
     """A real pseudo-terminal as the controlling terminal; stdout and stderr are pipes."""
     node = make_node()
-    master, slave = os.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-         "from metis_env.main import main; sys.exit(main(sys.argv[1:]))",
-         "sync", "--host", "127.0.0.1", "--port", str(node.port), "--user", USER],
-        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    os.close(slave)
-    seen = _read_until(master, b"Password: ")
+    proc, master = spawn_on_terminal("sync", "--host", "127.0.0.1", "--port", str(node.port), "--user", USER)
+    seen = read_until(master, b"Password: ")
     code = node.expected_code()
     os.write(master, code.encode() + b"\n")
     out, err = proc.communicate(timeout=60)
-    seen += _read_until(master, None)
+    seen += read_until(master, None)
     os.close(master)
     assert (proc.returncode, out) == (0, b""), err
     assert seen.replace(b"\r", b"") == b"Password: \n"
     assert code.encode() not in seen and code.encode() not in err
     assert err.decode().endswith("endpoint 1: new\nendpoint 2: new\n")
-
-
-def _read_until(fd: int, marker: bytes | None, limit: float = 30) -> bytes:
-    data = b""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and (marker is None or marker not in data):
-        ready, _, _ = select.select([fd], [], [], 0.5 if marker is None else deadline - time.monotonic())
-        if not ready:
-            if marker is None:
-                break
-            continue
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 # --- pure parts --------------------------------------------------------------------------------

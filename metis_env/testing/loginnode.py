@@ -59,7 +59,7 @@ def generate_host_key() -> paramiko.PKey:
 @dataclass
 class Faults:
     """Where the node misbehaves. Stages: ``banner`` (hang only: accept, then never speak),
-    ``handshake`` (after key exchange), ``auth`` (when the answer to the prompt arrives),
+    ``handshake`` (after key exchange, at the client's first request), ``auth`` (when the answer to the prompt arrives),
     ``listdir`` (the directory listing), ``read`` (the second file read request: mid-transfer)."""
 
     drop_at: str | None = None
@@ -245,8 +245,6 @@ class LoginNode:
         except (paramiko.SSHException, EOFError, OSError):
             transport.close()
             return
-        if self._fault("handshake", transport):
-            return
         while self.forwarding and transport.is_active() and not self._stopping.is_set():
             channel = transport.accept(0.2)
             upstream = server.forwards.pop(channel.get_id(), None) if channel is not None else None
@@ -275,6 +273,11 @@ class _Server(paramiko.ServerInterface):
         self.transport = transport
         self.failures = 0
         self.forwards: dict[int, socket.socket] = {}
+
+    def check_auth_none(self, username: str) -> int:
+        # Every client's first request after the key exchange: the handshake is over on both sides.
+        self.node._fault("handshake", self.transport)
+        return paramiko.AUTH_FAILED
 
     def get_allowed_auths(self, username: str) -> str:
         return ",".join(self.node.auth_methods)
