@@ -400,8 +400,15 @@ class Store:
                 self.secrets(kind).check_writable()  # else the keys would outlive their metadata
             data["endpoints"] = {k: v for k, v in data.get("endpoints", {}).items() if k not in ids}
             data["updated_at"] = utc_now()
+            journal = paths.journal_file(self.directory)
+            self._clean_journal(data)
+            stale = sorted({(old[i].store, old[i].secret_ref) for i in ids})
+            atomic_write_text(journal, json.dumps({"store": self.settings.store, "refs": [], "stale": stale}) + "\n")
             atomic_write_text(self.metadata_path, dump_json_yaml(data))
+            _checkpoint("forget-after-metadata")
             self._delete_unreferenced([old[i] for i in ids], data)
+            with contextlib.suppress(OSError):
+                journal.unlink()
             return [Change(i, "removed") for i in ids]
 
     def _update(self, endpoints: list[Endpoint], source: str, remove_others: bool) -> list[Change]:

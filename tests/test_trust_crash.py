@@ -151,3 +151,18 @@ def test_a_sync_killed_at_any_step_leaves_the_old_or_the_new_set(backend, step, 
     # the passcodes were single-use and are stored nowhere
     for path in env_setup.iterdir():
         assert not any(code.encode() in path.read_bytes() for code in remote.codes), path.name
+
+
+@pytest.mark.parametrize("backend", ["file", "keyring"])
+def test_a_forget_killed_between_the_metadata_and_the_keys_leaves_no_key_behind(backend, tmp_path, env_setup):
+    keyring_file = tmp_path / "keyring.json"
+    env = {"METIS_ENV_STORE": backend}
+    if backend == "keyring":
+        env.update(PYTHON_KEYRING_BACKEND="tests._disk_keyring.DiskKeyring", METIS_TEST_DISK_KEYRING=str(keyring_file))
+    assert metis("import", *generation_files(tmp_path, 1), env=env).returncode == 0
+    kill_at("forget-after-metadata", ["forget", "--all"], env)
+    listing = metis("list", "--json", env=env)
+    assert (listing.returncode, json.loads(listing.stdout)["endpoints"]) == (0, [])
+    assert metis("import", *generation_files(tmp_path, 2), env=env).returncode == 0
+    assert stored_generation(env) == 2
+    assert held_keys(env_setup, backend, keyring_file) == referenced_keys(env_setup)
