@@ -234,8 +234,9 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
 
     settings = settings_from(ctx)
     store = open_store(settings)
-    stored, _model = actions.choose_endpoint(store.endpoints(), endpoint, settings)
-    result = check_endpoint(stored.base_url, store.api_key(stored), stored.models, timeout, endpoint=stored.id)
+    selection, key = actions.select_with_key(store, endpoint, None, settings)  # key and URL of one sync
+    stored = selection.endpoint
+    result = check_endpoint(stored.base_url, key, stored.models, timeout, endpoint=stored.id)
     click.echo(result.to_json() if as_json else result.summary())
     raise_for_result(result)
 
