@@ -67,16 +67,39 @@ class SFTPSession:
 
     def start(self) -> int:
         """Send INIT and return the server's protocol version."""
+        self._send_init()
+        return self._read_version()
+
+    def _send_init(self) -> None:
         self._channel.sendall(_packet(FXP_INIT, struct.pack(">I", 3)))
+
+    def _read_version(self) -> int:
         kind, body = self._read_packet()
         if kind != FXP_VERSION or len(body) < 4:
             raise SFTPError(f"expected an SFTP version reply, got packet type {kind}")
-        return struct.unpack(">I", body[:4])[0]
+        version = struct.unpack(">I", body[:4])[0]
+        if version < 3:
+            raise SFTPError(f"the server speaks SFTP version {version}; version 3 is needed")
+        return version
+
+    def start_and_list_dir(self, path: str = ".", send: Callable[[bytes], None] | None = None) -> list[DirEntry]:
+        """INIT and OPENDIR in one write (through ``send``, default the channel's sendall): a server
+        reads its input in order, so the directory is opened right after the version is agreed, one
+        round trip sooner."""
+        opendir = self._next_id
+        self._next_id += 1
+        first = _packet(FXP_INIT, struct.pack(">I", 3)) + _packet(FXP_OPENDIR, struct.pack(">I", opendir) + _string(path))
+        (send or self._channel.sendall)(first)
+        self._read_version()
+        return self._list_opened_dir(opendir, path)
 
     def list_dir(self, path: str = ".") -> list[DirEntry]:
         """All entries of ``path`` except ``.`` and ``..``; two READDIRs stay in flight, so a directory
         that fits in one reply costs one round trip and its end-of-directory answer none extra."""
-        handle = self._expect_handle(self._send(FXP_OPENDIR, _string(path)), path)
+        return self._list_opened_dir(self._send(FXP_OPENDIR, _string(path)), path)
+
+    def _list_opened_dir(self, opendir: int, path: str) -> list[DirEntry]:
+        handle = self._expect_handle(opendir, path)
         entries: list[DirEntry] = []
         in_flight = [self._send(FXP_READDIR, _string(handle)) for _ in range(2)]
         done = False

@@ -25,6 +25,7 @@ import re
 import secrets
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +33,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-import paramiko
+
+def _import_paramiko():
+    """paramiko, without the ``invoke`` package: paramiko imports it (45 ms here, with asyncio and
+    unittest.mock) only to run ``Match exec`` lines of an ssh config. A config that has one gets a
+    clear error naming --via openssh, where OpenSSH runs it natively."""
+    saved = sys.modules.get("invoke", _ABSENT)
+    sys.modules["invoke"] = None  # type: ignore[assignment]  # makes `import invoke` fail fast
+    try:
+        import paramiko as module
+    finally:
+        if saved is _ABSENT:
+            del sys.modules["invoke"]
+        else:
+            sys.modules["invoke"] = saved
+    return module
+
+
+_ABSENT = object()
+paramiko = _import_paramiko()
+# Requesting the sftp subsystem and sending the first SFTP requests right behind it saves a round
+# trip, but paramiko's public invoke_subsystem() waits for the reply first; these internals let us
+# wait after sending instead (tests/test_ssh.py checks they are still there).
+_PIPELINED_SUBSYSTEM = (
+    hasattr(paramiko.Channel, "_event_pending")
+    and hasattr(paramiko.Channel, "_wait_for_event")
+    and hasattr(paramiko.Transport, "_send_user_message")
+)
 
 from .endpoint import MAX_FILE_BYTES
 from .errors import (
@@ -518,29 +545,38 @@ class _Login:
     # authentication ----------------------------------------------------------------------------
 
     def authenticate(self, transport: paramiko.Transport, target: Target, user: str) -> None:
-        try:
-            transport.auth_none(user)
-            return
-        except paramiko.BadAuthenticationType as exc:
-            allowed = list(exc.allowed_types)
-        if "publickey" in allowed:
-            allowed = self.try_keys(transport, target, user) or allowed
-            if transport.is_authenticated():
+        keys = list(self.candidate_keys(target))
+        allowed = ["keyboard-interactive"]
+        if keys:
+            # Asking which methods the server takes costs two round trips in paramiko: only worth
+            # it when there is a key to offer before a passcode.
+            try:
+                transport.auth_none(user)
                 return
-            if "publickey" in allowed and len(allowed) == 1:
-                raise AuthenticationError(f"{target.display} accepts only SSH keys and refused yours (user {user})")
-        if "keyboard-interactive" in allowed:
-            self.answer_prompts(transport, target, user, interactive=True)
-        elif "password" in allowed:
-            self.answer_prompts(transport, target, user, interactive=False)
-        else:
-            raise AuthenticationError(
-                f"{target.display} offers only {', '.join(allowed) or 'no'} authentication; metis-env can use "
-                "keyboard-interactive, password or SSH keys (try --via openssh)"
-            )
+            except paramiko.BadAuthenticationType as exc:
+                allowed = list(exc.allowed_types)
+            if "publickey" in allowed:
+                allowed = self.try_keys(transport, user, keys) or allowed
+                if transport.is_authenticated():
+                    return
+        for _ in range(2):
+            try:
+                if "keyboard-interactive" in allowed:
+                    return self.answer_prompts(transport, target, user, interactive=True)
+                if "password" in allowed:
+                    return self.answer_prompts(transport, target, user, interactive=False)
+                break
+            except paramiko.BadAuthenticationType as exc:
+                allowed = [m for m in exc.allowed_types if m != "keyboard-interactive"]
+        if allowed == ["publickey"]:
+            raise AuthenticationError(f"{target.display} accepts only SSH keys and refused yours (user {user}); use ssh-agent or --via openssh")
+        raise AuthenticationError(
+            f"{target.display} offers only {', '.join(allowed) or 'no'} authentication; metis-env can use "
+            "keyboard-interactive, password or SSH keys (try --via openssh)"
+        )
 
-    def try_keys(self, transport: paramiko.Transport, target: Target, user: str) -> list[str]:
-        for key in self.candidate_keys(target):
+    def try_keys(self, transport: paramiko.Transport, user: str, keys: Sequence[paramiko.PKey]) -> list[str]:
+        for key in keys:
             try:
                 remaining = transport.auth_publickey(user, key)
             except paramiko.AuthenticationException:
@@ -584,6 +620,8 @@ class _Login:
                     remaining = transport.auth_interactive(user, handler)
                 else:
                     remaining = transport.auth_password(user, handler("", "", [(f"{user}@{target.hostname}'s password: ", False)])[0])
+            except paramiko.BadAuthenticationType:
+                raise
             except paramiko.AuthenticationException as exc:
                 if self.watchdog.expired:
                     raise
@@ -627,11 +665,9 @@ class _Login:
         self.phase_is("opening the SFTP channel")
         channel = transport.open_session(timeout=self.timeout)
         channel.settimeout(self.timeout)
-        channel.invoke_subsystem("sftp")
         session = SFTPSession(channel)
-        session.start()
         self.phase_is("listing the home directory")
-        entries = session.list_dir(".")
+        entries = session.start_and_list_dir(".", send=lambda first: _start_sftp(channel, first))
         matches = sorted((e for e in entries if fnmatch.fnmatchcase(e.name, pattern)), key=lambda e: _natural(e.name))
         _refuse_unusable(matches, target)
         if not matches:
@@ -658,6 +694,25 @@ class _Login:
         for transport in reversed(self.transports):
             with contextlib.suppress(Exception):
                 transport.close()
+
+
+def _start_sftp(channel: paramiko.Channel, first: bytes) -> None:
+    """Request the sftp subsystem and send ``first`` right behind the request, then wait for the
+    reply: one round trip where invoke_subsystem() then sendall() take two."""
+    if not _PIPELINED_SUBSYSTEM:
+        channel.invoke_subsystem("sftp")
+        channel.sendall(first)
+        return
+    request = paramiko.Message()
+    request.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    request.add_int(channel.remote_chanid)
+    request.add_string("subsystem")
+    request.add_boolean(True)
+    request.add_string("sftp")
+    channel._event_pending()
+    channel.transport._send_user_message(request)
+    channel.sendall(first)
+    channel._wait_for_event()  # raises if the server refused the subsystem
 
 
 def _refuse_unusable(matches: Sequence[DirEntry], target: Target) -> None:

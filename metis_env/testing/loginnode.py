@@ -272,18 +272,24 @@ class _Server(paramiko.ServerInterface):
         self.node = node
         self.transport = transport
         self.failures = 0
+        self.requests = 0
         self.forwards: dict[int, socket.socket] = {}
 
+    def _first_request(self) -> bool:
+        """True (and the connection dropped) if the handshake fault applies: a client's first auth
+        request comes after the key exchange has ended on both sides."""
+        first, self.requests = self.requests == 0, self.requests + 1
+        return first and self.node._fault("handshake", self.transport)
+
     def check_auth_none(self, username: str) -> int:
-        # Every client's first request after the key exchange: the handshake is over on both sides.
-        self.node._fault("handshake", self.transport)
+        self._first_request()
         return paramiko.AUTH_FAILED
 
     def get_allowed_auths(self, username: str) -> str:
         return ",".join(self.node.auth_methods)
 
     def check_auth_interactive(self, username: str, submethods: str):
-        if "keyboard-interactive" not in self.node.auth_methods:
+        if self._first_request() or "keyboard-interactive" not in self.node.auth_methods:
             return paramiko.AUTH_FAILED
         self.username = username
         with self.node._lock:
@@ -304,7 +310,7 @@ class _Server(paramiko.ServerInterface):
         return self._refused()
 
     def check_auth_password(self, username: str, password: str) -> int:
-        if "password" not in self.node.auth_methods:
+        if self._first_request() or "password" not in self.node.auth_methods:
             return paramiko.AUTH_FAILED
         if self.node._fault("auth", self.transport):
             return paramiko.AUTH_FAILED
