@@ -595,11 +595,13 @@ class _Login:
             if not os.path.exists(full):
                 continue
             try:
-                yield paramiko.PKey.from_path(full)
-            except paramiko.PasswordRequiredException:
+                key = paramiko.PKey.from_path(full)
+            except (paramiko.PasswordRequiredException, TypeError):  # from_path says TypeError for OpenSSH-format keys
                 self.ui.progress(f"skipping {path}: it is encrypted (add it to ssh-agent to use it)")
+                continue
             except Exception:  # not a key paramiko can read; OpenSSH would skip it too
                 continue
+            yield key
 
     def answer_prompts(self, transport: paramiko.Transport, target: Target, user: str, interactive: bool) -> None:
         for attempt in range(1, self.max_tries + 1):

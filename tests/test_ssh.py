@@ -336,6 +336,58 @@ def test_the_passcode_is_typed_on_the_terminal_unechoed_and_stdout_stays_clean(m
     assert err.decode().endswith("endpoint 1: new\nendpoint 2: new\n")
 
 
+def test_a_server_offering_only_password_auth_gets_the_code_as_password(make_node, monkeypatch, capfd, env_setup):
+    node = make_node(auth_methods=("password",))
+    prompter = ScriptedPrompter([node.expected_code])
+    assert sync(monkeypatch, capfd, node, prompter) == (0, "", progress(node) + "endpoint 1: new\nendpoint 2: new\n")
+    assert prompter.asked == [("secret", f"{USER}@127.0.0.1's password: ")]
+
+
+def test_a_key_the_server_accepts_is_tried_first_and_no_code_is_asked(make_node, monkeypatch, capfd, env_setup):
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    ssh_dir = Path(os.path.expanduser("~/.ssh"))
+    ssh_dir.mkdir(mode=0o700)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh_dir / "id_ed25519")], check=True)
+    key = ssh.paramiko.PKey.from_path(ssh_dir / "id_ed25519")
+    node = make_node(auth_methods=("publickey", "keyboard-interactive"), authorized_keys=(key,))
+    prompter = ScriptedPrompter([])
+    assert sync(monkeypatch, capfd, node, prompter) == (0, "", progress(node) + "endpoint 1: new\nendpoint 2: new\n")
+    assert (prompter.asked, node.counters.prompts) == ([], 0)
+
+
+def test_an_encrypted_key_is_skipped_and_the_passcode_asked(make_node, monkeypatch, capfd, env_setup):
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    ssh_dir = Path(os.path.expanduser("~/.ssh"))
+    ssh_dir.mkdir(mode=0o700)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "phrase", "-f", str(ssh_dir / "id_ed25519")], check=True)
+    node = make_node(auth_methods=("publickey", "keyboard-interactive"))
+    prompter = ScriptedPrompter([node.expected_code])
+    skipped = "skipping ~/.ssh/id_ed25519: it is encrypted (add it to ssh-agent to use it)"
+    expected = progress(node, steps=3) + f"metis-env: {skipped}\n"
+    code, out, err = sync(monkeypatch, capfd, node, prompter)
+    assert (code, out, err) == (0, "", expected + progress(node)[len(progress(node, steps=3)):] + "endpoint 1: new\nendpoint 2: new\n")
+
+
+def test_the_pipelined_sftp_start_uses_internals_this_paramiko_still_has():
+    """If a paramiko upgrade drops them, sync still works (public fallback) but is a round trip slower:
+    this test is the alarm."""
+    assert ssh._PIPELINED_SUBSYSTEM is True
+
+
+def test_the_public_fallback_for_the_sftp_start_works(make_node, monkeypatch, capfd, env_setup):
+    monkeypatch.setattr(ssh, "_PIPELINED_SUBSYSTEM", False)
+    node = make_node()
+    assert sync(monkeypatch, capfd, node) == (0, "", progress(node) + "endpoint 1: new\nendpoint 2: new\n")
+
+
+def test_match_exec_in_the_ssh_config_points_to_via_openssh(monkeypatch, capfd, env_setup):
+    Path(os.path.expanduser("~/.ssh")).mkdir()
+    Path(os.path.expanduser("~/.ssh/config")).write_text('Match exec "true"\n  User x\n')
+    code, out, err = run_sync_cli(monkeypatch, capfd, ScriptedPrompter([]), "--host", "metis", "--user", USER)
+    assert (code, out, err.startswith("metis-env: error: cannot apply the ssh config for metis: "), err.endswith("; use --via openssh\n")) == (
+        2, "", True, True)
+
+
 # --- pure parts --------------------------------------------------------------------------------
 
 def test_hotp_and_totp_match_the_rfc_vectors():

@@ -102,6 +102,7 @@ class LoginNode:
         max_auth_tries: int = 3,
         port: int = 0,
         forwarding: bool = False,
+        authorized_keys: tuple[paramiko.PKey, ...] = (),
     ) -> None:
         if mode not in ("hotp", "totp"):
             raise ValueError("mode is 'hotp' or 'totp'")
@@ -116,6 +117,7 @@ class LoginNode:
         self.auth_methods = auth_methods
         self.max_auth_tries = max_auth_tries
         self.forwarding = forwarding  # act as a jump host: direct-tcpip to 127.0.0.1 ports
+        self.authorized_keys = authorized_keys  # for "publickey" in auth_methods
         self.counters = Counters()
         self.port = port
         self._next_counter = counter  # HOTP: the lowest counter still valid
@@ -308,6 +310,13 @@ class _Server(paramiko.ServerInterface):
             self._answered = True
             return paramiko.InteractiveQuery("", "")
         return self._refused()
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        if self._first_request() or "publickey" not in self.node.auth_methods or username != self.node.user:
+            return paramiko.AUTH_FAILED
+        if any(key.asbytes() == k.asbytes() for k in self.node.authorized_keys):
+            return paramiko.AUTH_SUCCESSFUL
+        return paramiko.AUTH_FAILED
 
     def check_auth_password(self, username: str, password: str) -> int:
         if self._first_request() or "password" not in self.node.auth_methods:
