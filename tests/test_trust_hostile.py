@@ -164,15 +164,35 @@ def result(proc: subprocess.CompletedProcess) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
+# The child reports its own peak (VmHWM of its address space, which starts afresh at exec): wait4's
+# ru_maxrss also counts the pytest process's pages the child had before exec, which made the figure
+# depend on how big pytest had grown by then.
+_PEAK_REPORTER = (
+    "import atexit, os, sys\n"
+    "def report():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            os.write(int(os.environ['PEAK_FD']), line.split()[1].encode())\n"
+    "atexit.register(report)\n"
+    "sys.argv = ['metis-env', *sys.argv[1:]]\n"
+    "from metis_env.main import main\n"
+    "sys.exit(main())\n"
+)
+
+
 def run_measured(args: list[str], stdin=None) -> tuple[subprocess.CompletedProcess, float, int]:
-    """Run the CLI; its exit, output, wall time and peak memory (KiB, from wait4)."""
+    """Run the CLI; its exit, output, wall time and peak memory (KiB, as the child saw it)."""
+    read_end, write_end = os.pipe()
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "metis_env", *args], stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=subprocess_env())
-    stdout, stderr = proc.stdout.read(), proc.stderr.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr), time.monotonic() - started, usage.ru_maxrss
+    proc = subprocess.Popen([sys.executable, "-c", _PEAK_REPORTER, *args], stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**subprocess_env(), "PEAK_FD": str(write_end)},
+                            pass_fds=(write_end,))
+    os.close(write_end)
+    stdout, stderr = proc.communicate(timeout=60)
+    seconds = time.monotonic() - started
+    with os.fdopen(read_end, "rb") as report:
+        peak_kib = int(report.read() or b"0")
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr), seconds, peak_kib
 
 
 @pytest.mark.usefixtures("file_store")
