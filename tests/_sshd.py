@@ -2,8 +2,8 @@
 pam_oath (recipe: ../shared/TESTING.md). Needs root, sshd, pam_oath and oathtool; under CI=true a
 missing piece fails the tests instead of skipping them.
 
-The daemon runs through a symlink named ``metis-test-sshd``, so PAM reads our own
-``/etc/pam.d/metis-test-sshd`` and the system's sshd configuration is never touched. Everything it
+The daemon runs through a symlink named ``metis-test-sshd-<pid>``, so PAM reads our own
+``/etc/pam.d/metis-test-sshd-<pid>`` and the system's sshd configuration is never touched. Everything it
 creates (the PAM file, the system user, the folder) is removed when the session ends.
 """
 
@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
-PAM_SERVICE = "metis-test-sshd"
+# Per test run: several sessions may run the suite on one machine at once.
+PAM_SERVICE = f"metis-test-sshd-{os.getpid()}"
 PAM_FILE = Path("/etc/pam.d") / PAM_SERVICE
 SSHD = Path("/usr/sbin/sshd")
 PAM_OATH = ("/lib/x86_64-linux-gnu/security/pam_oath.so", "/usr/lib/x86_64-linux-gnu/security/pam_oath.so",
             "/lib/security/pam_oath.so", "/usr/lib/security/pam_oath.so")
-USER = "metisenvtest"
+USER = f"metistest{os.getpid()}"
 SECRET_HEX = "3132333435363738393031323334353637383930"
 
 

@@ -132,7 +132,7 @@ def test_an_ssh_config_alias_supplies_hostname_port_and_user(sshd):
         f"metis-env: authenticating as {sshd.user}",
     ]
     listed = metis("list", "--json")
-    assert '"source": "sync:metisenvtest@alcf-test"' in listed.stdout.decode()
+    assert f'"source": "sync:{sshd.user}@alcf-test"' in listed.stdout.decode()
 
 
 @pytest.fixture
