@@ -101,18 +101,20 @@ class SFTPSession:
     def _list_opened_dir(self, opendir: int, path: str) -> list[DirEntry]:
         handle = self._expect_handle(opendir, path)
         entries: list[DirEntry] = []
-        in_flight = [self._send(FXP_READDIR, _string(handle)) for _ in range(2)]
+        in_flight: list[int] = []
         done = False
-        while in_flight:
+        while not done:
+            if not in_flight:
+                in_flight = [self._send(FXP_READDIR, _string(handle)) for _ in range(2)]
             kind, body = self._reply(in_flight.pop(0))
             if kind == FXP_NAME:
                 entries.extend(_parse_names(body))
-                if not done:
-                    in_flight.append(self._send(FXP_READDIR, _string(handle)))
             elif kind == FXP_STATUS and _status_code(body) == FX_EOF:
                 done = True
             else:
                 raise _unexpected(kind, body, f"reading the directory {path}")
+        for request_id in in_flight:  # a READDIR sent past the end: its answer is not needed
+            self._unawaited.add(request_id)
         self._send(FXP_CLOSE, _string(handle), wait=False)
         return [e for e in entries if e.name not in (".", "..")]
 

@@ -96,6 +96,7 @@ def real_sshd() -> Iterator[Sshd]:
 
     base = Path(tempfile.mkdtemp(prefix="metis-sshd-"))
     process = None
+    log = None
     created_user = False
     try:
         base.chmod(0o755)  # sshd starts SFTP in / if the home is not traversable
@@ -152,6 +153,8 @@ def real_sshd() -> Iterator[Sshd]:
         if process is not None:
             process.terminate()
             process.wait(timeout=10)
+        if log is not None:
+            log.close()
         PAM_FILE.unlink(missing_ok=True)
         if created_user or subprocess.run(["id", USER], capture_output=True).returncode == 0:
             subprocess.run(["userdel", USER], capture_output=True)

@@ -29,7 +29,6 @@ from tests._loginnode_fixtures import (  # noqa: F401  (fixtures)
     run_sync_cli,
     store_snapshot,
     trust_host_key,
-    write_home,
 )
 from tests.conftest import ENDPOINT_1, ENDPOINT_2, REPO
 
