@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -385,6 +386,23 @@ def test_match_exec_in_the_ssh_config_points_to_via_openssh(monkeypatch, capfd, 
     code, out, err = run_sync_cli(monkeypatch, capfd, ScriptedPrompter([]), "--host", "metis", "--user", USER)
     assert (code, out, err.startswith("metis-env: error: cannot apply the ssh config for metis: "), err.endswith("; use --via openssh\n")) == (
         2, "", True, True)
+
+
+def test_ctrl_c_at_the_passcode_prompt_restores_the_terminal_and_changes_nothing(synced_node, env_setup):
+    """The prompt runs on the main thread (paramiko asks from its own): Ctrl-C there must leave the
+    terminal echoing, exit 130, and print no traceback."""
+    before = store_snapshot(env_setup)
+    proc, master = spawn_on_terminal("sync", "--host", "127.0.0.1", "--port", str(synced_node.port), "--user", USER)
+    read_until(master, b"Password: ")
+    assert not termios.tcgetattr(master)[3] & termios.ECHO  # getpass turned echo off
+    os.write(master, b"\x03")
+    out, err = proc.communicate(timeout=60)
+    read_until(master, None)
+    echo = termios.tcgetattr(master)[3] & termios.ECHO
+    os.close(master)
+    assert (proc.returncode, out, err.decode().splitlines()[-1], bool(echo)) == (130, b"", "metis-env: interrupted", True)
+    assert "Traceback" not in err.decode()
+    assert store_snapshot(env_setup) == before
 
 
 # --- pure parts --------------------------------------------------------------------------------
