@@ -735,6 +735,10 @@ def _refuse_unusable(matches: Sequence[DirEntry], target: Target) -> None:
         )
 
 
+class _Cancelled(Exception):
+    """The person interrupted a prompt; the caller's thread raises the real KeyboardInterrupt."""
+
+
 class _PromptsOnCallerThread:
     """Runs the login in a worker thread and answers its prompts on the calling thread.
 
@@ -791,7 +795,9 @@ class _PromptsOnCallerThread:
                 try:
                     reply.put((True, getattr(self.ui, method)(argument)))
                 except BaseException as exc:
-                    reply.put((False, exc))
+                    # Ctrl-C is the caller's to raise: the asking thread (maybe paramiko's) only
+                    # needs to stop, quietly, which an Exception lets it do.
+                    reply.put((False, exc if isinstance(exc, Exception) else _Cancelled()))
                     raise
         except BaseException:
             on_interrupt()

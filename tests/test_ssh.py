@@ -401,7 +401,7 @@ def test_ctrl_c_at_the_passcode_prompt_restores_the_terminal_and_changes_nothing
     echo = termios.tcgetattr(master)[3] & termios.ECHO
     os.close(master)
     assert (proc.returncode, out, err.decode().splitlines()[-1], bool(echo)) == (130, b"", "metis-env: interrupted", True)
-    assert "Traceback" not in err.decode()
+    assert "Traceback" not in err.decode(), err.decode()
     assert store_snapshot(env_setup) == before
 
 
