@@ -134,6 +134,7 @@ class Target:
     known_hosts_files: tuple[str, ...] = DEFAULT_KNOWN_HOSTS
     global_known_hosts_files: tuple[str, ...] = DEFAULT_GLOBAL_KNOWN_HOSTS
     hash_known_hosts: bool = False
+    strict_host_key_checking: str = "ask"  # yes | accept-new | no | ask, as in ssh_config
     identity_files: tuple[str, ...] = DEFAULT_IDENTITIES
     identities_only: bool = False
 
@@ -233,9 +234,15 @@ def resolve_target(
         known_hosts_files=tuple(_words(options.get("userknownhostsfile"))) or DEFAULT_KNOWN_HOSTS,
         global_known_hosts_files=tuple(_words(options.get("globalknownhostsfile"))) or DEFAULT_GLOBAL_KNOWN_HOSTS,
         hash_known_hosts=str(options.get("hashknownhosts", "no")).lower() == "yes",
+        strict_host_key_checking=_strictness(options.get("stricthostkeychecking", "ask")),
         identity_files=tuple(options.get("identityfile", ())) or DEFAULT_IDENTITIES,
         identities_only=str(options.get("identitiesonly", "no")).lower() == "yes",
     )
+
+
+def _strictness(value: str) -> str:
+    value = value.lower()
+    return {"true": "yes", "false": "no", "off": "no"}.get(value, value if value in ("yes", "accept-new", "no") else "ask")
 
 
 def _words(value: str | None) -> list[str]:
@@ -512,7 +519,14 @@ class _Login:
                 f"expected, remove the old key with: ssh-keygen -R '{name}'"
             )
         self.ui.progress(f"the authenticity of {name} can't be established; its {label.replace(' ', ' key fingerprint is ', 1)}")
-        if not self.accept_new_host_key:
+        # --accept-new-host-key is like ssh -o StrictHostKeyChecking=accept-new: it wins over the config.
+        strictness = "accept-new" if self.accept_new_host_key else target.strict_host_key_checking
+        if strictness == "yes":
+            raise UnknownHostKeyError(
+                f"the host key of {name} ({label}) is not known and StrictHostKeyChecking is yes in the ssh "
+                "config; check it with ALCF, then add it (ssh-keyscan) or run with --accept-new-host-key"
+            )
+        if strictness == "ask":
             with self.watchdog.paused():
                 trusted = self.ui.confirm(f"Trust {name} and remember its key in {target.known_hosts_files[0]}?")
             if not trusted:

@@ -227,6 +227,17 @@ def test_an_accepted_host_key_is_remembered_as_openssh_writes_it(make_node, monk
     assert sync(monkeypatch, capfd, node)[0] == 0  # known now: no question
 
 
+@pytest.mark.parametrize("setting, exit_code, asked", [("yes", 8, []), ("accept-new", 0, []), ("ask", 8, ["confirm"])])
+def test_strict_host_key_checking_in_the_ssh_config_is_honoured(make_node, monkeypatch, capfd, env_setup, setting, exit_code, asked):
+    Path(os.path.expanduser("~/.ssh")).mkdir(mode=0o700)
+    Path(os.path.expanduser("~/.ssh/config")).write_text(f"Host 127.0.0.1\n  StrictHostKeyChecking {setting}\n")
+    node = make_node(trusted=False)
+    prompter = ScriptedPrompter([node.expected_code], confirm=False)
+    assert sync(monkeypatch, capfd, node, prompter)[0] == exit_code
+    assert [kind for kind, _ in prompter.asked if kind != "secret"] == asked
+    assert node.counters.prompts == (1 if exit_code == 0 else 0)
+
+
 def test_a_changed_host_key_is_refused_before_any_passcode(make_node, monkeypatch, capfd, env_setup):
     impostor = make_node(trusted=False)
     genuine = LoginNode(impostor.root_dir, USER, SECRET_HEX)  # same address, another key
