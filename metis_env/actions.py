@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from collections import namedtuple
-from pathlib import Path
 
 from . import render
 from .errors import CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
@@ -103,8 +102,8 @@ def select(store: Store, spec: str | None, model: str | None, settings: Settings
         raise UsageError(f"{spec!r} names model {named_model!r}, but --model asks for {model!r}; give one of them")
     chosen = choose_model(endpoint, model or named_model, settings)
     warnings = []
-    age = endpoint.age_days()
-    if age is not None and age > settings.stale_after_days:
+    if endpoint.is_older_than(settings.stale_after_days):
+        age = endpoint.age_days() or 0.0
         warnings.append(
             f"endpoint {endpoint.id} was last synced {age:.0f} days ago (stale_after_days is "
             f"{settings.stale_after_days:g}); run metis-env sync to refresh it"
@@ -219,9 +218,8 @@ def read_endpoint_source(source: str, endpoint_id: str | None, stdin=None) -> En
             raise UsageError("give the endpoint id for stdin: metis-env import --id 1 -")
         stream = stdin if stdin is not None else sys.stdin.buffer
         return parse_endpoint_file(stream.read(MAX_FILE_BYTES + 1), "<stdin>", endpoint_id)
-    path = Path(source)
     try:
-        with open(path, "rb") as handle:
+        with open(source, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise NotFoundError(f"{source}: no such file") from None

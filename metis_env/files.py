@@ -10,7 +10,6 @@ import json
 import os
 import re
 import stat
-from pathlib import Path
 from .errors import StoreError
 
 # typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
@@ -23,10 +22,10 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
-def ensure_private_dir(directory: Path) -> Path:
+def ensure_private_dir(directory: str | os.PathLike) -> str | os.PathLike:
     """Create ``directory`` 0700 whatever the umask; refuse a symlink or a directory owned by another user."""
     try:
-        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
         info = os.lstat(directory)
     except OSError as exc:
         raise StoreError(f"cannot create the config directory {directory}: {exc.strerror}") from exc
@@ -39,7 +38,7 @@ def ensure_private_dir(directory: Path) -> Path:
     return directory
 
 
-def check_private_dir(directory: Path, info: os.stat_result | None = None) -> None:
+def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None = None) -> None:
     info = info or os.lstat(directory)
     if stat.S_ISLNK(info.st_mode):
         raise StoreError(f"{directory} is a symbolic link; refusing to keep credentials there (remove the link)")
@@ -49,7 +48,7 @@ def check_private_dir(directory: Path, info: os.stat_result | None = None) -> No
         raise StoreError(f"{directory} belongs to another user (uid {info.st_uid}); refusing to use it")
 
 
-def read_private_text(path: Path, *, secret: bool = False) -> str | None:
+def read_private_text(path: str | os.PathLike, *, secret: bool = False) -> str | None:
     """Read one of our files, or None if it does not exist.
 
     A symlink or a file owned by someone else is refused; a secret file readable by group or others is
@@ -57,7 +56,7 @@ def read_private_text(path: Path, *, secret: bool = False) -> str | None:
     a directory that is a symlink or another user's: readers refuse what writers refuse.
     """
     try:
-        check_private_dir(path.parent)
+        check_private_dir(os.path.dirname(os.path.abspath(path)))
     except FileNotFoundError:
         return None
     try:
@@ -86,12 +85,13 @@ def read_private_text(path: Path, *, secret: bool = False) -> str | None:
         raise StoreError(f"{path} is not UTF-8 text; move it away and run metis-env again") from None
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``path`` 0600 through a temp file in the same directory and ``os.replace``."""
     import tempfile  # only writers pay for it (random, shutil: ~4 ms)
 
-    ensure_private_dir(path.parent)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    parent, name = os.path.split(os.path.abspath(path))
+    ensure_private_dir(parent)
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -105,10 +105,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    _fsync_dir(parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -165,7 +165,7 @@ def dump_flat_yaml(data: dict[str, Any]) -> str:
     return "".join(f"{key}: {json.dumps(value, ensure_ascii=False)}\n" for key, value in data.items())
 
 
-def load_structured(text: str, path: Path) -> Any:
+def load_structured(text: str, path: str | os.PathLike) -> Any:
     """Our JSON-subset or flat files with the standard library; anything else through pyyaml."""
     stripped = text.lstrip()
     if stripped.startswith("{"):
@@ -179,7 +179,7 @@ def load_structured(text: str, path: Path) -> Any:
     return load_yaml(text, path)
 
 
-def load_yaml(text: str, path: Path) -> Any:
+def load_yaml(text: str, path: str | os.PathLike) -> Any:
     import yaml
 
     try:

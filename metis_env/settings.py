@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from collections import namedtuple
-from pathlib import Path
 from . import paths
 from .errors import StoreError, UsageError
 from .files import atomic_write_text, dump_flat_yaml, load_structured, read_private_text
@@ -40,7 +39,7 @@ _DEFAULTS = {
 
 
 class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS], defaults=tuple(_DEFAULTS.values()))):
-    """``config_dir: Path``; ``user, default_endpoint, default_model: str | None``; ``host, store
+    """``config_dir: str``; ``user, default_endpoint, default_model: str | None``; ``host, store
     ("keyring"|"file"), pattern, transport ("paramiko"|"openssh"): str``; ``port: int | None``;
     ``stale_after_days, timeout: float`` (seconds)."""
 
@@ -72,7 +71,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     return Settings(config_dir=directory, **values)
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     text = read_private_text(path)
     if text is None or not text.strip():
         return {}
@@ -114,7 +113,7 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
     return text
 
 
-def save_setting(config_dir: Path, name: str, value: Any) -> None:
+def save_setting(config_dir: str | os.PathLike, name: str, value: Any) -> None:
     """Set (or with None, remove) one setting in config.yaml, keeping the others."""
     if name not in SETTING_NAMES:
         raise UsageError(f"unknown setting {name!r}; known settings: {', '.join(SETTING_NAMES)}")

@@ -96,8 +96,8 @@ def applied(env: dict[str, str], changes: dict[str, str | None]) -> dict[str, st
     return {k: v for k, v in result.items() if changes.get(k, "") is not None}
 
 
-def move_mtime_on(path: Path) -> None:
-    later = path.stat().st_mtime + 2  # direnv compares mtimes to the second
+def move_mtime_on(path: str) -> None:
+    later = os.stat(path).st_mtime + 2  # direnv compares mtimes to the second
     os.utime(path, (later, later))
 
 
@@ -175,4 +175,4 @@ def test_use_metis_watches_the_metadata_file_paths_py_names(settings, tmp_path, 
     directory = paths.config_dir(env)
     expected = [paths.metadata_file(directory), paths.config_file(directory)]
     assert result.returncode == 0
-    assert [Path(line) for line in result.stdout.decode().splitlines()] == expected
+    assert [os.path.normpath(line) for line in result.stdout.decode().splitlines()] == [os.path.normpath(p) for p in expected]
