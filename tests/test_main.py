@@ -14,13 +14,18 @@ from tests.conftest import REPO, metis
 
 CLICK_PATH = "import sys; from metis_env.cli import run_cli; sys.exit(run_cli(sys.argv[1:]))"
 
-# Runs `metis-env ARGS` and writes to $PROBE_OUT the heavy modules the process had imported when it ended.
+# Runs `metis-env ARGS` and writes to $PROBE_OUT the heavy modules metis-env imported by the time it ended.
 IMPORT_PROBE = """
 import atexit, os, sys
-HEAVY = ("click", "yaml", "keyring", "paramiko", "cryptography", "secretstorage", "jeepney", "dataclasses")
+HEAVY = ("click", "yaml", "keyring", "paramiko", "cryptography", "secretstorage", "jeepney", "dataclasses", "pathlib", "datetime", "threading")
+# Run with -S: .pth files (a sandbox's certifi hook, setuptools' editable finder) import pathlib and
+# more before any code of ours; site-packages is put on the path without running them.
+import site
+sys.path.extend(site.getsitepackages())
+ALREADY = set(sys.modules)
 def report():
     with open(os.environ["PROBE_OUT"], "w") as out:
-        out.write(" ".join(sorted(m for m in HEAVY if m in sys.modules)))
+        out.write(" ".join(sorted(m for m in HEAVY if m in sys.modules and m not in ALREADY)))
 atexit.register(report)
 from metis_env.main import entry
 sys.argv[0] = "metis-env"
@@ -119,7 +124,7 @@ def imports_after(*args: str, env: dict | None = None) -> tuple[int, str]:
     with tempfile.TemporaryDirectory() as directory:
         out = os.path.join(directory, "imported")
         full_env = {**os.environ, "PYTHONPATH": str(REPO), "PROBE_OUT": out, **(env or {})}
-        process = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args], env=full_env, capture_output=True, timeout=60)
+        process = subprocess.run([sys.executable, "-S", "-c", IMPORT_PROBE, *args], env=full_env, capture_output=True, timeout=60)
         with open(out) as imported:
             return process.returncode, imported.read()
 
