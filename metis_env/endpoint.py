@@ -26,6 +26,7 @@ DEFAULT_PATTERN = "metis_endpoint_*.txt"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ENDPOINT_NAME = re.compile(r"metis_endpoint_([A-Za-z0-9][A-Za-z0-9_.-]*)\.txt\Z")
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 _ENDPOINT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 # C0 controls except TAB, DEL, and the C1 controls: none belongs in a URL, a key or a model name,
 # and each could rewrite what a terminal shows.
@@ -145,7 +146,9 @@ def parse_endpoint_file(data: bytes | str, file_name: str, endpoint_id: str | No
     if len(set(models)) != len(models):
         raise EndpointFileError(f"{file_name}:{lines['MODELS']}: MODELS lists a model twice")
 
-    extra = {k: v for k, v in values.items() if k not in REQUIRED_KEYS}
+    # Unknown keys are kept as metadata (endpoints.yaml, plain text), so a name that looks like a
+    # credential is dropped: a second key must never land there.
+    extra = {k: v for k, v in values.items() if k not in REQUIRED_KEYS and not _SECRET_NAME.search(k)}
     return Endpoint(
         id=endpoint_id,
         base_url=base_url,
