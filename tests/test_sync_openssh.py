@@ -94,6 +94,24 @@ def test_a_wrong_then_a_right_code_typed_on_the_terminal_uses_one_connection(ssh
     assert seen.replace(b"\r", b"") == b"Password: \nPassword: \n"
 
 
+def test_a_first_sync_on_a_terminal_asks_to_trust_the_host_then_for_the_code(sshd):
+    proc, master = spawn_on_terminal("sync", "--host", "127.0.0.1", "--port", str(sshd.port), "--user", sshd.user)
+    name = f"[127.0.0.1]:{sshd.port}"
+    question = f"Trust {name} and remember its key in ~/.ssh/known_hosts? [yes/no] ".encode()
+    seen = read_until(master, question)
+    os.write(master, b"yes\n")
+    seen += read_until(master, b"Password: ")
+    os.write(master, sshd.code().encode() + b"\n")
+    out, err = proc.communicate(timeout=60)
+    seen += read_until(master, None)
+    os.close(master)
+    assert (proc.returncode, out) == (0, b""), err
+    assert seen.replace(b"\r", b"") == question + b"yes\nPassword: \n"
+    lines = err.decode().splitlines()
+    assert lines[1] == f"metis-env: the authenticity of {name} can't be established; its ED25519 key fingerprint is {fingerprint(sshd)}"
+    assert lines[2] == f"metis-env: added {name} (ED25519) to {ssh_dir() / 'known_hosts'}"
+
+
 def test_an_unknown_host_key_without_a_terminal_fails_before_the_code_is_used(sshd, env_setup):
     counter = sshd.counter()
     name = f"[127.0.0.1]:{sshd.port}"
