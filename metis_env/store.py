@@ -9,7 +9,6 @@ moment leaves the old or the new metadata, each pointing only at keys that exist
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -356,9 +355,13 @@ class Store:
 
     # writing ---------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self):
         """Hold the writers' lock (non-blocking: a second sync fails at once with BusyError)."""
+        import contextlib  # writers only: readers (export, in every shell) never pay for it
+
+        return contextlib.contextmanager(self._hold_lock)()
+
+    def _hold_lock(self) -> Iterator[None]:
         if self._lock_depth:
             self._lock_depth += 1
             try:
@@ -402,6 +405,8 @@ class Store:
 
     def forget(self, endpoint_ids: Iterable[str] | None) -> list[Change]:
         """Delete the given endpoints (None: all of them), metadata first, then their keys."""
+        import contextlib
+
         with self.locked():
             data = self._load_metadata()
             old = self.endpoints()
@@ -469,6 +474,8 @@ class Store:
             return sorted(changes, key=lambda c: natural_key(c.id))
 
     def _commit(self, secrets: Any, to_write: dict[str, str], new_data: dict, old: list[StoredEndpoint]) -> None:
+        import contextlib
+
         journal = paths.journal_file(self.directory)
         self._clean_journal(new_data)
         _checkpoint("before-secrets")
@@ -512,6 +519,8 @@ class Store:
 
     def _clean_journal(self, new_data: dict) -> None:
         """Delete keys written by an update that crashed before its metadata was committed."""
+        import contextlib
+
         journal = paths.journal_file(self.directory)
         text = read_private_text(journal)
         if text is None:

@@ -17,7 +17,7 @@ CLICK_PATH = "import sys; from metis_env.cli import run_cli; sys.exit(run_cli(sy
 # Runs `metis-env ARGS` and writes to $PROBE_OUT the heavy modules metis-env imported by the time it ended.
 IMPORT_PROBE = """
 import atexit, os, sys
-HEAVY = ("click", "yaml", "keyring", "paramiko", "cryptography", "secretstorage", "jeepney", "dataclasses", "pathlib", "datetime", "threading")
+HEAVY = ("click", "yaml", "keyring", "paramiko", "cryptography", "secretstorage", "jeepney", "dataclasses", "pathlib", "datetime", "threading", "contextlib")
 # Run with -S: .pth files (a sandbox's certifi hook, setuptools' editable finder) import pathlib and
 # more before any code of ours; site-packages is put on the path without running them.
 import site
