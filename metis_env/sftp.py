@@ -82,14 +82,13 @@ class SFTPSession:
             raise SFTPError(f"the server speaks SFTP version {version}; version 3 is needed")
         return version
 
-    def start_and_list_dir(self, path: str = ".", send: Callable[[bytes], None] | None = None) -> list[DirEntry]:
-        """INIT and OPENDIR in one write (through ``send``, default the channel's sendall): a server
-        reads its input in order, so the directory is opened right after the version is agreed, one
-        round trip sooner."""
+    def start_and_list_dir(self, path: str = ".") -> list[DirEntry]:
+        """INIT and OPENDIR in one write: a server reads its input in order, so the directory is
+        opened right after the version is agreed, one round trip sooner."""
         opendir = self._next_id
         self._next_id += 1
         first = _packet(FXP_INIT, struct.pack(">I", 3)) + _packet(FXP_OPENDIR, struct.pack(">I", opendir) + _string(path))
-        (send or self._channel.sendall)(first)
+        self._channel.sendall(first)
         self._read_version()
         return self._list_opened_dir(opendir, path)
 

@@ -52,15 +52,6 @@ def _import_paramiko():
 
 _ABSENT = object()
 paramiko = _import_paramiko()
-# Requesting the sftp subsystem and sending the first SFTP requests right behind it saves a round
-# trip, but paramiko's public invoke_subsystem() waits for the reply first; these internals let us
-# wait after sending instead (tests/test_ssh.py checks they are still there).
-_PIPELINED_SUBSYSTEM = (
-    hasattr(paramiko.Channel, "_event_pending")
-    and hasattr(paramiko.Channel, "_wait_for_event")
-    and hasattr(paramiko.Transport, "_send_user_message")
-)
-
 from .endpoint import MAX_FILE_BYTES
 from .errors import (
     AuthenticationError,
@@ -681,9 +672,12 @@ class _Login:
         self.phase_is("opening the SFTP channel")
         channel = transport.open_session(timeout=self.timeout)
         channel.settimeout(self.timeout)
+        # OpenSSH opens a session channel with a zero window until the subsystem runs, so nothing can
+        # be sent ahead of its reply: wait for it, then send INIT and OPENDIR together.
+        channel.invoke_subsystem("sftp")
         session = SFTPSession(channel)
         self.phase_is("listing the home directory")
-        entries = session.start_and_list_dir(".", send=lambda first: _start_sftp(channel, first))
+        entries = session.start_and_list_dir(".")
         matches = sorted((e for e in entries if fnmatch.fnmatchcase(e.name, pattern)), key=lambda e: _natural(e.name))
         _refuse_unusable(matches, target)
         if not matches:
@@ -710,25 +704,6 @@ class _Login:
         for transport in reversed(self.transports):
             with contextlib.suppress(Exception):
                 transport.close()
-
-
-def _start_sftp(channel: paramiko.Channel, first: bytes) -> None:
-    """Request the sftp subsystem and send ``first`` right behind the request, then wait for the
-    reply: one round trip where invoke_subsystem() then sendall() take two."""
-    if not _PIPELINED_SUBSYSTEM:
-        channel.invoke_subsystem("sftp")
-        channel.sendall(first)
-        return
-    request = paramiko.Message()
-    request.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
-    request.add_int(channel.remote_chanid)
-    request.add_string("subsystem")
-    request.add_boolean(True)
-    request.add_string("sftp")
-    channel._event_pending()
-    channel.transport._send_user_message(request)
-    channel.sendall(first)
-    channel._wait_for_event()  # raises if the server refused the subsystem
 
 
 def _refuse_unusable(matches: Sequence[DirEntry], target: Target) -> None:

@@ -379,18 +379,6 @@ def test_an_encrypted_key_is_skipped_and_the_passcode_asked(make_node, monkeypat
     assert (code, out, err) == (0, "", expected + progress(node)[len(progress(node, steps=3)):] + "endpoint 1: new\nendpoint 2: new\n")
 
 
-def test_the_pipelined_sftp_start_uses_internals_this_paramiko_still_has():
-    """If a paramiko upgrade drops them, sync still works (public fallback) but is a round trip slower:
-    this test is the alarm."""
-    assert ssh._PIPELINED_SUBSYSTEM is True
-
-
-def test_the_public_fallback_for_the_sftp_start_works(make_node, monkeypatch, capfd, env_setup):
-    monkeypatch.setattr(ssh, "_PIPELINED_SUBSYSTEM", False)
-    node = make_node()
-    assert sync(monkeypatch, capfd, node) == (0, "", progress(node) + "endpoint 1: new\nendpoint 2: new\n")
-
-
 def test_match_exec_in_the_ssh_config_points_to_via_openssh(monkeypatch, capfd, env_setup):
     Path(os.path.expanduser("~/.ssh")).mkdir()
     Path(os.path.expanduser("~/.ssh/config")).write_text('Match exec "true"\n  User x\n')
