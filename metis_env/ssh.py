@@ -33,6 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from .endpoint import MAX_FILE_BYTES
+from .errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    HostKeyChangedError,
+    MetisEnvError,
+    RemoteFilesError,
+    UnknownHostKeyError,
+    UsageError,
+)
+from .sftp import DirEntry, FileChangedError, SFTPError, SFTPSession
+
 
 def _import_paramiko():
     """paramiko, without the ``invoke`` package: paramiko imports it (45 ms here, with asyncio and
@@ -52,17 +64,7 @@ def _import_paramiko():
 
 _ABSENT = object()
 paramiko = _import_paramiko()
-from .endpoint import MAX_FILE_BYTES
-from .errors import (
-    AuthenticationError,
-    ConnectionFailedError,
-    HostKeyChangedError,
-    MetisEnvError,
-    RemoteFilesError,
-    UnknownHostKeyError,
-    UsageError,
-)
-from .sftp import DirEntry, FileChangedError, SFTPError, SFTPSession
+
 
 MAX_TRIES = 3
 USER_SSH_CONFIG = "~/.ssh/config"
