@@ -128,6 +128,15 @@ def test_a_broken_connection_is_one_error_line_and_the_store_is_untouched(
     assert store_snapshot(env_setup) == before
 
 
+def test_nothing_listening_is_a_connection_error(synced_node, monkeypatch, capfd, env_setup):
+    before = store_snapshot(env_setup)
+    port = synced_node.port
+    synced_node.stop()
+    result = run_sync_cli(monkeypatch, capfd, ScriptedPrompter([]), "--host", "127.0.0.1", "--port", str(port), "--user", USER)
+    assert result == (7, "", f"metis-env: connecting to 127.0.0.1:{port}\nmetis-env: error: cannot connect to 127.0.0.1:{port}: Connection refused\n")
+    assert store_snapshot(env_setup) == before
+
+
 def test_a_refused_code_is_retried_on_the_same_connection(make_node, monkeypatch, capfd, env_setup):
     node = make_node()
     prompter = ScriptedPrompter(["000000", node.expected_code])
