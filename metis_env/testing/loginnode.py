@@ -14,6 +14,7 @@ with hmac; a code is accepted once, and three refusals end the connection (OpenS
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -256,17 +257,16 @@ class LoginNode:
 
 
 def _pump(source, sink, channel, upstream) -> None:
-    try:
+    """Copy one direction of a forwarded connection until either end closes, then close both."""
+    with contextlib.suppress(Exception):  # a peer going away is how every forward ends
         while True:
             data = source.recv(65536)
             if not data:
                 break
             sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        channel.close()
-        upstream.close()
+    for end in (channel, upstream):
+        with contextlib.suppress(Exception):
+            end.close()
 
 
 class _Server(paramiko.ServerInterface):
