@@ -909,12 +909,14 @@ def fetch_with_openssh(
     timeout: float = 30.0,
     accept_new_host_key: bool = False,
     ssh_command: Sequence[str] = ("ssh",),
+    passcode: str | None = None,
 ) -> list[RemoteFile]:
     """Run the system ssh once; it prints every matching file between random boundary lines.
 
     OpenSSH does its own config, host-key check and prompts (on the terminal), and reuses an open
     ControlMaster connection, so then no passcode is asked at all. Only the host, the user name and
-    the port go into argv; the script (with the pattern) goes to the remote ``sh`` on stdin."""
+    the port go into argv; the script (with the pattern) goes to the remote ``sh`` on stdin. A
+    ``passcode`` (--passcode-stdin) reaches ssh through a one-shot askpass (``_OneCodeAskpass``)."""
     token = secrets.token_hex(16)
     script = _REMOTE_SCRIPT % {
         "pattern": _sh_quote(pattern),
@@ -931,10 +933,15 @@ def fetch_with_openssh(
         argv += ["-p", str(port)]
     if user:
         argv += ["-l", user]
+    if passcode is not None:
+        argv += ["-o", "NumberOfPasswordPrompts=1"]
     argv += ["--", host, "sh -s"]
     ui.progress(f"running {ssh_command[0]} {host} (an open ControlMaster connection needs no passcode)")
     try:
-        result = subprocess.run(argv, input=script.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        with _OneCodeAskpass(passcode) as env:
+            result = subprocess.run(
+                argv, input=script.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False
+            )
     except OSError as exc:
         raise ConnectionFailedError(f"cannot run {ssh_command[0]}: {exc.strerror or exc}; install OpenSSH or use --via paramiko") from exc
     messages = result.stderr.decode("utf-8", "replace")
@@ -947,6 +954,63 @@ def fetch_with_openssh(
     if files:
         ui.progress(f"fetched {len(files)}/{len(files)}")
     return files
+
+
+class _OneCodeAskpass:
+    """Hands one passcode to ssh through SSH_ASKPASS without argv, environment or a file holding it:
+    the askpass script reads a FIFO in a private directory, which a thread here writes once and then
+    removes, so a second question (a refused code) gets nothing. Host-key questions are declined
+    (ssh then says so and fails). Without a passcode: ssh's own environment, untouched."""
+
+    _SCRIPT = """#!/bin/sh
+case "$1" in *"continue connecting"*) exit 1 ;; esac
+[ -p '{fifo}' ] && exec cat '{fifo}'
+exit 1
+"""
+
+    def __init__(self, passcode: str | None) -> None:
+        self.passcode = passcode
+        self.directory: str | None = None
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> dict[str, str] | None:
+        if self.passcode is None:
+            return None
+        import tempfile
+
+        self.directory = tempfile.mkdtemp(prefix="metis-env-askpass-")  # 0700
+        fifo = os.path.join(self.directory, "code")
+        os.mkfifo(fifo, 0o600)
+        script = os.path.join(self.directory, "askpass")
+        with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700), "w") as handle:
+            handle.write(self._SCRIPT.format(fifo=fifo))
+        self.thread = threading.Thread(target=self._serve, args=(fifo,), name="metis-env-askpass", daemon=True)
+        self.thread.start()
+        return {**os.environ, "SSH_ASKPASS": script, "SSH_ASKPASS_REQUIRE": "force"}
+
+    def _serve(self, fifo: str) -> None:
+        while not self.stop.is_set():
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until askpass opens it
+            except OSError:
+                self.stop.wait(0.01)
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(fifo)
+                os.set_blocking(fd, True)
+                os.write(fd, f"{self.passcode}\n".encode())
+            os.close(fd)
+            return
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.directory is not None:
+            import shutil
+
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _ssh_failure(host: str, code: int, messages: str) -> MetisEnvError:

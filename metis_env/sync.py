@@ -46,8 +46,6 @@ def run_sync(settings: Settings, options: SyncOptions, ui: Prompter, environ: Ma
     port = options.port or settings.port
     timeout = options.timeout or settings.timeout
     via = options.via or settings.transport
-    if via == "openssh" and options.passcode_stdin:
-        raise UsageError("--passcode-stdin needs --via paramiko; with --via openssh, ssh asks for the code itself")
     store = open_store(settings)
     with store.locked():
         if not options.dry_run:
@@ -63,6 +61,7 @@ def run_sync(settings: Settings, options: SyncOptions, ui: Prompter, environ: Ma
                 timeout=timeout,
                 accept_new_host_key=options.accept_new_host_key,
                 ssh_command=shlex.split(environ.get(SSH_COMMAND_ENV, "")) or ["ssh"],
+                passcode=read_passcode(options.stdin or sys.stdin) if options.passcode_stdin else None,
             )
             asked = False
         else:
@@ -90,6 +89,14 @@ def run_sync(settings: Settings, options: SyncOptions, ui: Prompter, environ: Ma
         if options.dry_run:
             return preview_replace_all(store, endpoints)
         return store.replace_all(endpoints, source=f"sync:{login}")
+
+
+def read_passcode(stdin: IO[str]) -> str:
+    """--passcode-stdin for the system ssh: one line, read before ssh starts."""
+    line = stdin.readline().strip()
+    if not line:
+        raise UsageError("--passcode-stdin: stdin is empty; pipe one code, e.g. printf '%s\\n' 123456 |")
+    return line
 
 
 def ask_user(ui: Prompter, host: str) -> str:

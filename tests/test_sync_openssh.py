@@ -211,6 +211,48 @@ def test_via_openssh_without_a_master_asks_through_ssh_and_maps_a_refusal(sshd, 
     assert store_snapshot(env_setup) == {}
 
 
+def plain_ssh_config(sshd, tmp_path, strict: str = "accept-new") -> Path:
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host alcf-plain\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
+        f"  UserKnownHostsFile {tmp_path / 'known_hosts'}\n  StrictHostKeyChecking {strict}\n"
+    )
+    return config
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_via_openssh_with_passcode_stdin_hands_ssh_exactly_one_code(sshd, tmp_path, env_setup, right):
+    config = plain_ssh_config(sshd, tmp_path)
+    counter = sshd.counter()
+    code = sshd.code() if right else ("000000" if sshd.code() != "000000" else "111111")
+    proc = subprocess.run(
+        ["setsid", "-w", *metis_argv("sync", "--via", "openssh", "--host", "alcf-plain", "--passcode-stdin")],
+        env={**os.environ, "METIS_ENV_SSH_COMMAND": f"ssh -F {config}"}, input=f"{code}\n".encode(), capture_output=True, timeout=60,
+    )
+    err = proc.stderr.decode()
+    assert code not in err
+    if right:
+        assert (proc.returncode, proc.stdout, err.splitlines()[-2:]) == (0, b"", ["endpoint 1: new", "endpoint 2: new"])
+        assert sshd.counter() == (0 if counter is None else counter + 1)
+    else:
+        assert (proc.returncode, proc.stdout, err.splitlines()[-1]) == (
+            10, b"", "metis-env: error: ssh could not log in to alcf-plain (see ssh's message above)")
+        assert (sshd.counter(), store_snapshot(env_setup)) == (counter, {})
+    assert not list(Path(tempfile.gettempdir()).glob("metis-env-askpass-*"))
+
+
+def test_via_openssh_an_unknown_host_is_refused_and_the_code_unused(sshd, tmp_path, env_setup):
+    config = plain_ssh_config(sshd, tmp_path, strict="ask")
+    counter = sshd.counter()
+    proc = subprocess.run(
+        ["setsid", "-w", *metis_argv("sync", "--via", "openssh", "--host", "alcf-plain", "--passcode-stdin")],
+        env={**os.environ, "METIS_ENV_SSH_COMMAND": f"ssh -F {config}"}, input=f"{sshd.code()}\n".encode(), capture_output=True, timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr.decode().splitlines()[-1]) == (
+        8, b"", "metis-env: error: ssh could not verify the host key of alcf-plain; connect once with ssh, or run with --accept-new-host-key")
+    assert (sshd.counter(), store_snapshot(env_setup)) == (counter, {})
+
+
 def metis_argv(*args: str) -> list[str]:
     import sys
 
