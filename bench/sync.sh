@@ -7,7 +7,8 @@
 #   3. ssh HOST ls, then scp HOST:F1 HOST:F2  (the manual way: two logins, two codes)
 # against a real OpenSSH sshd that asks "Password:" through PAM + pam_oath with HOTP codes (needs
 # root, openssh-server, libpam-oath, oathtool, hyperfine). Without those it times metis-env alone
-# against the in-process login node, and says so. Prints median times and ratios to `ssh cat`.
+# against the in-process login node (also with BENCH_INPROCESS=1), and says so. Prints median times
+# and ratios to `ssh cat`.
 set -euo pipefail
 
 runs=${1:-10}
@@ -54,9 +55,9 @@ mkdir -p "$HOME/.ssh"
 chmod 700 "$HOME/.ssh"
 metis=(python3 -m metis_env)
 
-if [ "$(id -u)" != 0 ] || ! [ -x /usr/sbin/sshd ] || ! command -v oathtool >/dev/null || ! command -v hyperfine >/dev/null \
+if [ -n "${BENCH_INPROCESS:-}" ] || [ "$(id -u)" != 0 ] || ! [ -x /usr/sbin/sshd ] || ! command -v oathtool >/dev/null || ! command -v hyperfine >/dev/null \
    || ! ls /lib/*/security/pam_oath.so /usr/lib/*/security/pam_oath.so >/dev/null 2>&1; then
-  echo "bench: no root/sshd/pam_oath/oathtool/hyperfine here: timing metis-env alone against the in-process login node" >&2
+  echo "bench: no real sshd (needs root, sshd, pam_oath, oathtool, hyperfine) or BENCH_INPROCESS set: timing metis-env alone against the in-process login node" >&2
   python3 - "$runs" "$delay_ms" "$repo" <<'PY'
 import os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
