@@ -41,8 +41,8 @@ free_port() {
 }
 
 wait_for_port() {  # wait_for_port PORT: until something listens there (10 s at most)
-  local i
-  for i in $(seq 200); do
+  local _
+  for _ in $(seq 200); do
     python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null && return 0
     sleep 0.05
   done
