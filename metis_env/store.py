@@ -462,7 +462,7 @@ class Store:
                     "extra": dict(endpoint.extra),
                     "previous_fingerprint": previous.fingerprint if previous is not None else "",
                 }
-                changes.append(_describe_change(previous, endpoint, secrets.kind))
+                changes.append(describe_change(previous, endpoint, secrets.kind))
             if remove_others:
                 changes += [Change(i, "removed") for i in old if i not in records]
             new_data = {
@@ -544,7 +544,7 @@ class Store:
             os.unlink(journal)
 
 
-def _describe_change(previous: StoredEndpoint | None, endpoint: Endpoint, kind: str) -> Change:
+def describe_change(previous: StoredEndpoint | None, endpoint: Endpoint, kind: str) -> Change:
     if previous is None:
         return Change(endpoint.id, "new")
     if previous.fingerprint != endpoint.fingerprint:

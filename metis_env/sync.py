@@ -18,7 +18,7 @@ from .endpoint import Endpoint, parse_endpoint_file
 from .errors import EndpointFileError, RemoteFilesError, UsageError
 from .settings import Settings, save_setting
 from .ssh import Prompter, RemoteFile, fetch_endpoint_files, fetch_with_openssh, load_ssh_config, resolve_target
-from .store import Change, Store, _describe_change, natural_key, open_store
+from .store import Change, Store, describe_change, natural_key, open_store
 
 SSH_COMMAND_ENV = "METIS_ENV_SSH_COMMAND"
 """The OpenSSH client for --via openssh, split like a shell would (default ``ssh``), as GIT_SSH_COMMAND."""
@@ -129,7 +129,7 @@ def preview_replace_all(store: Store, endpoints: list[Endpoint]) -> list[Change]
     old = store.endpoints()
     kind = store.settings.store
     ids = {e.id for e in endpoints}
-    changes = [_describe_change(old.get(e.id), e, kind) for e in endpoints]
+    changes = [describe_change(old.get(e.id), e, kind) for e in endpoints]
     changes += [Change(i, "removed") for i in old if i not in ids]
     return sorted(changes, key=lambda c: natural_key(c.id))
 
