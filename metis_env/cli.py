@@ -7,6 +7,7 @@ and every ``--help``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -14,8 +15,8 @@ import click
 
 from . import __version__, actions, hooks
 from .errors import MetisEnvError
-from .main import debug_requested, report_error
-from .render import SHELLS, failure_code, shell_from_env
+from .main import debug_requested, report_error, split_global_options
+from .render import SHELLS, failure_code, normalize_shell, shell_from_env
 from .settings import SETTING_NAMES, STORES, Settings, env_name, load_settings, save_setting, with_overrides
 from .store import open_store
 
@@ -102,7 +103,7 @@ def cli(debug: bool, store: str | None) -> None:
 
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True, metavar="FILE... | -")
-@click.option("--id", "endpoint_id", metavar="ID", help="The endpoint id, for stdin or a file not named metis_endpoint_N.txt.")
+@click.option("--id", "endpoint_id", metavar="ID", help="The endpoint id (default: N of metis_endpoint_N.txt, else the file name without .txt); needed with '-'.")
 @store_option
 @click.pass_context
 def import_command(ctx: click.Context, files: Sequence[str], endpoint_id: str | None, store: str | None) -> None:
@@ -218,7 +219,7 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
 @cli.command("check")
 @endpoint_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (keys: see README).")
-@click.option("--timeout", type=float, default=10.0, show_default=True, metavar="SECONDS", help="Limit for each connect and read.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS", help="Limit for each connect and read.")
 @click.pass_context
 def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeout: float) -> None:
     """Prove the stored key works: ask the endpoint for its models and report which are served.
@@ -413,13 +414,30 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
         click.echo(line, err=True)
 
 
+def _shell_named(command: Sequence[str]) -> str | None:
+    """The --shell an export command line names, if it names a known one."""
+    for i, token in enumerate(command):
+        value = None
+        if token in ("--shell", "-s") and i + 1 < len(command):
+            value = command[i + 1]
+        elif token.startswith("--shell="):
+            value = token.split("=", 1)[1]
+        if value is not None:
+            try:
+                return normalize_shell(value)
+            except MetisEnvError:
+                return None
+    return None
+
+
 def run_cli(argv: Sequence[str]) -> int:
     """Run the click CLI and map every error to its exit code (see main.report_error)."""
     try:
         result = cli.main(args=list(argv), prog_name="metis-env", standalone_mode=False)
     except click.ClickException as exc:
-        if argv and argv[0] == "export":
-            sys.stdout.write(failure_code(shell_from_env(None)))
+        command = split_global_options(argv)[1]
+        if command[:1] == ["export"]:  # eval "$(metis-env export --bogus)" must fail too
+            sys.stdout.write(failure_code(_shell_named(command) or shell_from_env(os.environ.get("SHELL"))))
         exc.show()
         return exc.exit_code
     except click.exceptions.Abort:

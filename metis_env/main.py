@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import actions
 from .errors import MetisEnvError
 
 FAST_PATH_FORMS = {
@@ -21,9 +22,6 @@ FAST_PATH_FORMS = {
     "get": ({}, {}, 2),
     "run": ({"--model": "model", "-m": "model"}, {}, 1),
 }
-
-
-GET_FIELDS = ("key", "url", "models")
 
 
 def parse_fast(argv: Sequence[str]) -> tuple[str, dict, list[str], list[str]] | None:
@@ -61,14 +59,12 @@ def parse_fast(argv: Sequence[str]) -> tuple[str, dict, list[str], list[str]] | 
         i += 1
     if command == "run" and not tail:
         return None
-    if command == "get" and (not positionals or positionals[0] not in GET_FIELDS):
+    if command == "get" and (not positionals or positionals[0] not in actions.GET_FIELDS):
         return None  # click words a bad choice better (usage line, the choices)
     return command, options, positionals, tail
 
 
 def serve_fast(command: str, options: dict, positionals: list[str], tail: list[str]) -> int:
-    from . import actions
-
     if command == "export":
         spec = positionals[0] if positionals else None
         return actions.export_command(spec, options.get("model"), options.get("shell"), options.get("unset", False))
@@ -107,8 +103,20 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
+GLOBAL_OPTIONS_WITH_VALUE = ("--store",)
+"""The click group's options that take a value (see cli.cli): needed to find where the command starts."""
+
+
+def split_global_options(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--store file --debug export 1`` -> (``--store file --debug``, ``export 1``)."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in GLOBAL_OPTIONS_WITH_VALUE else 1
+    return list(argv[:i]), list(argv[i:])
+
+
 def debug_requested(argv: Sequence[str]) -> bool:
-    return "--debug" in argv[:1] or os.environ.get("METIS_ENV_DEBUG", "") not in ("", "0")
+    return "--debug" in split_global_options(argv)[0] or os.environ.get("METIS_ENV_DEBUG", "") not in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
