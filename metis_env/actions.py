@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from collections import namedtuple
 
 from . import render
-from .errors import CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
+from .errors import BusyError, CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
 from .settings import Settings, env_name, load_settings
 from .store import Change, Store, StoredEndpoint, natural_key, open_store
 
@@ -97,7 +97,10 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
 
 
 def select(store: Store, spec: str | None, model: str | None, settings: Settings) -> Selection:
-    endpoint, named_model = choose_endpoint(store.endpoints(), spec, settings)
+    endpoints = store.endpoints()
+    if spec is None and model is not None and settings.default_endpoint is None and len(endpoints) > 1:
+        spec = model  # `export --model X`: the one endpoint that serves X, as `export X` would pick
+    endpoint, named_model = choose_endpoint(endpoints, spec, settings)
     if named_model is not None and model is not None and model != named_model:
         raise UsageError(f"{spec!r} names model {named_model!r}, but --model asks for {model!r}; give one of them")
     chosen = choose_model(endpoint, model or named_model, settings)
@@ -117,12 +120,12 @@ def select_with_key(store: Store, spec: str | None, model: str | None, settings:
     A sync may replace the metadata and delete the old keys between our two reads; Store.api_key then
     returns the new key, which must not go out with the old base URL and model: select again.
     """
-    for _attempt in range(3):
+    for _attempt in range(5):
         selection = select(store, spec, model, settings)
         key = store.api_key(selection.endpoint)
         if store.endpoints().get(selection.endpoint.id) == selection.endpoint:
-            break
-    return selection, key
+            return selection, key
+    raise BusyError("the stored endpoints kept changing while being read (a sync is running); try again")
 
 
 def environment_for(selection: Selection, api_key: str) -> dict[str, str]:

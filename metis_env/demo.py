@@ -29,7 +29,7 @@ from typing import IO
 
 from . import actions, render
 from .check import check_endpoint
-from .errors import Interrupted, MetisEnvError, UsageError
+from .errors import CheckFailedError, Interrupted, MetisEnvError, UsageError
 from .settings import Settings
 from .store import open_store
 
@@ -279,5 +279,5 @@ def _run_chat_script(workdir: Path, store, settings: Settings, narrator: Narrato
     done = subprocess.run([python, str(script), QUESTION], env=env, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise MetisEnvError(f"demo: the openai example failed: {last}")
+        raise CheckFailedError(f"demo: the openai example failed against the demo endpoint: {last}")
     narrator.detail(f"{done.stdout.strip()}   ({(time.monotonic() - started):.1f} s)")

@@ -246,3 +246,16 @@ def test_help_of_every_command_has_an_example():
         proc = metis(command, "--help")
         assert proc.returncode == 0, command
         assert "Example:" in proc.stdout.decode(), command
+
+
+def test_model_alone_names_the_one_endpoint_that_serves_it(endpoint_files):
+    metis("import", *map(str, endpoint_files), check=True)
+    exported = json.loads(metis("export", "--model", "Llama-3.3-70B-Instruct", "--shell", "json").stdout)
+    assert (exported["METIS_ENV_ENDPOINT"], exported["MODEL_NAME"]) == ("2", "Llama-3.3-70B-Instruct")
+
+
+def test_check_refuses_a_timeout_that_is_not_positive(endpoint_files):
+    metis("import", str(endpoint_files[0]), check=True)
+    proc = metis("check", "1", "--timeout", "-1")
+    assert (proc.returncode, proc.stdout.decode()) == (2, "")
+    assert proc.stderr.decode().endswith("Invalid value for '--timeout': -1.0 is not in the range x>0.\n")

@@ -177,3 +177,26 @@ def test_each_outside_library_is_imported_in_one_place():
             if not relative.startswith(ALLOWED[library]) or not ALLOWED[library]:
                 offenders.append(f"{relative} imports {library}")
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "argv, stdout, code",
+    [
+        (("--store", "file", "export", "1", "--bogus"), "false\n", 2),
+        (("export", "1", "--shell", "fish", "--bogus"), "false\n", 2),
+        (("export", "1", "--shell=powershell", "--bogus"), "$global:LASTEXITCODE = 1; throw 'metis-env export failed';\n", 2),
+    ],
+)
+def test_export_prints_its_shells_failure_code_when_click_rejects_the_line(two_endpoints, argv, stdout, code):
+    proc = subprocess.run([sys.executable, "-m", "metis_env", *argv], capture_output=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert (proc.returncode, proc.stdout.decode()) == (code, stdout)
+    assert proc.stderr.decode().endswith("Error: No such option '--bogus'.\n")
+
+
+def test_debug_after_a_group_option_still_shows_the_traceback(two_endpoints):
+    proc = subprocess.run([sys.executable, "-m", "metis_env", "--store", "file", "--debug", "export", "9"],
+                          capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 3
+    assert proc.stderr.decode().startswith("Traceback (most recent call last):\n")
+    assert proc.stderr.decode().endswith("metis-env: error: no endpoint or model '9' is stored; stored endpoints: 1, 2\n")
