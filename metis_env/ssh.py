@@ -937,11 +937,19 @@ def fetch_with_openssh(
         argv += ["-o", "NumberOfPasswordPrompts=1"]
     argv += ["--", host, "sh -s"]
     ui.progress(f"running {ssh_command[0]} {host} (an open ControlMaster connection needs no passcode)")
+    # ServerAlive catches a dead link, not a remote `sh` stuck on a hung home directory: bound the
+    # whole run too, leaving a person two minutes to type a code at ssh's own prompt.
+    limit = 4 * timeout + (0 if passcode is not None else 120)
     try:
         with _OneCodeAskpass(passcode) as env:
             result = subprocess.run(
-                argv, input=script.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False
+                argv, input=script.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False,
+                timeout=limit,
             )
+    except subprocess.TimeoutExpired:
+        raise ConnectionFailedError(
+            f"{ssh_command[0]} {host} did not finish within {limit:g} s; check the login node, or raise --timeout"
+        ) from None
     except OSError as exc:
         raise ConnectionFailedError(f"cannot run {ssh_command[0]}: {exc.strerror or exc}; install OpenSSH or use --via paramiko") from exc
     messages = result.stderr.decode("utf-8", "replace")

@@ -9,6 +9,7 @@ creates (the PAM file, the system user, the folder) is removed when the session 
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import socket
@@ -25,7 +26,7 @@ import pytest
 PAM_SERVICE = f"metis-test-sshd-{os.getpid()}"
 PAM_FILE = Path("/etc/pam.d") / PAM_SERVICE
 SSHD = Path("/usr/sbin/sshd")
-PAM_OATH = ("/lib/x86_64-linux-gnu/security/pam_oath.so", "/usr/lib/x86_64-linux-gnu/security/pam_oath.so",
+PAM_OATH = (*glob.glob("/lib/*-linux-gnu*/security/pam_oath.so"), *glob.glob("/usr/lib/*-linux-gnu*/security/pam_oath.so"),
             "/lib/security/pam_oath.so", "/usr/lib/security/pam_oath.so")
 USER = f"metistest{os.getpid()}"
 SECRET_HEX = "3132333435363738393031323334353637383930"

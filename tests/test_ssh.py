@@ -4,6 +4,7 @@ After every failure: one error line, its exit code, and the store byte-for-byte 
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -469,8 +470,23 @@ def test_via_openssh_fetches_through_one_ssh_command(fake_ssh, login_home, monke
         f"metis-env: running {fake_ssh.parent / 'fake-ssh'} metis (an open ControlMaster connection needs no passcode)\n"
         "metis-env: fetched 2/2\nendpoint 1: new\nendpoint 2: new\n"))
     argv = fake_ssh.read_text().splitlines()
-    assert argv[-4:] == ["-l", USER, "--", "metis"][-4:] or argv[-3:] == ["--", "metis", "sh -s"]
-    assert argv[-3:] == ["--", "metis", "sh -s"]
+    assert argv[-5:] == ["-l", USER, "--", "metis", "sh -s"]
+
+
+def test_via_openssh_gives_up_on_a_login_node_that_never_answers(tmp_path, monkeypatch, capfd, env_setup):
+    hung = tmp_path / "hung-ssh"
+    hung.write_text("#!/bin/sh\nexec sleep 30\n")
+    hung.chmod(0o755)
+    monkeypatch.setenv("METIS_ENV_SSH_COMMAND", str(hung))
+    monkeypatch.setenv("METIS_ENV_STORE", "file")
+    monkeypatch.setattr("sys.stdin", io.StringIO("123456\n"))
+    started = time.monotonic()
+    code, out, err = run_sync_cli(monkeypatch, capfd, ScriptedPrompter([]), "--via", "openssh", "--host", "metis",
+                                  "--user", USER, "--passcode-stdin", "--timeout", "0.5")
+    assert (code, out, err.splitlines()[-1]) == (
+        7, "", f"metis-env: error: {hung} metis did not finish within 2 s; check the login node, or raise --timeout")
+    assert time.monotonic() - started < 10
+    assert store_snapshot(env_setup) == {}
 
 
 @pytest.mark.parametrize(
