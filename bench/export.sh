@@ -73,7 +73,9 @@ done
 # The hot path's imports: none of click, yaml, keyring, paramiko, cryptography.
 heavy='^(click|yaml|keyring|paramiko|cryptography|secretstorage)(\.|$)'
 for store in file ss; do
-  imported="$(env METIS_ENV_CONFIG_DIR="$work/$store" ${store/ss/} ${store/file/METIS_ENV_STORE=file} \
+  extra=()
+  [[ "$store" == file ]] && extra=(METIS_ENV_STORE=file)
+  imported="$(env METIS_ENV_CONFIG_DIR="$work/$store" "${extra[@]}" \
     "$python" -X importtime -m metis_env export 1 2>&1 >/dev/null |
     awk -F'|' '/^import time:/ {gsub(/^ +| +$/, "", $3); print $3}' | grep -E "$heavy" || true)"
   if [[ -n "$imported" ]]; then
