@@ -5,8 +5,6 @@ Under CI (CI=true) a missing dbus-daemon or gnome-keyring-daemon fails these tes
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -14,75 +12,15 @@ import time
 import pytest
 
 from metis_env import secret_service
+from tests._secret_service import SecretServiceSession, require_tools
 from tests.conftest import REPO, metis
 
-TOOLS = ("dbus-daemon", "gnome-keyring-daemon", "secret-tool")
 HINT = "--store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-class SecretServiceSession:
-    """A dbus-daemon and a gnome-keyring-daemon of our own, stopped by PID."""
-
-    def __init__(self, directory):
-        self.directory = directory
-        runtime = directory / "run"
-        runtime.mkdir(mode=0o700, parents=True)
-        self.env = {**os.environ, "XDG_DATA_HOME": str(directory / "data"), "XDG_RUNTIME_DIR": str(runtime)}
-        self.env.pop("PYTHON_KEYRING_BACKEND", None)  # let keyring pick Secret Service, as for a user
-        self.bus = subprocess.Popen(
-            ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env, text=True,
-        )
-        self.env["DBUS_SESSION_BUS_ADDRESS"] = self.bus.stdout.readline().strip()
-        self.daemon: subprocess.Popen | None = None
-
-    def start_keyring(self, password: str | None) -> None:
-        """password None: not unlocked at all (every call then needs a prompt nobody answers)."""
-        if self.daemon is not None:
-            _stop(self.daemon)
-        command = ["gnome-keyring-daemon", "--foreground", "--components=secrets"]
-        if password is not None:
-            command.insert(2, "--unlock")
-        self.daemon = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, env=self.env)
-        self.daemon.stdin.write((password or "").encode())
-        self.daemon.stdin.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            reply = subprocess.run(
-                ["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
-                 "org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"],
-                env=self.env, capture_output=True, text=True,
-            )
-            if "boolean true" in reply.stdout:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("gnome-keyring-daemon did not take org.freedesktop.secrets")
-
-    def stop(self) -> None:
-        if self.daemon is not None:
-            _stop(self.daemon)
-        _stop(self.bus)
 
 
 @pytest.fixture
 def session(tmp_path, monkeypatch):
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        message = f"needs {', '.join(missing)} (apt install dbus gnome-keyring libsecret-tools)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_tools()
     service = SecretServiceSession(tmp_path / "secret-service")
     try:
         yield service
