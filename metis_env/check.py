@@ -22,7 +22,6 @@ from an exception is scrubbed of it before it is kept, and no exception is chain
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import re
 import socket
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .endpoint import is_loopback_host
 from .errors import (
     CheckFailedError,
     CheckTimeoutError,
@@ -462,9 +462,4 @@ def _proxy_for(scheme: str, host: str) -> str | None:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(host) or host.lower().endswith(".localhost")

@@ -184,14 +184,15 @@ def _check_base_url(url: str, where: str) -> None:
         raise EndpointFileError(f"{where}: BASE_URL is not a URL with a host (expected https://...)")
     if parts.scheme == "https":
         return
-    if parts.scheme == "http" and _is_loopback(hostname):
+    if parts.scheme == "http" and is_loopback_host(hostname):
         return
     raise EndpointFileError(
         f"{where}: BASE_URL must start with https:// (http:// is allowed only for localhost)"
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1: where plain http:// is allowed (and a proxy never used)."""
     if host.lower() == "localhost":
         return True
     try:
