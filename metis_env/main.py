@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from . import actions
 from .errors import MetisEnvError
+from .render import printable
 
 FAST_PATH_FORMS = {
     # command: (options taking a value -> canonical name, flags, positional arguments allowed)
@@ -92,15 +93,6 @@ def report_error(exc: BaseException, debug: bool) -> int:
         "the same command run with --debug\n"
     )
     return 1
-
-
-def printable(text: str) -> str:
-    """A message with control and bidi characters shown as escapes, as ssh.py shows server text: a file
-    name (``metis_endpoint_1\\n.txt``, an ESC sequence, U+202E) must not split the error line or drive
-    the user's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 GLOBAL_OPTIONS_WITH_VALUE = ("--store",)

@@ -115,3 +115,12 @@ def normalize_shell(name: str) -> str:
     if lowered not in RENDERERS:
         raise UsageError(f"unknown shell {name!r}; choose one of: {', '.join(SHELLS)}")
     return lowered
+
+
+def printable(text: str) -> str:
+    """Text for the terminal (error lines, server prompts, file names) with control and bidi characters
+    shown as escapes: ``metis_endpoint_1\\n.txt``, an ESC sequence or U+202E must not split a line or
+    drive the user's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from .endpoint import MAX_FILE_BYTES
+from .render import printable, quote_posix
 from .errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -619,8 +620,8 @@ class _Login:
                 with self.watchdog.paused():
                     for text in (title, instructions):
                         if text and text.strip():
-                            self.ui.progress(_printable(text.strip()))
-                    answers = [self.read_answer(_printable(text), echo) for text, echo in prompts]
+                            self.ui.progress(printable(text.strip()))
+                    answers = [self.read_answer(printable(text), echo) for text, echo in prompts]
                 answered = answered or bool(prompts)
                 return answers
 
@@ -691,7 +692,7 @@ class _Login:
             nonlocal done
             done += 1
             self.watchdog.restart()
-            self.ui.progress(f"fetched {done}/{len(matches)} {_printable(name)}")
+            self.ui.progress(f"fetched {done}/{len(matches)} {printable(name)}")
 
         try:
             contents = session.read_files([(e.name, e.size or 0) for e in matches], on_file_done)
@@ -711,7 +712,7 @@ class _Login:
 def _refuse_unusable(matches: Sequence[DirEntry], target: Target) -> None:
     problems = []
     for entry in matches:
-        name = _printable(entry.name)
+        name = printable(entry.name)
         if entry.kind != "file":
             problems.append(f"{name} is a {entry.kind}, not a plain file")
         elif entry.size is None:
@@ -919,7 +920,7 @@ def fetch_with_openssh(
     ``passcode`` (--passcode-stdin) reaches ssh through a one-shot askpass (``_OneCodeAskpass``)."""
     token = secrets.token_hex(16)
     script = _REMOTE_SCRIPT % {
-        "pattern": _sh_quote(pattern),
+        "pattern": quote_posix(pattern),
         "token": token,
         "max": MAX_FILE_BYTES,
         "limit": MAX_FILE_BYTES + 1,
@@ -955,7 +956,7 @@ def fetch_with_openssh(
     messages = result.stderr.decode("utf-8", "replace")
     for line in messages.splitlines():
         if line.strip():
-            ui.progress(f"ssh: {_printable(line.strip())}")
+            ui.progress(f"ssh: {printable(line.strip())}")
     if result.returncode != 0:
         raise _ssh_failure(host, result.returncode, messages)
     files = parse_boundary_output(result.stdout, token, host)
@@ -1058,14 +1059,14 @@ def parse_boundary_output(output: bytes, token: str, host: str) -> list[RemoteFi
         body_start = header_end + 1 + name_length + 1
         end = output.find(marker + b"end\n", body_start - 1)
         if end == -1:
-            raise ConnectionFailedError(f"cannot parse the output of ssh {host}: {_printable(name)} has no end marker")
+            raise ConnectionFailedError(f"cannot parse the output of ssh {host}: {printable(name)} has no end marker")
         data = output[body_start:end]
         if kind != "file":
-            problems.append(f"{_printable(name)} is a {kind.replace('link', 'symbolic link')}, not a plain file")
+            problems.append(f"{printable(name)} is a {kind.replace('link', 'symbolic link')}, not a plain file")
         elif size > MAX_FILE_BYTES:
-            problems.append(f"{_printable(name)} is {size} bytes, over the {MAX_FILE_BYTES // 1024} KiB limit")
+            problems.append(f"{printable(name)} is {size} bytes, over the {MAX_FILE_BYTES // 1024} KiB limit")
         elif len(data) != size:
-            raise RemoteFilesError(f"on {host}: {_printable(name)} changed while it was being read; run sync again")
+            raise RemoteFilesError(f"on {host}: {printable(name)} changed while it was being read; run sync again")
         else:
             files.append(RemoteFile(name, data))
         position = output.find(marker, end + len(marker) + 4)
@@ -1078,15 +1079,6 @@ def parse_boundary_output(output: bytes, token: str, host: str) -> list[RemoteFi
 
 
 # --- small helpers -----------------------------------------------------------------------------
-
-
-def _sh_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
-def _printable(text: str) -> str:
-    """Server-supplied text with control characters shown as escapes: it must not drive the terminal."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _one_line(exc: BaseException) -> str:
