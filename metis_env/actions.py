@@ -243,8 +243,9 @@ def import_files(store: Store, sources: Sequence[str], endpoint_id: str | None, 
     return store.merge(endpoints, source="import")
 
 
-def describe_changes(changes: Sequence[Change]) -> list[str]:
-    return [f"endpoint {c.id}: {c.status}" + (f" ({c.detail})" if c.detail else "") for c in changes]
+def describe_changes(changes: Sequence[Change], dry_run: bool = False) -> list[str]:
+    would = "would be " if dry_run else ""
+    return [f"endpoint {c.id}: {would}{c.status}" + (f" ({c.detail})" if c.detail else "") for c in changes]
 
 
 def list_rows(store: Store, settings: Settings) -> list[dict]:

@@ -405,12 +405,12 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
     """
     from . import ssh
     from .prompt import TerminalPrompter
-    from .sync import SyncOptions, describe_dry_run, run_sync
+    from .sync import SyncOptions, run_sync
 
     ssh.set_debug_logging(bool(ctx.find_root().params.get("debug")))
     options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)
     changes = run_sync(settings_from(ctx, store=store), options, TerminalPrompter())
-    for line in describe_dry_run(changes) if dry_run else actions.describe_changes(changes):
+    for line in actions.describe_changes(changes, dry_run):
         click.echo(line, err=True)
 
 

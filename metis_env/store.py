@@ -441,7 +441,6 @@ class Store:
             backend = secrets.backend
             now = utc_now()
             records = {} if remove_others else dict(data.get("endpoints", {}))
-            changes: list[Change] = []
             to_write: dict[str, str] = {}
             for endpoint in endpoints:
                 previous = old.get(endpoint.id)
@@ -462,16 +461,17 @@ class Store:
                     "extra": dict(endpoint.extra),
                     "previous_fingerprint": previous.fingerprint if previous is not None else "",
                 }
-                changes.append(describe_change(previous, endpoint, secrets.kind))
-            if remove_others:
-                changes += [Change(i, "removed") for i in old if i not in records]
             new_data = {
                 "version": METADATA_VERSION,
                 "updated_at": now,
                 "endpoints": dict(sorted(records.items(), key=lambda item: natural_key(item[0]))),
             }
             self._commit(secrets, to_write, new_data, list(old.values()))
-            return sorted(changes, key=lambda c: natural_key(c.id))
+            return plan_changes(old, endpoints, secrets.kind, remove_others)
+
+    def preview_replace_all(self, endpoints: list[Endpoint]) -> list[Change]:
+        """What ``replace_all(endpoints)`` would report, touching neither the keys nor the files."""
+        return plan_changes(self.endpoints(), endpoints, self.settings.store, remove_others=True)
 
     def _commit(self, secrets: Any, to_write: dict[str, str], new_data: dict, old: list[StoredEndpoint]) -> None:
         import contextlib
@@ -542,6 +542,15 @@ class Store:
                 self.secrets(store_kind).delete(names)
         with contextlib.suppress(OSError):
             os.unlink(journal)
+
+
+def plan_changes(old: dict[str, StoredEndpoint], endpoints: list[Endpoint], kind: str, remove_others: bool) -> list[Change]:
+    """Each endpoint's fate when ``endpoints`` replace (or are merged into) ``old``, in id order."""
+    changes = [describe_change(old.get(e.id), e, kind) for e in endpoints]
+    if remove_others:
+        given = {e.id for e in endpoints}
+        changes += [Change(i, "removed") for i in old if i not in given]
+    return sorted(changes, key=lambda c: natural_key(c.id))
 
 
 def describe_change(previous: StoredEndpoint | None, endpoint: Endpoint, kind: str) -> Change:

@@ -18,7 +18,7 @@ from .endpoint import Endpoint, parse_endpoint_file
 from .errors import EndpointFileError, RemoteFilesError, UsageError
 from .settings import Settings, save_setting
 from .ssh import Prompter, RemoteFile, fetch_endpoint_files, fetch_with_openssh, load_ssh_config, resolve_target
-from .store import Change, Store, describe_change, natural_key, open_store
+from .store import Change, open_store
 
 SSH_COMMAND_ENV = "METIS_ENV_SSH_COMMAND"
 """The OpenSSH client for --via openssh, split like a shell would (default ``ssh``), as GIT_SSH_COMMAND."""
@@ -87,7 +87,7 @@ def run_sync(settings: Settings, options: SyncOptions, ui: Prompter, environ: Ma
             save_setting(settings.config_dir, "user", user)
             ui.progress(f"remembered user {user} in config.yaml")
         if options.dry_run:
-            return preview_replace_all(store, endpoints)
+            return store.preview_replace_all(endpoints)
         return store.replace_all(endpoints, source=f"sync:{login}")
 
 
@@ -123,18 +123,5 @@ def parse_remote_files(files: list[RemoteFile], pattern: str, login: str) -> lis
     return endpoints
 
 
-def preview_replace_all(store: Store, endpoints: list[Endpoint]) -> list[Change]:
-    """What ``store.replace_all(endpoints)`` would report, writing nothing (``--dry-run``). Uses the
-    store's own rule for each endpoint, so a dry run and a real sync cannot disagree."""
-    old = store.endpoints()
-    kind = store.settings.store
-    ids = {e.id for e in endpoints}
-    changes = [describe_change(old.get(e.id), e, kind) for e in endpoints]
-    changes += [Change(i, "removed") for i in old if i not in ids]
-    return sorted(changes, key=lambda c: natural_key(c.id))
-
-
-def describe_dry_run(changes: list[Change]) -> list[str]:
-    return [f"endpoint {c.id}: would be {c.status}" + (f" ({c.detail})" if c.detail else "") for c in changes]
 
 
