@@ -110,6 +110,36 @@ class DoctorProblemsError(MetisEnvError):
     exit_code = 17
 
 
+class LoginRequiredError(MetisEnvError):
+    """The gateway needs a Globus login: none is stored, the token expired, or its refresh was refused."""
+
+    exit_code = 18
+
+
+class ReauthRequiredError(MetisEnvError):
+    """The gateway's policy asks for a fresh Globus session (high-assurance re-authentication); no refresh cures it."""
+
+    exit_code = 19
+
+
+class GatewayError(MetisEnvError):
+    """The ALCF gateway or Globus answered, but not as they should (HTML, 5xx, a JSON of the wrong shape)."""
+
+    exit_code = 20
+
+
+class NotLiveError(MetisEnvError):
+    """`check`/`status`: the model is not live (queued, starting, offline) or the cluster is under maintenance."""
+
+    exit_code = 21
+
+
+class ToolConfigError(MetisEnvError):
+    """`configure`: a tool's config file cannot be parsed, or is not ours to write (a symlink, another owner)."""
+
+    exit_code = 22
+
+
 class Interrupted(MetisEnvError):
     """The user interrupted the command (Ctrl-C); nothing was changed."""
 
@@ -136,6 +166,11 @@ EXIT_CODES = {
         CheckFailedError,
         BusyError,
         DoctorProblemsError,
+        LoginRequiredError,
+        ReauthRequiredError,
+        GatewayError,
+        NotLiveError,
+        ToolConfigError,
         Interrupted,
     )
 }
