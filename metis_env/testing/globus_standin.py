@@ -2,9 +2,9 @@
 
 One ``ThreadingHTTPServer`` on 127.0.0.1 (plain http, or TLS given a certificate and key) serves what
 the real ``globus-sdk`` and the real ``alcf-tokens`` CLI call during a native-app login, a refresh and
-a revocation (at its root, for ``GLOBUS_SDK_SERVICE_URL_AUTH``), and the gateway's routes under
-``/resource_server/`` (``metis_env.testing.gateway_standin``), which accept only the access tokens
-this same server issued. Knobs change its behaviour at runtime for fault tests::
+a revocation (at its root, for ``GLOBUS_SDK_SERVICE_URL_AUTH``; ``metis_env.testing.auth_standin``),
+and the gateway's routes under ``/resource_server/`` (``metis_env.testing.gateway_standin``), which
+accept only the access tokens this same server issued. Knobs change its behaviour at runtime for fault tests::
 
     with GlobusStandIn() as globus:
         env = {**os.environ, **globus.env()}           # a child's globus-sdk and metis-env use it
@@ -19,9 +19,6 @@ top when ``openid`` is asked. Tokens never appear in ``repr`` or in the request 
 
 from __future__ import annotations
 
-import base64
-import functools
-import hashlib
 import html
 import json
 import re
@@ -39,15 +36,12 @@ from typing import Any
 
 from metis_env.sources.gateway.constants import (
     ALCF_TOKENS_CLIENT_ID,
-    AUTH_RESOURCE_SERVER,
     INFERENCE_SCOPE,
 )
-from metis_env.testing import gateway_standin
+from metis_env.testing import auth_standin, gateway_standin
 
 DEFAULT_ACCESS_LIFETIME = 172800  # Globus's standard 48 h
-CODE_LIFETIME = 600
 MAX_BODY_BYTES = 1024 * 1024
-OPENID_SCOPES = ("openid", "profile", "email")
 DEFAULT_IDENTITY = {
     "sub": "11111111-2222-4333-8444-555555555555",
     "preferred_username": "demo@anl.gov",
@@ -84,14 +78,6 @@ def _knob(name: str, doc: str) -> property:
             self._knobs[name] = value
 
     return property(get, set_, doc=doc)
-
-
-@functools.lru_cache(maxsize=1)
-def _signing_key() -> Any:
-    # One RSA key per process: generating it costs ~50 ms, and nothing depends on its being fresh.
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 class GlobusStandIn:
@@ -266,7 +252,7 @@ class GlobusStandIn:
         ``scope``, ``resource_server``, ``token_type``, ``identity_id``.
         """
         with self._lock:
-            token = self._issue(self._resource_server_of(scope), scope, client_id, refresh, lifetime)
+            token = self._issue(auth_standin.resource_server_of(scope), scope, client_id, refresh, lifetime)
         return {
             "access_token": token["access_token"],
             "refresh_token": token.get("refresh_token"),
@@ -333,14 +319,6 @@ class GlobusStandIn:
 
     # -- token state (callers hold the lock) --------------------------------------------------
 
-    @staticmethod
-    def _resource_server_of(scope: str) -> str | None:
-        if scope in OPENID_SCOPES or scope.startswith("urn:globus:auth:scope:auth.globus.org:"):
-            return AUTH_RESOURCE_SERVER
-        match = re.fullmatch(r"https://auth\.globus\.org/scopes/([^/\s]+)/[^\s]+", scope)
-        match = match or re.fullmatch(r"urn:globus:auth:scope:([^:\s]+):[^\s]+", scope)
-        return match.group(1) if match else None
-
     def _issue(
         self, rs: str | None, scope: str, client_id: str, refresh: bool, lifetime: float | None = None
     ) -> dict[str, Any]:
@@ -348,7 +326,7 @@ class GlobusStandIn:
         access = secrets.token_urlsafe(32)
         self._access[access] = {
             "resource_server": rs, "scope": scope, "client_id": client_id,
-            "expires_at": self.now() + lifetime, "revoked": False, "refresh": None,
+            "issued_at": self.now(), "expires_at": self.now() + lifetime, "revoked": False, "refresh": None,
         }
         token = {
             "access_token": access, "expires_in": int(lifetime), "resource_server": rs,
@@ -367,157 +345,6 @@ class GlobusStandIn:
             "expires_at": None if lifetime is None else self.now() + lifetime,
         }
         return refresh
-
-    def _id_token(self, client_id: str) -> str:
-        import jwt
-
-        now = int(self.now())
-        claims = {
-            **self.identity, "iss": (self.url or "").rstrip("/"), "aud": client_id,
-            "iat": now, "exp": now + DEFAULT_ACCESS_LIFETIME, "last_authentication": now,
-        }
-        return jwt.encode(claims, _signing_key(), algorithm="RS256", headers={"kid": "standin"})
-
-    def _jwks(self) -> dict[str, Any]:
-        import jwt
-
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(_signing_key().public_key()))
-        return {"keys": [{**jwk, "alg": "RS256", "use": "sig", "kid": "standin"}]}
-
-    # -- Globus Auth routes -------------------------------------------------------------------
-
-    def _route_auth(self, h: _Handler, method: str, path: str, query: dict[str, str]) -> int:
-        if (method, path) == ("GET", "/.well-known/openid-configuration"):
-            base = self.url or ""
-            return h.send_json(200, {
-                "issuer": base.rstrip("/"), "authorization_endpoint": base + "v2/oauth2/authorize",
-                "token_endpoint": base + "v2/oauth2/token", "revocation_endpoint": base + "v2/oauth2/token/revoke",
-                "userinfo_endpoint": base + "v2/oauth2/userinfo", "jwks_uri": base + "jwk.json",
-                "response_types_supported": ["code", "token", "token id_token", "id_token"],
-                "id_token_signing_alg_values_supported": ["RS256"], "scopes_supported": list(OPENID_SCOPES),
-                "subject_types_supported": ["public"], "code_challenge_methods_supported": ["S256"],
-                "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-                "grant_types_supported": ["authorization_code", "refresh_token"],
-            })
-        if (method, path) == ("GET", "/jwk.json"):
-            return h.send_json(200, self._jwks())
-        if (method, path) == ("GET", "/v2/oauth2/authorize"):
-            return self._authorize(h, query)
-        if (method, path) == ("GET", "/v2/web/auth-code"):
-            code = html.escape(query.get("code", ""))
-            return h.send_html(200, f'<html><body><h1>Native App Authorization Code</h1>'
-                                    f'<p>Copy this code:</p><code id="auth-code">{code}</code></body></html>')
-        if (method, path) == ("POST", "/v2/oauth2/token"):
-            return self._token(h, h.form())
-        if (method, path) == ("POST", "/v2/oauth2/token/revoke"):
-            return self._revoke(h, h.form())
-        if (method, path) == ("POST", "/v2/oauth2/token/introspect"):
-            return self._introspect(h, h.form())
-        if (method, path) == ("GET", "/v2/oauth2/userinfo"):
-            token = h.bearer()
-            if token is None or self.token_status(token) != "valid":
-                return h.send_json(401, {"error": "invalid_token"})
-            return h.send_json(200, dict(self.identity))
-        return h.send_json(404, {"code": "NotFound", "message": f"no route for {method} {path}"})
-
-    def _authorize(self, h: _Handler, query: dict[str, str]) -> int:
-        with self._lock:
-            self._authorizations.append(dict(query))
-        scopes = query.get("scope", "").split()
-        problems = [
-            (query.get("client_id") not in self.client_ids, "unknown client_id"),
-            (query.get("response_type") != "code", "response_type must be code"),
-            (not query.get("redirect_uri"), "no redirect_uri"),
-            (query.get("code_challenge_method") != "S256" or not query.get("code_challenge"), "PKCE S256 required"),
-            (not scopes or any(self._resource_server_of(s) is None for s in scopes), "invalid scope"),
-        ]
-        for failed, why in problems:
-            if failed:
-                return h.send_html(400, f"<html><body><h1>Error</h1><p>{html.escape(why)}</p></body></html>")
-        code = secrets.token_urlsafe(24)
-        with self._lock:
-            self._codes[code] = {
-                "client_id": query["client_id"], "redirect_uri": query["redirect_uri"],
-                "challenge": query["code_challenge"], "scopes": scopes,
-                "offline": query.get("access_type") == "offline", "expires_at": self.now() + CODE_LIFETIME,
-            }
-        redirect = query["redirect_uri"]
-        redirect += ("&" if "?" in redirect else "?") + urllib.parse.urlencode(
-            {"code": code, "state": query.get("state", "")})
-        return h.send_redirect(redirect)
-
-    def _token(self, h: _Handler, form: dict[str, str]) -> int:
-        grant = form.get("grant_type", "")
-        h.grant_type = grant
-        client_id = form.get("client_id", "")
-        if client_id not in self.client_ids:
-            return h.send_json(401, {"error": "invalid_client"})
-        if grant == "authorization_code":
-            return self._exchange_code(h, form, client_id)
-        if grant == "refresh_token":
-            if self.refresh_delay and self.wait(self.refresh_delay):
-                return 0  # stopping: answer nothing
-            with self._lock:
-                refresh = form.get("refresh_token", "")
-                info = self._refresh.get(refresh)
-                expired = info is not None and info["expires_at"] is not None and info["expires_at"] <= self.now()
-                if (self._knobs["refresh_fails"] or info is None or info["revoked"] or expired
-                        or info["client_id"] != client_id):
-                    return h.send_json(400, {"error": "invalid_grant"})
-                token = self._issue(info["resource_server"], info["scope"], client_id, refresh=False)
-                if self._knobs["rotate_refresh"]:
-                    info["revoked"] = True
-                    refresh = self._new_refresh(info["resource_server"], info["scope"], client_id)
-                self._access[token["access_token"]]["refresh"] = refresh
-            return h.send_json(200, {**token, "refresh_token": refresh, "other_tokens": []})
-        return h.send_json(400, {"error": "unsupported_grant_type"})
-
-    def _exchange_code(self, h: _Handler, form: dict[str, str], client_id: str) -> int:
-        with self._lock:
-            info = self._codes.pop(form.get("code", ""), None)  # a code is good for one exchange only
-            verifier = form.get("code_verifier", "")
-            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-            if (info is None or info["expires_at"] <= self.now() or info["client_id"] != client_id
-                    or info["redirect_uri"] != form.get("redirect_uri") or info["challenge"] != challenge):
-                return h.send_json(400, {"error": "invalid_grant"})
-            by_rs: dict[str, list[str]] = {}
-            for scope in info["scopes"]:
-                by_rs.setdefault(self._resource_server_of(scope) or "", []).append(scope)
-            tokens = [self._issue(rs, " ".join(s), client_id, info["offline"]) for rs, s in by_rs.items()]
-        tokens.sort(key=lambda t: t["resource_server"] != AUTH_RESOURCE_SERVER)  # Globus puts auth's on top
-        top = {**tokens[0], "other_tokens": [{**t, "other_tokens": []} for t in tokens[1:]]}
-        if "openid" in info["scopes"]:
-            top["id_token"] = self._id_token(client_id)
-        return h.send_json(200, top)
-
-    def _revoke(self, h: _Handler, form: dict[str, str]) -> int:
-        token = form.get("token", "")
-        with self._lock:
-            if token in self._refresh:
-                self._refresh[token]["revoked"] = True
-                # Revoking a refresh token ends the access tokens it produced, as Globus does.
-                for record in self._access.values():
-                    if record["refresh"] == token:
-                        record["revoked"] = True
-            elif token in self._access:
-                self._access[token]["revoked"] = True
-        return h.send_json(200, {"active": False})
-
-    def _introspect(self, h: _Handler, form: dict[str, str]) -> int:
-        token = form.get("token", "")
-        if self.token_status(token) != "valid":
-            return h.send_json(200, {"active": False})
-        with self._lock:
-            record = dict(self._access[token])
-        return h.send_json(200, {
-            "active": True, "scope": record["scope"], "client_id": record["client_id"],
-            "sub": self.identity["sub"], "username": self.identity["preferred_username"],
-            "name": self.identity["name"], "email": self.identity["email"], "token_type": "Bearer",
-            "aud": [record["resource_server"]], "iss": (self.url or "").rstrip("/"),
-            "exp": int(record["expires_at"]), "iat": int(record["expires_at"] - DEFAULT_ACCESS_LIFETIME),
-            "policy_evaluations": {},
-        })
-
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
@@ -572,7 +399,7 @@ class _Handler(BaseHTTPRequestHandler):
         if split.path.startswith("/resource_server/"):
             status = gateway_standin.route(self.standin, self, method, split.path[len("/resource_server/"):], query)
         else:
-            status = self.standin._route_auth(self, method, split.path, query)
+            status = auth_standin.route(self.standin, self, method, split.path, query)
         with self.standin._lock:
             self.standin._log.append(LoggedRequest(method, split.path, self.grant_type, self.bearer_ok, status))
 
