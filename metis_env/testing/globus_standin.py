@@ -58,7 +58,8 @@ class LoggedRequest:
     """One request the stand-in answered; never a token or a code.
 
     ``grant_type`` is set for ``POST /v2/oauth2/token``; ``bearer`` is None without an
-    ``Authorization: Bearer`` header, else whether it named a live token of this stand-in.
+    ``Authorization: Bearer`` header, else whether it named a live token of this stand-in;
+    ``status`` is 0 when the client left before the answer. ``dead`` requests are not logged.
     """
 
     method: str
@@ -396,12 +397,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.grant_type, self.bearer_ok, self._body = None, None, None
         split = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
-        if split.path.startswith("/resource_server/"):
-            status = gateway_standin.route(self.standin, self, method, split.path[len("/resource_server/"):], query)
-        else:
-            status = auth_standin.route(self.standin, self, method, split.path, query)
-        with self.standin._lock:
-            self.standin._log.append(LoggedRequest(method, split.path, self.grant_type, self.bearer_ok, status))
+        status = 0  # logged as 0 when the client left before the answer (e.g. its timeout hit)
+        try:
+            if split.path.startswith("/resource_server/"):
+                status = gateway_standin.route(self.standin, self, method, split.path[len("/resource_server/"):], query)
+            else:
+                status = auth_standin.route(self.standin, self, method, split.path, query)
+        finally:
+            with self.standin._lock:
+                self.standin._log.append(LoggedRequest(method, split.path, self.grant_type, self.bearer_ok, status))
 
     # -- request helpers ----------------------------------------------------------------------
 
