@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import webbrowser
 from pathlib import Path
 
 import globus_sdk
@@ -266,6 +267,35 @@ def test_user_app_login_and_refresh_through_a_headless_command_line_flow(globus,
     assert (fresh != header, globus.grants("refresh_token"), get(globus, "whoami", fresh.split()[1])[0]) == (True, 1, 200)
 
 
+class StandInBrowser(webbrowser.BaseBrowser):
+    """The user's browser for the local-server flow: logs in at the stand-in, lands on the SDK's server."""
+
+    def __init__(self, standin: GlobusStandIn) -> None:
+        super().__init__("standin-browser")
+        self.standin, self.codes = standin, []
+
+    def open(self, url: str, new: int = 0, autoraise: bool = True) -> bool:
+        self.codes.append(self.standin.approve(url))
+        return True
+
+
+def test_user_app_local_server_flow_with_a_browser_that_approves(globus, globus_env, monkeypatch) -> None:
+    for name in ("SSH_TTY", "SSH_CONNECTION"):
+        monkeypatch.delenv(name, raising=False)
+    browser = StandInBrowser(globus)
+    monkeypatch.setattr(webbrowser, "get", lambda using=None: browser)
+    app = globus_sdk.UserApp(
+        "metis-env-test", client_id=ALCF_TOKENS_CLIENT_ID,
+        scope_requirements={INFERENCE_RESOURCE_SERVER: [INFERENCE_SCOPE]},
+        config=globus_sdk.GlobusAppConfig(login_flow_manager="local-server", token_storage=MemoryTokenStorage(),
+                                          request_refresh_tokens=True),
+    )
+    app.login(force=True)
+    redirect = globus.authorizations[0]["redirect_uri"]
+    token = app.get_authorizer(INFERENCE_RESOURCE_SERVER).get_authorization_header().split()[1]
+    assert (redirect.startswith("http://127.0.0.1:"), len(browser.codes), get(globus, "whoami", token)[0]) == (True, 1, 200)
+
+
 # -- the real alcf-tokens CLI, driven through a pipe (GATEWAY.md E5) -----------------------------
 
 
@@ -454,9 +484,29 @@ def test_gateway_faults(globus, globus_env, fault) -> None:
     globus.gateway_fault = fault
     token = globus.issue_tokens()["access_token"]
     answers = [request(globus, "GET", path, token) for path in ("list-endpoints", "metis/jobs", "whoami")]
+    answers.append(request(globus, "POST", "metis/api/v1/chat/completions", token, {"model": "gpt-oss-120b"}))
     status, ctype, expected = FAULTS[fault]
     assert [(s, c, b if isinstance(b, dict) else expected in b) for s, c, b in answers] == [
-        (status, ctype, expected if isinstance(expected, dict) else True)] * 3
+        (status, ctype, expected if isinstance(expected, dict) else True)] * 4
+
+
+def test_html_and_5xx_pages_come_before_the_token_check_and_wrong_shape_after(globus, globus_env) -> None:
+    answers = {}
+    for fault in sorted(FAULTS):
+        globus.gateway_fault = fault
+        answers[fault] = request(globus, "GET", "whoami", "forged-token")[0]
+    assert answers == {"5xx": 502, "html": 200, "wrong_shape": 401}
+
+
+def test_hostile_model_names_reach_the_client_unchanged(tmp_path) -> None:
+    hostile = ["$(touch pwned)", "a'b\"c", "line\nbreak", "`id`;rm -rf ~", "\u00e9t\u00e9/\u2603"]
+    with GlobusStandIn(clusters={"metis": ("api", {name: "Live" for name in hostile})}) as standin:
+        token = standin.issue_tokens()["access_token"]
+        req = urllib.request.Request(standin.gateway_url + "list-endpoints", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as response:
+            listed = json.load(response)
+    assert listed == {"clusters": {"metis": {"base_url": "/resource_server/metis", "frameworks": {"api": {
+        "models": sorted(hostile), "endpoints": ["/v1/chat/completions"]}}}}}
 
 
 def test_unknown_routes_get_djangos_html_404_even_without_a_token(globus, globus_env) -> None:

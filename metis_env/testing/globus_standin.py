@@ -97,7 +97,8 @@ class GlobusStandIn:
     policy_ok = _knob("policy_ok", "False: the gateway answers the high-assurance 401 to every valid token")
     refresh_delay = _knob("refresh_delay", "seconds the token endpoint waits before answering a refresh")
     dead = _knob("dead", "accept every connection and never answer")
-    gateway_fault = _knob("gateway_fault", 'None, "html", "5xx" or "wrong_shape" for every gateway route')
+    gateway_fault = _knob("gateway_fault", 'None; "html" or "5xx": every gateway route answers such a page, '
+                                           'token or not; "wrong_shape": a 200 JSON of the wrong shape')
     clock_offset = _knob("clock_offset", "seconds the stand-in's clock is ahead of this machine's")
 
     def __init__(
@@ -368,6 +369,7 @@ class _Handler(BaseHTTPRequestHandler):
     standin: GlobusStandIn
     protocol_version = "HTTP/1.1"
     server_version = "metis-env-globus-standin/1"
+    timeout = 60  # an idle or silent connection ends, so that no handler thread lives on for ever
     grant_type: str | None = None
     bearer_ok: bool | None = None
 
@@ -376,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(self.connection, ssl.SSLSocket):
                 self.connection.settimeout(10)
                 self.connection.do_handshake()
-                self.connection.settimeout(None)
+                self.connection.settimeout(self.timeout)
             if self.standin.dead:
                 self.standin._stopping.wait()  # accepted, never answered, until the stand-in stops
                 return
