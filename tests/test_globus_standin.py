@@ -33,7 +33,7 @@ from metis_env.sources.gateway.constants import (
 )
 from metis_env.testing.gateway_standin import NOT_FOUND_PAGE, POLICY_MESSAGE, REPLY
 from metis_env.testing.globus_standin import GlobusStandIn, LoggedRequest
-from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
+from tests._globus import ALCF_TOKENS, alcf_tokens_login, globus, globus_env  # noqa: F401  (fixtures)
 
 IDENTITY = "11111111-2222-4333-8444-555555555555"
 NOT_ACTIVE = {"error": {"code": "unauthorized", "message": "Token introspection: Token is either not active or invalid", "info": {}}}
@@ -300,28 +300,27 @@ def test_user_app_local_server_flow_with_a_browser_that_approves(globus, globus_
 
 
 @pytest.mark.skipif(sys.version_info < (3, 10), reason="alcf-tokens needs Python 3.10+")
-def test_alcf_tokens_login_through_a_pipe_then_get_token(globus, globus_env, tmp_path) -> None:
-    cli = str(Path(sys.executable).parent / "alcf-tokens")
-    child = subprocess.Popen([cli, "login", "inference"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=globus_env)
-    url = ""
-    while "/v2/oauth2/authorize" not in url:
-        url = child.stdout.readline()
-        assert url, "alcf-tokens exited without printing the authorize URL"
-    _, stderr = child.communicate(globus.approve(url.strip()) + "\n", timeout=60)
-    assert (child.returncode, stderr) == (0, "")
+def test_alcf_tokens_login_through_a_pipe_then_get_token(globus, globus_env) -> None:
+    cache = alcf_tokens_login(globus, globus_env)
 
     query = globus.authorizations[0]
     assert (sorted(query["scope"].split()), query["prompt"], query["session_required_policies"], query["client_id"]) == (
         [INFERENCE_SCOPE, "openid"], "login", INFERENCE_SESSION_POLICY, ALCF_TOKENS_CLIENT_ID)
-    cache = Path(globus_env["HOME"]) / ".globus/app" / ALCF_TOKENS_CLIENT_ID / "alcf_tokens/tokens.json"
     stored = json.loads(cache.read_text())["data"]["DEFAULT"]
     assert ({rs: (d["scope"], d["identity_id"]) for rs, d in stored.items()}
             == {INFERENCE_RESOURCE_SERVER: (INFERENCE_SCOPE, IDENTITY), AUTH_RESOURCE_SERVER: ("openid", IDENTITY)})
 
-    got = subprocess.run([cli, "get-token", "inference"], capture_output=True, text=True, env=globus_env, timeout=60)
+    got = subprocess.run([ALCF_TOKENS, "get-token", "inference"], capture_output=True, text=True, env=globus_env, timeout=60)
     token = stored[INFERENCE_RESOURCE_SERVER]["access_token"]
     assert (got.returncode, got.stdout, got.stderr, globus.token_status(token)) == (0, token + "\n", "", "valid")
+
+    # A refresh token the stand-in refuses: alcf-tokens fails (with its traceback), as against Globus.
+    globus.refresh_fails = True
+    data = json.loads(cache.read_text())
+    data["data"]["DEFAULT"][INFERENCE_RESOURCE_SERVER]["expires_at_seconds"] = int(time.time()) + 30
+    cache.write_text(json.dumps(data))
+    got = subprocess.run([ALCF_TOKENS, "get-token", "inference"], capture_output=True, text=True, env=globus_env, timeout=60)
+    assert (got.returncode, got.stdout, "invalid_grant" in got.stderr, globus.grants("refresh_token")) == (1, "", True, 1)
 
 
 # -- the gateway -------------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ class GlobusStandIn:
         if self._server is not None:
             raise RuntimeError("GlobusStandIn already started")
         self._stopping.clear()
-        server = ThreadingHTTPServer(self._address, _handler_for(self))
+        server = _Server(self._address, _handler_for(self))
         server.daemon_threads = True
         if self._cert_file:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -347,6 +347,11 @@ class GlobusStandIn:
             "expires_at": None if lifetime is None else self.now() + lifetime,
         }
         return refresh
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # fifty exports refreshing at once must not meet a full listen backlog
+
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
