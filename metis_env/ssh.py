@@ -181,9 +181,16 @@ def _read_config_text(path: str, base: str, depth: int) -> str:
                     pattern = os.path.join(base, pattern)
                 for included in sorted(glob.glob(pattern)):
                     out.append(_read_config_text(included, base, depth + 1))
+        elif words and words[0].lower().rstrip("=").split("=")[0] in _WORD_LIST_KEYWORDS:
+            # paramiko strips one pair of outer quotes (`"a b" "c d"` -> `a b" "c d`); a trailing
+            # comment word keeps the value whole for split_config_words, which drops it.
+            out.append(line + " #")
         else:
             out.append(line)
     return "\n".join(out)
+
+
+_WORD_LIST_KEYWORDS = ("userknownhostsfile", "globalknownhostsfile")
 
 
 def resolve_target(
@@ -213,20 +220,26 @@ def resolve_target(
             raise UsageError(f"ssh config for {host}: {name} {value!r} is not a number") from None
 
     config_port = number("port")
+    hostname = options.get("hostname", host)
+    final_port = int(port or config_port or 22)
+    final_user = user or options.get("user")
+    tokens = expansion_tokens(
+        alias=host, hostname=hostname, port=final_port, user=final_user, host_key_alias=options.get("hostkeyalias")
+    )
     proxy_jump = options.get("proxyjump")
     if proxy_jump is not None and proxy_jump.lower() == "none":
         proxy_jump = None
     return Target(
         alias=host,
-        hostname=options.get("hostname", host),
-        port=int(port or config_port or 22),
-        user=user or options.get("user"),
+        hostname=hostname,
+        port=final_port,
+        user=final_user,
         connect_timeout=number("connecttimeout"),
         proxy_jump=proxy_jump,
         proxy_command=options.get("proxycommand"),
         host_key_alias=options.get("hostkeyalias"),
-        known_hosts_files=tuple(_words(options.get("userknownhostsfile"))) or DEFAULT_KNOWN_HOSTS,
-        global_known_hosts_files=tuple(_words(options.get("globalknownhostsfile"))) or DEFAULT_GLOBAL_KNOWN_HOSTS,
+        known_hosts_files=known_hosts_paths(options.get("userknownhostsfile"), tokens) or DEFAULT_KNOWN_HOSTS,
+        global_known_hosts_files=known_hosts_paths(options.get("globalknownhostsfile"), tokens) or DEFAULT_GLOBAL_KNOWN_HOSTS,
         hash_known_hosts=str(options.get("hashknownhosts", "no")).lower() == "yes",
         strict_host_key_checking=_strictness(options.get("stricthostkeychecking", "ask")),
         identity_files=tuple(options.get("identityfile", ())) or DEFAULT_IDENTITIES,
@@ -239,8 +252,84 @@ def _strictness(value: str) -> str:
     return {"true": "yes", "false": "no", "off": "no"}.get(value, value if value in ("yes", "accept-new", "no") else "ask")
 
 
-def _words(value: str | None) -> list[str]:
-    return [] if not value or value.lower() == "none" else value.split()
+def split_config_words(value: str) -> list[str]:
+    """A config value split into words as OpenSSH's ``argv_split`` does: whitespace separates,
+    ``"..."`` and ``'...'`` quote, a backslash escapes a quote, a backslash or (unquoted) a space, and an
+    unquoted word starting with ``#`` ends the line (a trailing comment)."""
+    words: list[str] = []
+    i, n = 0, len(value)
+    while i < n:
+        if value[i].isspace():
+            i += 1
+            continue
+        if value[i] == "#":
+            break
+        word, quote = [], None
+        while i < n:
+            c = value[i]
+            if c == "\\" and i + 1 < n and (value[i + 1] in "\\'\"" or (quote is None and value[i + 1] == " ")):
+                word.append(value[i + 1])
+                i += 2
+                continue
+            if quote is None and c.isspace():
+                break
+            if quote is None and c in "'\"":
+                quote = c
+            elif c == quote:
+                quote = None
+            else:
+                word.append(c)
+            i += 1
+        if quote is not None:
+            raise UsageError(f"ssh config: unterminated quote in {value!r}")
+        words.append("".join(word))
+    return words
+
+
+def expansion_tokens(*, alias: str, hostname: str, port: int, user: str | None, host_key_alias: str | None) -> dict[str, str]:
+    """The ``%`` tokens OpenSSH expands in UserKnownHostsFile, IdentityFile and the like (ssh_config(5)
+    TOKENS), for one connection. ``%C`` is OpenSSH 9.2's hash of ``%l%h%p%r``."""
+    local_user = getpass.getuser()
+    remote_user = user or local_user
+    local_host = socket.gethostname()
+    return {
+        "%": "%",
+        "C": hashlib.sha1(f"{local_host}{hostname}{port}{remote_user}".encode()).hexdigest(),
+        "d": os.path.expanduser("~"),
+        "h": hostname,
+        "i": str(os.getuid()),
+        "k": host_key_alias or alias,
+        "L": local_host.split(".")[0],
+        "l": local_host,
+        "n": alias,
+        "p": str(port),
+        "r": remote_user,
+        "u": local_user,
+    }
+
+
+def expand_tokens(value: str, tokens: dict[str, str]) -> str:
+    """``%x`` replaced from ``tokens`` (``%%`` is ``%``); an unknown token is an error, as in OpenSSH."""
+
+    def one(match: re.Match) -> str:
+        if match.group(1) not in tokens:
+            raise UsageError(f"ssh config: unknown token %{match.group(1)} in {value!r}")
+        return tokens[match.group(1)]
+
+    if value.endswith("%") and not value.endswith("%%"):
+        raise UsageError(f"ssh config: a lone % ends {value!r}")
+    return re.sub(r"%(.)", one, value)
+
+
+def known_hosts_paths(value: str | None, tokens: dict[str, str]) -> tuple[str, ...]:
+    """UserKnownHostsFile/GlobalKnownHostsFile as OpenSSH reads them: several files, quoted paths with
+    spaces, ``%`` tokens expanded. A leading ``~`` stays for display (expanded when opened)."""
+    if value is None:
+        return ()
+    words = split_config_words(value)
+    if [w.lower() for w in words] == ["none"]:
+        return ("/dev/null",)
+    return tuple(expand_tokens(word, tokens) for word in words)
 
 
 def _parse_jump(spec: str, config: paramiko.SSHConfig) -> tuple[Target, str]:

@@ -66,11 +66,13 @@ def run_sync(settings: Settings, options: SyncOptions, ui: Prompter, environ: Ma
             asked = False
         else:
             config = load_ssh_config() if options.ssh_config is None else load_ssh_config(options.ssh_config)
-            target = resolve_target(host, port=port, config=config)
-            user = options.user or settings.user or target.user
+            # The user goes into the resolution: %r in UserKnownHostsFile and the like name it.
+            target = resolve_target(host, port=port, user=options.user or settings.user, config=config)
+            user = target.user
             asked = not user
             if asked:
                 user = ask_user(ui, host)
+                target = resolve_target(host, port=port, user=user, config=config)
             files = fetch_endpoint_files(
                 target,
                 user,
