@@ -16,7 +16,8 @@ import keyring
 import pytest
 from keyring.backends import fail
 
-from metis_env import ssh
+from metis_env.errors import ConnectionFailedError
+from metis_env.sources import ssh
 from metis_env.store import open_store
 from metis_env.settings import load_settings
 from metis_env.testing.loginnode import Faults, LoginNode, hotp, totp
@@ -511,7 +512,7 @@ def test_parse_boundary_output_handles_odd_names_and_rejects_truncation():
     name = "metis_endpoint_\nx.txt"
     output = (b"motd junk" + f"\n{token} file 3 {len(name)}\n{name}\n".encode() + b"a\nb" + f"\n{token} end\n\n{token} done\n".encode())
     assert [(f.name, f.data) for f in ssh.parse_boundary_output(output, token, "h")] == [(name, b"a\nb")]
-    with pytest.raises(ssh.ConnectionFailedError):
+    with pytest.raises(ConnectionFailedError):
         ssh.parse_boundary_output(output[:-10], token, "h")
 
 

@@ -14,11 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO
 
-from .endpoint import Endpoint, parse_endpoint_file
-from .errors import EndpointFileError, RemoteFilesError, UsageError
-from .settings import Settings, save_setting
-from .ssh import Prompter, RemoteFile, fetch_endpoint_files, fetch_with_openssh, load_ssh_config, resolve_target
-from .store import Change, open_store
+from ...endpoint import Endpoint, parse_endpoint_file
+from ...errors import EndpointFileError, RemoteFilesError, UsageError
+from ...settings import Settings, save_setting
+from ...store import Change, open_store
+from .config import load_ssh_config, resolve_target
+from .login import fetch_endpoint_files
+from .openssh import fetch_with_openssh
+from .remote import Prompter, RemoteFile
 
 SSH_COMMAND_ENV = "METIS_ENV_SSH_COMMAND"
 """The OpenSSH client for --via openssh, split like a shell would (default ``ssh``), as GIT_SSH_COMMAND."""
