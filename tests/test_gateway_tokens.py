@@ -325,3 +325,41 @@ def test_sync_gateway_with_a_lapsed_policy_says_log_out_of_globus(logged_in):
         "metis-env: error: the gateway's policy asks for a fresh Globus login (high-assurance re-authentication, "
         "about every 30 days); log out at https://app.globus.org/logout, then run `metis-env login --force`\n"
     ))
+
+
+# --- the OS keyring: a real gnome-keyring ----------------------------------------------------------
+
+
+def test_tokens_in_a_real_gnome_keyring_and_refreshed_there(globus, globus_env, tmp_path):
+    import subprocess as sp
+
+    from tests._secret_service import SecretServiceSession, require_tools
+
+    require_tools()
+    service = SecretServiceSession(tmp_path / "secret-service")
+    try:
+        service.start_keyring("the-right-password")
+        env = {**globus_env, **service.env, **globus.env(), "METIS_ENV_CONFIG_DIR": globus_env["METIS_ENV_CONFIG_DIR"]}
+        env.pop("PYTHON_KEYRING_BACKEND", None)
+        env.pop("METIS_ENV_STORE", None)
+        code, _out, err, _url = login_headless(env, globus)
+        assert code == 0, err
+        section = metadata(env)["gateway"]
+        assert (section["store"], section["backend"]) == ("keyring", "keyring.backends.SecretService.Keyring")
+        assert not os.path.exists(os.path.join(env["METIS_ENV_CONFIG_DIR"], "keys.json"))  # nothing in plaintext
+
+        def lookup(ref: str) -> bytes:
+            return sp.run(["secret-tool", "lookup", "service", "metis-env", "username", ref], env=env, capture_output=True).stdout
+
+        def export(**extra: str) -> subprocess.CompletedProcess:  # not conftest's metis(): it keeps the fail backend
+            return sp.run([sys.executable, "-m", "metis_env", "export", "metis", "--shell", "json"],
+                          env={"PYTHONPATH": str(REPO), **env, **extra}, capture_output=True, timeout=60)
+
+        token = exported_json(export())["OPENAI_API_KEY"]
+        assert (lookup(section["access"]).decode(), globus.token_status(token)) == (token, "valid")
+        assert lookup(section["refresh"]) != b""
+        refreshed = exported_json(export(**MARGIN_ALL))["OPENAI_API_KEY"]
+        new = metadata(env)["gateway"]
+        assert (refreshed != token, lookup(new["access"]).decode(), lookup(section["access"])) == (True, refreshed, b"")
+    finally:
+        service.stop()
