@@ -363,3 +363,70 @@ def test_tokens_in_a_real_gnome_keyring_and_refreshed_there(globus, globus_env, 
         assert (refreshed != token, lookup(new["access"]).decode(), lookup(section["access"])) == (True, refreshed, b"")
     finally:
         service.stop()
+
+
+# --- doctor, list, completion, defaults and direnv for gateway endpoints ---------------------------
+
+
+def gateway_findings(env: dict) -> list[tuple[str, str, str]]:
+    import json
+
+    report = json.loads(metis("doctor", "--json", env=env).stdout)
+    return [(f["name"], f["status"], f["message"]) for f in report["findings"] if f["name"].startswith("gateway")]
+
+
+def test_doctor_tells_the_gateway_login(logged_in, globus_env):
+    env, globus = logged_in
+    section = metadata(env)["gateway"]
+    assert gateway_findings(env) == [
+        ("gateway_url", "ok", globus.gateway_url),
+        ("gateway login", "ok", f"logged in as {section['identity']} (file store); access token valid until "
+                                f"{section['expires']}; a refresh token is stored"),
+        ("gateway re-authentication", "ok", "the Globus login is 0 days old"),
+    ]
+    old = gateway_findings({**env, "METIS_ENV_REAUTH_AFTER_DAYS": "0.000001"})[2]
+    assert old[:2] == ("gateway re-authentication", "warn")
+    metis("logout", env=env)
+    assert gateway_findings(env)[1] == ("gateway login", "ok", "not logged in (optional: metis-env login, for the ALCF gateway)")
+
+
+def test_defaults_list_and_completion_take_gateway_endpoints(logged_in, endpoint_files):
+    import json
+
+    env, globus = logged_in
+    assert metis("import", *map(str, endpoint_files), env=env).returncode == 0
+    defaults = {**env, "METIS_ENV_DEFAULT_ENDPOINT": "sophia", "METIS_ENV_DEFAULT_MODEL": "openai/gpt-oss-120b"}
+    assert exported_json(metis("export", "--shell", "json", env=defaults))["MODEL_NAME"] == "openai/gpt-oss-120b"
+    assert result(metis("export", "metis", "--model", "gpt-oss-12b", env=env)) == (3, "false\n", (
+        "metis-env: error: endpoint metis does not serve model 'gpt-oss-12b' (did you mean 'gpt-oss-120b'?); "
+        f"it serves: {', '.join(METIS_MODELS)}\n"
+    ))
+    rows = json.loads(metis("list", "--json", env=env).stdout)["endpoints"]
+    assert [(r["id"], r["source"], r["store"]) for r in rows] == [
+        ("1", "import", "file"), ("2", "import", "file"), ("metis", "gateway", "file"), ("sophia", "gateway", "file")
+    ]
+    token = keys_file(env)[metadata(env)["gateway"]["access"]]
+    assert token not in metis("list", env=env).stdout.decode()
+    completion = metis(env={**env, "_METIS_ENV_COMPLETE": "bash_complete", "COMP_WORDS": "metis-env export so", "COMP_CWORD": "2"})
+    assert "sophia" in completion.stdout.decode()
+
+
+def test_direnv_use_metis_takes_a_gateway_endpoint(logged_in, tmp_path):
+    from tests._shells import need, shell_env, write_metis_wrapper
+
+    env, globus = logged_in
+    direnv = need("direnv")
+    bin_dir = tmp_path / "bin"
+    write_metis_wrapper(bin_dir)
+    lib = tmp_path / "xdg" / "direnv" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "metis-env.sh").write_text(metis("hook", "direnv", env=env).stdout.decode())
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".envrc").write_text("use metis metis --model gpt-oss-120b\n")
+    full = {**shell_env(bin_dir), **{k: v for k, v in env.items() if k.startswith(("METIS_ENV_", "GLOBUS_", "SSL_"))},
+            "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HOME": env["HOME"]}
+    subprocess.run([direnv, "allow", str(project)], env=full, check=True, capture_output=True)
+    ran = subprocess.run([direnv, "exec", str(project), "sh", "-c", 'printf "%s %s" "$MODEL_NAME" "${SAMBANOVA_API_KEY-unset}"'],
+                         env=full, capture_output=True, timeout=60)
+    assert (ran.returncode, ran.stdout) == (0, b"gpt-oss-120b unset"), ran.stderr
