@@ -430,3 +430,32 @@ def test_direnv_use_metis_takes_a_gateway_endpoint(logged_in, tmp_path):
     ran = subprocess.run([direnv, "exec", str(project), "sh", "-c", 'printf "%s %s" "$MODEL_NAME" "${SAMBANOVA_API_KEY-unset}"'],
                          env=full, capture_output=True, timeout=60)
     assert (ran.returncode, ran.stdout) == (0, b"gpt-oss-120b unset"), ran.stderr
+
+
+def test_login_opens_a_browser_where_there_is_one_and_not_over_ssh(globus, globus_env, tmp_path):
+    """$BROWSER is a script that does what a browser does: log in at the stand-in and land on the
+    local listener of globus-sdk's local-server flow. Over SSH the URL is printed instead."""
+    browser = tmp_path / "browser.py"
+    browser.write_text(
+        "import os, ssl, sys, urllib.error, urllib.request\n"
+        "class NoRedirect(urllib.request.HTTPRedirectHandler):\n"
+        "    def redirect_request(self, *a, **k): return None\n"
+        "context = ssl.create_default_context(cafile=os.environ['SSL_CERT_FILE'])\n"
+        "opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect())\n"
+        "try:\n"
+        "    opener.open(sys.argv[1], timeout=10)\n"
+        "except urllib.error.HTTPError as exc:\n"
+        "    urllib.request.urlopen(exc.headers['Location'], timeout=10).read()\n"
+    )
+    env = {k: v for k, v in gateway_env(globus_env).items() if k not in ("SSH_CONNECTION", "SSH_TTY")}
+    env["BROWSER"] = f"{sys.executable} {browser} %s"
+    proc = metis("login", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().splitlines()[0] == (
+        "metis-env: opening a browser for the Globus login (metis-env login --no-browser prints a URL instead)"
+    )
+    assert globus.authorizations[0]["redirect_uri"].startswith("http://")
+    assert list(metadata(env)["endpoints"]) == ["metis", "sophia"]
+    over_ssh = gateway_env(globus_env, SSH_CONNECTION="10.0.0.1 5000 10.0.0.2 22", BROWSER=env["BROWSER"])
+    code, _out, err, url = login_headless(over_ssh, globus, "--force", no_browser=False)
+    assert (code, err.splitlines()[:2]) == (0, ["metis-env: log in to Globus (ALCF) in a browser on any machine at this URL:", url])
