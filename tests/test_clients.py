@@ -150,3 +150,20 @@ def test_litellm_fetches_its_cost_map_from_github_at_import(endpoint):
     assert (code, stdout, endpoint.reached(), endpoint.answered()) == (
         REFUSED_EXIT, "", [("raw.githubusercontent.com", 443)], []
     )
+
+
+def readme_rows(name: str) -> list[list[str]]:
+    """The rows of the README's "Which client reads which variable" table whose client is `name`."""
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### Which client reads which variable", 1)[1].split("\n### ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| ")]
+    return [row for row in rows[1:] if row[0].split()[0].rstrip(",") == name]
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_the_readme_table_names_what_the_test_showed(name):
+    client = CLIENTS[name]
+    rows = readme_rows(name)
+    home = {cell for row in rows for cell in row[4].replace("`", "").split(", ")}
+    hosts = [row[3] for row in rows if client.default_host in row[3]]
+    assert (len(rows) > 0, sorted(set(client.keeps_it_home) - home), len(hosts) > 0) == (True, [], True)
