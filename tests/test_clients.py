@@ -45,7 +45,7 @@ class Client:
 
 CLIENTS = {
     "openai": Client("use_openai_sdk.py", ("OPENAI_BASE_URL",), "api.openai.com"),
-    "sambanova": Client("use_sambanova_sdk.py", ("SAMBA_NOVA_BASE_URL",), "api.sambanova.ai"),
+    "sambanova": Client("use_sambanova_sdk.py", ("SAMBA_NOVA_BASE_URL",), "api.sambanova.ai", requests=2),
     "langchain-sambanova": Client("use_langchain_sambanova.py", ("SAMBANOVA_API_BASE", "SAMBA_NOVA_BASE_URL"), "api.sambanova.ai"),
     "litellm": Client("use_litellm.py", ("SAMBANOVA_API_BASE",), "api.sambanova.ai", requests=2, extra_env=tuple(LITELLM_LOCAL.items())),
     "openai-agents": Client("use_openai_agents.py", ("OPENAI_AGENTS_DISABLE_TRACING",), "api.openai.com"),
