@@ -566,3 +566,21 @@ def test_a_new_key_goes_to_the_first_userknownhostsfile_expanded(make_node, monk
     first = first_file.format(port=node.port)
     assert sorted(p.name for p in ssh_dir.iterdir()) == sorted({"config", first})
     assert (ssh_dir / first).read_text() == node.host_key_line()
+
+
+@pytest.mark.parametrize(
+    "mode, phrase",
+    [(None, "of no file type the listing names"), (0o040755, "a directory"), (0o120777, "a symbolic link"), (0o010644, "a special file")],
+)
+def test_a_listed_entry_that_is_not_a_file_is_named_in_plain_words(mode, phrase):
+    from metis_env.errors import RemoteFilesError
+    from metis_env.sources.ssh.login import _refuse_unusable
+    from metis_env.sources.ssh.sftp import DirEntry
+
+    target = ssh.Target(alias="h", hostname="h")
+    with pytest.raises(RemoteFilesError) as caught:
+        _refuse_unusable([DirEntry("metis_endpoint_1.txt", mode, 5)], target)
+    assert str(caught.value) == (
+        f"on h: metis_endpoint_1.txt is {phrase}, not a plain file; endpoint files must be plain files in the home "
+        "directory; nothing was read"
+    )

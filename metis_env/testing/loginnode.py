@@ -65,11 +65,22 @@ class Faults:
 
     drop_at: str | None = None
     hang_at: str | None = None
+    # A hostile node, after the host key is accepted: ``empty_rounds`` zero-prompt keyboard-interactive
+    # rounds (each with ``instructions``) after the code is accepted, -1 for endless; ``sftp`` one of
+    # SFTP_ATTACKS, answered by a raw SFTP server instead of paramiko's.
+    empty_rounds: int = 0
+    instructions: str = ""
+    sftp: str | None = None
 
     def __post_init__(self) -> None:
         for stage in (self.drop_at, self.hang_at):
             if stage is not None and stage not in STAGES:
                 raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+        if self.sftp is not None and self.sftp not in SFTP_ATTACKS:
+            raise ValueError(f"unknown SFTP attack {self.sftp!r}; one of {', '.join(SFTP_ATTACKS)}")
+
+
+SFTP_ATTACKS = ("malformed-name", "endless-readdir", "unsent-ids", "slash-names")
 
 
 @dataclass
@@ -236,7 +247,10 @@ class LoginNode:
             return
         transport = paramiko.Transport(sock)
         transport.add_server_key(self.host_key)
-        transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _HomeSFTP, self, transport)
+        if self.faults.sftp is not None:
+            transport.set_subsystem_handler("sftp", _HostileSFTP, self.faults.sftp)
+        else:
+            transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _HomeSFTP, self, transport)
         with self._lock:
             if self._stopping.is_set():
                 transport.close()
@@ -276,6 +290,7 @@ class _Server(paramiko.ServerInterface):
         self.failures = 0
         self.requests = 0
         self.forwards: dict[int, socket.socket] = {}
+        self._empty_rounds = 0
 
     def _first_request(self) -> bool:
         """True (and the connection dropped) if the handshake fault applies: a client's first auth
@@ -302,6 +317,10 @@ class _Server(paramiko.ServerInterface):
         if self.node._fault("auth", self.transport):
             return paramiko.AUTH_FAILED
         if getattr(self, "_answered", False):
+            rounds = self.node.faults.empty_rounds
+            if rounds and self._empty_rounds != rounds:  # a hostile node: one more round, asking nothing
+                self._empty_rounds += 1
+                return paramiko.InteractiveQuery("", self.node.faults.instructions)
             # OpenSSH with PAM: the code was already checked; this answers the empty second round.
             self._answered = False
             return paramiko.AUTH_SUCCESSFUL
@@ -423,3 +442,56 @@ class _FaultyHandle(paramiko.SFTPHandle):
 
     def stat(self):
         return paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
+
+
+class _HostileSFTP(paramiko.SubsystemHandler):
+    """A raw SFTP v3 server that breaks the protocol as ``attack`` says, after a normal INIT/OPENDIR:
+    ``malformed-name`` (a NAME reply whose count runs past its end), ``endless-readdir`` (a new page
+    of names for every READDIR, never EOF), ``unsent-ids`` (replies to requests never sent, without
+    end), ``slash-names`` (names with ``/`` in them, as no real directory has)."""
+
+    def __init__(self, channel, name, server, attack: str) -> None:
+        super().__init__(channel, name, server)
+        self.attack = attack
+        self.pages = 0
+
+    def start_subsystem(self, name, transport, channel) -> None:
+        buffer = b""
+        with contextlib.suppress(Exception):  # the client hanging up ends the attack
+            while transport.is_active():
+                while len(buffer) < 4 or len(buffer) < 4 + int.from_bytes(buffer[:4], "big"):
+                    chunk = channel.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                length = int.from_bytes(buffer[:4], "big")
+                packet, buffer = buffer[4 : 4 + length], buffer[4 + length :]
+                for reply in self.answer(packet[0], packet[1:5]):
+                    channel.sendall(len(reply).to_bytes(4, "big") + reply)
+
+    def answer(self, kind: int, request_id: bytes):
+        if kind == 1:  # INIT
+            return [bytes([2]) + (3).to_bytes(4, "big")]
+        if kind == 11:  # OPENDIR
+            return [bytes([102]) + request_id + _sftp_string(b"dir")]
+        if kind != 12:  # READDIR is where every attack happens; anything else fails
+            return [bytes([101]) + request_id + (4).to_bytes(4, "big") + _sftp_string(b"no") + _sftp_string(b"")]
+        if self.attack == "malformed-name":
+            return [bytes([104]) + request_id + (5).to_bytes(4, "big") + _sftp_string(b"metis_endpoint_1.txt")]
+        if self.attack == "unsent-ids":
+            return [bytes([101]) + (10_000 + n).to_bytes(4, "big") + (0).to_bytes(4, "big") for n in range(1000)]
+        if self.attack == "slash-names" and self.pages:
+            return [bytes([101]) + request_id + (1).to_bytes(4, "big") + _sftp_string(b"eof") + _sftp_string(b"")]
+        self.pages += 1
+        names = (
+            [b"metis_endpoint_1/../../x.txt", b"metis_endpoint_2.txt"]
+            if self.attack == "slash-names"
+            else [f"f{self.pages}_{n}".encode() for n in range(1000)]
+        )
+        body = b"".join(_sftp_string(n) + _sftp_string(n) + (0x5).to_bytes(4, "big") + (7).to_bytes(8, "big")
+                        + (0o100644).to_bytes(4, "big") for n in names)
+        return [bytes([104]) + request_id + len(names).to_bytes(4, "big") + body]
+
+
+def _sftp_string(value: bytes) -> bytes:
+    return len(value).to_bytes(4, "big") + value
