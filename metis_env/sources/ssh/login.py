@@ -23,7 +23,7 @@ from ...errors import (
     UsageError,
 )
 from ._paramiko import paramiko
-from .config import Target, _one_line, _parse_jump, load_ssh_config, MAX_TRIES
+from .config import SSHConfig, Target, _one_line, _parse_jump, load_ssh_config, MAX_TRIES
 from .known_hosts import _preferred_algorithms, fingerprint, host_matches, key_label, load_known_hosts
 from .prompts import _PromptsOnCallerThread
 from .remote import Prompter, RemoteFile, _natural, kind_phrase, refuse_too_many
@@ -130,6 +130,13 @@ class _Login:
         if any(k.blob == blob and k.key_type == key.get_name() for k in plain):
             self.ui.progress(f"host key ok ({label})")
             return
+        authorities = [k for k in entries if k.marker == "@cert-authority"]
+        if authorities:
+            # Trust through a host CA must not silently turn into trust on first use.
+            raise UnknownHostKeyError(
+                f"{authorities[0].where} trusts {name} through a host certificate authority (@cert-authority), "
+                "which metis-env's own SSH does not verify; use --via openssh (OpenSSH checks host certificates)"
+            )
         same_type = [k for k in plain if k.key_type == key.get_name()]
         if same_type or plain:
             old = (same_type or plain)[0]
@@ -384,7 +391,7 @@ def fetch_endpoint_files(
     accept_new_host_key: bool = False,
     passcode_stdin: IO[str] | None = None,
     max_tries: int = MAX_TRIES,
-    config: paramiko.SSHConfig | None = None,
+    config: SSHConfig | None = None,
 ) -> list[RemoteFile]:
     """Log in once and return every file in the home directory whose name matches ``pattern``.
 
