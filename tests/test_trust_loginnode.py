@@ -51,6 +51,30 @@ def test_endless_empty_keyboard_interactive_rounds_are_stopped_and_said_so(make_
     assert store_snapshot(env_setup) == before
 
 
+def test_slow_empty_rounds_are_named_for_what_they_are_not_silence(make_node, monkeypatch, capfd, env_setup):
+    node = make_node(Faults(empty_rounds=-1, delay=0.4))
+    code, out, err = sync(monkeypatch, capfd, node, "--timeout", "1")
+    assert (code, out, err) == (
+        7, "",
+        head(node) + f"metis-env: error: 127.0.0.1:{node.port} kept sending keyboard-interactive rounds that ask nothing "
+        "for 1 s without finishing the login; stopped there; try again later\n",
+    )
+
+
+def test_a_server_alive_but_never_done_is_stopped_at_four_timeouts(make_node, monkeypatch, capfd, env_setup):
+    node = make_node(Faults(sftp="endless-readdir", delay=0.3))
+    before = store_snapshot(env_setup)
+    started = time.monotonic()
+    code, out, err = sync(monkeypatch, capfd, node, "--timeout", "1")
+    assert (code, out, err) == (
+        7, "",
+        head(node) + f"metis-env: error: 127.0.0.1:{node.port} kept the sync going for 4 s of server time without "
+        "finishing (while listing the home directory); stopped there; try again later, or raise --timeout\n",
+    )
+    assert 4 <= time.monotonic() - started < 10
+    assert store_snapshot(env_setup) == before
+
+
 @pytest.mark.parametrize(
     "count, size, error",
     [

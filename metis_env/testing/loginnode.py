@@ -71,6 +71,7 @@ class Faults:
     empty_rounds: int = 0
     instructions: str = ""
     sftp: str | None = None
+    delay: float = 0.0  # seconds before each hostile round or SFTP page: alive, never finishing
 
     def __post_init__(self) -> None:
         for stage in (self.drop_at, self.hang_at):
@@ -248,7 +249,7 @@ class LoginNode:
         transport = paramiko.Transport(sock)
         transport.add_server_key(self.host_key)
         if self.faults.sftp is not None:
-            transport.set_subsystem_handler("sftp", _HostileSFTP, self.faults.sftp)
+            transport.set_subsystem_handler("sftp", _HostileSFTP, self.faults.sftp, self.faults.delay)
         else:
             transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _HomeSFTP, self, transport)
         with self._lock:
@@ -320,6 +321,7 @@ class _Server(paramiko.ServerInterface):
             rounds = self.node.faults.empty_rounds
             if rounds and self._empty_rounds != rounds:  # a hostile node: one more round, asking nothing
                 self._empty_rounds += 1
+                self.node._stopping.wait(self.node.faults.delay)
                 return paramiko.InteractiveQuery("", self.node.faults.instructions)
             # OpenSSH with PAM: the code was already checked; this answers the empty second round.
             self._answered = False
@@ -450,9 +452,10 @@ class _HostileSFTP(paramiko.SubsystemHandler):
     of names for every READDIR, never EOF), ``unsent-ids`` (replies to requests never sent, without
     end), ``slash-names`` (names with ``/`` in them, as no real directory has)."""
 
-    def __init__(self, channel, name, server, attack: str) -> None:
+    def __init__(self, channel, name, server, attack: str, delay: float = 0.0) -> None:
         super().__init__(channel, name, server)
         self.attack = attack
+        self.delay = delay
         self.pages = 0
 
     def start_subsystem(self, name, transport, channel) -> None:
@@ -483,6 +486,7 @@ class _HostileSFTP(paramiko.SubsystemHandler):
         if self.attack == "slash-names" and self.pages:
             return [bytes([101]) + request_id + (1).to_bytes(4, "big") + _sftp_string(b"eof") + _sftp_string(b"")]
         self.pages += 1
+        time.sleep(self.delay)
         names = (
             [b"metis_endpoint_1/../../x.txt", b"metis_endpoint_2.txt"]
             if self.attack == "slash-names"

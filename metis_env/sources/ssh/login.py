@@ -448,8 +448,8 @@ def _broken(login: _Login, exc: BaseException) -> MetisEnvError:
         )
     if login.watchdog.expired and login.phase == "logging in" and login.empty_rounds > 1:
         return ConnectionFailedError(
-            f"{where} kept sending keyboard-interactive rounds that ask nothing ({login.empty_rounds}) for "
-            f"{login.timeout:g} s without finishing the login; stopped there; try again later"
+            f"{where} kept sending keyboard-interactive rounds that ask nothing for {login.timeout:g} s "
+            "without finishing the login; stopped there; try again later"
         )
     if login.watchdog.expired or isinstance(exc, socket.timeout):
         return ConnectionFailedError(
