@@ -75,9 +75,13 @@ def apply(text: str | None, entry: Entry, path: str):
     ] == ours:
         return new
     # A flow list ([...]) or entries of ours outside the markers: rewrite the list whole.
-    rewritten = [i for i in old if not _ours(entry, i)] + ours
+    others = [i for i in old if not _ours(entry, i)]
+    head = yaml.safe_dump(others, sort_keys=False, default_flow_style=False, allow_unicode=True) if others else ""
+    rewritten = formats.replace_block(head, entry.provider, block)
+    if rewritten == text:
+        return text
     note = f"{NAME}: {describe(path)} is not a plain YAML block list, so it was rewritten whole: its entries are kept, its comments and layout are not (the backup has them)"
-    return yaml.safe_dump(rewritten, sort_keys=False, default_flow_style=False, allow_unicode=True), [note]
+    return rewritten, [note]
 
 
 def _parses(text: str) -> bool:
