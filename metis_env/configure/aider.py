@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 
 from ..errors import ToolConfigError
+from ..files import dump_yaml
 from . import formats
 from .core import Entry, describe, home
 
@@ -42,8 +43,6 @@ def _load_mapping(text: str | None, path: str) -> dict:
 
 
 def apply(text: str | None, entry: Entry, path: str) -> str:
-    import yaml
-
     old = _load_mapping(text, path)
     begin, end = formats.begin_marker(entry.provider).rstrip("\n"), formats.end_marker(entry.provider).rstrip("\n")
     lines, inside = [], False
@@ -60,7 +59,7 @@ def apply(text: str | None, entry: Entry, path: str) -> str:
     for other in re.findall(r"^# >>> metis-env (\S+) ", body, flags=re.M):
         if other != entry.provider:
             body = _drop_block(body, other)
-    new = formats.replace_block(body, entry.provider, yaml.safe_dump(ours, sort_keys=False, allow_unicode=True))
+    new = formats.replace_block(body, entry.provider, dump_yaml(ours))
     expected = {k: v for k, v in old.items() if k not in MANAGED}
     expected.update(ours)
     try:

@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from ..errors import ToolConfigError
+from ..files import YAMLParseError, parse_yaml
 from . import jsonc
 from .core import describe
 
@@ -209,14 +210,10 @@ def toml_get(text: str | None, keys: tuple[str, ...], tool: str, path: str) -> A
 def yaml_load(text: str | None, tool: str, path: str) -> Any:
     if text is None:
         return None
-    import yaml
-
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "cannot be parsed"
-        raise _refuse(tool, path, mark.line + 1 if mark is not None else None, "YAML", problem) from None
+        return parse_yaml(text)
+    except YAMLParseError as exc:
+        raise _refuse(tool, path, exc.line, "YAML", exc.problem) from None
 
 
 def begin_marker(tag: str) -> str:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 
 from ..errors import ToolConfigError
+from ..files import YAMLParseError, dump_yaml, parse_yaml
 from . import formats
 from .core import Entry, describe, home
 
@@ -63,11 +64,9 @@ def _load_list(text: str | None, path: str) -> list:
 
 
 def apply(text: str | None, entry: Entry, path: str):
-    import yaml
-
     old = _load_list(text, path)
     ours = models_config(entry)
-    block = yaml.safe_dump(ours, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    block = dump_yaml(ours)
     new = formats.replace_block(text, entry.provider, block)
     parsed = _load_list(new, path) if _parses(new) else None
     if parsed is not None and [i for i in parsed if not _ours(entry, i)] == [i for i in old if not _ours(entry, i)] and [
@@ -76,7 +75,7 @@ def apply(text: str | None, entry: Entry, path: str):
         return new
     # A flow list ([...]) or entries of ours outside the markers: rewrite the list whole.
     others = [i for i in old if not _ours(entry, i)]
-    head = yaml.safe_dump(others, sort_keys=False, default_flow_style=False, allow_unicode=True) if others else ""
+    head = dump_yaml(others) if others else ""
     rewritten = formats.replace_block(head, entry.provider, block)
     if rewritten == text:
         return text
@@ -85,11 +84,9 @@ def apply(text: str | None, entry: Entry, path: str):
 
 
 def _parses(text: str) -> bool:
-    import yaml
-
     try:
-        yaml.safe_load(text)
-    except yaml.YAMLError:
+        parse_yaml(text)
+    except YAMLParseError:
         return False
     return True
 
