@@ -49,12 +49,26 @@ FRESH = {
 }
 
 USAGE = {
-    "opencode": "metis-env run 1 -- opencode run -m metis-1/DeepSeek-R1 'hi'",
+    "opencode": "opencode run -m metis-1/DeepSeek-R1 'hi'",
     "llm": "metis-env run 1 -- llm -m metis-1/DeepSeek-R1 'hi'",
     "aider": "metis-env run 1 -- aider",
     "pi": "pi --provider metis-1 --model DeepSeek-R1 -p 'hi'",
     "codex": "codex -c model_provider=metis-1 -m DeepSeek-R1 exec 'hi'   (needs a Responses API in front of Metis)",
 }
+
+
+PLUGIN_REL = ".config/opencode/plugins/metis-env.js"
+
+
+def extra_diff(tool: str) -> str:
+    """opencode also gets its key plugin (a file wholly metis-env's)."""
+    from metis_env.configure.opencode import PLUGIN
+
+    return diff_new(PLUGIN_REL, PLUGIN) if tool == "opencode" else ""
+
+
+def extra_wrote(tool: str) -> str:
+    return f"{tool}: wrote ~/{PLUGIN_REL}\n" if tool == "opencode" else ""
 
 
 @pytest.fixture
@@ -88,11 +102,13 @@ def no_key_anywhere(root: Path) -> None:
 @pytest.mark.parametrize("tool", sorted(FRESH))
 def test_fresh_config_then_a_second_run_changes_nothing(tool, stored, tmp_path):
     rel, text = FRESH[tool]
-    assert run("configure", tool, "1") == (0, "", diff_new(rel, text) + f"{tool}: wrote ~/{rel}\n{tool}: use it: {USAGE[tool]}\n")
+    assert run("configure", tool, "1") == (
+        0, "", diff_new(rel, text) + extra_diff(tool) + f"{tool}: wrote ~/{rel}\n" + extra_wrote(tool) + f"{tool}: use it: {USAGE[tool]}\n"
+    )
     path = home() / rel
     assert (path.read_text(), stat.S_IMODE(path.stat().st_mode)) == (text, 0o600)
     assert run("configure", tool, "1") == (0, "", f"{tool}: ~/{rel} is already up to date; nothing changed\n{tool}: use it: {USAGE[tool]}\n")
-    assert (path.read_text(), sorted(p.name for p in path.parent.iterdir())) == (text, [path.name])
+    assert (path.read_text(), sorted(p.name for p in path.parent.iterdir())) == (text, [path.name] + (["plugins"] if tool == "opencode" else []))
     no_key_anywhere(home())
     no_key_anywhere(tmp_path / "config")
 
@@ -101,9 +117,9 @@ def test_fresh_config_then_a_second_run_changes_nothing(tool, stored, tmp_path):
 def test_dry_run_shows_the_diff_and_writes_nothing(tool, stored, env_setup):
     rel, text = FRESH[tool]
     assert run("configure", tool, "1", "--dry-run") == (
-        0, "", diff_new(rel, text) + f"{tool}: --dry-run: ~/{rel} was not changed\n{tool}: use it: {USAGE[tool]}\n"
+        0, "", diff_new(rel, text) + extra_diff(tool) + f"{tool}: --dry-run: ~/{rel} was not changed\n{tool}: use it: {USAGE[tool]}\n"
     )
-    assert (os.path.lexists(home() / rel), (env_setup / "configured.json").exists()) == (False, False)
+    assert (os.path.lexists(home() / rel), (env_setup / "configured.json").exists(), (home() / PLUGIN_REL).exists()) == (False, False, False)
 
 
 # --- where each tool looks: its own variables -----------------------------------------------------
@@ -132,7 +148,7 @@ def test_opencode_prefers_an_existing_jsonc(stored):
     (folder / "opencode.jsonc").write_text("{}\n")
     assert run("configure", "opencode", "1")[0] == 0
     assert (sorted(p.name for p in folder.iterdir()), json.loads((folder / "opencode.jsonc").read_text())["provider"]["metis-1"]["npm"]) == (
-        ["opencode.jsonc", "opencode.jsonc.metis-env.bak"], "@ai-sdk/openai-compatible"
+        ["opencode.jsonc", "opencode.jsonc.metis-env.bak", "plugins"], "@ai-sdk/openai-compatible"
     )
 
 
@@ -204,7 +220,8 @@ def test_the_users_own_entries_are_kept_byte_for_byte(tool, rel, original, expec
     os.chmod(path, 0o640)
     code, out, err = run("configure", tool, "1")
     assert (code, out, err.splitlines()[-2:]) == (
-        0, "", [f"{tool}: wrote ~/{rel} (backup: ~/{rel}.metis-env.bak)", f"{tool}: use it: {USAGE[tool]}"]
+        0, "", [f"{tool}: wrote ~/{rel} (backup: ~/{rel}.metis-env.bak)" if tool != "opencode" else f"{tool}: wrote ~/{PLUGIN_REL}",
+                f"{tool}: use it: {USAGE[tool]}"]
     )
     assert path.read_text() == expected
     backup = Path(str(path) + ".metis-env.bak")
@@ -312,6 +329,23 @@ def test_a_symlink_is_refused(stored, tmp_path):
         "write through links: configure the file it points to with the tool's own variable, or replace the link; nothing was changed\n",
     )
     assert (target.read_text(), link.is_symlink(), sorted(p.name for p in link.parent.iterdir())) == ("{}\n", True, ["opencode.json"])
+
+
+def test_opencodes_plugin_is_rewritten_when_changed_and_refused_through_a_link(stored, tmp_path):
+    from metis_env.configure.opencode import PLUGIN
+
+    assert run("configure", "opencode", "1")[0] == 0
+    plugin = home() / PLUGIN_REL
+    plugin.write_text("// mine\n")
+    code, _out, err = run("configure", "opencode", "1")
+    assert (code, err.splitlines()[-2:], plugin.read_text(), Path(str(plugin) + ".metis-env.bak").read_text()) == (
+        0, [f"opencode: wrote ~/{PLUGIN_REL}", f"opencode: use it: {USAGE['opencode']}"], PLUGIN, "// mine\n"
+    )
+    plugin.unlink()
+    plugin.symlink_to(tmp_path / "x.js")
+    config = (home() / FRESH["opencode"][0]).read_text()
+    assert run("configure", "opencode", "1")[0] == 22
+    assert ((home() / FRESH["opencode"][0]).read_text(), plugin.is_symlink(), (tmp_path / "x.js").exists()) == (config, True, False)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")

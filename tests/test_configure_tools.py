@@ -2,9 +2,9 @@
 
 Each tool runs for real against the loopback OpenAI stub (metis_env/testing/openai_server.py), from
 the place .ci/run installs it: llm from the test extra, aider in its own venv (.ci-tools/aider),
-opencode, codex and pi from npm (.ci-tools/npm). llm, aider and opencode get the key from the
-variables `metis-env run` sets; pi and codex run `metis-env get key 1` themselves, so they run
-without `metis-env run` and with no OPENAI_* variable at all.
+opencode, codex and pi from npm (.ci-tools/npm). llm and aider get the key from the variables
+`metis-env run` sets; pi, codex and opencode (through configure's plugin) run `metis-env get key 1`
+themselves, so they run without `metis-env run` and with no OPENAI_* variable at all.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ CASES = {
          "--no-show-model-warnings", "--no-pretty", "--no-stream"],
         True, "Llama-3.3-70B-Instruct",
     ),
-    "opencode": ([], [str(NPM_BIN / "opencode"), "run", "-m", "metis-1/Llama-3.3-70B-Instruct", "hi"], True, "Llama-3.3-70B-Instruct"),
+    # no `metis-env run`: the key comes from configure's plugin, which runs `metis-env get key 1`
+    "opencode": ([], [str(NPM_BIN / "opencode"), "run", "-m", "metis-1/Llama-3.3-70B-Instruct", "hi"], False, "Llama-3.3-70B-Instruct"),
     "pi": ([], [str(NPM_BIN / "pi"), "--provider", "metis-1", "--model", "DeepSeek-R1", "-p", "hi"], False, "DeepSeek-R1"),
     "codex": (
         [],

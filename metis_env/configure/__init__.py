@@ -26,7 +26,7 @@ EXCLUSIVE = {"aider"}
 """Tools whose file holds one endpoint at a time (aider has one model and one base URL)."""
 
 
-class Outcome(namedtuple("Outcome", "tool path changed written backup usage notes")):
+class Outcome(namedtuple("Outcome", "tool path changed written backup usage notes extras")):
     __slots__ = ()
 
 
@@ -60,18 +60,29 @@ def configure_tool(store, settings, name: str, spec: str | None, model: str | No
     path, old, mode, new, notes, entry = plan(module, selection.endpoint, selection.model, environ)
     for note in notes:
         err.write(f"metis-env: note: {note}\n")
-    changed = new != old
+    extras = []
+    for extra_path, extra_text in getattr(module, "extra_files", lambda _environ: [])(environ):
+        extra_old, extra_mode = read_config(extra_path, module.NAME)
+        if extra_old != extra_text:
+            extras.append((extra_path, extra_old, extra_mode, extra_text))
+    changed = new != old or bool(extras)
     backup = None
     if changed and not dry_run:
-        check_parent_writable(path, module.NAME)
-    if changed:
+        for target in [path] + [e[0] for e in extras]:
+            check_parent_writable(target, module.NAME)
+    if new != old:
         err.write(unified_diff(path, old, new))
+    for extra_path, extra_old, _mode, extra_text in extras:
+        err.write(unified_diff(extra_path, extra_old, extra_text))
     if changed and not dry_run:
-        backup = write_config(path, old, mode, new)
+        for extra_path, extra_old, extra_mode, extra_text in extras:
+            write_config(extra_path, extra_old, extra_mode, extra_text)
+        if new != old:
+            backup = write_config(path, old, mode, new)
     if not dry_run:
         section = module.section(new, entry, path)
         records.remember(settings.config_dir, records.record_for(name, path, entry, selection.endpoint, section_hash(section)), exclusive=name in EXCLUSIVE)
-    return Outcome(name, path, changed, changed and not dry_run, backup, module.usage(entry), notes)
+    return Outcome(name, path, changed, new != old and not dry_run, backup, module.usage(entry), notes, [e[0] for e in extras])
 
 
 def report(outcome: Outcome, dry_run: bool) -> list[str]:
@@ -82,7 +93,8 @@ def report(outcome: Outcome, dry_run: bool) -> list[str]:
     elif dry_run:
         lines = [f"{outcome.tool}: --dry-run: {where} was not changed"]
     else:
-        lines = [f"{outcome.tool}: wrote {where}" + (f" (backup: {describe(outcome.backup)})" if outcome.backup else "")]
+        lines = [f"{outcome.tool}: wrote {where}" + (f" (backup: {describe(outcome.backup)})" if outcome.backup else "")] if outcome.written else []
+        lines += [f"{outcome.tool}: wrote {describe(extra)}" for extra in outcome.extras]
     return lines + [f"{outcome.tool}: use it: {outcome.usage}"]
 
 
