@@ -444,7 +444,18 @@ def run_checks(
     findings += check_gateway(settings, store)
     findings += check_hooks(environ)
     findings += check_openssh(settings)
+    findings += check_tool_configs(settings, store)
     return findings
+
+
+def check_tool_configs(settings: Settings, store: Store) -> list[Finding]:
+    """The tool configs `configure` wrote: still as written, and still matching the endpoint (drift)."""
+    from .configure import records
+
+    try:
+        return [Finding(*row) for row in records.drift(store, config_dir=settings.config_dir)]
+    except MetisEnvError as exc:
+        return [Finding("configure", WARN, f"cannot check the tool configs metis-env wrote: {exc}", "metis-env doctor --debug")]
 
 
 def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None) -> list[Finding]:
