@@ -447,6 +447,7 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
         settings = settings_from(ctx, store=store)
         for line in actions.describe_changes(sync_gateway(settings, open_store(settings))):
             click.echo(line, err=True)
+        _refresh_tool_configs(settings)
         return
     from .sources import ssh
     from .prompt import TerminalPrompter
@@ -488,6 +489,7 @@ def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_t
     changes = login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
     for line in actions.describe_changes(changes):
         click.echo(line, err=True)
+    _refresh_tool_configs(settings)
 
 
 @cli.command("logout")
