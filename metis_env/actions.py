@@ -141,13 +141,15 @@ def environment_for(selection: Selection, api_key: str) -> dict[str, str]:
 
 def export_command(spec: str | None, model: str | None, shell: str | None, unset: bool, settings: Settings | None = None) -> int:
     """``metis-env export``: code on stdout and nothing else; on failure only the shell's ``false``."""
-    shell_name = render.shell_from_env(os.environ.get("SHELL")) if shell is None else None
+    # Without --shell the code is the one form every POSIX shell and fish read alike, whatever $SHELL
+    # says: the shell that evaluates it is often not the login shell (a bash script run from fish).
+    shell_name = render.DEFAULT_SHELL if shell is None else None
     try:
         shell_name = shell_name or render.normalize_shell(shell)
         settings = settings or load_settings()
-        code, warnings = export_code(open_store(settings), settings, spec, model, shell_name, unset)
+        code, warnings = export_code(open_store(settings), settings, spec, model, shell_name, unset, portable=shell is None)
     except BaseException:  # any failure, a bug included, must make the user's eval fail too
-        sys.stdout.write(render.failure_code(shell_name or "sh"))
+        sys.stdout.write(render.failure_code(shell_name or render.DEFAULT_SHELL))
         raise
     for warning in warnings:
         warn(warning)
@@ -166,12 +168,17 @@ def run_subcommand(spec: str | None, model: str | None, argv: Sequence[str], set
     return run_command(open_store(settings), settings, spec, model, argv)
 
 
-def export_code(store: Store, settings: Settings, spec: str | None, model: str | None, shell: str, unset: bool) -> tuple[str, tuple[str, ...]]:
-    """The code export prints, and the warnings it prints on stderr."""
+def export_code(store: Store, settings: Settings, spec: str | None, model: str | None, shell: str, unset: bool,
+                portable: bool = False) -> tuple[str, tuple[str, ...]]:
+    """The code export prints, and the warnings it prints on stderr; ``portable``: no --shell was
+    named, so refuse what fish could not read the same way (render.check_portable)."""
     if unset:  # the same names whatever the endpoint, so ENDPOINT and --model are accepted and ignored
         return render.render_unset(shell, EXPORTED_NAMES), ()
     selection, key = select_with_key(store, spec, model, settings)
-    return render.render(shell, environment_for(selection, key)), selection.warnings
+    env = environment_for(selection, key)
+    if portable:
+        render.check_portable(env)
+    return render.render(shell, env), selection.warnings
 
 
 GET_FIELDS = ("key", "url", "models")

@@ -16,7 +16,7 @@ import click
 from . import __version__, actions, hooks
 from .errors import MetisEnvError
 from .main import debug_requested, report_error, split_global_options
-from .render import SHELLS, failure_code, normalize_shell, shell_from_env
+from .render import DEFAULT_SHELL, SHELLS, failure_code, normalize_shell
 from .settings import SETTING_NAMES, STORES, Settings, env_name, load_settings, save_setting, with_overrides
 from .store import open_store
 
@@ -147,7 +147,7 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @cli.command("export")
 @endpoint_argument
 @model_option
-@click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), help="Output syntax (default: from $SHELL, else bash).")
+@click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
 @click.option("--unset", is_flag=True, help="Print the code that removes the same variables.")
 @click.pass_context
 def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool) -> int:
@@ -437,7 +437,7 @@ def run_cli(argv: Sequence[str]) -> int:
     except click.ClickException as exc:
         command = split_global_options(argv)[1]
         if command[:1] == ["export"]:  # eval "$(metis-env export --bogus)" must fail too
-            sys.stdout.write(failure_code(_shell_named(command) or shell_from_env(os.environ.get("SHELL"))))
+            sys.stdout.write(failure_code(_shell_named(command) or DEFAULT_SHELL))
         exc.show()
         return exc.exit_code
     except click.exceptions.Abort:

@@ -252,10 +252,8 @@ def _run_steps(workdir: Path, servers: list, yes: bool, ui, narrator: Narrator, 
         if not result.ok:
             raise MetisEnvError(f"demo: check of endpoint {stored.id} failed: {result.message}")
 
-    shell = render.shell_from_env(os.environ.get("SHELL"))
-    code, _warnings = actions.export_code(store, settings, "1", None, shell, False)
-    hint = "metis-env export 1 | source" if shell == "fish" else 'eval "$(metis-env export 1)"'
-    narrator.step(f"{hint}   (metis-env export 1 prints this; {shell} syntax)")
+    code, _warnings = actions.export_code(store, settings, "1", None, render.DEFAULT_SHELL, False, portable=True)
+    narrator.step('eval "$(metis-env export 1)"   (metis-env export 1 prints this; bash, zsh, sh and fish read it alike)')
     narrator.detail(code.rstrip("\n"))
 
     narrator.step("python chat_completion.py '...'   (the example from ALCF's 'Using an inference endpoint' page)")

@@ -232,7 +232,7 @@ def test_an_internal_error_is_one_line_and_debug_shows_the_traceback(endpoint_fi
     assert result(metis("export", "1")) == (
         1,
         "false\n",
-        "metis-env: internal error (AttributeError); this is a bug: please report it, with the output of the "
+        "metis-env: internal error (TypeError); this is a bug: please report it, with the output of the "
         "same command run with --debug\n",
     )
     debug = metis("export", "1", env={"METIS_ENV_DEBUG": "1"})

@@ -23,7 +23,7 @@ STEP_HEADERS = [
     "[2/6] metis-env sync   (the real sync: demo@metis-demo, store=file in TMP/config)",
     "[3/6] metis-env list",
     "[4/6] metis-env check   (GET {BASE_URL}models with the stored key)",
-    '[5/6] eval "$(metis-env export 1)"   (metis-env export 1 prints this; bash syntax)',
+    '[5/6] eval "$(metis-env export 1)"   (metis-env export 1 prints this; bash, zsh, sh and fish read it alike)',
     "[6/6] python chat_completion.py '...'   (the example from ALCF's 'Using an inference endpoint' page)",
 ]
 

@@ -124,7 +124,10 @@ def test_hostile_values_in_an_endpoint_file_reach_the_shell_byte_for_byte_and_ru
 NASTY = [
     f"$({P})", f"`{P}`", f"'; {P}; '", f'"; {P}; "', f"\\'; {P}; #", f"a b  c\t*", f"'\\''{P}", "\u2019; " + P,
     f"x\"$({P})\"y", f"$(( $({P}) ))", "-e", "--", f"%({P})", "日本語 ~ $HOME !!", f"{{{P}}} \\ \\\\",
+    f"k'; {P}; #", "a * b", "?", "[a-z]*", f"+({P})", "'$'",
 ]
+# File names an unquoted `eval $(...)` would paste into the code if a value's glob reached the shell.
+HOSTILE_FILE_NAMES = [f"x';{P};'", "K='a", f"';{P};#", f"$({P})", f"a';{P};'b", "'", f"`{P}`"]
 
 
 @pytest.mark.usefixtures("file_store")
@@ -147,14 +150,62 @@ def test_the_real_cli_exports_nasty_values_that_each_shell_evaluates_verbatim(sh
 @pytest.mark.usefixtures("file_store")
 @pytest.mark.parametrize("shell", ["bash", "zsh", "dash"])
 def test_an_unquoted_eval_of_nasty_values_runs_nothing(shell, tmp_path):
-    """``eval $(metis-env export 1)`` splits and globs the code; values may change, nothing may run."""
+    """``eval $(metis-env export 1)`` splits and globs the code before eval reads it: the code holds no
+    blank and no glob character, so hostile file names next to it change nothing and run nothing."""
     expected = write_batch(tmp_path / "files", [(v, v, v) for v in NASTY])
     metis("import", *sorted(map(str, (tmp_path / "files").iterdir())), check=True)
-    (tmp_path / f"K='a").touch()  # something for a glob in a value to find
-    seen, _stderr = evaluate(shell, export_files(tmp_path, expected, shell), tmp_path, unquoted=True)
+    for name in HOSTILE_FILE_NAMES:  # something for a glob in a value to find
+        (tmp_path / name).touch()
+    seen, stderr = evaluate(shell, export_files(tmp_path, expected, shell), tmp_path, unquoted=True)
     assert not (tmp_path / "canary" / "PWNED").exists()
-    assert len(seen) == len(NASTY)
+    assert (seen, stderr) == (list(expected.values()), "")
     cases(3 * len(NASTY))
+
+
+# export without --shell, evaluated by a shell that is not the one $SHELL names (a bash script run by a
+# fish user, fish after `exec fish` from a bash login): (how the shell runs the real CLI, $SHELL).
+EVALUATORS = {
+    "bash": (["bash", "--norc", "--noprofile"], ['eval "$({cmd})" || exit 99', "eval $({cmd}) || exit 99"], "/usr/bin/fish"),
+    "bash --posix": (["bash", "--posix", "--norc", "--noprofile"], ['eval "$({cmd})" || exit 99'], "/usr/bin/fish"),
+    "dash": (["dash"], ['eval "$({cmd})" || exit 99', "eval $({cmd}) || exit 99"], "/usr/bin/fish"),
+    "zsh": (["zsh", "-f"], ['eval "$({cmd})" || exit 99', "eval $({cmd}) || exit 99"], "/usr/local/bin/pwsh"),
+    "fish": (["fish", "--no-config"], ["{cmd} | source; or exit 99", 'eval "$({cmd})"; or exit 99'], "/bin/bash"),
+}
+
+
+@pytest.mark.usefixtures("file_store")
+@pytest.mark.parametrize("shell", EVALUATORS)
+def test_export_without_shell_is_read_alike_by_every_shell_whatever_shell_says(shell, tmp_path):
+    """The default code does not depend on $SHELL: the fast path (``export ID``) and the click path
+    (``--store file export ID``), evaluated quoted and unquoted, give every value byte for byte."""
+    from tests._shells import write_metis_wrapper
+
+    argv, forms, login_shell = EVALUATORS[shell]
+    batch = [tuple(NASTY[i : i + 3]) + ("x",) * (3 - len(NASTY[i : i + 3])) for i in range(0, len(NASTY), 3)]
+    expected = write_batch(tmp_path / "files", batch)
+    metis("import", *sorted(map(str, (tmp_path / "files").iterdir())), check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in HOSTILE_FILE_NAMES:
+        (work / name).touch()
+    bin_dir, record = canary_bin(tmp_path / "canary")
+    write_metis_wrapper(bin_dir)
+    lines, runs = [], []
+    for endpoint_id in expected:
+        for cmd in (f"metis-env export {endpoint_id}", f"metis-env --store file export {endpoint_id}"):
+            for form in forms:
+                lines += [form.format(cmd=cmd), "printenv " + " ".join(SHOWN)]
+                runs.append(expected[endpoint_id])
+    script = tmp_path / "script"
+    script.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in SHOWN}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", SHELL=login_shell, HOME=str(tmp_path))
+    proc = subprocess.run([*argv, str(script)], capture_output=True, env=env, cwd=work, timeout=300)
+    out = proc.stdout.split(b"\n")[:-1]
+    seen = [tuple(v.decode("utf-8") for v in out[i : i + 4]) for i in range(0, len(out), 4)]
+    assert not record.exists(), record.read_text()
+    assert (proc.returncode, seen, proc.stderr.decode()) == (0, runs, "")
+    cases(3 * len(runs))
 
 
 # --- odd files and names ---------------------------------------------------------------------------
