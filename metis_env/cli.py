@@ -15,7 +15,7 @@ import click
 
 from . import __version__, actions, hooks
 from .errors import MetisEnvError
-from .main import debug_requested, report_error, split_global_options
+from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code, normalize_shell
 from .settings import SETTING_NAMES, STORES, Settings, env_name, load_settings, save_setting, with_overrides
 from .store import open_store
@@ -178,7 +178,10 @@ class RunCommand(click.Command):
             ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
             args = args[:cut]
         elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
-            raise click.UsageError("put -- before the command: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
+            words = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m"))]
+            if len(words) <= 1:  # `run 1`: an endpoint and no command at all
+                raise click.UsageError("nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
+            raise click.UsageError(f"put -- before the command: metis-env run {words[0]} -- {' '.join(words[1:])}", ctx)
         return super().parse_args(ctx, args)
 
 
@@ -431,14 +434,23 @@ def _shell_named(command: Sequence[str]) -> str | None:
 
 
 def run_cli(argv: Sequence[str]) -> int:
-    """Run the click CLI and map every error to its exit code (see main.report_error)."""
+    """Run the click CLI and map every error to its exit code (see reporting.report_error)."""
     try:
         result = cli.main(args=list(argv), prog_name="metis-env", standalone_mode=False)
     except click.ClickException as exc:
         command = split_global_options(argv)[1]
         if command[:1] == ["export"]:  # eval "$(metis-env export --bogus)" must fail too
             sys.stdout.write(failure_code(_shell_named(command) or DEFAULT_SHELL))
-        exc.show()
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+            exc.show()  # `metis-env` alone: the help is the answer
+        elif isinstance(exc, click.UsageError):
+            path = exc.ctx.command_path if exc.ctx is not None else None
+            if path in (None, "metis-env") and command[:1] and command[0] in cli.commands:
+                path = f"metis-env {command[0]}"  # an option's missing value is blamed on the group
+            path = path or "metis-env"
+            sys.stderr.write(usage_error_line(exc.format_message(), path))
+        else:
+            sys.stderr.write(usage_error_line(exc.format_message(), None))
         return exc.exit_code
     except click.exceptions.Abort:
         sys.stderr.write("metis-env: interrupted\n")

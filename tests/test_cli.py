@@ -257,5 +257,29 @@ def test_model_alone_names_the_one_endpoint_that_serves_it(endpoint_files):
 def test_check_refuses_a_timeout_that_is_not_positive(endpoint_files):
     metis("import", str(endpoint_files[0]), check=True)
     proc = metis("check", "1", "--timeout", "-1")
-    assert (proc.returncode, proc.stdout.decode()) == (2, "")
-    assert proc.stderr.decode().endswith("Invalid value for '--timeout': -1.0 is not in the range x>0.\n")
+    assert result(proc) == (
+        2, "", "metis-env: error: invalid value for '--timeout': -1.0 is not in the range x>0; see metis-env check --help\n")
+
+
+# Every command-line mistake click finds is one line in the form of every other error, its help hint at
+# the end, with click's exit code (2); export's stdout still carries `false`.
+@pytest.mark.parametrize(
+    "argv, stdout, stderr",
+    [
+        (["bogus"], "", "no such command 'bogus'; see metis-env --help"),
+        (["export", "-s"], "false\n", "option '-s' requires an argument; see metis-env export --help"),
+        (["check", "--bogus"], "", "no such option '--bogus'; see metis-env check --help"),
+        (["get", "nope"], "", "invalid value for '{key|url|models}': 'nope' is not one of 'key', 'url', 'models'; "
+                              "see metis-env get --help"),
+        (["sync", "--port", "0"], "", "invalid value for '--port': 0 is not in the range 1<=x<=65535; see metis-env sync --help"),
+        (["list", "extra"], "", "got unexpected extra argument (extra); see metis-env list --help"),
+        (["hook"], "", "missing argument '{bash|zsh|fish|direnv}'. Choose from: bash, zsh, fish, direnv; "
+                       "see metis-env hook --help"),
+        (["run", "1"], "", "nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- "
+                           "COMMAND [ARGS]...; see metis-env run --help"),
+        (["run", "1", "python", "x.py"], "", "put -- before the command: metis-env run 1 -- python x.py; see metis-env run --help"),
+        (["forget"], "", "name the endpoints to forget, or give --all; see metis-env forget --help"),
+    ],
+)
+def test_every_usage_error_is_one_line_with_the_help_hint_after_it(argv, stdout, stderr):
+    assert result(metis(*argv)) == (2, stdout, f"metis-env: error: {stderr}\n")

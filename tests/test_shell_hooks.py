@@ -235,7 +235,8 @@ def test_hook_refuses_an_unknown_target_and_both_flags():
     unknown = metis("hook", "tcsh")
     both = metis("hook", "bash", "--path", "--install")
     assert (unknown.returncode, unknown.stdout) == (2, b"")
-    assert (both.returncode, both.stdout, both.stderr.decode().splitlines()[-1]) == (2, b"", "Error: give --path or --install, not both")
+    assert (both.returncode, both.stdout, both.stderr.decode()) == (
+        2, b"", "metis-env: error: give --path or --install, not both; see metis-env hook --help\n")
 
 
 # --- the README's blocks, as written there ----------------------------------------------------------
