@@ -206,6 +206,9 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
     env.update(environment_for(selection, key))
     sys.stdout.flush()
     sys.stderr.flush()
+    from .coredump import restore_core_limit
+
+    restore_core_limit()  # the user's program keeps the core limit it would have had without us
     if os.name == "posix":
         try:
             os.execvpe(argv[0], list(argv), env)

@@ -15,6 +15,7 @@ import click
 
 from . import __version__, actions, hooks
 from .errors import MetisEnvError
+from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code, normalize_shell
 from .settings import SETTING_NAMES, STORES, Settings, env_name, load_settings, save_setting, with_overrides
@@ -259,8 +260,9 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
       metis-env doctor
       metis-env doctor --json | jq -r '.findings[] | select(.status != "ok") | .fix'
     """
-    from . import doctor
+    from . import doctor, files
 
+    files.TIGHTEN_ON_READ = False  # doctor reports a loose config dir, it does not change it
     settings, settings_findings = doctor.load_settings_or_defaults(lambda: settings_from(ctx))
     findings = doctor.run_checks(settings, settings_findings=settings_findings)
     click.echo(doctor.format_json(findings) if as_json else doctor.format_report(findings), nl=False)
@@ -435,6 +437,7 @@ def _shell_named(command: Sequence[str]) -> str | None:
 
 def run_cli(argv: Sequence[str]) -> int:
     """Run the click CLI and map every error to its exit code (see reporting.report_error)."""
+    no_core_dumps(undumpable=True)  # most commands hold a key or a passcode at some point
     try:
         result = cli.main(args=list(argv), prog_name="metis-env", standalone_mode=False)
     except click.ClickException as exc:

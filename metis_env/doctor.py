@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shutil
+import shlex
 import stat
 import subprocess
 import time
@@ -226,7 +227,21 @@ def check_config_files(settings: Settings) -> list[Finding]:
         finding = _check_private_file(name, path_of(directory), secret)
         if finding is not None:
             findings.append(finding)
+    findings += check_temp_files(directory)
     return findings
+
+
+def check_temp_files(directory: str | os.PathLike) -> list[Finding]:
+    """Temp files an interrupted write left behind (a killed sync's .keys.json.*.tmp holds every key)."""
+    from .files import stale_temp_files
+
+    names = stale_temp_files(directory)
+    if not names:
+        return []
+    keys = " (with keys in them)" if any(n.startswith(".keys.json.") for n in names) else ""
+    paths = " ".join(shlex.quote(os.path.join(directory, n)) for n in names)
+    return [Finding("temp files", WARN, f"{len(names)} left in {directory} by an interrupted update{keys}: {', '.join(names)}",
+                    f"the next metis-env sync, import or forget removes them, or: rm {paths}")]
 
 
 def _check_private_file(name: str, path: Path, secret: bool) -> Finding | None:

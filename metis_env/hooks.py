@@ -84,7 +84,7 @@ def install(target: str, environ: Mapping[str, str] = os.environ) -> tuple[Path,
     except (OSError, UnicodeDecodeError):
         status = "replaced"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(path.parent)
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -97,6 +97,23 @@ def install(target: str, environ: Mapping[str, str] = os.environ) -> tuple[Path,
     except OSError as exc:
         raise MetisEnvError(f"cannot write {path}: {exc.strerror}; check the folder's permissions") from exc
     return path, status
+
+
+def _make_dirs(directory: Path) -> None:
+    """mkdir -p with 0755 whatever the umask: under umask 000 a world-writable folder would let another
+    user replace the file ~/.bashrc sources. The folder the file goes in, when ours and writable by
+    others (made so by an earlier install), is tightened too."""
+    missing = []
+    folder = directory
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(folder, 0o755)
+    info = directory.lstat()
+    if info.st_uid == os.geteuid() and info.st_mode & 0o022 and not directory.is_symlink():
+        os.chmod(directory, info.st_mode & 0o755)
 
 
 def install_message(target: str, path: Path, status: str) -> str:

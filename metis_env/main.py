@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import actions
+from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error
 
 FAST_PATH_FORMS = {
@@ -65,6 +66,7 @@ def parse_fast(argv: Sequence[str]) -> tuple[str, dict, list[str], list[str]] | 
 
 
 def serve_fast(command: str, options: dict, positionals: list[str], tail: list[str]) -> int:
+    no_core_dumps()  # the key is about to be in this process's memory
     if command == "export":
         spec = positionals[0] if positionals else None
         return actions.export_command(spec, options.get("model"), options.get("shell"), options.get("unset", False))
