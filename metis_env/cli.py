@@ -222,28 +222,35 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
 
 @cli.command("check")
 @endpoint_argument
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (keys: see README).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS", help="Limit for each connect and read.")
+@click.option("--json", "as_json", is_flag=True, help="Print each result as one JSON object per line (keys: see README).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS", help="Limit for the whole check, every request together.")
 @click.pass_context
 def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeout: float) -> None:
     """Prove the stored key works: ask the endpoint for its models and report which are served.
+    Without ENDPOINT, every stored endpoint is checked (all at once).
 
-    Exit status: 0 ok, 12 key refused (run sync), 13 unreachable, 14 timeout, 15 bad answer.
+    Exit status: 0 ok, 12 key refused (run sync), 13 unreachable, 14 timeout, 15 bad answer (the
+    first failed endpoint's).
 
     \b
     Example:
       metis-env check 1
       metis-env check --json | jq .status
     """
-    from .check import check_endpoint, raise_for_result  # urllib and ssl: ~20 ms only this command needs
+    from .check_report import check_all, raise_for_results  # urllib and ssl: ~20 ms only this command needs
 
     settings = settings_from(ctx)
     store = open_store(settings)
-    selection, key = actions.select_with_key(store, endpoint, None, settings)  # key and URL of one sync
-    stored = selection.endpoint
-    result = check_endpoint(stored.base_url, key, stored.models, timeout, endpoint=stored.id)
-    click.echo(result.to_json() if as_json else result.summary())
-    raise_for_result(result)
+    specs = [endpoint] if endpoint is not None else list(store.endpoints()) or [None]
+    targets = []
+    for spec in specs:
+        selection, key = actions.select_with_key(store, spec, None, settings)  # key and URL of one sync
+        stored = selection.endpoint
+        targets.append((stored.id, stored.base_url, key, stored.models))
+    results = check_all(targets, timeout)
+    for result in results:
+        click.echo(result.to_json() if as_json else result.summary())
+    raise_for_results(results, at_terminal=not as_json and sys.stdout.isatty())
 
 
 @cli.command("doctor")

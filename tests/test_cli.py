@@ -283,3 +283,18 @@ def test_check_refuses_a_timeout_that_is_not_positive(endpoint_files):
 )
 def test_every_usage_error_is_one_line_with_the_help_hint_after_it(argv, stdout, stderr):
     assert result(metis(*argv)) == (2, stdout, f"metis-env: error: {stderr}\n")
+
+
+@pytest.mark.usefixtures("file_store")
+def test_check_with_two_endpoints_and_no_default_checks_both(tmp_path):
+    from tests._trust import write_endpoint
+
+    with OpenAIStubServer("sk-one-0123456789", ["DeepSeek-R1"]) as one, OpenAIStubServer("sk-two-0123456789", ["Llama-3.3-70B-Instruct"]) as two:
+        write_endpoint(tmp_path / "files", "1", "sk-one-0123456789", base_url=one, models="DeepSeek-R1")
+        write_endpoint(tmp_path / "files", "2", "sk-two-0123456789", base_url=two, models="Llama-3.3-70B-Instruct")
+        metis("import", *sorted(str(p) for p in (tmp_path / "files").iterdir()), check=True)
+        plain, as_json = metis("check"), metis("check", "--json")
+    lines = [line.split(" in ")[0] + ":" + line.split(":", 2)[2] for line in plain.stdout.decode().splitlines()]
+    statuses = [json.loads(line)["status"] for line in as_json.stdout.decode().splitlines()]
+    assert (plain.returncode, lines, plain.stderr, as_json.returncode, statuses) == (
+        0, ["1: ok: DeepSeek-R1 served", "2: ok: Llama-3.3-70B-Instruct served"], b"", 0, ["ok", "ok"])

@@ -387,3 +387,65 @@ def test_an_oddly_named_remote_file_is_one_escaped_line_and_the_store_is_untouch
     assert not record.exists()
     assert {p.name: p.read_bytes() for p in env_setup.iterdir()} == before
     cases(1)
+
+
+# --- a hostile endpoint: check's time limit ---------------------------------------------------------
+
+
+def _drip_server(mode: str):
+    """A loopback HTTP server that answers each request one byte every 0.8 s, forever: in the status
+    line and headers (``head``) or in a body it announced as long (``body``)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def serve(conn):
+        with conn:
+            conn.recv(65536)
+            if mode == "body":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            drip = b"HTTP/1.1 200 OK\r\nX-Slow: " if mode == "head" else b'{"data": ['
+            while not stop.is_set():
+                for byte in drip + b"a" * 1000000:
+                    if stop.wait(0.8):
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        return
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener, stop
+
+
+@pytest.mark.usefixtures("file_store")
+@pytest.mark.parametrize("mode", ["head", "body"])
+def test_check_timeout_bounds_the_whole_call_against_a_dripping_endpoint(mode, tmp_path):
+    listener, stop = _drip_server(mode)
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/"
+        write_endpoint(tmp_path / "files", "1", "sk-drip-0123456789abcdef", base_url=url)
+        metis("import", str(tmp_path / "files" / "metis_endpoint_1.txt"), check=True)
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "metis_env", "check", "1", "--timeout", "2"], capture_output=True,
+                              timeout=60, env=subprocess_env())
+        seconds = time.monotonic() - started
+    finally:
+        stop.set()
+        listener.close()
+    where = url.split("/")[2]
+    assert (proc.returncode, proc.stdout.decode(), proc.stderr.decode(), seconds < 6) == (
+        14, f"1: timeout: {where} did not answer within 2 s\n",
+        f"metis-env: error: check of endpoint 1: {where} did not answer within 2 s\n", True)
