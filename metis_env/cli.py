@@ -80,6 +80,13 @@ def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) 
     return [CompletionItem(v, help=h) for v, h in model_candidates(incomplete, spec)]
 
 
+def complete_shell(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """TAB on --shell: the output syntaxes."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(name) for name in SHELLS if name.startswith(incomplete.lower())]
+
+
 def endpoint_argument(func):
     return click.argument("endpoint", required=False, shell_complete=complete_endpoint)(func)
 
@@ -148,7 +155,7 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @cli.command("export")
 @endpoint_argument
 @model_option
-@click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
+@click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), shell_complete=complete_shell, help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
 @click.option("--unset", is_flag=True, help="Print the code that removes the same variables.")
 @click.pass_context
 def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool) -> int:

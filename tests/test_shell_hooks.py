@@ -161,6 +161,20 @@ def test_bash_completion_asks_metis_env_at_tab_time(stored):
     )
 
 
+@pytest.mark.parametrize("shell", ["bash", "fish"])
+def test_shell_option_completes_the_syntaxes(shell, stored):
+    script = {
+        "bash": f"source '{HOOKS['bash']}'; COMP_WORDS=(metis-env export 1 --shell ''); COMP_CWORD=4; "
+                "_metis_env_complete; printf '%s\\n' \"${COMPREPLY[@]}\"",
+        "fish": f"source '{HOOKS['fish']}'; complete -C 'metis-env export 1 --shell '",
+    }[shell]
+    result = run(shell_argv(shell, script), stored)
+    offered = result.stdout.decode().split()
+    assert (result.returncode, offered if shell == "bash" else sorted(offered), result.stderr) == (  # fish sorts
+        0, ["bash", "zsh", "sh", "fish", "powershell", "dotenv", "json"] if shell == "bash" else
+        ["bash", "dotenv", "fish", "json", "powershell", "sh", "zsh"], b"")
+
+
 def test_zsh_completion_registers_after_compinit_and_stays_quiet_without_it(stored, tmp_path):
     with_compinit = (
         f"autoload -Uz compinit && compinit -u -d '{tmp_path / 'zcompdump'}'; source '{HOOKS['zsh']}'; "

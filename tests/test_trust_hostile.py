@@ -20,6 +20,9 @@ from metis_env import actions
 from metis_env.settings import load_settings
 from metis_env.store import open_store
 from tests._trust import CANARY_COMMAND, Remote, cases, canary_bin, endpoint_text, subprocess_env, write_endpoint
+from tests._shells import SHELL_DIR, need, shell_env, write_metis_wrapper
+from tests._shells import endpoint_text as shells_endpoint_text
+from tests._shells import run as run_shell
 from tests.conftest import metis
 
 SHELLS = {
@@ -449,3 +452,35 @@ def test_check_timeout_bounds_the_whole_call_against_a_dripping_endpoint(mode, t
     assert (proc.returncode, proc.stdout.decode(), proc.stderr.decode(), seconds < 6) == (
         14, f"1: timeout: {where} did not answer within 2 s\n",
         f"metis-env: error: check of endpoint 1: {where} did not answer within 2 s\n", True)
+
+
+# --- TAB completion of hostile names ----------------------------------------------------------------
+
+HOSTILE_MODEL = "zz$(touch PWNED)`touch PWNED2`;touch PWNED3 'q' \"d\" *"
+
+
+@pytest.mark.usefixtures("file_store")
+def test_bash_completion_inserts_a_hostile_model_name_quoted(tmp_path):
+    """What _metis_env_complete puts in COMPREPLY is what readline types on the line: pressing Enter
+    must give the model name as one word and run nothing."""
+    folder = tmp_path / "endpoint-files"
+    folder.mkdir()
+    (folder / "metis_endpoint_1.txt").write_text(shells_endpoint_text("sk-one", models=HOSTILE_MODEL.replace("\"", "")))
+    metis("import", str(folder / "metis_endpoint_1.txt"), check=True)
+    bin_dir = tmp_path / "bin"
+    write_metis_wrapper(bin_dir)
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (
+        f"source '{SHELL_DIR / 'metis-env.bash'}'; "
+        "COMP_WORDS=(metis-env export 1 --model zz); COMP_CWORD=4; _metis_env_complete; "
+        "for word in \"${COMPREPLY[@]}\"; do eval \"printf '[%s]\\n' $word\"; done; "
+        "COMP_WORDS=(metis-env export zz); COMP_CWORD=2; _metis_env_complete; "
+        "for word in \"${COMPREPLY[@]}\"; do eval \"printf '[%s]\\n' $word\"; done"
+    )
+    result = run_shell([need("bash"), "--norc", "--noprofile", "-c", script], shell_env(bin_dir), cwd=work)
+    model = HOSTILE_MODEL.replace('"', "")
+    assert (result.returncode, result.stdout.decode(), result.stderr, sorted(os.listdir(work))) == (
+        0, f"[{model}]\n[{model}]\n", b"", [])
+
+
