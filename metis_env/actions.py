@@ -31,8 +31,10 @@ class Selection(namedtuple("Selection", "endpoint model warnings", defaults=((),
     __slots__ = ()
 
 
-def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, settings: Settings) -> tuple[StoredEndpoint, str | None]:
-    """ENDPOINT as typed (number, file stem or a model name) -> the endpoint, and the model it named."""
+def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, settings: Settings,
+                    command: str = "export") -> tuple[StoredEndpoint, str | None]:
+    """ENDPOINT as typed (number, file stem or a model name) -> the endpoint, and the model it named;
+    ``command`` is how the suggestion to name one is worded (``run 1 -- ...``, ``get key 1``)."""
     if not endpoints:
         raise NotFoundError("no endpoints are stored yet; run metis-env sync (or metis-env import FILE)")
     listed = ", ".join(endpoints)
@@ -43,7 +45,7 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
                 return next(iter(endpoints.values())), None
             raise UsageError(
                 f"several endpoints are stored ({listed}) and none is the default; name one "
-                f"(metis-env export {next(iter(endpoints))}) or set a default: metis-env config set default_endpoint ID"
+                f"({_example(command, next(iter(endpoints)))}) or set a default: metis-env config set default_endpoint ID"
             )
         if spec not in endpoints:
             raise NotFoundError(
@@ -64,6 +66,12 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
             f"model {spec!r} is served by endpoints {', '.join(e.id for e in serving)}; name the endpoint and use --model"
         )
     raise NotFoundError(f"no endpoint or model {spec!r} is stored{_suggest(spec, _names(endpoints))}; stored endpoints: {listed}")
+
+
+def _example(command: str, endpoint_id: str) -> str:
+    if command == "run":
+        return f"metis-env run {endpoint_id} -- COMMAND"
+    return f"metis-env {command} {endpoint_id}"
 
 
 def choose_model(endpoint: StoredEndpoint, model: str | None, settings: Settings) -> str:
@@ -96,11 +104,11 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def select(store: Store, spec: str | None, model: str | None, settings: Settings) -> Selection:
+def select(store: Store, spec: str | None, model: str | None, settings: Settings, command: str = "export") -> Selection:
     endpoints = store.endpoints()
     if spec is None and model is not None and settings.default_endpoint is None and len(endpoints) > 1:
         spec = model  # `export --model X`: the one endpoint that serves X, as `export X` would pick
-    endpoint, named_model = choose_endpoint(endpoints, spec, settings)
+    endpoint, named_model = choose_endpoint(endpoints, spec, settings, command)
     if named_model is not None and model is not None and model != named_model:
         raise UsageError(f"{spec!r} names model {named_model!r}, but --model asks for {model!r}; give one of them")
     chosen = choose_model(endpoint, model or named_model, settings)
@@ -114,14 +122,15 @@ def select(store: Store, spec: str | None, model: str | None, settings: Settings
     return Selection(endpoint, chosen, tuple(warnings))
 
 
-def select_with_key(store: Store, spec: str | None, model: str | None, settings: Settings) -> tuple[Selection, str]:
+def select_with_key(store: Store, spec: str | None, model: str | None, settings: Settings,
+                    command: str = "export") -> tuple[Selection, str]:
     """The selection and its key, both from one generation of the store.
 
     A sync may replace the metadata and delete the old keys between our two reads; Store.api_key then
     returns the new key, which must not go out with the old base URL and model: select again.
     """
     for _attempt in range(5):
-        selection = select(store, spec, model, settings)
+        selection = select(store, spec, model, settings, command)
         key = store.api_key(selection.endpoint)
         if store.endpoints().get(selection.endpoint.id) == selection.endpoint:
             return selection, key
@@ -187,7 +196,7 @@ GET_FIELDS = ("key", "url", "models")
 def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> str:
     if what not in GET_FIELDS:
         raise UsageError(f"metis-env get takes one of: {', '.join(GET_FIELDS)}")
-    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings)
+    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings, f"get {what}")
     if what == "url":
         return endpoint.base_url
     if what == "models":
@@ -199,7 +208,7 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
     """Run argv with the variables in its environment, replacing this process where the OS allows."""
     if not argv:
         raise UsageError("nothing to run; usage: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS...]")
-    selection, key = select_with_key(store, spec, model, settings)
+    selection, key = select_with_key(store, spec, model, settings, "run")
     for warning in selection.warnings:
         warn(warning)
     env = dict(os.environ)
@@ -224,8 +233,17 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
 
 def read_endpoint_source(source: str, endpoint_id: str | None, stdin=None) -> Endpoint:
     """One FILE argument of import (``-`` is stdin) -> a parsed Endpoint; the file is never read past the limit."""
-    from .endpoint import MAX_FILE_BYTES, parse_endpoint_file
+    from .endpoint import MAX_FILE_BYTES, endpoint_name_id, parse_endpoint_file
 
+    if source != "-" and not endpoint_id and endpoint_name_id(source) is None:
+        # `import random.txt` silently became endpoint "random": a name that is not an endpoint
+        # file's must come with the id the user means.
+        from shlex import quote
+
+        raise UsageError(
+            f"{source}: not named like an endpoint file (metis_endpoint_N.txt, which becomes endpoint N); "
+            f"give its endpoint id: metis-env import --id ID {quote(source)}"
+        )
     if source == "-":
         if not endpoint_id:
             raise UsageError("give the endpoint id for stdin: metis-env import --id 1 -")
@@ -254,8 +272,13 @@ def import_files(store: Store, sources: Sequence[str], endpoint_id: str | None, 
 
 
 def describe_changes(changes: Sequence[Change], dry_run: bool = False) -> list[str]:
-    would = "would be " if dry_run else ""
-    return [f"endpoint {c.id}: {would}{c.status}" + (f" ({c.detail})" if c.detail else "") for c in changes]
+    def status(text: str) -> str:  # "key rotated" -> "key would be rotated", "new" -> "would be new"
+        if not dry_run:
+            return text
+        what, _, how = text.rpartition(" ")
+        return f"{what} would be {how}" if what else f"would be {text}"
+
+    return [f"endpoint {c.id}: {status(c.status)}" + (f" ({c.detail})" if c.detail else "") for c in changes]
 
 
 def list_rows(store: Store, settings: Settings) -> list[dict]:

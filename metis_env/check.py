@@ -214,7 +214,7 @@ def _check_by_chat(client: _Client, result: _ResultFactory, models: tuple[str, .
             served[name] = False
             words.append(f"{name} refused (HTTP {answer.status}{answer.error_detail(', ')})")
         else:
-            words.append(f"{name} gave {_unexpected_message(answer)}")
+            words.append(f"{name}: {_unexpected_message(answer)}")
     detail = f"{'; '.join(words)} ({why}, so each model was tried with a 1-token chat completion)"
     if first_ok is None:
         assert last is not None

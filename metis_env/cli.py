@@ -111,14 +111,14 @@ def cli(debug: bool, store: str | None) -> None:
 
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True, metavar="FILE... | -")
-@click.option("--id", "endpoint_id", metavar="ID", help="The endpoint id (default: N of metis_endpoint_N.txt, else the file name without .txt); needed with '-'.")
+@click.option("--id", "endpoint_id", metavar="ID", help="The endpoint id (default: N of metis_endpoint_N.txt); needed with '-' and for a file named otherwise.")
 @store_option
 @click.pass_context
 def import_command(ctx: click.Context, files: Sequence[str], endpoint_id: str | None, store: str | None) -> None:
     """Store endpoint files copied by hand, or pasted on stdin with '-'.
 
-    All files are checked before anything is stored; the key goes to the keyring, the rest to
-    endpoints.yaml.
+    metis_endpoint_N.txt becomes endpoint N. All files are checked before anything is stored; the
+    key goes to the store (the OS keyring, or keys.json with --store file), the rest to endpoints.yaml.
 
     \b
     Example:
@@ -340,8 +340,7 @@ def config_list(ctx: click.Context) -> None:
     settings = settings_from(ctx)
     click.echo(f"config_dir: {settings.config_dir}")
     for name in SETTING_NAMES:
-        value = getattr(settings, name)
-        click.echo(f"{name}: {'' if value is None else value}")
+        click.echo(f"{name}: {format_setting(getattr(settings, name))}")
 
 
 @config_group.command("get")
@@ -349,19 +348,31 @@ def config_list(ctx: click.Context) -> None:
 @click.pass_context
 def config_get(ctx: click.Context, name: str) -> None:
     """Print one setting's effective value."""
-    value = getattr(settings_from(ctx), name)
-    click.echo("" if value is None else value)
+    click.echo(format_setting(getattr(settings_from(ctx), name)))
 
 
 @config_group.command("set")
 @click.argument("name", type=click.Choice(SETTING_NAMES))
 @click.argument("value")
 def config_set(name: str, value: str) -> None:
-    """Set a setting in config.yaml."""
-    settings = load_settings()
-    save_setting(settings.config_dir, name, value)
-    import os
+    """Set a setting in config.yaml, and say what was written where.
 
+    \b
+    Example:
+      metis-env config set default_endpoint 2
+      metis-env config set stale_after_days 14
+    """
+    settings = load_settings()
+    if name == "default_endpoint":
+        stored = open_store(settings).endpoints()  # the metadata only: no keyring
+        if value not in stored:
+            from .errors import NotFoundError
+
+            listed = f"stored: {', '.join(stored)}" if stored else "none is stored yet (metis-env sync)"
+            raise NotFoundError(f"no endpoint {value!r} is stored, so it cannot be the default; {listed}")
+    save_setting(settings.config_dir, name, value)
+    shown = value if os.environ.get(env_name(name)) else format_setting(getattr(load_settings(), name))
+    click.echo(f"metis-env: {name} set to {shown} in {config_path(settings)}", err=True)
     if os.environ.get(env_name(name)):
         actions.warn(f"{env_name(name)} is set in the environment and overrides config.yaml")
 
@@ -370,7 +381,25 @@ def config_set(name: str, value: str) -> None:
 @click.argument("name", type=click.Choice(SETTING_NAMES))
 def config_unset(name: str) -> None:
     """Remove a setting from config.yaml (back to its default)."""
-    save_setting(load_settings().config_dir, name, None)
+    settings = load_settings()
+    save_setting(settings.config_dir, name, None)
+    default = format_setting(getattr(Settings(config_dir=settings.config_dir), name)) or "none"
+    click.echo(f"metis-env: {name} removed from {config_path(settings)}; its default is {default}", err=True)
+
+
+def format_setting(value) -> str:
+    """A setting as config list shows it: 30, not 30.0; nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def config_path(settings: Settings) -> str:
+    from .paths import config_file
+
+    return str(config_file(settings.config_dir))
 
 
 @cli.command("hook")

@@ -282,13 +282,15 @@ def check_endpoints(settings: Settings, store: Store, broken_stores: frozenset[s
     for stored in endpoints.values():
         name = f"endpoint {stored.id}"
         age = stored.age_days()
-        when = f"synced {format_age(age)}" + (f" ({stored.source})" if stored.source else "")
+        event = "import" if stored.source.startswith("import") else "sync"  # what wrote it last
+        verb = "imported" if event == "import" else "synced"
+        when = f"{verb} {format_age(age)}" + (f" ({stored.source})" if stored.source and event == "sync" else "")
         if not stored.previous_fingerprint:
-            changed = "new at the last sync" if stored.source else "key history unknown"
+            changed = f"new at the last {event}" if stored.source else "key history unknown"
         elif stored.previous_fingerprint != stored.fingerprint:
-            changed = f"key changed at the last sync ({stored.previous_fingerprint} -> {stored.fingerprint})"
+            changed = f"key changed at the last {event} ({stored.previous_fingerprint} -> {stored.fingerprint})"
         else:
-            changed = "key unchanged at the last sync"
+            changed = f"key unchanged at the last {event}"
         if stored.store not in broken_stores:
             try:
                 store.api_key(stored)

@@ -122,7 +122,9 @@ def save_setting(config_dir: str | os.PathLike, name: str, value: Any) -> None:
     if value is None:
         data.pop(name, None)
     else:
-        data[name] = coerce_setting(name, value, name)
+        data[name] = coerce_setting(name, value, "config set")
+        if isinstance(data[name], float) and data[name].is_integer():
+            data[name] = int(data[name])  # config.yaml says 30, as the README does
     atomic_write_text(path, dump_flat_yaml(data))
 
 

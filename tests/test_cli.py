@@ -298,3 +298,43 @@ def test_check_with_two_endpoints_and_no_default_checks_both(tmp_path):
     statuses = [json.loads(line)["status"] for line in as_json.stdout.decode().splitlines()]
     assert (plain.returncode, lines, plain.stderr, as_json.returncode, statuses) == (
         0, ["1: ok: DeepSeek-R1 served", "2: ok: Llama-3.3-70B-Instruct served"], b"", 0, ["ok", "ok"])
+
+
+SEVERAL = "metis-env: error: several endpoints are stored (1, 2) and none is the default; name one ({}) or set a default: metis-env config set default_endpoint ID\n"
+
+
+@pytest.mark.parametrize(
+    "args, example",
+    [(["get", "key"], "metis-env get key 1"), (["get", "url"], "metis-env get url 1"),
+     (["run", "--", "true"], "metis-env run 1 -- COMMAND"), (["export"], "metis-env export 1")],
+)
+def test_several_endpoints_and_no_default_suggest_the_command_that_was_typed(endpoint_files, args, example):
+    metis("import", *map(str, endpoint_files), check=True)
+    proc = metis(*args)
+    assert (proc.returncode, proc.stderr.decode()) == (2, SEVERAL.format(example))
+
+
+def test_config_set_validates_says_what_it_did_and_list_shows_whole_numbers(endpoint_files, env_setup):
+    metis("import", *map(str, endpoint_files), check=True)
+    config = env_setup / "config.yaml"
+    assert [result(metis("config", *a)) for a in (["set", "default_endpoint", "7"], ["set", "default_endpoint", "2"],
+                                                   ["set", "stale_after_days", "0"], ["set", "timeout", "45"],
+                                                   ["unset", "timeout"])] == [
+        (3, "", "metis-env: error: no endpoint '7' is stored, so it cannot be the default; stored: 1, 2\n"),
+        (0, "", f"metis-env: default_endpoint set to 2 in {config}\n"),
+        (2, "", "metis-env: error: config set: stale_after_days must be a positive number\n"),
+        (0, "", f"metis-env: timeout set to 45 in {config}\n"),
+        (0, "", f"metis-env: timeout removed from {config}; its default is 30\n"),
+    ]
+    listed = metis("config", "list").stdout.decode().splitlines()
+    assert [line for line in listed if line.startswith(("stale_after_days", "timeout", "default_endpoint"))] == [
+        "default_endpoint: 2", "stale_after_days: 30", "timeout: 30"]
+
+
+def test_import_refuses_a_file_not_named_like_an_endpoint_file_unless_given_an_id(tmp_path, env_setup):
+    random = tmp_path / "random.txt"
+    random.write_text(ENDPOINT_1)
+    assert result(metis("import", str(random))) == (
+        2, "", f"metis-env: error: {random}: not named like an endpoint file (metis_endpoint_N.txt, which becomes "
+               f"endpoint N); give its endpoint id: metis-env import --id ID {random}\n")
+    assert result(metis("import", "--id", "work", str(random))) == (0, "", "endpoint work: new\n")

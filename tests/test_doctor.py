@@ -161,9 +161,9 @@ def test_stale_data_is_a_warning_with_its_fix(synced):
     code, lines, stderr = run_doctor()
     assert (code, stderr) == (0, "")
     assert lines_of(lines, "endpoint 1") + lines_of(lines, "endpoint 2") == [
-        "warn     endpoint 1: synced 45 days ago (import), older than stale_after_days (30); new at the last sync; "
+        "warn     endpoint 1: imported 45 days ago, older than stale_after_days (30); new at the last import; "
         "fix: metis-env sync",
-        "warn     endpoint 2: synced 45 days ago (import), older than stale_after_days (30); new at the last sync; "
+        "warn     endpoint 2: imported 45 days ago, older than stale_after_days (30); new at the last import; "
         "fix: metis-env sync",
     ]
 
@@ -178,8 +178,8 @@ def test_fresh_data_and_a_rotated_key_are_reported(synced, tmp_path):
     code, lines, stderr = run_doctor()
     assert (code, stderr) == (0, "")
     assert lines_of(lines, "endpoint 1") + lines_of(lines, "endpoint 2") == [
-        f"ok       endpoint 1: synced just now (import); key changed at the last sync ({before} -> {after})",
-        "ok       endpoint 2: synced just now (import); new at the last sync",
+        f"ok       endpoint 1: imported just now; key changed at the last import ({before} -> {after})",
+        "ok       endpoint 2: imported just now; new at the last import",
     ]
 
 
@@ -189,7 +189,7 @@ def test_a_missing_key_is_a_problem(synced):
     code, lines, stderr = run_doctor()
     assert (code, stderr) == (17, "metis-env: error: doctor found 2 problem(s) (endpoint 1, endpoint 2); each is listed above with its fix\n")
     assert line_of(lines, "endpoint 1") == (
-        f"problem  endpoint 1: synced just now (import); the key of endpoint 1 is missing from {synced / 'keys.json'}; "
+        f"problem  endpoint 1: imported just now; the key of endpoint 1 is missing from {synced / 'keys.json'}; "
         "run metis-env sync to fetch it again; fix: metis-env sync"
     )
 
