@@ -457,9 +457,24 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
 
     ssh.set_debug_logging(bool(ctx.find_root().params.get("debug")))
     options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)
-    changes = run_sync(settings_from(ctx, store=store), options, TerminalPrompter())
+    settings = settings_from(ctx, store=store)
+    changes = run_sync(settings, options, TerminalPrompter())
     for line in actions.describe_changes(changes, dry_run):
         click.echo(line, err=True)
+    if not dry_run:
+        _remember_user(settings, user)
+
+
+def _remember_user(settings: Settings, user: str | None) -> None:
+    """--user is remembered in config.yaml after a sync that worked, as a prompted name is, unless a
+    user is configured already (config.yaml or METIS_ENV_USER). Quietly: the sync's report is
+    the last thing on stderr, and `config list` shows it."""
+    from .settings import read_config_file
+    from .paths import config_file
+
+    if not user or os.environ.get(env_name("user")) or read_config_file(config_file(settings.config_dir)).get("user"):
+        return
+    save_setting(settings.config_dir, "user", user)
 
 
 def _shell_named(command: Sequence[str]) -> str | None:

@@ -338,3 +338,19 @@ def test_import_refuses_a_file_not_named_like_an_endpoint_file_unless_given_an_i
         2, "", f"metis-env: error: {random}: not named like an endpoint file (metis_endpoint_N.txt, which becomes "
                f"endpoint N); give its endpoint id: metis-env import --id ID {random}\n")
     assert result(metis("import", "--id", "work", str(random))) == (0, "", "endpoint work: new\n")
+
+
+@pytest.mark.usefixtures("file_store")
+def test_sync_remembers_a_user_given_with_dash_dash_user(tmp_path, env_setup):
+    """The error for a missing user says --user NAME is remembered in config.yaml: so it is."""
+    from tests._trust import Remote, endpoint_text
+
+    remote = Remote(tmp_path / "remote-home")
+    try:
+        remote.serve({"metis_endpoint_1.txt": endpoint_text("sk-user-0123456789abcdef")})
+        synced = remote.sync()
+        remembered = metis("config", "get", "user").stdout.decode()
+        dry = remote.sync("--dry-run")
+    finally:
+        remote.stop()
+    assert (synced.returncode, remembered, dry.returncode) == (0, f"{remote.user}\n", 0)
