@@ -148,8 +148,10 @@ def environment_for(selection: Selection, api_key: str) -> dict[str, str]:
     }
 
 
-def export_command(spec: str | None, model: str | None, shell: str | None, unset: bool, settings: Settings | None = None) -> int:
-    """``metis-env export``: code on stdout and nothing else; on failure only the shell's ``false``."""
+def export_command(spec: str | None, model: str | None, shell: str | None, unset: bool, settings: Settings | None = None,
+                   output: str | None = None) -> int:
+    """``metis-env export``: code on stdout and nothing else; on failure only the shell's ``false``.
+    With ``output``, the code goes to that file instead, mode 0600, written atomically."""
     # Without --shell the code is the one form every POSIX shell and fish read alike, whatever $SHELL
     # says: the shell that evaluates it is often not the login shell (a bash script run from fish).
     shell_name = render.DEFAULT_SHELL if shell is None else None
@@ -162,8 +164,37 @@ def export_command(spec: str | None, model: str | None, shell: str | None, unset
         raise
     for warning in warnings:
         warn(warning)
+    if output is not None:
+        write_private_file(output, code)
+        sys.stderr.write(f"metis-env: wrote {output} (mode 600); keep it out of version control\n")
+        return 0
     sys.stdout.write(code)
     return 0
+
+
+def write_private_file(path: str, text: str) -> None:
+    """``path`` mode 0600 whatever the umask, through a temp file beside it and ``os.replace``: a
+    reader sees the old file or the new one, never a half-written or briefly world-readable one."""
+    import tempfile
+
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+        raise
 
 
 def get_command(what: str, spec: str | None, settings: Settings | None = None) -> int:

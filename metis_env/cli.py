@@ -157,8 +157,10 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @model_option
 @click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), shell_complete=complete_shell, help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
 @click.option("--unset", is_flag=True, help="Print the code that removes the same variables.")
+@click.option("--output", "-o", metavar="FILE", help="Write the code to FILE (mode 0600, atomically) instead of stdout, e.g. a .env file.")
 @click.pass_context
-def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool) -> int:
+def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool,
+                   output: str | None) -> int:
     """Print shell code that sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY
     and METIS_ENV_ENDPOINT.
 
@@ -171,9 +173,10 @@ def export_command(ctx: click.Context, endpoint: str | None, model: str | None, 
       eval "$(metis-env export 1)"
       metis-env export 2 --model Llama-4-Maverick-17B-128E-Instruct --shell fish | source
       eval "$(metis-env export --unset)"
+      metis-env export 1 --shell dotenv --output .env
     """
     settings = settings_from(ctx)
-    return actions.export_command(endpoint, model, shell, unset, settings)
+    return actions.export_command(endpoint, model, shell, unset, settings, output)
 
 
 class RunCommand(click.Command):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from metis_env.testing.openai_server import OpenAIStubServer
-from tests.conftest import ENDPOINT_1, ENDPOINT_2, metis
+from tests.conftest import ENDPOINT_1, ENDPOINT_2, REPO as REPO_ROOT, metis
 
 pytestmark = pytest.mark.usefixtures("file_store")
 
@@ -354,3 +354,23 @@ def test_sync_remembers_a_user_given_with_dash_dash_user(tmp_path, env_setup):
     finally:
         remote.stop()
     assert (synced.returncode, remembered, dry.returncode) == (0, f"{remote.user}\n", 0)
+
+
+@pytest.mark.usefixtures("file_store")
+def test_export_dotenv_output_writes_a_0600_file_atomically_whatever_the_umask(endpoint_files, tmp_path):
+    import stat as stat_module
+
+    from dotenv import dotenv_values
+
+    metis("import", *map(str, endpoint_files), check=True)
+    env_file = tmp_path / "project" / ".env"
+    env_file.parent.mkdir()
+    env_file.write_text("OLD=1\n")
+    os.chmod(env_file, 0o644)
+    proc = subprocess.run([sys.executable, "-m", "metis_env", "export", "1", "--shell", "dotenv", "--output", str(env_file)],
+                          capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                          preexec_fn=lambda: os.umask(0))
+    values = dotenv_values(env_file, interpolate=False)
+    assert (result(proc), oct(stat_module.S_IMODE(env_file.stat().st_mode)), values["METIS_ENV_ENDPOINT"],
+            sorted(p.name for p in env_file.parent.iterdir())) == (
+        (0, "", f"metis-env: wrote {env_file} (mode 600); keep it out of version control\n"), "0o600", "1", [".env"])

@@ -322,3 +322,17 @@ def test_the_build_ships_shell_as_metis_env_shell_and_hook_reads_it_there(tmp_pa
     env = {**os.environ, "PYTHONPATH": str(built)}
     located = subprocess.run([sys.executable, "-m", "metis_env", "hook", "bash", "--path"], env=env, capture_output=True, cwd=tmp_path)
     assert (located.returncode, located.stdout.decode(), located.stderr) == (0, f"{built / 'metis_env/shell/metis-env.bash'}\n", b"")
+
+
+@pytest.mark.parametrize("shell, rc", [("bash", ".bashrc"), ("zsh", ".zshrc")])
+def test_install_again_with_the_line_in_the_rc_file_says_nothing_is_left_to_do(shell, rc, tmp_path):
+    home = tmp_path / "rc-home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_DATA_HOME": "", "XDG_CONFIG_HOME": "", "ZDOTDIR": ""}
+    first = metis("hook", shell, "--install", env=env)
+    path = home / ".local" / "share" / "metis-env" / f"metis-env.{shell}"
+    (home / rc).write_text(f"# my rc\nsource ~/.local/share/metis-env/metis-env.{shell}\n")
+    again = metis("hook", shell, "--install", env=env)
+    assert (first.returncode, again.returncode, again.stderr.decode()) == (0, 0, (
+        f"metis-env: already up to date: {path} (metis-use, metis-unuse and completion for {shell}); "
+        f"~/{rc} already sources it: nothing else to do\n"))
