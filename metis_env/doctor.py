@@ -427,12 +427,19 @@ def load_settings_or_defaults(load: Callable[[], Settings], environ: Mapping[str
         return load(), []
     except MetisEnvError as exc:
         values = {}
-        for name in SETTING_NAMES:  # the environment's values that are valid, config.yaml's are not read
+        with contextlib.suppress(MetisEnvError, OSError):  # config.yaml's valid values still count: one
+            from .settings import read_config_file  # bad timeout must not hide `store: file`
+
+            for name, value in read_config_file(paths.config_file(paths.config_dir(environ))).items():
+                with contextlib.suppress(MetisEnvError):
+                    if name in SETTING_NAMES:
+                        values[name] = coerce_setting(name, value, "config.yaml")
+        for name in SETTING_NAMES:  # then the environment's values that are valid
             with contextlib.suppress(MetisEnvError):
                 if environ.get(env_name(name)):
                     values[name] = coerce_setting(name, environ[env_name(name)], env_name(name))
         settings = Settings(config_dir=paths.config_dir(environ), **values)
-        return settings, [Finding("settings", PROBLEM, f"{exc}; doctor goes on with the defaults", "fix the value named, or delete config.yaml")]
+        return settings, [Finding("settings", PROBLEM, f"{exc}; doctor goes on with the valid settings and defaults for the rest", "fix the value named, or delete config.yaml")]
 
 
 def run_checks(
@@ -448,14 +455,20 @@ def run_checks(
     keyring_findings = check_keyring(settings, environ)
     findings += keyring_findings
     files = check_config_files(settings)
-    if any(f.name == "config.yaml" and f.status == PROBLEM for f in files):
+    dir_refused = any(f.name == "config dir" and f.status == PROBLEM for f in files)
+    if dir_refused or any(f.name == "config.yaml" and f.status == PROBLEM for f in files):
         findings = [f for f in findings if f.name != "settings"]  # the same cause, said once
+    if dir_refused and not environ.get(env_name("store")):
+        # config.yaml cannot be read, so which store it names is unknown: a keyring verdict on the
+        # default store would be a second, spurious problem for the one cause.
+        findings = [f for f in findings if f.name not in ("store", "keyring")]
     findings += files
     findings += check_ssh(settings)
     broken = {"keyring"} if any(f.status == PROBLEM for f in keyring_findings) else set()
     if any(f.name == "keys.json" and f.status == PROBLEM for f in findings):
         broken.add("file")
-    findings += check_endpoints(settings, store, frozenset(broken))
+    if not dir_refused:  # the endpoints live in the refused dir: its finding says it all
+        findings += check_endpoints(settings, store, frozenset(broken))
     findings += check_hooks(environ)
     findings += check_openssh(settings)
     return findings
