@@ -124,6 +124,9 @@ class DemoPrompter:
         return self.inner.ask(f"      {prompt}")
 
     def progress(self, message: str) -> None:
+        # A real token shows a new code after a refusal; the demo token keeps showing the one it showed
+        # (the login node's counter moves on a success only), so "wait for the next code" would be false.
+        message = message.replace("; wait for the next code (", "; type the code the demo token shows (")
         self.narrator.detail(f"metis-env: {message}")
 
 
