@@ -35,13 +35,14 @@ _DEFAULTS = {
     "pattern": "metis_endpoint_*.txt",
     "transport": "paramiko",
     "timeout": 30.0,
+    "aliases": None,
 }
 
 
 class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS], defaults=tuple(_DEFAULTS.values()))):
     """``config_dir: str``; ``user, default_endpoint, default_model: str | None``; ``host, store
     ("keyring"|"file"), pattern, transport ("paramiko"|"openssh"): str``; ``port: int | None``;
-    ``stale_after_days, timeout: float`` (seconds)."""
+    ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``)."""
 
     __slots__ = ()
 
@@ -93,7 +94,7 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         except ValueError:
             port = 0
         if not 0 < port < 65536:
-            raise UsageError(f"{source}: port must be a number from 1 to 65535")
+            raise UsageError(f"{_label(source, 'port')} must be a number from 1 to 65535")
         return port
     if name in ("stale_after_days", "timeout"):
         try:
@@ -101,16 +102,30 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         except ValueError:
             number = -1.0
         if not number > 0:
-            raise UsageError(f"{source}: {name} must be a positive number")
+            raise UsageError(f"{_label(source, name)} must be a positive number")
         return number
+    if name == "aliases":
+        if isinstance(value, dict):  # `aliases: {GROQ_API_KEY: OPENAI_API_KEY}` in config.yaml reads as well
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        if not isinstance(value, str):
+            raise UsageError(f"{_label(source, 'aliases')} must be NEW_NAME=EXPORTED_NAME pairs, comma-separated")
+        from .actions import parse_aliases
+
+        return ",".join(f"{alias}={target}" for alias, target in parse_aliases(value, source)) or None
     if isinstance(value, (dict, list, bool)):
-        raise UsageError(f"{source}: {name} must be a single word or number")
+        raise UsageError(f"{_label(source, name)} must be a single word or number")
     text = str(value)
     if name == "store" and text not in STORES:
-        raise UsageError(f"{source}: store must be one of {', '.join(STORES)}")
+        raise UsageError(f"{_label(source, 'store')} must be one of {', '.join(STORES)}")
     if name == "transport" and text not in TRANSPORTS:
-        raise UsageError(f"{source}: transport must be one of {', '.join(TRANSPORTS)}")
+        raise UsageError(f"{_label(source, 'transport')} must be one of {', '.join(TRANSPORTS)}")
     return text
+
+
+def _label(source: str, name: str) -> str:
+    """``config.yaml: timeout``, ``METIS_ENV_TIMEOUT: timeout``, or ``timeout`` alone when the source is
+    the setting's own name (config set): never "timeout: timeout must be ..."."""
+    return name if source == name else f"{source}: {name}"
 
 
 def save_setting(config_dir: str | os.PathLike, name: str, value: Any) -> None:
@@ -122,7 +137,7 @@ def save_setting(config_dir: str | os.PathLike, name: str, value: Any) -> None:
     if value is None:
         data.pop(name, None)
     else:
-        data[name] = coerce_setting(name, value, "config set")
+        data[name] = coerce_setting(name, value, name)
         if isinstance(data[name], float) and data[name].is_integer():
             data[name] = int(data[name])  # config.yaml says 30, as the README does
     atomic_write_text(path, dump_flat_yaml(data))
