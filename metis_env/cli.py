@@ -432,7 +432,7 @@ def hook_command(target: str, show_path: bool, install: bool) -> None:
 
 
 @cli.command("sync")
-@click.option("--user", metavar="NAME", help="Your ALCF user name (default: config, ~/.ssh/config, else asked once and remembered).")
+@click.option("--user", metavar="NAME", help="Your ALCF user name (default: config, ~/.ssh/config, else asked once; remembered in config.yaml after a sync that works).")
 @click.option("--host", metavar="HOST", help="Login node or ~/.ssh/config alias (default: sambanova.alcf.anl.gov).")
 @click.option("--port", type=click.IntRange(1, 65535), metavar="N", help="SSH port (default: ~/.ssh/config, else 22).")
 @click.option("--passcode-stdin", is_flag=True, help="Read one passcode from stdin instead of the terminal (for scripts; no retry).")
