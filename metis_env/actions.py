@@ -318,15 +318,6 @@ def read_endpoint_source(source: str, endpoint_id: str | None, stdin=None) -> En
     """One FILE argument of import (``-`` is stdin) -> a parsed Endpoint; the file is never read past the limit."""
     from .endpoint import MAX_FILE_BYTES, endpoint_name_id, parse_endpoint_file
 
-    if source != "-" and not endpoint_id and endpoint_name_id(source) is None:
-        # `import random.txt` silently became endpoint "random": a name that is not an endpoint
-        # file's must come with the id the user means.
-        from shlex import quote
-
-        raise UsageError(
-            f"{source}: not named like an endpoint file (metis_endpoint_N.txt, which becomes endpoint N); "
-            f"give its endpoint id: metis-env import --id ID {quote(source)}"
-        )
     if source == "-":
         if not endpoint_id:
             raise UsageError("give the endpoint id for stdin: metis-env import --id 1 -")
@@ -341,6 +332,15 @@ def read_endpoint_source(source: str, endpoint_id: str | None, stdin=None) -> En
         raise EndpointFileError(f"{source}: is a directory, not an endpoint file") from None
     except OSError as exc:
         raise EndpointFileError(f"{source}: cannot read it: {exc.strerror}") from None
+    if not endpoint_id and endpoint_name_id(source) is None:
+        # `import random.txt` silently became endpoint "random": a file not named like an endpoint
+        # file must come with the id the user means.
+        from shlex import quote
+
+        raise EndpointFileError(
+            f"{source}: cannot tell the endpoint id from this file name (metis_endpoint_N.txt becomes endpoint N); "
+            f"pass it: metis-env import --id ID {quote(source)}"
+        )
     return parse_endpoint_file(data, source, endpoint_id)
 
 

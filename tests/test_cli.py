@@ -336,8 +336,8 @@ def test_import_refuses_a_file_not_named_like_an_endpoint_file_unless_given_an_i
     random = tmp_path / "random.txt"
     random.write_text(ENDPOINT_1)
     assert result(metis("import", str(random))) == (
-        2, "", f"metis-env: error: {random}: not named like an endpoint file (metis_endpoint_N.txt, which becomes "
-               f"endpoint N); give its endpoint id: metis-env import --id ID {random}\n")
+        4, "", f"metis-env: error: {random}: cannot tell the endpoint id from this file name (metis_endpoint_N.txt "
+               f"becomes endpoint N); pass it: metis-env import --id ID {random}\n")
     assert result(metis("import", "--id", "work", str(random))) == (0, "", "endpoint work: new\n")
 
 

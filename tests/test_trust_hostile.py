@@ -298,7 +298,7 @@ def test_odd_file_names_are_one_escaped_line_and_never_reach_the_store_as_paths(
     bell = folder / "a\x1b]0;pwned\x07b"
     assert result(metis("import", str(newline))) == (
         4, "", f"metis-env: error: {folder}/metis_endpoint_1\\n\\x1b[2Jx.txt: cannot tell the endpoint id from this file "
-        "name; name it metis_endpoint_N.txt or pass --id\n")
+        f"name (metis_endpoint_N.txt becomes endpoint N); pass it: metis-env import --id ID '{folder}/metis_endpoint_1\\n\\x1b[2Jx.txt'\n")
     assert result(metis("import", str(bell))) == (3, "", f"metis-env: error: {folder}/a\\x1b]0;pwned\\x07b: no such file\n")
     assert result(metis("import", "--id", "../x", "-", input=text.encode())) == (
         4, "", "metis-env: error: endpoint id '../x' is not valid: use letters, digits, '.', '_' or '-'\n")
