@@ -388,3 +388,18 @@ def test_one_cause_gives_one_finding_with_its_own_fix(case, tmp_path, monkeypatc
                          "valid settings and defaults for the rest; fix: fix the value named, or delete config.yaml",
     }[case]
     assert (code, problems) == (17, [expected])
+
+
+def test_a_jump_host_sync_refuses_is_a_problem_in_syncs_words(file_store, tmp_path):
+    ssh_dir = tmp_path / "home" / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "config").write_text(
+        "Host sambanova.alcf.anl.gov\n  ProxyJump bastion\n  User ada\nHost bastion\n  ProxyJump outer\n"
+    )
+    code, lines, stderr = run_doctor()
+    assert (code, stderr) == (17, PROBLEMS_STDERR.format("ssh config"))
+    assert line_of(lines, "ssh config") == (
+        "problem  ssh config: sambanova.alcf.anl.gov -> sambanova.alcf.anl.gov:22 through ProxyJump bastion, as ada "
+        "(from the ssh config); the jump host bastion has its own ProxyJump/ProxyCommand; use --via openssh; "
+        "fix: metis-env config set transport openssh (or metis-env sync --via openssh)"
+    )
