@@ -161,8 +161,12 @@ def get_command(what: str, spec: str | None, settings: Settings | None = None) -
     return 0
 
 
-def run_subcommand(spec: str | None, model: str | None, argv: Sequence[str], settings: Settings | None = None) -> int:
+def run_subcommand(spec: str | None, model: str | None, argv: Sequence[str], settings: Settings | None = None, proxy: bool = False) -> int:
     settings = settings or load_settings()
+    if proxy:
+        from .proxy import run_with_proxy  # http.server and threading: only --proxy pays for them
+
+        return run_with_proxy(open_store(settings), settings, spec, model, argv)
     return run_command(open_store(settings), settings, spec, model, argv)
 
 

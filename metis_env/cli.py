@@ -185,21 +185,27 @@ class RunCommand(click.Command):
 @cli.command("run", cls=RunCommand)
 @endpoint_argument
 @model_option
+@click.option("--proxy", is_flag=True, help="Give the command a loopback proxy and a local key instead of the real key (long jobs: the token is refreshed).")
 @click.pass_context
-def run_command(ctx: click.Context, endpoint: str | None, model: str | None) -> int:
+def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool) -> int:
     """Run a command with the endpoint's variables in its environment (never in its arguments).
 
-    Usage: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...
+    Usage: metis-env run [--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...
 
-    The command replaces metis-env, so its signals and exit status pass straight through.
+    The command replaces metis-env, so its signals and exit status pass straight through. With
+    --proxy, metis-env stays the parent: the command gets OPENAI_BASE_URL = a proxy on 127.0.0.1 and
+    OPENAI_API_KEY = a random key for this run only; the proxy sends the real key (a gateway token
+    refreshed before it expires) and routes each request by its model. Signals are forwarded, the
+    exit status passed on, and the proxy stops with the command.
 
     \b
     Example:
       metis-env run 1 -- python chat_completion.py "What is an extinction vortex?"
       metis-env run 2 --model Llama-3.3-70B-Instruct -- ./my_agent.sh
+      metis-env run --proxy metis -- python long_job.py      # runs for days; the token is refreshed
     """
     settings = settings_from(ctx)
-    return actions.run_subcommand(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings)
+    return actions.run_subcommand(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy)
 
 
 @cli.command("get")

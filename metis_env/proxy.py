@@ -1,0 +1,529 @@
+"""``metis-env run --proxy``: a loopback proxy that holds the real key while a long job runs.
+
+An environment variable cannot be refreshed, and a gateway access token lives 48 h; a job can live
+longer. So, for the child's lifetime only, metis-env listens on 127.0.0.1 (port 0: the kernel picks a
+free one), gives the child ``OPENAI_BASE_URL`` = that proxy and ``OPENAI_API_KEY`` = a random key
+made for this run, and stays the parent:
+
+- each request must carry the local key (``Authorization: Bearer``, compared in constant time);
+- the proxy puts the real key in its place, asking ``actions.select_with_key`` for it (the one way to
+  get a current gateway token: it refreshes under the store's lock) and caching it until the moment
+  ``export`` itself would refresh it (``token_refresh_margin`` before expiry);
+- it forwards to the endpoint's base URL (TLS verified against the CAs ``SSL_CERT_FILE`` names, proxy
+  variables honoured except for loopback, redirects never followed) and streams the answer back chunk
+  by chunk as it arrives (SSE included); an upstream 401 makes it ask for the key again, and retry
+  once if that gave a different key;
+- ``GET /v1/models`` is answered from the stored models (the gateway has no such route);
+- a request's ``"model"`` picks the endpoint: the selected endpoint when it serves that model, else
+  the one stored endpoint that serves it; the selected endpoint when the model is absent, unknown or
+  served by several others.
+
+The real key never enters the child's environment or argv. metis-env forwards SIGINT, SIGTERM and
+SIGHUP to the child, exits with its status (128+N when a signal N ended it) and stops the proxy when
+the child is gone. Standard library only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.client
+import json
+import os
+import secrets
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from . import actions
+from .errors import CommandNotFoundError, MetisEnvError, UsageError
+
+LOCAL_KEY_PREFIX = "metis-env-local-"
+MAX_REQUEST_BYTES = 32 * 1024 * 1024  # the gateway takes 10 MB; an endpoint file's server may take more
+UPSTREAM_TIMEOUT = 900.0  # seconds for connect and for each read: a long generation may be slow to start
+MIN_RECHECK = 30.0  # seconds between two key look-ups when a refresh failed and the old token still works
+CHUNK = 64 * 1024
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Headers that describe one connection, not the message (RFC 9110 7.6.1), and the ones we set ourselves.
+_HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+    "trailer", "transfer-encoding", "upgrade", "host", "content-length", "authorization", "api-key",
+}
+_SI_KERNEL = 0x80  # siginfo si_code of a signal the kernel sent (a terminal's Ctrl-C), not kill(2)
+
+
+def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: Sequence[str]) -> int:
+    """``metis-env run --proxy [ENDPOINT] [--model NAME] -- CMD``: the child's exit status."""
+    if not argv:
+        raise UsageError("nothing to run; usage: metis-env run --proxy [ENDPOINT] [--model NAME] -- COMMAND [ARGS...]")
+    selection, key = actions.select_with_key(store, spec, model, settings)
+    for warning in selection.warnings:
+        actions.warn(warning)
+    keys = KeyCache(store, settings)
+    keys.prime(selection, key)
+    local_key = LOCAL_KEY_PREFIX + secrets.token_urlsafe(32)
+    router = Router(store.endpoints(), selection.endpoint.id)
+    server = ProxyServer(router, keys, local_key)
+    env = child_environment(os.environ, selection, server.base_url, local_key, keys.known_keys())
+    return supervise(argv, env, server)
+
+
+def child_environment(
+    inherited: Mapping[str, str], selection, proxy_url: str, local_key: str, real_keys: Sequence[str]
+) -> dict[str, str]:
+    """What the child gets: ``run``'s variables, pointing at the proxy and carrying the local key.
+
+    Inherited names that ``run`` would set for another kind of endpoint (an old export of a real key)
+    are dropped, and so is any variable whose value holds a real key: the child must have none.
+    """
+    local = selection._replace(endpoint=selection.endpoint._replace(base_url=proxy_url))
+    ours = actions.environment_for(local, local_key)
+    ours.pop("METIS_ENV_TOKEN_EXPIRES", None)  # the local key does not expire while the child runs
+    env = {
+        name: value
+        for name, value in inherited.items()
+        if name not in actions.EXPORTED_NAMES
+        and name != "METIS_ENV_TOKEN_EXPIRES"
+        and not any(k and k in value for k in real_keys)
+    }
+    env.update(ours)
+    return env
+
+
+# --- keys -------------------------------------------------------------------------------------------
+
+
+class KeyCache:
+    """The current real key of each endpoint, from ``actions.select_with_key``; one look-up at a time."""
+
+    def __init__(self, store, settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._lead = float(getattr(settings, "token_refresh_margin", 3600.0))
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[str, float | None]] = {}
+        self._warned: set[str] = set()
+        self._seen: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"KeyCache(endpoints={sorted(self._cache)!r})"
+
+    def prime(self, selection, key: str) -> None:
+        with self._lock:
+            self._remember(selection, key)
+
+    def known_keys(self) -> list[str]:
+        with self._lock:
+            return list(self._seen)
+
+    def get(self, endpoint_id: str, refused: str | None = None) -> str:
+        """The key to send to ``endpoint_id``; ``refused``: the key the endpoint just answered 401 to."""
+        with self._lock:
+            cached = self._cache.get(endpoint_id)
+            if cached is not None:
+                key, recheck_at = cached
+                if refused is not None and key != refused:
+                    return key  # another request already got a new one
+                if refused is None and (recheck_at is None or time.time() < recheck_at):
+                    return key
+            selection, key = actions.select_with_key(self._store, endpoint_id, None, self._settings)
+            for warning in selection.warnings:
+                if warning not in self._warned:
+                    self._warned.add(warning)
+                    actions.warn(warning)
+            self._remember(selection, key)
+            return key
+
+    def _remember(self, selection, key: str) -> None:
+        expires = parse_expiry(getattr(selection, "expires_at", None))
+        recheck_at = None if expires is None else max(expires - self._lead, time.time() + MIN_RECHECK)
+        self._cache[selection.endpoint.id] = (key, recheck_at)
+        if key not in self._seen:
+            self._seen.append(key)
+
+
+def parse_expiry(value: str | None) -> float | None:
+    """ISO 8601 (``2026-12-02T03:00:00+00:00`` or ``...Z``) -> seconds since the epoch; None if absent."""
+    if not value:
+        return None
+    import datetime
+
+    try:
+        when = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return time.time()  # unreadable: ask again at every request rather than trust it
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+# --- routing ----------------------------------------------------------------------------------------
+
+
+class Router:
+    """A request's model -> the endpoint that serves it (see the module docstring for the rule)."""
+
+    def __init__(self, endpoints: Mapping, selected: str) -> None:
+        self.endpoints = dict(endpoints)
+        self.selected = selected
+        self._serving: dict[str, list[str]] = {}
+        for stored in self.endpoints.values():
+            for name in stored.models:
+                self._serving.setdefault(name, []).append(stored.id)
+
+    def route(self, model: object) -> str:
+        if not isinstance(model, str) or model in self.endpoints[self.selected].models:
+            return self.selected
+        serving = self._serving.get(model, [])
+        return serving[0] if len(serving) == 1 else self.selected
+
+    def models_list(self) -> dict:
+        """``GET /v1/models`` in OpenAI's shape: every stored model, the selected endpoint's first."""
+        order = [self.selected] + [i for i in self.endpoints if i != self.selected]
+        data, seen = [], set()
+        for endpoint_id in order:
+            for name in self.endpoints[endpoint_id].models:
+                if name not in seen:
+                    seen.add(name)
+                    data.append({"id": name, "object": "model", "created": 0, "owned_by": f"metis-env:{endpoint_id}"})
+        return {"object": "list", "data": data}
+
+
+# --- the server -------------------------------------------------------------------------------------
+
+
+class ProxyServer:
+    """The loopback listener; ``base_url`` is known as soon as it is made, ``start()`` serves."""
+
+    def __init__(self, router: Router, keys: KeyCache, local_key: str, host: str = "127.0.0.1") -> None:
+        handler = type("Handler", (_ProxyHandler,), {"router": router, "keys": keys, "local_key": local_key})
+        self._server = ThreadingHTTPServer((host, 0), handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+        host, port = self._server.server_address[:2]
+        self.address = (host, port)
+        self.base_url = f"http://{host}:{port}/v1/"
+
+    def __repr__(self) -> str:
+        return f"ProxyServer({self.base_url!r})"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="metis-env-proxy", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    router: Router
+    keys: KeyCache
+    local_key: str
+    protocol_version = "HTTP/1.1"
+    server_version = "metis-env-proxy"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # the child's requests are its own business; errors that matter are warned about below
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        presented = self.headers.get("Authorization") or ""
+        if not hmac.compare_digest(presented.encode("utf-8", "replace"), f"Bearer {self.local_key}".encode()):
+            self._error(401, "metis-env proxy: wrong or missing key; use the OPENAI_API_KEY metis-env run --proxy set", "invalid_api_key")
+            return
+        path, _, query = self.path.partition("?")
+        if not path.startswith("/v1/") and path != "/v1":
+            self._error(404, f"metis-env proxy: no route for {path[:100]}; the API is under /v1/", "not_found")
+            return
+        rest = path[len("/v1/"):]
+        if method == "GET" and rest.rstrip("/") == "models":
+            self._json(200, self.router.models_list())
+            return
+        if method == "GET" and rest.startswith("models/"):
+            wanted = rest[len("models/"):]
+            match = [m for m in self.router.models_list()["data"] if m["id"] == wanted]
+            if match:
+                self._json(200, match[0])
+            else:
+                self._error(404, f"The model `{wanted[:100]}` does not exist", "model_not_found")
+            return
+        endpoint_id = self.router.route(_model_of(body))
+        self._forward(method, endpoint_id, rest + (f"?{query}" if query else ""), body)
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self._error(411, "metis-env proxy: send a Content-Length, not a chunked body", "length_required")
+            return None
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_REQUEST_BYTES:
+            self.close_connection = True
+            self._error(413, f"metis-env proxy: request bodies are limited to {MAX_REQUEST_BYTES} bytes", "too_large")
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _forward(self, method: str, endpoint_id: str, rest: str, body: bytes) -> None:
+        stored = self.router.endpoints[endpoint_id]
+        url = stored.base_url.rstrip("/") + "/" + rest
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        data = body if method != "GET" else None
+        try:
+            key = self.keys.get(endpoint_id)
+            answer = _open(url, method, data, headers, key)
+            if answer.status == 401:
+                # The key may have rotated (a sync) or the token been revoked: ask once more, and retry
+                # once if that gave another key; otherwise the child sees the endpoint's own 401.
+                refused = _Buffered(answer)
+                fresh = self.keys.get(endpoint_id, refused=key)
+                answer = _open(url, method, data, headers, fresh) if fresh != key else refused
+        except MetisEnvError as exc:
+            actions.warn(f"proxy: {exc}")
+            status = 401 if exc.exit_code in (18, 19) else 502
+            self._error(status, f"metis-env proxy: {exc}", "metis_env_error")
+            return
+        except _Unreachable as exc:
+            self._error(502, f"metis-env proxy: {exc}", "upstream_unreachable")
+            return
+        self._relay(answer)
+
+    def _relay(self, answer) -> None:
+        try:
+            self.send_response(answer.status, answer.reason)
+            for name, value in answer.headers.items():
+                if name.lower() not in _HOP_BY_HOP:
+                    self.send_header(name, value)
+            length = answer.headers.get("Content-Length")
+            chunked = length is None
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", length)
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                piece = answer.read1(CHUNK)
+                if not piece:
+                    break
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                self.wfile.flush()  # one SSE event out as soon as it came in
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+        except (ConnectionError, TimeoutError, OSError, http.client.HTTPException):
+            self.close_connection = True  # the child went away, or the endpoint broke off mid-answer
+        finally:
+            answer.close()
+
+    def _error(self, status: int, message: str, code: str) -> None:
+        self._json(status, {"error": {"message": message, "type": "metis_env_proxy_error", "param": None, "code": code}})
+
+    def _json(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _model_of(body: bytes) -> object:
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload.get("model") if isinstance(payload, dict) else None
+
+
+# --- upstream ---------------------------------------------------------------------------------------
+
+
+class _Unreachable(Exception):
+    """No HTTP answer from the endpoint; the message names the host, never the key."""
+
+
+class _Buffered:
+    """An answer read into memory (and its connection closed), with the interface _relay uses."""
+
+    def __init__(self, answer) -> None:
+        self.status, self.reason, self.headers = answer.status, answer.reason, answer.headers
+        try:
+            self._body = answer.read()
+        except (OSError, http.client.HTTPException):
+            self._body = b""
+        finally:
+            answer.close()
+
+    def read1(self, _size: int) -> bytes:
+        body, self._body = self._body, b""
+        return body
+
+    def read(self) -> bytes:
+        return self.read1(0)
+
+    def close(self) -> None:
+        pass
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None  # the 3xx goes to the child as it is: the key only goes to the stored URL
+
+
+def _open(url: str, method: str, body: bytes | None, headers: Mapping[str, str], key: str):
+    """One request upstream -> the open answer (any status), with ``status``, ``reason``, ``headers``, ``read1``."""
+    parts = urlsplit(url)
+    proxy = _proxy_for(parts.scheme, parts.hostname or "")
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({parts.scheme: proxy} if proxy else {}),
+        urllib.request.HTTPSHandler(context=ssl.create_default_context()),  # SSL_CERT_FILE read here
+        _NoRedirect(),
+    )
+    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
+    request.add_header("Authorization", f"Bearer {key}")
+    failure = None
+    try:
+        return opener.open(request, timeout=UPSTREAM_TIMEOUT)  # an http.client.HTTPResponse
+    except urllib.error.HTTPError as exc:
+        return _HTTPErrorAnswer(exc)
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        failure = f"cannot reach {parts.hostname}:{parts.port or ''} ({type(reason).__name__}: {getattr(reason, 'strerror', None) or reason})"
+    raise _Unreachable(failure.replace(key, "<key>"))
+
+
+class _HTTPErrorAnswer:
+    """urllib's HTTPError for a 4xx/5xx answer, seen as an answer to relay."""
+
+    def __init__(self, exc: urllib.error.HTTPError) -> None:
+        self._exc = exc
+        self.status = exc.code
+        self.reason = str(exc.reason)
+        self.headers = exc.headers
+
+    def read1(self, size: int) -> bytes:
+        fp = self._exc.fp
+        if fp is None:
+            return b""
+        reader = getattr(fp, "read1", None)
+        return reader(size) if reader else fp.read(size)
+
+    def read(self) -> bytes:
+        return self._exc.read()
+
+    def close(self) -> None:
+        self._exc.close()
+
+
+def _proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy urllib would use for ``scheme://host`` (HTTPS_PROXY, NO_PROXY); never for loopback."""
+    from .endpoint import is_loopback_host
+
+    if is_loopback_host(host) or host.lower().endswith(".localhost") or host.lower() == "localhost":
+        return None
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy or urllib.request.proxy_bypass(host):
+        return None
+    return proxy
+
+
+# --- the child ----------------------------------------------------------------------------------------
+
+
+def supervise(argv: Sequence[str], env: Mapping[str, str], server: ProxyServer) -> int:
+    """Start the child, serve while it runs, forward signals to it; its exit status (128+N for signal N)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    waiting = hasattr(signal, "sigtimedwait") and threading.current_thread() is threading.main_thread()
+    watched = set(FORWARDED_SIGNALS) | {signal.SIGCHLD}
+    if waiting:
+        # Signals are taken with sigtimedwait in this thread: blocked here (the proxy's threads inherit
+        # the mask) and unblocked in the child before it execs.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    try:
+        try:
+            child = subprocess.Popen(
+                list(argv), env=dict(env), preexec_fn=(lambda: signal.pthread_sigmask(signal.SIG_SETMASK, previous)) if waiting else None
+            )
+        except OSError as exc:
+            raise CommandNotFoundError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+        server.start()
+        try:
+            if waiting:
+                _wait_taking_signals(child, watched)
+            else:
+                _wait_with_handlers(child)
+        finally:
+            server.stop()
+    finally:
+        if waiting:
+            # A Ctrl-C that ended the child is still pending here: it was the child's, not ours.
+            while signal.sigtimedwait(watched, 0) is not None:
+                pass
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    code = child.returncode
+    return 128 - code if code < 0 else code
+
+
+def _wait_taking_signals(child: subprocess.Popen, watched: set) -> None:
+    while child.poll() is None:
+        info = signal.sigtimedwait(watched, 0.5)
+        if info is None or info.si_signo == signal.SIGCHLD:
+            continue
+        # A terminal's Ctrl-C already reached the child (same process group): sending it again would
+        # interrupt the child's own clean-up. A signal sent to metis-env alone is passed on.
+        if info.si_signo == signal.SIGINT and info.si_code == _SI_KERNEL:
+            continue
+        try:
+            child.send_signal(info.si_signo)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_with_handlers(child: subprocess.Popen) -> None:
+    def forward(signo, _frame):  # type: ignore[no-untyped-def]
+        try:
+            child.send_signal(signo)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
+    try:
+        while True:
+            try:
+                child.wait()
+                return
+            except InterruptedError:
+                continue
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
