@@ -308,6 +308,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._error(status, f"metis-env proxy: {exc}", "metis_env_error")
             return
         except _Unreachable as exc:
+            actions.warn(f"proxy: {exc}")
             self._error(502, f"metis-env proxy: {exc}", "upstream_unreachable")
             return
         self._relay(answer)
