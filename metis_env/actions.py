@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from collections import namedtuple
 
-from . import render
+from . import render, status_cache
 from .errors import BusyError, CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
 from .settings import Settings, env_name, load_settings
 from .store import Change, Store, StoredEndpoint, natural_key, open_store
@@ -111,6 +111,7 @@ def select(store: Store, spec: str | None, model: str | None, settings: Settings
             f"endpoint {endpoint.id} was last synced {age:.0f} days ago (stale_after_days is "
             f"{settings.stale_after_days:g}); run metis-env sync to refresh it"
         )
+    warnings.extend(status_cache.warnings_for(settings.config_dir, endpoint.id, chosen))  # cached, never the network
     return Selection(endpoint, chosen, tuple(warnings))
 
 

@@ -230,22 +230,50 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
 def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeout: float) -> None:
     """Prove the stored key works: ask the endpoint for its models and report which are served.
 
-    Exit status: 0 ok, 12 key refused (run sync), 13 unreachable, 14 timeout, 15 bad answer.
+    A gateway endpoint (metis, sophia) is asked who you are (whoami) and which models are live
+    ({cluster}/jobs); the model export would pick must be live.
+
+    Exit status: 0 ok, 12 key or token refused (sync, or login), 13 unreachable, 14 timeout, 15 bad
+    answer; gateway endpoints also 19 re-authentication required, 20 bad gateway answer, 21 not live
+    or under maintenance.
 
     \b
     Example:
       metis-env check 1
       metis-env check --json | jq .status
     """
-    from .check import check_endpoint, raise_for_result  # urllib and ssl: ~20 ms only this command needs
+    from .check import raise_for_result  # urllib and ssl: ~20 ms only this command needs
+    from .status import check_one
 
     settings = settings_from(ctx)
-    store = open_store(settings)
-    selection, key = actions.select_with_key(store, endpoint, None, settings)  # key and URL of one sync
-    stored = selection.endpoint
-    result = check_endpoint(stored.base_url, key, stored.models, timeout, endpoint=stored.id)
+    result = check_one(open_store(settings), settings, endpoint, timeout)
     click.echo(result.to_json() if as_json else result.summary())
     raise_for_result(result)
+
+
+@cli.command("status")
+@endpoint_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schema version 1, see README).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS", help="Limit for each connect and read.")
+@click.pass_context
+def status_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeout: float) -> None:
+    """Say which models are live, starting, queued or offline (every stored endpoint by default).
+
+    Gateway endpoints are asked {cluster}/jobs; an endpoint file's endpoint is checked as check
+    does (served: live, not served: offline). export and run warn, from what status saw in the
+    last minutes, when the model they give is not live.
+
+    \b
+    Example:
+      metis-env status metis
+      metis-env status --json | jq '.endpoints[].models'
+    """
+    from .status import format_table, raise_for_report, run_status, to_json
+
+    settings = settings_from(ctx)
+    report = run_status(open_store(settings), settings, endpoint, timeout)
+    click.echo(to_json(report.results) if as_json else format_table(report.results), nl=as_json)
+    raise_for_report(report)
 
 
 @cli.command("doctor")
