@@ -42,11 +42,10 @@ from ...errors import LoginRequiredError, NotLiveError, ReauthRequiredError
 from .http import Answer, classify
 
 PROBE_WHOAMI = "GET /whoami"
-PROBE_JOBS = "GET /{cluster}/jobs"
 LIVE, STARTING, QUEUED, OFFLINE = "live", "starting", "queued", "offline"
 _RANK = {LIVE: 0, STARTING: 1, QUEUED: 2, OFFLINE: 3}
 _BUCKETS = ("running", "queued", "stopped", "others")  # private batch jobs serve no one else
-_WORDS = {"running": LIVE, "starting": STARTING, "queued": QUEUED, "stopped": OFFLINE, "disconnected": OFFLINE, "other": OFFLINE}
+_WORDS = {"running": LIVE, "starting": STARTING, "queued": QUEUED, "stopped": OFFLINE, "disconnected": OFFLINE, "offline": OFFLINE, "other": OFFLINE}
 
 
 def gateway_paths(base_url: str) -> tuple[str, str] | None:
@@ -86,16 +85,16 @@ def check_gateway(stored: Any, token: str, timeout: float = 10.0, wanted: str | 
     try:
         jobs = client.request("GET", f"{cluster}/jobs")
     except _TransportError as exc:
-        return result(exc.status, exc.message, probe=PROBE_JOBS)
+        return result(exc.status, exc.message, probe=f"GET /{cluster}/jobs")
     refused = _refusal(jobs, f"{cluster}/jobs")
     if refused is not None:
         status, message = refused
         offline = {name: OFFLINE for name in models} if status == MAINTENANCE else None
-        return _with_states(result(status, message, http_status=jobs.status, probe=PROBE_JOBS), offline)
+        return _with_states(result(status, message, http_status=jobs.status, probe=f"GET /{cluster}/jobs"), offline)
     try:
         states, maintenance = model_states(_as_json(jobs.body), models)
     except ValueError as exc:
-        return result(GATEWAY_ERROR, f"{jobs.url} answered 200 but {exc}; is gateway_url right?", http_status=200, probe=PROBE_JOBS)
+        return result(GATEWAY_ERROR, f"{jobs.url} answered 200 but {exc}; is gateway_url right?", http_status=200, probe=f"GET /{cluster}/jobs")
 
     words = ", ".join(f"{name} {state}" for name, state in states.items()) or "no models listed"
     head = f"signed in as {identity}; "
@@ -108,7 +107,7 @@ def check_gateway(stored: Any, token: str, timeout: float = 10.0, wanted: str | 
         status, message = OK, f"{head}{words}"
     served = {name: state == LIVE for name, state in states.items()}
     return _with_states(
-        result(status, message, http_status=200, latency_ms=who.latency_ms + jobs.latency_ms, probe=PROBE_JOBS, models=served),
+        result(status, message, http_status=200, latency_ms=who.latency_ms + jobs.latency_ms, probe=f"GET /{cluster}/jobs", models=served),
         states,
     )
 
