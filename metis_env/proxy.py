@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -71,12 +70,12 @@ def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: S
     local_key = LOCAL_KEY_PREFIX + secrets.token_urlsafe(32)
     router = Router(store.endpoints(), selection.endpoint.id)
     server = ProxyServer(router, keys, local_key)
-    env = child_environment(os.environ, selection, server.base_url, local_key, keys.known_keys())
+    env = child_environment(os.environ, selection, server.base_url, local_key, keys.known_keys(), settings)
     return supervise(argv, env, server)
 
 
 def child_environment(
-    inherited: Mapping[str, str], selection, proxy_url: str, local_key: str, real_keys: Sequence[str]
+    inherited: Mapping[str, str], selection, proxy_url: str, local_key: str, real_keys: Sequence[str], settings=None
 ) -> dict[str, str]:
     """What the child gets: ``run``'s variables, pointing at the proxy and carrying the local key.
 
@@ -84,7 +83,7 @@ def child_environment(
     are dropped, and so is any variable whose value holds a real key: the child must have none.
     """
     local = selection._replace(endpoint=selection.endpoint._replace(base_url=proxy_url))
-    ours = actions.environment_for(local, local_key)
+    ours = actions.environment_for(local, local_key, settings)
     ours.pop("METIS_ENV_TOKEN_EXPIRES", None)  # the local key does not expire while the child runs
     env = {
         name: value
@@ -393,20 +392,12 @@ class _Buffered:
         pass
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None  # the 3xx goes to the child as it is: the key only goes to the stored URL
-
-
 def _open(url: str, method: str, body: bytes | None, headers: Mapping[str, str], key: str):
     """One request upstream -> the open answer (any status), with ``status``, ``reason``, ``headers``, ``read1``."""
+    from .check import verified_opener  # check's TLS, proxy and no-redirect rules, not a copy of them
+
     parts = urlsplit(url)
-    proxy = _proxy_for(parts.scheme, parts.hostname or "")
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({parts.scheme: proxy} if proxy else {}),
-        urllib.request.HTTPSHandler(context=ssl.create_default_context()),  # SSL_CERT_FILE read here
-        _NoRedirect(),
-    )
+    opener, _proxy = verified_opener(parts.scheme, parts.hostname or "")  # SSL_CERT_FILE read now
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
     request.add_header("Authorization", f"Bearer {key}")
     failure = None
@@ -441,18 +432,6 @@ class _HTTPErrorAnswer:
 
     def close(self) -> None:
         self._exc.close()
-
-
-def _proxy_for(scheme: str, host: str) -> str | None:
-    """The proxy urllib would use for ``scheme://host`` (HTTPS_PROXY, NO_PROXY); never for loopback."""
-    from .endpoint import is_loopback_host
-
-    if is_loopback_host(host) or host.lower().endswith(".localhost") or host.lower() == "localhost":
-        return None
-    proxy = urllib.request.getproxies().get(scheme)
-    if not proxy or urllib.request.proxy_bypass(host):
-        return None
-    return proxy
 
 
 # --- the child ----------------------------------------------------------------------------------------

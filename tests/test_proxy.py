@@ -40,7 +40,7 @@ print(json.dumps({"plain": plain, "streamed": "".join(p or "" for p in streamed)
 
 ENV_CHILD = r"""
 import json, os
-print(json.dumps({k: v for k, v in os.environ.items() if k.startswith(("OPENAI_", "MODEL_NAME", "SAMBANOVA_", "METIS_ENV_ENDPOINT", "METIS_ENV_TOKEN"))}))
+print(json.dumps({k: v for k, v in os.environ.items() if k.startswith(("OPENAI_", "MODEL_NAME", "SAMBA", "METIS_ENV_ENDPOINT", "METIS_ENV_TOKEN", "MY_"))}))
 """
 
 
@@ -90,11 +90,16 @@ def test_the_child_gets_the_proxy_and_a_local_key_never_the_real_one(stubs, monk
     monkeypatch.setenv("OPENAI_API_KEY", KEY_2)  # an old export of a real key in the parent shell
     monkeypatch.setenv("SAMBANOVA_API_KEY", KEY_2)
     monkeypatch.setenv("SOMETHING_ELSE", f"prefix-{KEY_1}")
+    monkeypatch.setenv("METIS_ENV_ALIASES", "MY_KEY=OPENAI_API_KEY")  # an alias gets the local key too
     code, env, stderr = run_json("--proxy", "1", "--", sys.executable, "-c", ENV_CHILD + "\nimport os; print(open('/proc/self/cmdline').read(), file=__import__('sys').stderr)")
     local = env["OPENAI_API_KEY"]
-    assert (code, sorted(env)) == (0, ["METIS_ENV_ENDPOINT", "MODEL_NAME", "OPENAI_API_KEY", "OPENAI_BASE_URL", "SAMBANOVA_API_KEY"])
-    assert env["OPENAI_BASE_URL"].startswith("http://127.0.0.1:") and env["OPENAI_BASE_URL"].endswith("/v1/")
-    assert (env["MODEL_NAME"], env["METIS_ENV_ENDPOINT"], env["SAMBANOVA_API_KEY"]) == (MODEL_1, "1", local)
+    url = env["OPENAI_BASE_URL"]
+    assert (code, env) == (0, {
+        "METIS_ENV_ENDPOINT": "1", "MODEL_NAME": MODEL_1, "OPENAI_AGENTS_DISABLE_TRACING": "1",
+        "OPENAI_API_BASE": url, "OPENAI_API_KEY": local, "OPENAI_BASE_URL": url,
+        "SAMBANOVA_API_BASE": url, "SAMBANOVA_API_KEY": local, "SAMBA_NOVA_BASE_URL": url, "MY_KEY": local,
+    })
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/v1/")
     assert local.startswith("metis-env-local-") and len(local) > 50
     assert KEY_1 not in stderr and KEY_2 not in stderr  # the child's argv (printed there) holds neither
 
