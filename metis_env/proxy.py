@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 
 from . import actions
 from .errors import CommandNotFoundError, MetisEnvError, UsageError
+from .sources.gateway.http import POLICY_WORDS, REAUTH_MESSAGE
 
 LOCAL_KEY_PREFIX = "metis-env-local-"
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # the gateway takes 10 MB; an endpoint file's server may take more
@@ -134,11 +135,18 @@ class KeyCache:
                     return key
             selection, key = actions.select_with_key(self._store, endpoint_id, None, self._settings)
             for warning in selection.warnings:
-                if warning not in self._warned:
-                    self._warned.add(warning)
-                    actions.warn(warning)
+                self._warn_once(warning)
             self._remember(selection, key)
             return key
+
+    def warn_once(self, message: str) -> None:
+        with self._lock:
+            self._warn_once(message)
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            actions.warn(message)
 
     def _remember(self, selection, key: str) -> None:
         expires = parse_expiry(getattr(selection, "expires_at", None))
@@ -299,6 +307,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 # The key may have rotated (a sync) or the token been revoked: ask once more, and retry
                 # once if that gave another key; otherwise the child sees the endpoint's own 401.
                 refused = _Buffered(answer)
+                if POLICY_WORDS.encode() in refused.peek().lower():
+                    self.keys.warn_once(REAUTH_MESSAGE)  # no new token cures it: the user must act
                 fresh = self.keys.get(endpoint_id, refused=key)
                 answer = _open(url, method, data, headers, fresh) if fresh != key else refused
         except MetisEnvError as exc:
@@ -380,6 +390,9 @@ class _Buffered:
             self._body = b""
         finally:
             answer.close()
+
+    def peek(self) -> bytes:
+        return self._body[:4000]
 
     def read1(self, _size: int) -> bytes:
         body, self._body = self._body, b""
