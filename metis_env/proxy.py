@@ -48,7 +48,7 @@ from .sources.gateway.http import POLICY_WORDS, REAUTH_MESSAGE
 LOCAL_KEY_PREFIX = "metis-env-local-"
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # the gateway takes 10 MB; an endpoint file's server may take more
 UPSTREAM_TIMEOUT = 900.0  # seconds for connect and for each read: a long generation may be slow to start
-MIN_RECHECK = 30.0  # seconds between two key look-ups when a refresh failed and the old token still works
+MIN_RECHECK = 30.0  # at most this many seconds between look-ups of a token inside the refresh margin
 CHUNK = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Headers that describe one connection, not the message (RFC 9110 7.6.1), and the ones we set ourselves.
@@ -150,7 +150,13 @@ class KeyCache:
 
     def _remember(self, selection, key: str) -> None:
         expires = parse_expiry(getattr(selection, "expires_at", None))
-        recheck_at = None if expires is None else max(expires - self._lead, time.time() + MIN_RECHECK)
+        now = time.time()
+        if expires is None:
+            recheck_at = None  # an endpoint file's key: until the endpoint refuses it
+        elif expires - self._lead > now:
+            recheck_at = expires - self._lead  # when export would refresh it
+        else:  # already inside the margin (a refresh failed, or tokens live less than the margin)
+            recheck_at = now + min(MIN_RECHECK, max(1.0, (expires - now) / 2))
         self._cache[selection.endpoint.id] = (key, recheck_at)
         if key not in self._seen:
             self._seen.append(key)

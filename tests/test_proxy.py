@@ -412,3 +412,39 @@ def test_the_proxy_stops_with_the_child(stubs):
     with pytest.raises(urllib.error.URLError) as refused:
         urllib.request.urlopen(url + "models", timeout=5)
     assert isinstance(refused.value.reason, ConnectionRefusedError)
+
+
+# --- when the proxy asks for a key again ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expires_in, margin, recheck_in",
+    [
+        (None, 3600, None),  # an endpoint file's key: kept until the endpoint refuses it
+        (172800, 3600, 172800 - 3600),  # a fresh 48 h token: asked again when export would refresh it
+        (10, 4, 6),
+        (1800, 3600, 30),  # inside the margin (a refresh failed): asked again every 30 s at most
+        (4, 3600, 2),  # tokens that live less than the margin: asked again at half their life
+        (1, 3600, 1),
+    ],
+)
+def test_the_key_cache_asks_again_when_export_would_refresh(monkeypatch, expires_in, margin, recheck_in):
+    from collections import namedtuple
+
+    from metis_env import proxy
+    from metis_env.settings import load_settings
+    from metis_env.store import StoredEndpoint
+
+    Selection = namedtuple("Selection", "endpoint model warnings expires_at")  # actions.Selection's fields
+    now = 1_800_000_000.0
+    monkeypatch.setattr(proxy.time, "time", lambda: now)
+    expires_at = None if expires_in is None else time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now + expires_in))
+    stored = StoredEndpoint("metis", "https://gw/resource_server/metis/api/v1/", ("m",), "", "gateway", "", "", "", "", "")
+    calls = []
+    monkeypatch.setattr(proxy.actions, "select_with_key", lambda *a: calls.append(a[1]) or (Selection(stored, "m", (), expires_at), "tok-2"))
+    cache = proxy.KeyCache(None, load_settings()._replace(token_refresh_margin=float(margin)))
+    cache.prime(Selection(stored, "m", (), expires_at), "tok-1")
+    assert cache._cache["metis"] == ("tok-1", None if recheck_in is None else now + recheck_in)
+    assert (cache.get("metis"), calls) == ("tok-1", [])
+    assert (cache.get("metis", refused="tok-1"), calls) == ("tok-2", ["metis"])  # a 401: always asked again
+    assert (cache.get("metis", refused="tok-1"), calls) == ("tok-2", ["metis"])  # another request already did
