@@ -299,13 +299,14 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command("demo")
-@click.option("--yes", "-y", is_flag=True, help="Type the demo passcode and accept the demo host key without asking (CI).")
+@click.option("--yes", "-y", is_flag=True, help="Type the demo passcode, accept the demo host key and approve the demo Globus login without asking (CI).")
 def demo_command(yes: bool) -> int:
-    """See the whole flow work on this machine, with no ALCF account: sync, list, check, export.
+    """See the whole flow work on this machine, with no ALCF account: sync, login, status, export.
 
-    A login node (SSH with one-time codes, SFTP) and two OpenAI-compatible endpoints run on
-    127.0.0.1 inside this process; the real sync stores their keys in a throwaway config dir. Your
-    own config, keyring and ~/.ssh are never touched; everything is deleted at the end.
+    A login node (SSH with one-time codes, SFTP), two OpenAI-compatible endpoints, a Globus login
+    and an ALCF gateway run on 127.0.0.1 inside this process; the real sync and the real
+    login --no-browser store their keys and tokens in a throwaway config dir. Your own config,
+    keyring and ~/.ssh are never touched; everything is deleted at the end.
 
     \b
     Example:

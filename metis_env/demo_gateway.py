@@ -96,7 +96,7 @@ def child_env(config_dir: Path, globus) -> dict[str, str]:
     return env
 
 
-def run_gateway_steps(workdir: Path, servers: list, yes: bool, ui, narrator, python: str, question: str, script: Path) -> None:
+def run_gateway_steps(workdir: Path, servers: list, yes: bool, ui, narrator, python: str, question: str, script: Path | None) -> None:
     """Steps after the SSH part of the demo (``narrator`` numbers them on)."""
     from .testing.globus_standin import GlobusStandIn
 
@@ -129,6 +129,8 @@ def run_gateway_steps(workdir: Path, servers: list, yes: bool, ui, narrator, pyt
     shell = "sh"
     narrator.step('eval "$(metis-env export metis)"   then the seed page\'s example, against the demo gateway')
     _show(narrator, [*metis_env, "export", "metis", "--shell", shell], env)
+    if script is None:
+        return
     narrator.detail(f"$ python chat_completion.py '{question}'   # with the variables export sets")
     started = time.monotonic()
     done = subprocess.run([*metis_env, "run", "metis", "--", python, str(script), question], env=env,
