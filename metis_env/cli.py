@@ -447,9 +447,9 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
         for line in actions.describe_changes(sync_gateway(settings, open_store(settings))):
             click.echo(line, err=True)
         return
-    from . import ssh
+    from .sources import ssh
     from .prompt import TerminalPrompter
-    from .sync import SyncOptions, run_sync
+    from .sources.ssh.sync import SyncOptions, run_sync
 
     ssh.set_debug_logging(bool(ctx.find_root().params.get("debug")))
     options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)
