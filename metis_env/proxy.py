@@ -30,9 +30,6 @@ import http.client
 import json
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -42,7 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from . import actions
-from .errors import CommandNotFoundError, MetisEnvError, UsageError
+from .supervise import supervise
+from .errors import MetisEnvError, UsageError
 from .sources.gateway.http import POLICY_WORDS, REAUTH_MESSAGE
 
 LOCAL_KEY_PREFIX = "metis-env-local-"
@@ -50,13 +48,11 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024  # the gateway takes 10 MB; an endpoint fil
 UPSTREAM_TIMEOUT = 900.0  # seconds for connect and for each read: a long generation may be slow to start
 MIN_RECHECK = 30.0  # at most this many seconds between look-ups of a token inside the refresh margin
 CHUNK = 64 * 1024
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Headers that describe one connection, not the message (RFC 9110 7.6.1), and the ones we set ourselves.
 _HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
     "trailer", "transfer-encoding", "upgrade", "host", "content-length", "authorization", "api-key",
 }
-_SI_KERNEL = 0x80  # siginfo si_code of a signal the kernel sent (a terminal's Ctrl-C), not kill(2)
 
 
 def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: Sequence[str]) -> int:
@@ -72,7 +68,7 @@ def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: S
     router = Router(store.endpoints(), selection.endpoint.id)
     server = ProxyServer(router, keys, local_key)
     env = child_environment(os.environ, selection, server.base_url, local_key, keys.known_keys(), settings)
-    return supervise(argv, env, server)
+    return supervise(argv, env, server.start, server.stop)
 
 
 def child_environment(
@@ -217,7 +213,7 @@ class ProxyServer:
 
     def __init__(self, router: Router, keys: KeyCache, local_key: str, host: str = "127.0.0.1") -> None:
         handler = type("Handler", (_ProxyHandler,), {"router": router, "keys": keys, "local_key": local_key})
-        self._server = ThreadingHTTPServer((host, 0), handler)
+        self._server = _QuietServer((host, 0), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
         host, port = self._server.server_address[:2]
@@ -238,6 +234,18 @@ class ProxyServer:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """socketserver prints a traceback on stderr (the child's terminal) for any error in a handler:
+    a client that hangs up is normal here, and anything else is one line."""
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        import sys
+
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError)):
+            actions.warn(f"proxy: a request failed ({type(error).__name__}); the command got no answer to it")
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -451,78 +459,3 @@ class _HTTPErrorAnswer:
 
     def close(self) -> None:
         self._exc.close()
-
-
-# --- the child ----------------------------------------------------------------------------------------
-
-
-def supervise(argv: Sequence[str], env: Mapping[str, str], server: ProxyServer) -> int:
-    """Start the child, serve while it runs, forward signals to it; its exit status (128+N for signal N)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    waiting = hasattr(signal, "sigtimedwait") and threading.current_thread() is threading.main_thread()
-    watched = set(FORWARDED_SIGNALS) | {signal.SIGCHLD}
-    if waiting:
-        # Signals are taken with sigtimedwait in this thread: blocked here (the proxy's threads inherit
-        # the mask) and unblocked in the child before it execs.
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-    try:
-        try:
-            child = subprocess.Popen(
-                list(argv), env=dict(env), preexec_fn=(lambda: signal.pthread_sigmask(signal.SIG_SETMASK, previous)) if waiting else None
-            )
-        except OSError as exc:
-            raise CommandNotFoundError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
-        server.start()
-        try:
-            if waiting:
-                _wait_taking_signals(child, watched)
-            else:
-                _wait_with_handlers(child)
-        finally:
-            server.stop()
-    finally:
-        if waiting:
-            # A Ctrl-C that ended the child is still pending here: it was the child's, not ours.
-            while signal.sigtimedwait(watched, 0) is not None:
-                pass
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-    code = child.returncode
-    return 128 - code if code < 0 else code
-
-
-def _wait_taking_signals(child: subprocess.Popen, watched: set) -> None:
-    while child.poll() is None:
-        info = signal.sigtimedwait(watched, 0.5)
-        if info is None or info.si_signo == signal.SIGCHLD:
-            continue
-        # A terminal's Ctrl-C already reached the child (same process group): sending it again would
-        # interrupt the child's own clean-up. A signal sent to metis-env alone is passed on.
-        if info.si_signo == signal.SIGINT and info.si_code == _SI_KERNEL:
-            continue
-        try:
-            child.send_signal(info.si_signo)
-        except ProcessLookupError:
-            pass
-
-
-def _wait_with_handlers(child: subprocess.Popen) -> None:
-    def forward(signo, _frame):  # type: ignore[no-untyped-def]
-        try:
-            child.send_signal(signo)
-        except ProcessLookupError:
-            pass
-
-    previous = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
-    try:
-        while True:
-            try:
-                child.wait()
-                return
-            except InterruptedError:
-                continue
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
