@@ -448,3 +448,48 @@ def test_the_key_cache_asks_again_when_export_would_refresh(monkeypatch, expires
     assert (cache.get("metis"), calls) == ("tok-1", [])
     assert (cache.get("metis", refused="tok-1"), calls) == ("tok-2", ["metis"])  # a 401: always asked again
     assert (cache.get("metis", refused="tok-1"), calls) == ("tok-2", ["metis"])  # another request already did
+
+
+CTRL_C_CHILD = r"""
+import signal, sys, time
+got = []
+signal.signal(signal.SIGINT, lambda n, f: got.append(n))
+print("ready", flush=True)
+while not got:
+    time.sleep(0.01)
+time.sleep(0.5)  # a second, forwarded SIGINT would arrive meanwhile
+print("SIGINT x", len(got), flush=True)
+"""
+
+
+def test_a_ctrl_c_at_the_terminal_reaches_the_child_and_metis_env_waits_for_its_status(stubs):
+    """metis-env takes the terminal's SIGINT itself and does not die of it: the child handles its own
+    and exits, and that status is metis-env's. (That it is not forwarded a second time cannot be seen
+    reliably: two SIGINTs close together merge into one.)"""
+    import pty
+    import select as select_module
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal, as a person's
+        os.execvpe(sys.executable, [sys.executable, "-m", "metis_env", "run", "--proxy", "1", "--", sys.executable, "-c", CTRL_C_CHILD],
+                   {**os.environ, "PYTHONPATH": str(REPO)})
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 30
+        while marker not in seen:
+            assert time.monotonic() < deadline, seen
+            if select_module.select([fd], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(fd, 1024)
+                except OSError:
+                    break
+
+    read_until(b"ready")
+    os.write(fd, b"\x03")  # Ctrl-C: the terminal signals the whole foreground process group
+    read_until(b"SIGINT x")
+    read_until(b"\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert (os.waitstatus_to_exitcode(status), seen.replace(b"\r", b"").split(b"ready\n", 1)[1].replace(b"^C", b"")) == (0, b"SIGINT x 1\n")
