@@ -225,7 +225,7 @@ class ProxyServer:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="metis-env-proxy", daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="metis-env-proxy", daemon=True
         )
         self._thread.start()
 
@@ -253,6 +253,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     keys: KeyCache
     local_key: str
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers, then each chunk: without it, delayed ACKs cost 40 ms apiece
     server_version = "metis-env-proxy"
     sys_version = ""
 
@@ -419,12 +420,25 @@ class _Buffered:
         pass
 
 
+_OPENERS: dict[tuple[str, str], object] = {}
+_OPENERS_LOCK = threading.Lock()
+
+
+def _opener_for(scheme: str, host: str):
+    """check's opener (verified TLS, proxy variables, no redirects), one per host for the run: loading
+    the CA bundle for each request would cost tens of milliseconds."""
+    from .check import verified_opener
+
+    with _OPENERS_LOCK:
+        if (scheme, host) not in _OPENERS:
+            _OPENERS[(scheme, host)] = verified_opener(scheme, host)[0]  # SSL_CERT_FILE read here
+        return _OPENERS[(scheme, host)]
+
+
 def _open(url: str, method: str, body: bytes | None, headers: Mapping[str, str], key: str):
     """One request upstream -> the open answer (any status), with ``status``, ``reason``, ``headers``, ``read1``."""
-    from .check import verified_opener  # check's TLS, proxy and no-redirect rules, not a copy of them
-
     parts = urlsplit(url)
-    opener, _proxy = verified_opener(parts.scheme, parts.hostname or "")  # SSL_CERT_FILE read now
+    opener = _opener_for(parts.scheme, parts.hostname or "")
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
     request.add_header("Authorization", f"Bearer {key}")
     failure = None
