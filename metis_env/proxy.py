@@ -246,6 +246,10 @@ class _QuietServer(ThreadingHTTPServer):
         error = sys.exc_info()[1]
         if not isinstance(error, (ConnectionError, TimeoutError)):
             actions.warn(f"proxy: a request failed ({type(error).__name__}); the command got no answer to it")
+            if os.environ.get("METIS_ENV_DEBUG", "") not in ("", "0"):
+                import traceback
+
+                traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):

@@ -186,3 +186,28 @@ def test_check_of_a_gateway_endpoint_tells_each_case_apart(globus, logged_in):  
         "metis-env: error: check of endpoint metis: the gateway refused the Globus token (whoami: HTTP 401: "
         "Token introspection: Token is either not active or invalid); run `metis-env login`\n"
     ))
+
+
+EXPIRY_CHILD = r"""
+import openai, time
+c = openai.OpenAI(max_retries=0)
+print(c.chat.completions.create(model="gpt-oss-120b", messages=[]).choices[0].message.content, flush=True)
+time.sleep(4)  # the token expires meanwhile, and Globus refuses to refresh it
+try:
+    c.chat.completions.create(model="gpt-oss-120b", messages=[])
+except openai.AuthenticationError as e:
+    print(e.status_code, e.body["code"], e.body["message"])
+"""
+
+
+def test_run_proxy_when_the_refresh_is_refused_gives_the_child_metis_envs_line(globus, env):  # noqa: F811
+    globus.access_lifetime = 3
+    login(globus, env)
+    globus.refresh_fails = True
+    code, out, err = cli({**env, "METIS_ENV_TOKEN_REFRESH_MARGIN": "1", "METIS_ENV_DEBUG": "1"}, "run", "--proxy", "metis", "--", sys.executable, "-c", EXPIRY_CHILD)
+    assert len(out.splitlines()) == 2, (code, out, err)
+    first, second = out.splitlines()
+    assert (code, first, second.split(" ", 2)[:2]) == (0, REPLY, ["401", "metis_env_error"])
+    message = second.split(" ", 2)[2]
+    assert message.startswith("metis-env proxy: ") and "metis-env login" in message
+    assert f"metis-env: warning: proxy: {message[len('metis-env proxy: '):]}\n" in err
