@@ -439,6 +439,9 @@ def run_checks(
     if any(f.name == "keys.json" and f.status == PROBLEM for f in findings):
         broken.add("file")
     findings += check_endpoints(settings, store, frozenset(broken))
+    from .sources.gateway.diagnose import check_gateway
+
+    findings += check_gateway(settings, store)
     findings += check_hooks(environ)
     findings += check_openssh(settings)
     return findings

@@ -99,8 +99,8 @@ def describe_error(exc: BaseException, what: str) -> MetisEnvError:
         return exc
     if isinstance(exc, globus_sdk.AuthAPIError):
         code = exc.code if isinstance(exc.code, str) else ""
-        if exc.http_status in (400, 401) and ("invalid_grant" in (code, str(getattr(exc, "raw_json", None) or ""))
-                                            or "invalid_grant" in str(exc.raw_text)[:500]):
+        body = str(getattr(exc, "text", "") or "")[:500]
+        if exc.http_status in (400, 401) and (code == "invalid_grant" or "invalid_grant" in body):
             return LoginRequiredError(f"Globus refused {what} (invalid_grant: the login expired or was revoked); run `metis-env login`")
         return GatewayError(f"Globus Auth answered {what} with HTTP {exc.http_status} ({code or 'no error code'}); try again later")
     if isinstance(exc, globus_sdk.GlobusTimeoutError):
@@ -112,6 +112,11 @@ def describe_error(exc: BaseException, what: str) -> MetisEnvError:
         )
     if isinstance(exc, globus_sdk.GlobusAPIError):
         return GatewayError(f"Globus answered {what} with HTTP {exc.http_status}; try again later")
+    if type(exc).__name__ in ("ImmatureSignatureError", "ExpiredSignatureError"):  # PyJWT, on the id_token
+        return GatewayError(
+            f"Globus's identity token for {what} is not valid at this machine's time: this clock is off "
+            "(check it, e.g. timedatectl), then try again"
+        )
     if isinstance(exc, EOFError):
         return UsageError("no authorization code was read (end of input); paste the code, or run `metis-env login` in a terminal")
     if isinstance(exc, KeyboardInterrupt):
