@@ -192,7 +192,7 @@ EXPIRY_CHILD = r"""
 import openai, time
 c = openai.OpenAI(max_retries=0)
 print(c.chat.completions.create(model="gpt-oss-120b", messages=[]).choices[0].message.content, flush=True)
-time.sleep(4)  # the token expires meanwhile, and Globus refuses to refresh it
+time.sleep(10)  # the token expires meanwhile, and Globus refuses to refresh it
 try:
     c.chat.completions.create(model="gpt-oss-120b", messages=[])
 except openai.AuthenticationError as e:
@@ -201,10 +201,10 @@ except openai.AuthenticationError as e:
 
 
 def test_run_proxy_when_the_refresh_is_refused_gives_the_child_metis_envs_line(globus, env):  # noqa: F811
-    globus.access_lifetime = 3
+    globus.access_lifetime = 10  # long enough for the first request, short for the second
     login(globus, env)
     globus.refresh_fails = True
-    code, out, err = cli({**env, "METIS_ENV_TOKEN_REFRESH_MARGIN": "1", "METIS_ENV_DEBUG": "1"}, "run", "--proxy", "metis", "--", sys.executable, "-c", EXPIRY_CHILD)
+    code, out, err = cli({**env, "METIS_ENV_TOKEN_REFRESH_MARGIN": "1"}, "run", "--proxy", "metis", "--", sys.executable, "-c", EXPIRY_CHILD)
     assert len(out.splitlines()) == 2, (code, out, err)
     first, second = out.splitlines()
     assert (code, first, second.split(" ", 2)[:2]) == (0, REPLY, ["401", "metis_env_error"])
