@@ -468,7 +468,18 @@ def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None) -> li
         route = " through a ProxyCommand"
     resolved = f"{settings.host} -> {target.hostname}:{target.port}{route}, {who}"
     findings = []
-    if settings.transport == "paramiko" and (target.proxy_command or "," in (target.proxy_jump or "")):
+    jump_refusal = None
+    if settings.transport == "paramiko" and target.proxy_jump and "," not in target.proxy_jump and not target.proxy_command:
+        try:
+            ssh.parse_jump(target.proxy_jump, config)
+        except MetisEnvError as exc:  # what sync would refuse, doctor calls a problem in the same words
+            jump_refusal = str(exc)
+    if jump_refusal is not None:
+        findings.append(
+            Finding("ssh config", PROBLEM, f"{resolved}; {jump_refusal}",
+                    "metis-env config set transport openssh (or metis-env sync --via openssh)")
+        )
+    elif settings.transport == "paramiko" and (target.proxy_command or "," in (target.proxy_jump or "")):
         findings.append(
             Finding(
                 "ssh config",
