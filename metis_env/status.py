@@ -39,6 +39,29 @@ def check_one(store, settings, spec: str | None, timeout: float, by: str = "chec
     return result
 
 
+def check_targets(store, settings, specs: Sequence[str | None]) -> list[tuple]:
+    """``check``'s targets for ``check_report.check_all``: (id, base_url, key, models[, probe]), the key
+    and URL of one sync (a current token for the gateway), a gateway endpoint with its own probe."""
+    targets = []
+    for spec in specs:
+        selection, key = actions.select_with_key(store, spec, None, settings)
+        stored = selection.endpoint
+        target = (stored.id, stored.base_url, key, stored.models)
+        if stored.source == GATEWAY:
+            target += (_gateway_probe(stored, selection.model),)
+        targets.append(target)
+    return targets
+
+
+def _gateway_probe(stored, wanted: str):
+    from .sources.gateway.check import check_gateway
+
+    def probe(base_url, key, models, timeout, endpoint=None) -> CheckResult:
+        return check_gateway(stored, key, timeout, wanted=wanted)
+
+    return probe
+
+
 def remember(settings, results: Sequence[CheckResult], by: str) -> None:
     """Put what was seen in the status cache; a failed look says nothing about the models."""
     entries = {

@@ -460,3 +460,16 @@ def test_login_opens_a_browser_where_there_is_one_and_not_over_ssh(globus, globu
     over_ssh = gateway_env(globus_env, SSH_CONNECTION="10.0.0.1 5000 10.0.0.2 22", BROWSER=env["BROWSER"])
     code, _out, err, url = login_headless(over_ssh, globus, "--force", no_browser=False)
     assert (code, err.splitlines()[:2]) == (0, ["metis-env: log in to Globus (ALCF) in a browser on any machine at this URL:", url])
+
+
+def test_sync_gateway_and_login_refresh_the_tool_configs_configure_wrote(logged_in):
+    env, globus = logged_in
+    assert metis("configure", "pi", "metis", env=env).returncode == 0
+    globus.set_model_status("metis", "new-model-1", "Live")
+    proc = metis("sync", "--gateway", env=env)
+    assert (proc.returncode, proc.stderr.decode().splitlines()[-1]) == (
+        0, "configure: pi: refreshed ~/.pi/agent/models.json for endpoint metis",
+    )
+    globus.set_model_status("metis", "new-model-2", "Live")
+    code, _out, err, _url = login_headless(env, globus, "--force")
+    assert (code, err.splitlines()[-1]) == (0, "configure: pi: refreshed ~/.pi/agent/models.json for endpoint metis")
