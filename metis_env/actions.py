@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from collections import namedtuple
 
-from . import render
+from . import render, status_cache
 from .errors import BusyError, CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
 from .settings import Settings, env_name, load_settings
 from .store import Change, Store, StoredEndpoint, natural_key, open_store
@@ -133,6 +133,7 @@ def select(store: Store, spec: str | None, model: str | None, settings: Settings
             f"endpoint {endpoint.id} was last synced {age:.0f} days ago (stale_after_days is "
             f"{settings.stale_after_days:g}); run metis-env sync{' --gateway' if endpoint.source == 'gateway' else ''} to refresh it"
         )
+    warnings.extend(status_cache.warnings_for(settings.config_dir, endpoint.id, chosen))  # cached, never the network
     return Selection(endpoint, chosen, tuple(warnings))
 
 
@@ -267,8 +268,12 @@ def get_command(what: str, spec: str | None, settings: Settings | None = None) -
     return 0
 
 
-def run_subcommand(spec: str | None, model: str | None, argv: Sequence[str], settings: Settings | None = None) -> int:
+def run_subcommand(spec: str | None, model: str | None, argv: Sequence[str], settings: Settings | None = None, proxy: bool = False) -> int:
     settings = settings or load_settings()
+    if proxy:
+        from .proxy import run_with_proxy  # http.server and threading: only --proxy pays for them
+
+        return run_with_proxy(open_store(settings), settings, spec, model, argv)
     return run_command(open_store(settings), settings, spec, model, argv)
 
 

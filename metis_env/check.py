@@ -41,7 +41,10 @@ from .errors import (
     CheckTimeoutError,
     CheckUnauthorizedError,
     CheckUnreachableError,
+    GatewayError,
     MetisEnvError,
+    NotLiveError,
+    ReauthRequiredError,
 )
 
 OK = "ok"
@@ -49,12 +52,21 @@ UNAUTHORIZED = "unauthorized"
 UNREACHABLE = "unreachable"
 TIMEOUT = "timeout"
 FAILED = "failed"
+# Only gateway endpoints (sources/gateway/check.py) end in these:
+REAUTH_REQUIRED = "reauth_required"
+NOT_LIVE = "not_live"
+MAINTENANCE = "maintenance"
+GATEWAY_ERROR = "gateway_error"
 
 ERRORS: dict[str, type[MetisEnvError]] = {
     UNAUTHORIZED: CheckUnauthorizedError,
     UNREACHABLE: CheckUnreachableError,
     TIMEOUT: CheckTimeoutError,
     FAILED: CheckFailedError,
+    REAUTH_REQUIRED: ReauthRequiredError,
+    NOT_LIVE: NotLiveError,
+    MAINTENANCE: NotLiveError,
+    GATEWAY_ERROR: GatewayError,
 }
 """Status -> the error ``raise_for_result`` raises (and so the exit code)."""
 
@@ -83,6 +95,9 @@ class CheckResult:
     latency_ms: int | None = None
     probe: str | None = None
     models: dict[str, bool | None] = field(default_factory=dict)
+    model_status: dict[str, str] = field(default_factory=dict)
+    """Per model: live, starting, queued, offline (the gateway's jobs) or unknown; for an endpoint
+    file, live when served and offline when not. Not in ``to_dict``: ``status --json`` has it."""
 
     @property
     def ok(self) -> bool:
@@ -112,12 +127,12 @@ class CheckResult:
         return f"{head}: {self.message}"
 
 
-def raise_for_result(result: CheckResult) -> None:
+def raise_for_result(result: CheckResult, what: str = "check") -> None:
     """Raise the ``MetisEnvError`` matching a failed check; return quietly when it is ok."""
     if result.ok:
         return
     error = ERRORS.get(result.status, CheckFailedError)
-    raise error(f"check of endpoint {result.endpoint}: {result.message}")
+    raise error(f"{what} of endpoint {result.endpoint}: {result.message}")
 
 
 def check_endpoint(
@@ -273,6 +288,7 @@ class _ResultFactory:
         probe: str | None = None,
         models: dict[str, bool | None] | None = None,
     ) -> CheckResult:
+        served = dict(models) if models is not None else {name: None for name in self.models}
         return CheckResult(
             endpoint=self.endpoint,
             base_url=self.base_url,
@@ -281,8 +297,12 @@ class _ResultFactory:
             http_status=http_status,
             latency_ms=latency_ms,
             probe=probe,
-            models=dict(models) if models is not None else {name: None for name in self.models},
+            models=served,
+            model_status={name: WORDS[ok] for name, ok in served.items()},
         )
+
+
+WORDS = {True: "live", False: "offline", None: "unknown"}
 
 
 class _Scrubber:

@@ -200,21 +200,27 @@ class RunCommand(click.Command):
 @cli.command("run", cls=RunCommand)
 @endpoint_argument
 @model_option
+@click.option("--proxy", is_flag=True, help="Give the command a loopback proxy and a local key instead of the real key (long jobs: the token is refreshed).")
 @click.pass_context
-def run_command(ctx: click.Context, endpoint: str | None, model: str | None) -> int:
+def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool) -> int:
     """Run a command with the endpoint's variables in its environment (never in its arguments).
 
-    Usage: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...
+    Usage: metis-env run [--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...
 
-    The command replaces metis-env, so its signals and exit status pass straight through.
+    The command replaces metis-env, so its signals and exit status pass straight through. With
+    --proxy, metis-env stays the parent: the command gets OPENAI_BASE_URL = a proxy on 127.0.0.1 and
+    OPENAI_API_KEY = a random key for this run only; the proxy sends the real key (a gateway token
+    refreshed before it expires) and routes each request by its model. Signals are forwarded, the
+    exit status passed on, and the proxy stops with the command.
 
     \b
     Example:
       metis-env run 1 -- python chat_completion.py "What is an extinction vortex?"
       metis-env run 2 --model Llama-3.3-70B-Instruct -- ./my_agent.sh
+      metis-env run --proxy metis -- python long_job.py      # runs for days; the token is refreshed
     """
     settings = settings_from(ctx)
-    return actions.run_subcommand(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings)
+    return actions.run_subcommand(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy)
 
 
 @cli.command("get")
@@ -240,8 +246,12 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
     """Prove the stored key works: ask the endpoint for its models and report which are served.
     Without ENDPOINT, every stored endpoint is checked (all at once).
 
-    Exit status: 0 ok, 12 key refused (run sync), 13 unreachable, 14 timeout, 15 bad answer (the
-    first failed endpoint's).
+    A gateway endpoint (metis, sophia) is asked who you are (whoami) and which models are live
+    ({cluster}/jobs); the model export would pick must be live.
+
+    Exit status (the first failed endpoint's): 0 ok, 12 key or token refused (sync, or login), 13
+    unreachable, 14 timeout, 15 bad answer; gateway endpoints also 19 re-authentication required,
+    20 bad gateway answer, 21 not live or under maintenance.
 
     \b
     Example:
@@ -249,19 +259,41 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
       metis-env check --json | jq .status
     """
     from .check_report import check_all, raise_for_results  # urllib and ssl: ~20 ms only this command needs
+    from .status import check_targets, remember
 
     settings = settings_from(ctx)
     store = open_store(settings)
     specs = [endpoint] if endpoint is not None else list(store.endpoints()) or [None]
-    targets = []
-    for spec in specs:
-        selection, key = actions.select_with_key(store, spec, None, settings)  # key and URL of one sync
-        stored = selection.endpoint
-        targets.append((stored.id, stored.base_url, key, stored.models))
-    results = check_all(targets, timeout)
+    results = check_all(check_targets(store, settings, specs), timeout)
+    remember(settings, results, "check")
     for result in results:
         click.echo(result.to_json() if as_json else result.summary())
     raise_for_results(results, at_terminal=not as_json and sys.stdout.isatty())
+
+
+@cli.command("status")
+@endpoint_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schema version 1, see README).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS", help="Limit for each connect and read.")
+@click.pass_context
+def status_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeout: float) -> None:
+    """Say which models are live, starting, queued or offline (every stored endpoint by default).
+
+    Gateway endpoints are asked {cluster}/jobs; an endpoint file's endpoint is checked as check
+    does (served: live, not served: offline). export and run warn, from what status saw in the
+    last minutes, when the model they give is not live.
+
+    \b
+    Example:
+      metis-env status metis
+      metis-env status --json | jq '.endpoints[].models'
+    """
+    from .status import format_table, raise_for_report, run_status, to_json
+
+    settings = settings_from(ctx)
+    report = run_status(open_store(settings), settings, endpoint, timeout)
+    click.echo(to_json(report.results) if as_json else format_table(report.results), nl=as_json)
+    raise_for_report(report)
 
 
 @cli.command("doctor")
@@ -288,13 +320,14 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command("demo")
-@click.option("--yes", "-y", is_flag=True, help="Type the demo passcode and accept the demo host key without asking (CI).")
+@click.option("--yes", "-y", is_flag=True, help="Type the demo passcode, accept the demo host key and approve the demo Globus login without asking (CI).")
 def demo_command(yes: bool) -> int:
-    """See the whole flow work on this machine, with no ALCF account: sync, list, check, export.
+    """See the whole flow work on this machine, with no ALCF account: sync, login, status, export.
 
-    A login node (SSH with one-time codes, SFTP) and two OpenAI-compatible endpoints run on
-    127.0.0.1 inside this process; the real sync stores their keys in a throwaway config dir. Your
-    own config, keyring and ~/.ssh are never touched; everything is deleted at the end.
+    A login node (SSH with one-time codes, SFTP), two OpenAI-compatible endpoints, a Globus login
+    and an ALCF gateway run on 127.0.0.1 inside this process; the real sync and the real
+    login --no-browser store their keys and tokens in a throwaway config dir. Your own config,
+    keyring and ~/.ssh are never touched; everything is deleted at the end.
 
     \b
     Example:

@@ -39,7 +39,7 @@ DEMO_ENDPOINTS = (
     ("1", ("DeepSeek-R1",)),
     ("2", ("Llama-4-Maverick-17B-128E-Instruct", "Llama-3.3-70B-Instruct")),
 )
-STEPS = 6
+STEPS = 6 + 4  # the SSH source's six, then the gateway's four (demo_gateway.py)
 QUESTION = 'What is an "extinction vortex"?'
 
 CHAT_SCRIPT = '''\
@@ -184,7 +184,8 @@ def run_demo(yes: bool = False, ui=None, err: IO[str] | None = None, python: str
         shutil.rmtree(workdir, ignore_errors=True)
         narrator.line(f"\nCleaned up: stopped the demo servers, deleted {workdir}.")
     narrator.line(
-        "\nFor real: metis-env sync --user YOUR_ALCF_ID   (one MobilePASS+ code, then the same steps as above)\n"
+        "\nFor real: metis-env login   (ALCF's gateway, a Globus login in your browser), or\n"
+        "          metis-env sync --user YOUR_ALCF_ID   (endpoint files: one MobilePASS+ code); then the same steps as above\n"
         "If something does not work on this machine: metis-env doctor"
     )
     return 0
@@ -196,8 +197,8 @@ def _run_steps(workdir: Path, servers: list, yes: bool, ui, narrator: Narrator, 
     from .testing.openai_server import OpenAIStubServer
 
     narrator.line(
-        "metis-env demo: a login node and two endpoints on 127.0.0.1, and a throwaway config dir; "
-        "your own config, keyring and ~/.ssh are not touched."
+        "metis-env demo: a login node, two endpoints, a Globus login and an ALCF gateway on 127.0.0.1, and a "
+        "throwaway config dir; your own config, keyring and ~/.ssh are not touched."
     )
     home = workdir / "login-node-home"
     home.mkdir(mode=0o755)
@@ -262,13 +263,18 @@ def _run_steps(workdir: Path, servers: list, yes: bool, ui, narrator: Narrator, 
     narrator.step("python chat_completion.py '...'   (the example from ALCF's 'Using an inference endpoint' page)")
     narrator.detail(CHAT_SCRIPT.rstrip("\n"))
     narrator.detail("")
-    _run_chat_script(workdir, store, settings, narrator, python)
+    script = _run_chat_script(workdir, store, settings, narrator, python)
+
+    from .demo_gateway import run_gateway_steps
+
+    run_gateway_steps(workdir, servers, yes, ui, narrator, python, QUESTION, script)
 
 
-def _run_chat_script(workdir: Path, store, settings: Settings, narrator: Narrator, python: str) -> None:
+def _run_chat_script(workdir: Path, store, settings: Settings, narrator: Narrator, python: str) -> Path | None:
+    """Run the seed page's example against endpoint 1; its path (None without the openai package)."""
     if importlib.util.find_spec("openai") is None:
         narrator.detail("(the openai package is not installed here: pip install openai, then run it after export)")
-        return
+        return None
     script = workdir / "chat_completion.py"
     script.write_text(CHAT_SCRIPT)
     selection = actions.select(store, "1", None, settings)
@@ -282,3 +288,4 @@ def _run_chat_script(workdir: Path, store, settings: Settings, narrator: Narrato
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise CheckFailedError(f"demo: the openai example failed against the demo endpoint: {last}")
     narrator.detail(f"{done.stdout.strip()}   ({(time.monotonic() - started):.1f} s)")
+    return script

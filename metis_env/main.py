@@ -21,7 +21,7 @@ FAST_PATH_FORMS = {
     # command: (options taking a value -> canonical name, flags, positional arguments allowed)
     "export": ({"--model": "model", "-m": "model", "--shell": "shell", "-s": "shell"}, {"--unset": "unset"}, 1),
     "get": ({}, {}, 2),
-    "run": ({"--model": "model", "-m": "model"}, {}, 1),
+    "run": ({"--model": "model", "-m": "model"}, {"--proxy": "proxy"}, 1),
 }
 
 
@@ -72,7 +72,7 @@ def serve_fast(command: str, options: dict, positionals: list[str], tail: list[s
         return actions.export_command(spec, options.get("model"), options.get("shell"), options.get("unset", False))
     if command == "get":
         return actions.get_command(positionals[0], positionals[1] if len(positionals) > 1 else None)
-    return actions.run_subcommand(positionals[0] if positionals else None, options.get("model"), tail)
+    return actions.run_subcommand(positionals[0] if positionals else None, options.get("model"), tail, proxy=options.get("proxy", False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,3 +51,8 @@ def lock_file(directory: str | os.PathLike) -> str:
 def journal_file(directory: str | os.PathLike) -> str:
     """Keyring entries being written, or made stale, by an update that has not finished."""
     return os.path.join(directory, "pending.json")
+
+
+def status_file(directory: str | os.PathLike) -> str:
+    """What the last ``status`` or ``check`` saw per model (never a key); export warns from it."""
+    return os.path.join(directory, "status.json")

@@ -19,12 +19,16 @@ from metis_env.errors import AuthenticationError
 from tests.conftest import REPO, metis
 
 STEP_HEADERS = [
-    "[1/6] Start a demo login node and two OpenAI-compatible endpoints",
-    "[2/6] metis-env sync   (the real sync: demo@metis-demo, store=file in TMP/config)",
-    "[3/6] metis-env list",
-    "[4/6] metis-env check   (GET {BASE_URL}models with the stored key)",
-    '[5/6] eval "$(metis-env export 1)"   (metis-env export 1 prints this; bash, zsh, sh and fish read it alike)',
-    "[6/6] python chat_completion.py '...'   (the example from ALCF's 'Using an inference endpoint' page)",
+    "[1/10] Start a demo login node and two OpenAI-compatible endpoints",
+    "[2/10] metis-env sync   (the real sync: demo@metis-demo, store=file in TMP/config)",
+    "[3/10] metis-env list",
+    "[4/10] metis-env check   (GET {BASE_URL}models with the stored key)",
+    '[5/10] eval "$(metis-env export 1)"   (metis-env export 1 prints this; bash, zsh, sh and fish read it alike)',
+    "[6/10] python chat_completion.py '...'   (the example from ALCF's 'Using an inference endpoint' page)",
+    "[7/10] Start a demo Globus login and a demo ALCF gateway (ALCF's way to Metis today)",
+    "[8/10] metis-env login --no-browser   (the real login, tokens into the file store in TMP/gateway-config)",
+    "[9/10] metis-env status metis   (the gateway's {cluster}/jobs: which models are live)",
+    '[10/10] eval "$(metis-env export metis)"   then the seed page\'s example, against the demo gateway',
 ]
 
 
@@ -66,6 +70,11 @@ def test_demo_yes_runs_the_whole_flow_and_leaves_nothing_behind(env_setup, tmp_p
         "      export OPENAI_BASE_URL='http://127.0.0.1:PORT/v1/';",
         "      export MODEL_NAME='DeepSeek-R1';",
         "      Hello from demo endpoint 1 (DeepSeek-R1).   (N s)",
+        "      (the demo's browser opened that URL, logged in as demo@anl.gov and was shown the code; --yes pastes it)",
+        "      endpoint metis: new",
+        "      metis     gpt-oss-120b                        live",
+        "      export METIS_ENV_ENDPOINT='metis';",
+        "      Hello from the metis-env stand-in gateway.   (N s)",
         "Cleaned up: stopped the demo servers, deleted TMP.",
     ):
         assert expected in lines, expected
@@ -74,7 +83,7 @@ def test_demo_yes_runs_the_whole_flow_and_leaves_nothing_behind(env_setup, tmp_p
     assert not env_setup.exists()  # METIS_ENV_CONFIG_DIR: the demo never used it
     assert sorted(p.name for p in home.rglob("*")) == [".ssh", "known_hosts"]
     assert (home / ".ssh" / "known_hosts").read_text() == "# the user's own file\n"
-    assert elapsed < 20
+    assert elapsed < 40
 
 
 class ScriptedUser:
@@ -95,7 +104,9 @@ class ScriptedUser:
         return True
 
     def ask(self, prompt: str) -> str:
-        raise AssertionError("the demo sets the user name")
+        self.prompts.append(prompt)
+        assert "paste the code here, or press Enter" in prompt, prompt  # the demo sets the user name
+        return ""  # the demo's own browser approves the Globus URL
 
 
 def test_a_wrong_demo_passcode_is_refused_and_asked_again():
@@ -110,6 +121,38 @@ def test_a_wrong_demo_passcode_is_refused_and_asked_again():
     refused = "      metis-env: metis-demo (127.0.0.1:PORT) refused that passcode; type the code the demo token shows (2 tries left)"
     assert refused in lines
     assert lines.index(refused) < lines.index("      endpoint 1: new")
+
+
+class BrowserUser(ScriptedUser):
+    """Opens the Globus URL the demo printed in a "browser" (follows the redirects to the page that shows
+    the code) and pastes the code it shows, as a person would."""
+
+    def __init__(self, err: io.StringIO) -> None:
+        super().__init__(wrong_codes=0)
+        self.err = err
+
+    def ask(self, prompt: str) -> str:
+        import html
+        import urllib.request
+
+        self.prompts.append(prompt)
+        url = re.findall(r"https?://\S+/v2/oauth2/authorize\?\S+", self.err.getvalue())[-1]
+        with urllib.request.urlopen(url, timeout=10) as page:
+            shown = re.search(r'<code id="auth-code">([^<]*)</code>', page.read().decode()).group(1)
+        return html.unescape(shown) + "\n"
+
+
+def test_the_globus_code_the_user_pastes_logs_the_demo_in():
+    err = io.StringIO()
+    user = BrowserUser(err)
+    assert run_demo(yes=False, ui=user, err=err) == 0
+    lines = normalized(err.getvalue())
+    assert [p for p in user.prompts if "paste" in p] == [
+        "      and paste the code here, or press Enter to let the demo's browser do it: "
+    ]
+    assert "      Open that URL in a browser on this machine (the demo Globus logs you in at once and shows a code)," in lines
+    assert "      endpoint metis: new" in lines
+    assert "      Hello from the metis-env stand-in gateway.   (N s)" in lines
 
 
 def test_three_wrong_passcodes_fail_and_still_clean_up():
@@ -187,6 +230,9 @@ def test_at_a_terminal_a_wrong_code_is_refused_then_the_right_one_works():
     term.type(code + "\n")
     term.expect(r"endpoint 1: new")
     term.expect(r"1: ok in \d+ ms: DeepSeek-R1 served")
+    term.expect(r"or press Enter to let the demo's browser do it: ", timeout=60)
+    term.type("\n")
+    term.expect(r"endpoint metis: new")
     workdir = term.expect(r"deleted (/\S+)\.\n").group(1)
     assert term.wait() == 0
     assert not Path(workdir).exists()

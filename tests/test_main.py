@@ -76,6 +76,8 @@ FORMS = [
     ("run", "2", "-m", "Llama-3.3-70B-Instruct", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
     ("run", "-m", "Llama-3.3-70B-Instruct", "2", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
     ("run", "1", "--", "metis-env-no-such-command"),
+    ("run", "--proxy", "2", "-m", "Llama-3.3-70B-Instruct", "--", "sh", "-c", 'echo "$MODEL_NAME $METIS_ENV_ENDPOINT"; exit 4'),
+    ("run", "--proxy", "9", "--", "true"),
     ("run", "9", "--", "true"),
 ]
 

@@ -119,6 +119,11 @@ class OpenAIStubServer:
 
     # -- used by the handler ------------------------------------------------------------------
 
+    def rotate_key(self, api_key: str) -> None:
+        """Accept ``api_key`` from now on, and no longer the old one (as a key rotation at ALCF)."""
+        with self._lock:
+            self._api_key = api_key
+
     def _is_authorized(self, header: str | None) -> bool:
         expected = f"Bearer {self._api_key}".encode()
         return hmac.compare_digest((header or "").encode(), expected)
