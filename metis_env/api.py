@@ -189,7 +189,7 @@ def _import_openai() -> Any:
 
 
 def _takes_key_provider(client_class: type) -> bool:
-    """Whether this openai accepts a callable ``api_key``, called before each request (openai 1.107 on)."""
+    """Whether this openai accepts a callable ``api_key``, called before each request (openai 1.106 on)."""
     import inspect
 
     annotation = inspect.signature(client_class.__init__).parameters["api_key"].annotation
