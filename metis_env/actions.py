@@ -19,8 +19,19 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .endpoint import Endpoint
 
-EXPORTED_NAMES = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "MODEL_NAME", "SAMBANOVA_API_KEY", "METIS_ENV_ENDPOINT")
-"""Every variable export sets, in the order it prints them."""
+EXPORTED_NAMES = (
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
+    "OPENAI_API_KEY",
+    "MODEL_NAME",
+    "SAMBANOVA_API_KEY",
+    "SAMBANOVA_API_BASE",
+    "SAMBA_NOVA_BASE_URL",
+    "OPENAI_AGENTS_DISABLE_TRACING",
+    "METIS_ENV_ENDPOINT",
+)
+"""Every variable export can set, in the order it prints them (``--unset`` removes them all, and the
+names of the ``aliases`` setting)."""
 
 
 # A namedtuple, not a dataclass: see StoredEndpoint in store.py.
@@ -128,15 +139,55 @@ def select_with_key(store: Store, spec: str | None, model: str | None, settings:
     raise BusyError("the stored endpoints kept changing while being read (a sync is running); try again")
 
 
-def environment_for(selection: Selection, api_key: str) -> dict[str, str]:
-    """The variables export sets: the openai client's names and the centre's own."""
-    return {
-        "OPENAI_BASE_URL": selection.endpoint.base_url,
+def environment_for(selection: Selection, api_key: str, settings: Settings | None = None) -> dict[str, str]:
+    """The variables export, run and the Python API set: the openai client's names, the centre's own,
+    and the ``aliases`` setting's.
+
+    Wherever the key goes out under a name some client reads, the base URL goes out under the names
+    that client reads too: the SambaNova SDK, langchain-sambanova and litellm's ``sambanova/`` read
+    ``SAMBANOVA_API_KEY`` but default to SambaNova's public cloud, so without ``SAMBANOVA_API_BASE``
+    and ``SAMBA_NOVA_BASE_URL`` the Metis key would be sent there. openai-agents uploads traces to
+    OpenAI's own host with ``OPENAI_API_KEY`` unless tracing is disabled.
+    """
+    endpoint = selection.endpoint
+    env = {
+        "OPENAI_BASE_URL": endpoint.base_url,
+        "OPENAI_API_BASE": endpoint.base_url,  # LangChain, aider, litellm and older scripts
         "OPENAI_API_KEY": api_key,
         "MODEL_NAME": selection.model,
-        "SAMBANOVA_API_KEY": api_key,
-        "METIS_ENV_ENDPOINT": selection.endpoint.id,
     }
+    if endpoint.source != "gateway":  # a Globus token under SambaNova's name would mislead
+        env["SAMBANOVA_API_KEY"] = api_key
+        env["SAMBANOVA_API_BASE"] = endpoint.base_url
+        env["SAMBA_NOVA_BASE_URL"] = endpoint.base_url
+    env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
+    env["METIS_ENV_ENDPOINT"] = endpoint.id
+    if settings is not None and settings.aliases:
+        for alias, name in parse_aliases(settings.aliases, "aliases"):
+            if name in env:
+                env[alias] = env[name]
+    return env
+
+
+def parse_aliases(text: str, source: str) -> list[tuple[str, str]]:
+    """``aliases`` (``NEW=EXISTING`` pairs, comma-separated) -> [(NEW, EXISTING), ...]; UsageError
+    naming ``source`` for a pair that is not a variable name and one export sets."""
+    pairs = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        alias, eq, name = (part.strip() for part in item.partition("="))
+        if not eq or not _is_variable_name(alias) or name not in EXPORTED_NAMES or alias in EXPORTED_NAMES:
+            raise UsageError(
+                f"{source}: {item.strip()!r} is not NEW_NAME=EXPORTED_NAME (a new variable name, then one of: "
+                f"{', '.join(EXPORTED_NAMES)}); e.g. GROQ_API_KEY=OPENAI_API_KEY"
+            )
+        pairs.append((alias, name))
+    return pairs
+
+
+def _is_variable_name(name: str) -> bool:
+    return bool(name) and not name[0].isdigit() and all(c.isascii() and (c.isalnum() or c == "_") for c in name)
 
 
 def export_command(spec: str | None, model: str | None, shell: str | None, unset: bool, settings: Settings | None = None) -> int:
@@ -169,9 +220,10 @@ def run_subcommand(spec: str | None, model: str | None, argv: Sequence[str], set
 def export_code(store: Store, settings: Settings, spec: str | None, model: str | None, shell: str, unset: bool) -> tuple[str, tuple[str, ...]]:
     """The code export prints, and the warnings it prints on stderr."""
     if unset:  # the same names whatever the endpoint, so ENDPOINT and --model are accepted and ignored
-        return render.render_unset(shell, EXPORTED_NAMES), ()
+        aliases = [alias for alias, _name in parse_aliases(settings.aliases or "", "aliases")]
+        return render.render_unset(shell, EXPORTED_NAMES + tuple(aliases)), ()
     selection, key = select_with_key(store, spec, model, settings)
-    return render.render(shell, environment_for(selection, key)), selection.warnings
+    return render.render(shell, environment_for(selection, key, settings)), selection.warnings
 
 
 GET_FIELDS = ("key", "url", "models")
@@ -196,7 +248,7 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
     for warning in selection.warnings:
         warn(warning)
     env = dict(os.environ)
-    env.update(environment_for(selection, key))
+    env.update(environment_for(selection, key, settings))
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name == "posix":

@@ -151,8 +151,8 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @click.option("--unset", is_flag=True, help="Print the code that removes the same variables.")
 @click.pass_context
 def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool) -> int:
-    """Print shell code that sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY
-    and METIS_ENV_ENDPOINT.
+    """Print shell code that sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME and the names other
+    clients read (OPENAI_API_BASE, SAMBANOVA_API_KEY with SAMBANOVA_API_BASE, ...; see the README).
 
     ENDPOINT is the number (1), the file stem (metis_endpoint_1) or a model name that one endpoint
     serves; by default the configured default endpoint, else the only one. On failure stdout holds
@@ -403,9 +403,9 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
       metis-env sync --via openssh                 # reuse an open ControlMaster: no passcode
       printf '%s\\n' "$CODE" | metis-env sync --passcode-stdin
     """
-    from . import ssh
+    from .sources import ssh
     from .prompt import TerminalPrompter
-    from .sync import SyncOptions, run_sync
+    from .sources.ssh.sync import SyncOptions, run_sync
 
     ssh.set_debug_logging(bool(ctx.find_root().params.get("debug")))
     options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)

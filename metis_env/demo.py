@@ -188,7 +188,7 @@ def run_demo(yes: bool = False, ui=None, err: IO[str] | None = None, python: str
 
 
 def _run_steps(workdir: Path, servers: list, yes: bool, ui, narrator: Narrator, python: str) -> None:
-    from . import sync
+    from .sources.ssh import sync
     from .testing.loginnode import LoginNode
     from .testing.openai_server import OpenAIStubServer
 

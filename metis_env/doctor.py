@@ -445,9 +445,9 @@ def run_checks(
 
 
 def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None) -> list[Finding]:
-    """How the ssh config resolves the login host, and whether known_hosts has its key (ssh.py reads both,
+    """How the ssh config resolves the login host, and whether known_hosts has its key (sources/ssh reads both,
     as sync does)."""
-    from . import ssh  # paramiko: only doctor and sync pay for it
+    from .sources import ssh  # paramiko: only doctor and sync pay for it
 
     try:
         config = ssh.load_ssh_config() if ssh_config is None else ssh.load_ssh_config(ssh_config)

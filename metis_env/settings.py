@@ -35,13 +35,14 @@ _DEFAULTS = {
     "pattern": "metis_endpoint_*.txt",
     "transport": "paramiko",
     "timeout": 30.0,
+    "aliases": None,
 }
 
 
 class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS], defaults=tuple(_DEFAULTS.values()))):
     """``config_dir: str``; ``user, default_endpoint, default_model: str | None``; ``host, store
     ("keyring"|"file"), pattern, transport ("paramiko"|"openssh"): str``; ``port: int | None``;
-    ``stale_after_days, timeout: float`` (seconds)."""
+    ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``)."""
 
     __slots__ = ()
 
@@ -103,6 +104,14 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         if not number > 0:
             raise UsageError(f"{source}: {name} must be a positive number")
         return number
+    if name == "aliases":
+        if isinstance(value, dict):  # `aliases: {GROQ_API_KEY: OPENAI_API_KEY}` in config.yaml reads as well
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        if not isinstance(value, str):
+            raise UsageError(f"{source}: aliases must be NEW_NAME=EXPORTED_NAME pairs, comma-separated")
+        from .actions import parse_aliases
+
+        return ",".join(f"{alias}={target}" for alias, target in parse_aliases(value, source)) or None
     if isinstance(value, (dict, list, bool)):
         raise UsageError(f"{source}: {name} must be a single word or number")
     text = str(value)

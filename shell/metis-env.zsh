@@ -11,7 +11,7 @@ __metis_env_status=$?
 
 # Usage: metis-use [ENDPOINT] [--model NAME]
 #
-# Sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY and METIS_ENV_ENDPOINT in this
+# Sets the variables of `metis-env export` (OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME, ...) in this
 # shell from the stored endpoint (see metis-env export --help). When metis-env fails, its error is on
 # stderr, the variables already set are left as they were, and the status is metis-env's.
 #

@@ -13,7 +13,17 @@ import pytest
 from tests.conftest import REPO
 
 SHELL_DIR = REPO / "shell"
-EXPORTED = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "MODEL_NAME", "SAMBANOVA_API_KEY", "METIS_ENV_ENDPOINT")
+EXPORTED = (
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
+    "OPENAI_API_KEY",
+    "MODEL_NAME",
+    "SAMBANOVA_API_KEY",
+    "SAMBANOVA_API_BASE",
+    "SAMBA_NOVA_BASE_URL",
+    "OPENAI_AGENTS_DISABLE_TRACING",
+    "METIS_ENV_ENDPOINT",
+)
 
 
 def need(tool: str) -> str:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from metis_env.testing.openai_server import OpenAIStubServer
-from tests.conftest import ENDPOINT_1, ENDPOINT_2, metis
+from tests.conftest import ENDPOINT_1, ENDPOINT_2, exported, metis
 
 pytestmark = pytest.mark.usefixtures("file_store")
 
@@ -47,9 +47,13 @@ def test_export_prints_only_code_and_every_variable(endpoint_files):
     assert result(metis("export", "2", "--model", "Llama-3.3-70B-Instruct")) == (
         0,
         "export OPENAI_BASE_URL='https://metis.alcf.anl.gov/v2/';\n"
+        "export OPENAI_API_BASE='https://metis.alcf.anl.gov/v2/';\n"
         f"export OPENAI_API_KEY='{KEY_2}';\n"
         "export MODEL_NAME='Llama-3.3-70B-Instruct';\n"
         f"export SAMBANOVA_API_KEY='{KEY_2}';\n"
+        "export SAMBANOVA_API_BASE='https://metis.alcf.anl.gov/v2/';\n"
+        "export SAMBA_NOVA_BASE_URL='https://metis.alcf.anl.gov/v2/';\n"
+        "export OPENAI_AGENTS_DISABLE_TRACING='1';\n"
         "export METIS_ENV_ENDPOINT='2';\n",
         "",
     )
@@ -107,13 +111,9 @@ def test_the_configured_default_endpoint_and_model_are_used(endpoint_files):
     metis("import", *map(str, endpoint_files), check=True)
     metis("config", "set", "default_endpoint", "2", check=True)
     metis("config", "set", "default_model", "Llama-3.3-70B-Instruct", check=True)
-    assert json.loads(metis("export", "--shell", "json").stdout) == {
-        "OPENAI_BASE_URL": "https://metis.alcf.anl.gov/v2/",
-        "OPENAI_API_KEY": KEY_2,
-        "MODEL_NAME": "Llama-3.3-70B-Instruct",
-        "SAMBANOVA_API_KEY": KEY_2,
-        "METIS_ENV_ENDPOINT": "2",
-    }
+    assert json.loads(metis("export", "--shell", "json").stdout) == exported(
+        "https://metis.alcf.anl.gov/v2/", KEY_2, "Llama-3.3-70B-Instruct", "2"
+    )
     env = {"METIS_ENV_DEFAULT_ENDPOINT": "1"}
     assert json.loads(metis("export", "--shell", "json", env=env).stdout)["METIS_ENV_ENDPOINT"] == "1"
 
@@ -121,7 +121,8 @@ def test_the_configured_default_endpoint_and_model_are_used(endpoint_files):
 def test_unset_prints_code_removing_the_same_variables():
     assert result(metis("export", "--unset", "--shell", "bash")) == (
         0,
-        "unset OPENAI_BASE_URL;\nunset OPENAI_API_KEY;\nunset MODEL_NAME;\nunset SAMBANOVA_API_KEY;\nunset METIS_ENV_ENDPOINT;\n",
+        "unset OPENAI_BASE_URL;\nunset OPENAI_API_BASE;\nunset OPENAI_API_KEY;\nunset MODEL_NAME;\nunset SAMBANOVA_API_KEY;\n"
+        "unset SAMBANOVA_API_BASE;\nunset SAMBA_NOVA_BASE_URL;\nunset OPENAI_AGENTS_DISABLE_TRACING;\nunset METIS_ENV_ENDPOINT;\n",
         "",
     )
 
@@ -259,3 +260,48 @@ def test_check_refuses_a_timeout_that_is_not_positive(endpoint_files):
     proc = metis("check", "1", "--timeout", "-1")
     assert (proc.returncode, proc.stdout.decode()) == (2, "")
     assert proc.stderr.decode().endswith("Invalid value for '--timeout': -1.0 is not in the range x>0.\n")
+
+
+def test_the_base_url_goes_wherever_the_key_goes(endpoint_files):
+    """SambaNova's SDK, langchain-sambanova and litellm read SAMBANOVA_API_KEY but default to SambaNova's
+    public cloud: the base URL goes out under their names too; openai-agents' tracing is off."""
+    metis("import", str(endpoint_files[0]), check=True)
+    env = json.loads(metis("export", "1", "--shell", "json").stdout)
+    assert {name: env[name] for name in ("SAMBANOVA_API_KEY", "SAMBANOVA_API_BASE", "SAMBA_NOVA_BASE_URL", "OPENAI_API_BASE", "OPENAI_AGENTS_DISABLE_TRACING")} == {
+        "SAMBANOVA_API_KEY": "sk-test-one-0123456789abcdef",
+        "SAMBANOVA_API_BASE": "https://metis.alcf.anl.gov/v1/",
+        "SAMBA_NOVA_BASE_URL": "https://metis.alcf.anl.gov/v1/",
+        "OPENAI_API_BASE": "https://metis.alcf.anl.gov/v1/",
+        "OPENAI_AGENTS_DISABLE_TRACING": "1",
+    }
+
+
+def test_aliases_export_a_value_under_more_names(endpoint_files):
+    metis("import", str(endpoint_files[0]), check=True)
+    assert result(metis("config", "set", "aliases", "GROQ_API_KEY=OPENAI_API_KEY, LLM_BASE=OPENAI_BASE_URL"))[0] == 0
+    assert result(metis("config", "get", "aliases")) == (0, "GROQ_API_KEY=OPENAI_API_KEY,LLM_BASE=OPENAI_BASE_URL\n", "")
+    env = json.loads(metis("export", "1", "--shell", "json").stdout)
+    assert env == {
+        **exported("https://metis.alcf.anl.gov/v1/", "sk-test-one-0123456789abcdef", "DeepSeek-R1", "1"),
+        "GROQ_API_KEY": "sk-test-one-0123456789abcdef",
+        "LLM_BASE": "https://metis.alcf.anl.gov/v1/",
+    }
+    assert result(metis("export", "--unset", "--shell", "bash"))[1].endswith("unset METIS_ENV_ENDPOINT;\nunset GROQ_API_KEY;\nunset LLM_BASE;\n")
+    ran = metis("run", "1", "--", sys.executable, "-c", "import os; print(os.environ['GROQ_API_KEY'])")
+    assert result(ran) == (0, "sk-test-one-0123456789abcdef\n", "")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["GROQ_API_KEY", "GROQ_API_KEY=NOT_EXPORTED", "1BAD=OPENAI_API_KEY", "OPENAI_API_KEY=MODEL_NAME", "A-B=OPENAI_API_KEY"],
+)
+def test_a_bad_alias_is_refused_with_one_line(value):
+    message = (
+        f"aliases: {value!r} is not NEW_NAME=EXPORTED_NAME (a new variable name, then one of: OPENAI_BASE_URL, "
+        "OPENAI_API_BASE, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY, SAMBANOVA_API_BASE, SAMBA_NOVA_BASE_URL, "
+        "OPENAI_AGENTS_DISABLE_TRACING, METIS_ENV_ENDPOINT); e.g. GROQ_API_KEY=OPENAI_API_KEY"
+    )
+    assert result(metis("config", "set", "aliases", value)) == (2, "", f"metis-env: error: {message}\n")
+    assert result(metis("export", "1", env={"METIS_ENV_ALIASES": value})) == (
+        2, "false\n", f"metis-env: error: {message.replace('aliases:', 'METIS_ENV_ALIASES:', 1)}\n"
+    )

@@ -12,16 +12,10 @@ import pytest
 
 from metis_env import paths
 from tests._shells import HOSTILE_KEY, SHELL_DIR, endpoint_text, need, run, shell_env, write_metis_wrapper
-from tests.conftest import metis
+from tests.conftest import exported, metis
 
 ANSI = re.compile(rb"\x1b\[[0-9;]*m")
-LOADED = {
-    "OPENAI_BASE_URL": "https://metis.alcf.anl.gov/v2/",
-    "OPENAI_API_KEY": HOSTILE_KEY,
-    "MODEL_NAME": "Llama-3.3-70B-Instruct",
-    "SAMBANOVA_API_KEY": HOSTILE_KEY,
-    "METIS_ENV_ENDPOINT": "2",
-}
+LOADED = exported("https://metis.alcf.anl.gov/v2/", HOSTILE_KEY, "Llama-3.3-70B-Instruct", "2")
 MODELS_2 = "Llama-4-Maverick-17B-128E-Instruct,Llama-3.3-70B-Instruct"
 
 
@@ -123,10 +117,7 @@ def test_after_a_failure_direnv_reload_picks_up_the_fix(direnv):
     direnv.store("3", "sk-three", "DeepSeek-R1", "https://metis.alcf.anl.gov/v3/")
     move_mtime_on(folder / ".envrc")  # what direnv reload does
     code, changes, _log = direnv.export(folder, outside)
-    assert (code, ours(changes)) == (0, {
-        "OPENAI_BASE_URL": "https://metis.alcf.anl.gov/v3/", "OPENAI_API_KEY": "sk-three", "MODEL_NAME": "DeepSeek-R1",
-        "SAMBANOVA_API_KEY": "sk-three", "METIS_ENV_ENDPOINT": "3",
-    })
+    assert (code, ours(changes)) == (0, exported("https://metis.alcf.anl.gov/v3/", "sk-three", "DeepSeek-R1", "3"))
 
 
 def test_an_unknown_endpoint_fails_the_envrc_and_sets_nothing(direnv):

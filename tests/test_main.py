@@ -149,7 +149,7 @@ def test_click_path_does_import_click(two_endpoints):
 # --- who may import what --------------------------------------------------------------------------
 
 ALLOWED = {
-    "paramiko": ("metis_env/ssh.py", "metis_env/testing/"),
+    "paramiko": ("metis_env/sources/ssh/", "metis_env/testing/"),
     "click": ("metis_env/cli.py",),
     "keyring": ("metis_env/store.py", "metis_env/doctor.py"),
     "yaml": ("metis_env/files.py",),

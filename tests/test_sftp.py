@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from metis_env import sftp
+from metis_env.sources.ssh import sftp
 
 
 class MemorySFTP:

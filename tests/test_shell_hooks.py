@@ -20,7 +20,7 @@ from tests._shells import (
     write_metis_wrapper,
     write_recording_fake,
 )
-from tests.conftest import metis
+from tests.conftest import exported, metis
 
 HOOKS = {"bash": SHELL_DIR / "metis-env.bash", "zsh": SHELL_DIR / "metis-env.zsh", "fish": SHELL_DIR / "metis-env.fish"}
 SHELLS = list(HOOKS)
@@ -76,13 +76,7 @@ def test_metis_use_sets_exactly_what_export_promises_and_metis_unuse_removes_it(
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
     before, used, unused = load(tmp_path / "before.json"), load(tmp_path / "used.json"), load(tmp_path / "unused.json")
     added = {k: v for k, v in used.items() if before.get(k) != v}
-    assert added == {
-        "OPENAI_BASE_URL": "https://metis.alcf.anl.gov/v1/",
-        "OPENAI_API_KEY": HOSTILE_KEY,
-        "MODEL_NAME": "Other-Model",
-        "SAMBANOVA_API_KEY": HOSTILE_KEY,
-        "METIS_ENV_ENDPOINT": "1",
-    }
+    assert added == exported("https://metis.alcf.anl.gov/v1/", HOSTILE_KEY, "Other-Model", "1")
     assert set(before) - set(used) == set()
     assert unused == before
     assert not Path("/tmp/pwned").exists()

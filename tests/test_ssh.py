@@ -16,7 +16,8 @@ import keyring
 import pytest
 from keyring.backends import fail
 
-from metis_env import ssh
+from metis_env.errors import ConnectionFailedError
+from metis_env.sources import ssh
 from metis_env.store import open_store
 from metis_env.settings import load_settings
 from metis_env.testing.loginnode import Faults, LoginNode, hotp, totp
@@ -511,5 +512,57 @@ def test_parse_boundary_output_handles_odd_names_and_rejects_truncation():
     name = "metis_endpoint_\nx.txt"
     output = (b"motd junk" + f"\n{token} file 3 {len(name)}\n{name}\n".encode() + b"a\nb" + f"\n{token} end\n\n{token} done\n".encode())
     assert [(f.name, f.data) for f in ssh.parse_boundary_output(output, token, "h")] == [(name, b"a\nb")]
-    with pytest.raises(ssh.ConnectionFailedError):
+    with pytest.raises(ConnectionFailedError):
         ssh.parse_boundary_output(output[:-10], token, "h")
+
+
+# --- attack 1: UserKnownHostsFile with % tokens, quoted paths, several files -----------------------
+
+KNOWN_HOSTS_CONFIGS = [
+    # (UserKnownHostsFile value, the file (under ~/.ssh) OpenSSH reads the genuine key from, the first file)
+    ('"~/.ssh/my hosts"', "my hosts", "my hosts"),
+    ("~/.ssh/kh_%h_%p_%r", "kh_127.0.0.1_{port}_alice", "kh_127.0.0.1_{port}_alice"),
+    ("~/.ssh/first %d/.ssh/second_%k_%%", "second_metis_%", "first"),
+    ("'~/.ssh/a b' \"~/.ssh/c d\"  # two quoted files and a comment", "c d", "a b"),
+]
+
+
+def write_known_hosts_config(node: LoginNode, value: str) -> Path:
+    ssh_dir = Path(os.path.expanduser("~/.ssh"))
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "config").write_text(f"Host metis\n  HostName 127.0.0.1\n  Port {node.port}\n  UserKnownHostsFile {value}\n  HashKnownHosts no\n")
+    return ssh_dir
+
+
+@pytest.mark.parametrize("value, genuine_file, first_file", KNOWN_HOSTS_CONFIGS)
+def test_a_changed_key_is_changed_whatever_userknownhostsfile_holds(make_node, monkeypatch, capfd, env_setup, value, genuine_file, first_file):
+    impostor = make_node(trusted=False)
+    genuine = LoginNode(impostor.root_dir, USER, SECRET_HEX)  # the key OpenSSH saved; the impostor has another
+    ssh_dir = write_known_hosts_config(impostor, value)
+    known = ssh_dir / genuine_file.format(port=impostor.port)
+    known.write_text(genuine.host_key_line().replace(f"[127.0.0.1]:{genuine.port}", f"[127.0.0.1]:{impostor.port}"))
+    before = sorted(p.name for p in ssh_dir.iterdir())
+    prompter = ScriptedPrompter([impostor.expected_code], confirm=True)
+    code, out, err = run_sync_cli(monkeypatch, capfd, prompter, "--host", "metis", "--user", USER, "--accept-new-host-key")
+    shown = "~/.ssh/" + genuine_file.format(port=impostor.port) if "%d" not in value else f"{ssh_dir}/{genuine_file}"
+    name = f"[127.0.0.1]:{impostor.port}"
+    assert (code, out, err) == (
+        9, "",
+        f"metis-env: connecting to metis (127.0.0.1:{impostor.port})\n"
+        f"metis-env: error: HOST KEY CHANGED for {name}: it now sends ED25519 {ssh.fingerprint(impostor.host_key)}, "
+        f"but {shown}:1 has a different ED25519 key; someone may be intercepting the connection. "
+        f"If the change is expected, remove the old key with: ssh-keygen -R '{name}'\n",
+    )
+    assert (prompter.asked, impostor.counters.prompts) == ([], 0)  # no passcode went to the impostor
+    assert sorted(p.name for p in ssh_dir.iterdir()) == before  # no junk file (`my`, `%h`) written
+
+
+@pytest.mark.parametrize("value, genuine_file, first_file", KNOWN_HOSTS_CONFIGS)
+def test_a_new_key_goes_to_the_first_userknownhostsfile_expanded(make_node, monkeypatch, capfd, env_setup, value, genuine_file, first_file):
+    node = make_node(trusted=False)
+    ssh_dir = write_known_hosts_config(node, value)
+    code, out, err = run_sync_cli(monkeypatch, capfd, ScriptedPrompter([node.expected_code]), "--host", "metis", "--user", USER, "--accept-new-host-key")
+    assert (code, out) == (0, "")
+    first = first_file.format(port=node.port)
+    assert sorted(p.name for p in ssh_dir.iterdir()) == sorted({"config", first})
+    assert (ssh_dir / first).read_text() == node.host_key_line()

@@ -69,9 +69,13 @@ def test_export_reads_the_key_without_keyring(stored):
     assert (result.returncode, result.stdout, result.stderr) == (
         0,
         b"OPENAI_BASE_URL='https://metis.alcf.anl.gov/v1/'\n"
+        b"OPENAI_API_BASE='https://metis.alcf.anl.gov/v1/'\n"
         b"OPENAI_API_KEY='sk-test-one-0123456789abcdef'\n"
         b"MODEL_NAME='DeepSeek-R1'\n"
         b"SAMBANOVA_API_KEY='sk-test-one-0123456789abcdef'\n"
+        b"SAMBANOVA_API_BASE='https://metis.alcf.anl.gov/v1/'\n"
+        b"SAMBA_NOVA_BASE_URL='https://metis.alcf.anl.gov/v1/'\n"
+        b"OPENAI_AGENTS_DISABLE_TRACING='1'\n"
         b"METIS_ENV_ENDPOINT='1'\n",
         b"",
     )

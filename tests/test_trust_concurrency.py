@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests._trust import Remote, cases, start_metis, wait_for_line, write_endpoint
-from tests.conftest import metis
+from tests.conftest import exported as expected_export, metis
 
 pytestmark = pytest.mark.usefixtures("file_store")
 
@@ -39,13 +39,12 @@ def consistent(endpoint_id: str, exported: dict) -> int | None:
         generation = int(exported["MODEL_NAME"].removeprefix("gen").removesuffix("-model"))
     except (KeyError, ValueError):
         return None
-    expected = {
-        "OPENAI_BASE_URL": f"https://metis.example/gen{generation}/ep{endpoint_id}/",
-        "OPENAI_API_KEY": f"sk-gen{generation}-ep{endpoint_id}-0123456789abcdef",
-        "MODEL_NAME": f"gen{generation}-model",
-        "SAMBANOVA_API_KEY": f"sk-gen{generation}-ep{endpoint_id}-0123456789abcdef",
-        "METIS_ENV_ENDPOINT": endpoint_id,
-    }
+    expected = expected_export(
+        f"https://metis.example/gen{generation}/ep{endpoint_id}/",
+        f"sk-gen{generation}-ep{endpoint_id}-0123456789abcdef",
+        f"gen{generation}-model",
+        endpoint_id,
+    )
     return generation if exported == expected else None
 
 

@@ -18,7 +18,7 @@ import pytest
 from metis_env.endpoint import key_fingerprint
 from tests import _disk_keyring
 from tests._trust import Remote, cases, endpoint_text, start_metis, wait_for_line, write_endpoint
-from tests.conftest import metis
+from tests.conftest import exported as expected_export, metis
 
 ENDPOINTS = ("1", "2", "3")
 STEPS_BEFORE_COMMIT = ("before-secrets", "secret-1", "secret-2", "secret-3", "before-metadata")
@@ -50,13 +50,12 @@ def stored_generation(env: dict[str, str]) -> int:
         assert (proc.returncode, proc.stderr) == (0, b""), row["id"]
         exported = json.loads(proc.stdout)
         generation = int(exported["MODEL_NAME"].removeprefix("gen").removesuffix("-model"))
-        assert exported == {
-            "OPENAI_BASE_URL": f"https://metis.example/gen{generation}/ep{row['id']}/",
-            "OPENAI_API_KEY": f"sk-gen{generation}-ep{row['id']}-0123456789abcdef",
-            "MODEL_NAME": f"gen{generation}-model",
-            "SAMBANOVA_API_KEY": f"sk-gen{generation}-ep{row['id']}-0123456789abcdef",
-            "METIS_ENV_ENDPOINT": row["id"],
-        }
+        assert exported == expected_export(
+            f"https://metis.example/gen{generation}/ep{row['id']}/",
+            f"sk-gen{generation}-ep{row['id']}-0123456789abcdef",
+            f"gen{generation}-model",
+            row["id"],
+        )
         assert row["fingerprint"] == key_fingerprint(exported["OPENAI_API_KEY"])
         generations.add(generation)
     assert len(generations) == 1, generations

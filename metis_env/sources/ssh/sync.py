@@ -14,11 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO
 
-from .endpoint import Endpoint, parse_endpoint_file
-from .errors import EndpointFileError, RemoteFilesError, UsageError
-from .settings import Settings, save_setting
-from .ssh import Prompter, RemoteFile, fetch_endpoint_files, fetch_with_openssh, load_ssh_config, resolve_target
-from .store import Change, open_store
+from ...endpoint import Endpoint, parse_endpoint_file
+from ...errors import EndpointFileError, RemoteFilesError, UsageError
+from ...settings import Settings, save_setting
+from ...store import Change, open_store
+from .config import load_ssh_config, resolve_target
+from .login import fetch_endpoint_files
+from .openssh import fetch_with_openssh
+from .remote import Prompter, RemoteFile
 
 SSH_COMMAND_ENV = "METIS_ENV_SSH_COMMAND"
 """The OpenSSH client for --via openssh, split like a shell would (default ``ssh``), as GIT_SSH_COMMAND."""
@@ -66,11 +69,13 @@ def run_sync(settings: Settings, options: SyncOptions, ui: Prompter, environ: Ma
             asked = False
         else:
             config = load_ssh_config() if options.ssh_config is None else load_ssh_config(options.ssh_config)
-            target = resolve_target(host, port=port, config=config)
-            user = options.user or settings.user or target.user
+            # The user goes into the resolution: %r in UserKnownHostsFile and the like name it.
+            target = resolve_target(host, port=port, user=options.user or settings.user, config=config)
+            user = target.user
             asked = not user
             if asked:
                 user = ask_user(ui, host)
+                target = resolve_target(host, port=port, user=user, config=config)
             files = fetch_endpoint_files(
                 target,
                 user,
