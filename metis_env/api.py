@@ -77,10 +77,10 @@ def environ(endpoint: Endpoint = None, model: str | None = None) -> dict[str, st
 
     Raises the ``MetisEnvError`` that ``export`` reports (``NotFoundError`` before any sync, ...).
     """
-    selection, key, _settings = _select(endpoint, model)
+    selection, key, settings = _select(endpoint, model)
     for warning in selection.warnings:
         actions.warn(warning)
-    return Environment(actions.environment_for(selection, key))
+    return Environment(actions.environment_for(selection, key, settings))
 
 
 def load(endpoint: Endpoint = None, model: str | None = None, override: bool = True) -> dict[str, str]:

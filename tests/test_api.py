@@ -25,11 +25,24 @@ KEY_1 = "sk-test-one-0123456789abcdef"
 KEY_2 = "sk-test-two-0123456789abcdef"
 ENV_1 = {
     "OPENAI_BASE_URL": "https://metis.alcf.anl.gov/v1/",
+    "OPENAI_API_BASE": "https://metis.alcf.anl.gov/v1/",
     "OPENAI_API_KEY": KEY_1,
     "MODEL_NAME": "DeepSeek-R1",
     "SAMBANOVA_API_KEY": KEY_1,
+    "SAMBANOVA_API_BASE": "https://metis.alcf.anl.gov/v1/",
+    "SAMBA_NOVA_BASE_URL": "https://metis.alcf.anl.gov/v1/",
+    "OPENAI_AGENTS_DISABLE_TRACING": "1",
     "METIS_ENV_ENDPOINT": "1",
 }
+
+
+@pytest.fixture(autouse=True)
+def restore_environ():
+    """load() writes os.environ: leave it to the next test as this one found it."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture
@@ -78,6 +91,12 @@ def test_environ_uses_the_default_endpoint(two_endpoints):
     assert metis_env.environ() == ENV_1
 
 
+def test_environ_has_the_aliases_export_has(two_endpoints):
+    assert metis("config", "set", "aliases", "GROQ_API_KEY=OPENAI_API_KEY").returncode == 0
+    assert metis_env.environ(1) == {**ENV_1, "GROQ_API_KEY": KEY_1} == json.loads(metis("export", "1", "--shell", "json").stdout)
+    assert repr(metis_env.environ(1)).count("sk-…cdef") == 3
+
+
 def test_environ_changes_nothing(two_endpoints):
     before = dict(os.environ)
     metis_env.environ(1)
@@ -87,8 +106,10 @@ def test_environ_changes_nothing(two_endpoints):
 def test_the_repr_masks_the_key_so_a_notebook_never_shows_it(two_endpoints):
     env = metis_env.environ(1)
     assert (repr(env), str(env), env["OPENAI_API_KEY"]) == (
-        "Environment({'OPENAI_BASE_URL': 'https://metis.alcf.anl.gov/v1/', 'OPENAI_API_KEY': 'sk-…cdef', "
-        "'MODEL_NAME': 'DeepSeek-R1', 'SAMBANOVA_API_KEY': 'sk-…cdef', 'METIS_ENV_ENDPOINT': '1'})",
+        "Environment({'OPENAI_BASE_URL': 'https://metis.alcf.anl.gov/v1/', 'OPENAI_API_BASE': 'https://metis.alcf.anl.gov/v1/', "
+        "'OPENAI_API_KEY': 'sk-…cdef', 'MODEL_NAME': 'DeepSeek-R1', 'SAMBANOVA_API_KEY': 'sk-…cdef', "
+        "'SAMBANOVA_API_BASE': 'https://metis.alcf.anl.gov/v1/', 'SAMBA_NOVA_BASE_URL': 'https://metis.alcf.anl.gov/v1/', "
+        "'OPENAI_AGENTS_DISABLE_TRACING': '1', 'METIS_ENV_ENDPOINT': '1'})",
         repr(env),
         KEY_1,
     )
