@@ -86,3 +86,33 @@ def test_400_ranks_read_one_store_while_every_key_rotates(file_store, tmp_path):
     assert sorted(seen - set(generations)) == []  # every digest is one whole generation
     # The rotations overlapped the ranks: several generations were handed out.
     assert (len(rotations) >= 5, len({generations[d] for d in seen}) >= 2) == (True, True), (len(rotations), elapsed)
+
+
+def test_a_child_forked_during_an_import_does_not_keep_the_lock(file_store, tmp_path, monkeypatch):
+    """Found by the test above: a writer's child forked before its exec (or by multiprocessing) holds a
+    copy of the lock's descriptor; the next import must not be refused as busy because of it."""
+    import signal
+
+    from metis_env.store import FileSecrets
+
+    real_set_many = FileSecrets.set_many
+    children = []
+
+    def set_many_and_fork(self, items):
+        pid = os.fork()
+        if pid == 0:  # a child that lives on with the parent's descriptors
+            time.sleep(30)
+            os._exit(0)
+        children.append(pid)
+        real_set_many(self, items)
+
+    monkeypatch.setattr(FileSecrets, "set_many", set_many_and_fork)
+    try:
+        actions.import_files(open_store(load_settings()), [write_generation(tmp_path, 1)], None)
+        monkeypatch.setattr(FileSecrets, "set_many", real_set_many)
+        changes = actions.import_files(open_store(load_settings()), [write_generation(tmp_path, 2)], None)
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert [(c.id, c.status) for c in changes] == [("1", "key rotated")]
