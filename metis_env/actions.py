@@ -29,15 +29,17 @@ EXPORTED_NAMES = (
     "SAMBA_NOVA_BASE_URL",
     "OPENAI_AGENTS_DISABLE_TRACING",
     "METIS_ENV_ENDPOINT",
+    "METIS_ENV_TOKEN_EXPIRES",
 )
 """Every variable export can set, in the order it prints them (``--unset`` removes them all, and the
 names of the ``aliases`` setting)."""
 
 
 # A namedtuple, not a dataclass: see StoredEndpoint in store.py.
-class Selection(namedtuple("Selection", "endpoint model warnings", defaults=((),))):
+class Selection(namedtuple("Selection", "endpoint model warnings expires_at", defaults=((), None))):
     """The endpoint and model export, get and run use (``endpoint: StoredEndpoint, model: str,
-    warnings: tuple[str, ...]``)."""
+    warnings: tuple[str, ...]``, ``expires_at``: when the key expires, ISO 8601 UTC, for gateway
+    endpoints' Globus tokens; None for endpoint files' keys)."""
 
     __slots__ = ()
 
@@ -120,7 +122,7 @@ def select(store: Store, spec: str | None, model: str | None, settings: Settings
         age = endpoint.age_days() or 0.0
         warnings.append(
             f"endpoint {endpoint.id} was last synced {age:.0f} days ago (stale_after_days is "
-            f"{settings.stale_after_days:g}); run metis-env sync to refresh it"
+            f"{settings.stale_after_days:g}); run metis-env sync{' --gateway' if endpoint.source == 'gateway' else ''} to refresh it"
         )
     return Selection(endpoint, chosen, tuple(warnings))
 
@@ -133,7 +135,12 @@ def select_with_key(store: Store, spec: str | None, model: str | None, settings:
     """
     for _attempt in range(5):
         selection = select(store, spec, model, settings)
-        key = store.api_key(selection.endpoint)
+        if selection.endpoint.source == "gateway":  # a Globus token, refreshed when inside the margin
+            from .sources.gateway.tokens import fresh_key
+
+            selection, key = fresh_key(store, selection, settings)
+        else:
+            key = store.api_key(selection.endpoint)
         if store.endpoints().get(selection.endpoint.id) == selection.endpoint:
             return selection, key
     raise BusyError("the stored endpoints kept changing while being read (a sync is running); try again")
@@ -162,6 +169,8 @@ def environment_for(selection: Selection, api_key: str, settings: Settings | Non
         env["SAMBA_NOVA_BASE_URL"] = endpoint.base_url
     env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
     env["METIS_ENV_ENDPOINT"] = endpoint.id
+    if selection.expires_at is not None:  # as aws-vault's AWS_CREDENTIAL_EXPIRATION
+        env["METIS_ENV_TOKEN_EXPIRES"] = selection.expires_at
     if settings is not None and settings.aliases:
         for alias, name in parse_aliases(settings.aliases, "aliases"):
             if name in env:
@@ -237,6 +246,13 @@ def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> 
         return endpoint.base_url
     if what == "models":
         return ",".join(endpoint.models)
+    if endpoint.source == "gateway":
+        from .sources.gateway.tokens import fresh_key
+
+        selection, key = fresh_key(store, Selection(endpoint, ""), settings)
+        for warning in selection.warnings:
+            warn(warning)
+        return key
     return store.api_key(endpoint)
 
 

@@ -359,12 +359,7 @@ class _Client:
         parts = urlsplit(base_url)
         self.host = parts.hostname or ""
         self.netloc = scrub(f"{self.host}:{parts.port}" if parts.port else self.host)
-        self.proxy = _proxy_for(parts.scheme, self.host)
-        self._opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({parts.scheme: self.proxy} if self.proxy else {}),
-            urllib.request.HTTPSHandler(context=ssl.create_default_context()),
-            _NoRedirect(),
-        )
+        self._opener, self.proxy = verified_opener(parts.scheme, self.host)
 
     def __repr__(self) -> str:
         return f"_Client({self.base_url!r})"
@@ -449,6 +444,19 @@ class _Client:
         parts = urlsplit(self.proxy if "://" in self.proxy else f"http://{self.proxy}")
         host = parts.hostname or "?"
         return self.scrub(f"{host}:{parts.port}" if parts.port else host)
+
+
+def verified_opener(scheme: str, host: str) -> tuple[urllib.request.OpenerDirector, str | None]:
+    """An opener for ``scheme://host`` that verifies TLS against the CAs loaded now (so SSL_CERT_FILE
+    and SSL_CERT_DIR are honoured), uses the environment's proxy (never for loopback) and follows no
+    redirect; and that proxy's URL. The gateway's client (sources/gateway/http.py) uses it too."""
+    proxy = _proxy_for(scheme, host)
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({scheme: proxy} if proxy else {}),
+        urllib.request.HTTPSHandler(context=ssl.create_default_context()),
+        _NoRedirect(),
+    )
+    return opener, proxy
 
 
 def _proxy_for(scheme: str, host: str) -> str | None:

@@ -389,9 +389,10 @@ def hook_command(target: str, show_path: bool, install: bool) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Give up when the server is silent this long (default 30).")
 @click.option("--dry-run", is_flag=True, help="Fetch and show what would change; store nothing.")
 @click.option("--via", type=click.Choice(["paramiko", "openssh"]), help="metis-env's own SSH (default), or the system ssh to reuse an open ControlMaster connection.")
+@click.option("--gateway", is_flag=True, help="Ask the ALCF gateway for its endpoints and models again (after metis-env login); no SSH.")
 @store_option
 @click.pass_context
-def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_new_host_key, timeout, dry_run, via, store) -> None:
+def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_new_host_key, timeout, dry_run, via, gateway, store) -> None:
     """Log in once (one MobilePASS+ passcode) and store every endpoint file in your ALCF home.
 
     The host key is checked before the passcode is asked for; all files are checked before anything
@@ -402,7 +403,15 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
       metis-env sync --user alice
       metis-env sync --via openssh                 # reuse an open ControlMaster: no passcode
       printf '%s\\n' "$CODE" | metis-env sync --passcode-stdin
+      metis-env sync --gateway                     # the gateway's endpoint list, with the stored token
     """
+    if gateway:
+        from .sources.gateway.session import sync_gateway
+
+        settings = settings_from(ctx, store=store)
+        for line in actions.describe_changes(sync_gateway(settings, open_store(settings))):
+            click.echo(line, err=True)
+        return
     from .sources import ssh
     from .prompt import TerminalPrompter
     from .sources.ssh.sync import SyncOptions, run_sync
@@ -411,6 +420,52 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
     options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)
     changes = run_sync(settings_from(ctx, store=store), options, TerminalPrompter())
     for line in actions.describe_changes(changes, dry_run):
+        click.echo(line, err=True)
+
+
+@cli.command("login")
+@click.option("--no-browser", is_flag=True, help="Print the login URL on stderr and read the code from stdin (SSH, scripts, no terminal).")
+@click.option("--force", is_flag=True, help="Log in again even if a login is stored (after ALCF's 30-day re-authentication).")
+@click.option("--from-alcf-tokens", is_flag=True, help="Adopt the login alcf-tokens keeps in ~/.globus (read only; its file is never written).")
+@store_option
+@click.pass_context
+def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, store: str | None) -> None:
+    """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (metis, sophia).
+
+    A browser opens where one can (never over SSH); otherwise the URL is printed on stderr and the
+    code it shows is read from stdin. The tokens go to the OS keyring (or the file store); the
+    endpoint list comes from the gateway's list-endpoints.
+
+    \b
+    Example:
+      metis-env login
+      metis-env login --no-browser            # on a login node: open the URL anywhere, paste the code
+      metis-env login --from-alcf-tokens      # already logged in with alcf-tokens
+      eval "$(metis-env export metis)"
+    """
+    from .sources.gateway.session import login
+
+    settings = settings_from(ctx, store=store)
+    changes = login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
+    for line in actions.describe_changes(changes):
+        click.echo(line, err=True)
+
+
+@cli.command("logout")
+@click.pass_context
+def logout_command(ctx: click.Context) -> None:
+    """Revoke the Globus tokens at Globus and forget them and the gateway endpoints here.
+
+    Offline, they are forgotten here anyway (with a warning). Endpoint files are not touched.
+
+    \b
+    Example:
+      metis-env logout
+    """
+    from .sources.gateway.session import logout
+
+    settings = settings_from(ctx)
+    for line in actions.describe_changes(logout(settings, open_store(settings))):
         click.echo(line, err=True)
 
 

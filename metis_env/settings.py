@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from collections import namedtuple
 from . import paths
 from .errors import StoreError, UsageError
+from .sources.gateway.constants import ALCF_TOKENS_CLIENT_ID, DEFAULT_GATEWAY_URL
 from .files import atomic_write_text, dump_flat_yaml, load_structured, read_private_text
 
 # typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
@@ -36,13 +37,20 @@ _DEFAULTS = {
     "transport": "paramiko",
     "timeout": 30.0,
     "aliases": None,
+    # the gateway source (sources/gateway/constants.py holds the production values)
+    "gateway_url": DEFAULT_GATEWAY_URL,
+    "globus_client_id": ALCF_TOKENS_CLIENT_ID,
+    "token_refresh_margin": 3600.0,
+    "reauth_after_days": 27.0,
 }
 
 
 class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS], defaults=tuple(_DEFAULTS.values()))):
     """``config_dir: str``; ``user, default_endpoint, default_model: str | None``; ``host, store
     ("keyring"|"file"), pattern, transport ("paramiko"|"openssh"): str``; ``port: int | None``;
-    ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``)."""
+    ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``);
+    ``gateway_url`` (ends in ``/``), ``globus_client_id``: str; ``token_refresh_margin`` (seconds),
+    ``reauth_after_days``: float."""
 
     __slots__ = ()
 
@@ -96,7 +104,7 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         if not 0 < port < 65536:
             raise UsageError(f"{source}: port must be a number from 1 to 65535")
         return port
-    if name in ("stale_after_days", "timeout"):
+    if name in ("stale_after_days", "timeout", "token_refresh_margin", "reauth_after_days"):
         try:
             number = float(str(value))
         except ValueError:
@@ -119,7 +127,27 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         raise UsageError(f"{source}: store must be one of {', '.join(STORES)}")
     if name == "transport" and text not in TRANSPORTS:
         raise UsageError(f"{source}: transport must be one of {', '.join(TRANSPORTS)}")
+    if name == "gateway_url":
+        return _gateway_url(text, source)
+    if name == "globus_client_id" and not _is_uuid(text):
+        raise UsageError(f"{source}: globus_client_id must be a Globus client id (a UUID)")
     return text
+
+
+def _gateway_url(text: str, source: str) -> str:
+    """https://, or http:// to a loopback host (a local stand-in); always ending in '/'."""
+    scheme, _, rest = text.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    if not host or scheme.lower() not in ("https", "http") or (scheme.lower() == "http" and not loopback):
+        raise UsageError(f"{source}: gateway_url must be an https:// URL (http:// only for localhost)")
+    return text if text.endswith("/") else text + "/"
+
+
+def _is_uuid(text: str) -> bool:
+    parts = text.split("-")
+    return [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(c in "0123456789abcdefABCDEF" for c in "".join(parts))
 
 
 def save_setting(config_dir: str | os.PathLike, name: str, value: Any) -> None:

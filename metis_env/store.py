@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .endpoint import Endpoint  # and hashlib, ipaddress: the hot path never parses a file
 
 SERVICE = "metis-env"
+GATEWAY = "gateway"  # the gateway source's records (``source``) and its token section in endpoints.yaml
 METADATA_VERSION = 1
 SECRET_SERVICE_BACKEND = "keyring.backends.SecretService.Keyring"
 FILE_STORE_HINT = "use the file store instead: --store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"
@@ -425,7 +426,7 @@ class Store:
             atomic_write_text(journal, json.dumps({"store": self.settings.store, "refs": [], "stale": stale}) + "\n")
             atomic_write_text(self.metadata_path, dump_json_yaml(data))
             _checkpoint("forget-after-metadata")
-            self._delete_unreferenced([old[i] for i in ids], data)
+            self._delete_unreferenced({(old[i].store, old[i].secret_ref) for i in ids}, data)
             with contextlib.suppress(OSError):
                 os.unlink(journal)
             return [Change(i, "removed") for i in ids]
@@ -441,7 +442,9 @@ class Store:
             secrets = self.secrets()
             backend = secrets.backend
             now = utc_now()
-            records = {} if remove_others else dict(data.get("endpoints", {}))
+            # sync replaces the endpoint files' records only: the gateway's are login's and logout's
+            kept = data.get("endpoints", {})
+            records = {k: v for k, v in kept.items() if v.get("source") == GATEWAY and k not in ids} if remove_others else dict(kept)
             to_write: dict[str, str] = {}
             for endpoint in endpoints:
                 previous = old.get(endpoint.id)
@@ -463,18 +466,38 @@ class Store:
                     "previous_fingerprint": previous.fingerprint if previous is not None else "",
                 }
             new_data = {
+                **data,  # other sections (the gateway's tokens) stay as they are
                 "version": METADATA_VERSION,
                 "updated_at": now,
                 "endpoints": dict(sorted(records.items(), key=lambda item: natural_key(item[0]))),
             }
-            self._commit(secrets, to_write, new_data, list(old.values()))
-            return plan_changes(old, endpoints, secrets.kind, remove_others)
+            self._commit(secrets, to_write, new_data, data)
+            return plan_changes(_file_records(old) if remove_others else old, endpoints, secrets.kind, remove_others)
 
     def preview_replace_all(self, endpoints: list[Endpoint]) -> list[Change]:
         """What ``replace_all(endpoints)`` would report, touching neither the keys nor the files."""
-        return plan_changes(self.endpoints(), endpoints, self.settings.store, remove_others=True)
+        return plan_changes(_file_records(self.endpoints()), endpoints, self.settings.store, remove_others=True)
 
-    def _commit(self, secrets: Any, to_write: dict[str, str], new_data: dict, old: list[StoredEndpoint]) -> None:
+    def metadata(self) -> dict[str, Any]:
+        """The whole metadata file (endpoints and other sections, such as the gateway's tokens)."""
+        return self._load_metadata()
+
+    def rewrite(self, to_write: dict[str, str], change: Any, kind: str | None = None) -> dict[str, Any]:
+        """Under the lock: write the secrets ``to_write`` into the ``kind`` store (new entry names),
+        then the metadata ``change(old)`` returns, then delete what nothing references any more.
+        The same journal and order as a sync: a crash leaves the old or the new state, whole."""
+        import copy
+
+        with self.locked():
+            ensure_private_dir(self.directory)
+            data = self._load_metadata()
+            new_data = change(copy.deepcopy(data))
+            new_data["version"] = METADATA_VERSION
+            new_data["updated_at"] = utc_now()
+            self._commit(self.secrets(kind), to_write, new_data, data)
+            return new_data
+
+    def _commit(self, secrets: Any, to_write: dict[str, str], new_data: dict, old_data: dict) -> None:
         import contextlib
 
         journal = paths.journal_file(self.directory)
@@ -482,8 +505,7 @@ class Store:
         _checkpoint("before-secrets")
         # The journal also names the keys this update makes stale, so that a crash between the
         # metadata and their deletion does not leave replaced keys in the store for good.
-        referenced = {(r["store"], r["secret"]) for r in new_data.get("endpoints", {}).values()}
-        stale = sorted({(e.store, e.secret_ref) for e in old} - referenced)
+        stale = sorted(references(old_data) - references(new_data))
         try:
             if to_write or stale:
                 atomic_write_text(journal, json.dumps({"store": secrets.kind, "refs": sorted(to_write), "stale": stale}) + "\n")
@@ -500,17 +522,17 @@ class Store:
                 os.unlink(journal)
             raise
         _checkpoint("after-metadata")
-        self._delete_unreferenced(old, new_data)
+        self._delete_unreferenced(references(old_data), new_data)
         with contextlib.suppress(OSError):
             os.unlink(journal)
         _checkpoint("after-cleanup")
 
-    def _delete_unreferenced(self, candidates: list[StoredEndpoint], data: dict) -> None:
-        referenced = {(r.get("store", "keyring"), r.get("secret")) for r in data.get("endpoints", {}).values()}
+    def _delete_unreferenced(self, candidates: set[tuple[str, str]], data: dict) -> None:
+        referenced = references(data)
         by_store: dict[str, list[str]] = {}
-        for stored in candidates:
-            if (stored.store, stored.secret_ref) not in referenced:
-                by_store.setdefault(stored.store, []).append(stored.secret_ref)
+        for kind, ref in sorted(candidates):
+            if (kind, ref) not in referenced:
+                by_store.setdefault(kind, []).append(ref)
         for kind, refs in by_store.items():
             try:
                 self.secrets(kind).delete(refs)
@@ -532,8 +554,7 @@ class Store:
             stale = [(str(k), str(r)) for k, r in pending.get("stale", [])]
         except (ValueError, KeyError, TypeError):
             kind, refs, stale = None, [], []
-        current = self._load_metadata().get("endpoints", {}).values()
-        referenced = {(r.get("store"), r.get("secret")) for r in current}
+        referenced = references(self._load_metadata())
         orphans: dict[str, list[str]] = {}
         for store_kind, ref in [(kind, ref) for ref in refs] + stale:
             if store_kind in ("keyring", "file") and (store_kind, ref) not in referenced:
@@ -543,6 +564,19 @@ class Store:
                 self.secrets(store_kind).delete(names)
         with contextlib.suppress(OSError):
             os.unlink(journal)
+
+
+def references(data: dict) -> set[tuple[str, str]]:
+    """Every (store, entry name) a metadata file points at: the endpoints' keys and the gateway's tokens."""
+    refs = {(r.get("store", "keyring"), r.get("secret")) for r in data.get("endpoints", {}).values()}
+    gateway = data.get(GATEWAY)
+    if isinstance(gateway, dict):
+        refs.update((gateway.get("store", "keyring"), gateway[k]) for k in ("access", "refresh") if gateway.get(k))
+    return refs
+
+
+def _file_records(old: dict[str, StoredEndpoint]) -> dict[str, StoredEndpoint]:
+    return {k: v for k, v in old.items() if v.source != GATEWAY}
 
 
 def plan_changes(old: dict[str, StoredEndpoint], endpoints: list[Endpoint], kind: str, remove_others: bool) -> list[Change]:

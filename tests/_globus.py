@@ -8,18 +8,52 @@
 
 ``globus`` is a started stand-in over TLS with a CA of the test's own (``globus.ca_file``);
 ``globus_env`` also sets its variables in this process (for in-process globus-sdk), undone after
-the test, and returns ``os.environ`` plus them, for subprocesses.
+the test, and returns ``os.environ`` plus them, for subprocesses. ``alcf_tokens_login(globus, env)``
+runs the real ``alcf-tokens login inference`` through a pipe (GATEWAY.md E5) and returns the
+``tokens.json`` it wrote, for tests that adopt or race alcf-tokens' cache.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
 from metis_env.testing.globus_standin import GlobusStandIn
+from metis_env.sources.gateway.constants import ALCF_TOKENS_CLIENT_ID
 from tests._tls import make_test_ca
+
+ALCF_TOKENS = str(Path(sys.executable).parent / "alcf-tokens")
+
+
+def alcf_tokens_cache(env: Mapping[str, str]) -> Path:
+    """Where alcf-tokens keeps its tokens under ``env``'s HOME (production names, no environment prefix)."""
+    return Path(env["HOME"]) / ".globus" / "app" / ALCF_TOKENS_CLIENT_ID / "alcf_tokens" / "tokens.json"
+
+
+def alcf_tokens_login(globus: GlobusStandIn, env: Mapping[str, str], timeout: float = 60) -> Path:
+    """Log in with the real ``alcf-tokens login inference``, as a user would: read the URL it prints,
+    approve it at the stand-in, type the code. Returns its tokens.json; raises if the CLI failed."""
+    child = subprocess.Popen([ALCF_TOKENS, "login", "inference"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=dict(env))
+    try:
+        line = ""
+        while "/v2/oauth2/authorize" not in line:
+            line = child.stdout.readline()
+            if not line:
+                raise RuntimeError(f"alcf-tokens login printed no authorize URL: {child.stderr.read()[-500:]}")
+        _, stderr = child.communicate(globus.approve(line.strip()) + "\n", timeout=timeout)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if child.returncode != 0 or stderr:
+        raise RuntimeError(f"alcf-tokens login failed ({child.returncode}): {stderr[-500:]}")
+    return alcf_tokens_cache(env)
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ def test_unset_prints_code_removing_the_same_variables():
     assert result(metis("export", "--unset", "--shell", "bash")) == (
         0,
         "unset OPENAI_BASE_URL;\nunset OPENAI_API_BASE;\nunset OPENAI_API_KEY;\nunset MODEL_NAME;\nunset SAMBANOVA_API_KEY;\n"
-        "unset SAMBANOVA_API_BASE;\nunset SAMBA_NOVA_BASE_URL;\nunset OPENAI_AGENTS_DISABLE_TRACING;\nunset METIS_ENV_ENDPOINT;\n",
+        "unset SAMBANOVA_API_BASE;\nunset SAMBA_NOVA_BASE_URL;\nunset OPENAI_AGENTS_DISABLE_TRACING;\nunset METIS_ENV_ENDPOINT;\nunset METIS_ENV_TOKEN_EXPIRES;\n",
         "",
     )
 
@@ -286,7 +286,7 @@ def test_aliases_export_a_value_under_more_names(endpoint_files):
         "GROQ_API_KEY": "sk-test-one-0123456789abcdef",
         "LLM_BASE": "https://metis.alcf.anl.gov/v1/",
     }
-    assert result(metis("export", "--unset", "--shell", "bash"))[1].endswith("unset METIS_ENV_ENDPOINT;\nunset GROQ_API_KEY;\nunset LLM_BASE;\n")
+    assert result(metis("export", "--unset", "--shell", "bash"))[1].endswith("unset METIS_ENV_ENDPOINT;\nunset METIS_ENV_TOKEN_EXPIRES;\nunset GROQ_API_KEY;\nunset LLM_BASE;\n")
     ran = metis("run", "1", "--", sys.executable, "-c", "import os; print(os.environ['GROQ_API_KEY'])")
     assert result(ran) == (0, "sk-test-one-0123456789abcdef\n", "")
 
@@ -299,7 +299,7 @@ def test_a_bad_alias_is_refused_with_one_line(value):
     message = (
         f"aliases: {value!r} is not NEW_NAME=EXPORTED_NAME (a new variable name, then one of: OPENAI_BASE_URL, "
         "OPENAI_API_BASE, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY, SAMBANOVA_API_BASE, SAMBA_NOVA_BASE_URL, "
-        "OPENAI_AGENTS_DISABLE_TRACING, METIS_ENV_ENDPOINT); e.g. GROQ_API_KEY=OPENAI_API_KEY"
+        "OPENAI_AGENTS_DISABLE_TRACING, METIS_ENV_ENDPOINT, METIS_ENV_TOKEN_EXPIRES); e.g. GROQ_API_KEY=OPENAI_API_KEY"
     )
     assert result(metis("config", "set", "aliases", value)) == (2, "", f"metis-env: error: {message}\n")
     assert result(metis("export", "1", env={"METIS_ENV_ALIASES": value})) == (

@@ -17,7 +17,7 @@ CLICK_PATH = "import sys; from metis_env.cli import run_cli; sys.exit(run_cli(sy
 # Runs `metis-env ARGS` and writes to $PROBE_OUT the heavy modules metis-env imported by the time it ended.
 IMPORT_PROBE = """
 import atexit, os, sys
-HEAVY = ("click", "yaml", "keyring", "paramiko", "cryptography", "secretstorage", "jeepney", "dataclasses", "pathlib", "datetime", "threading", "contextlib")
+HEAVY = ("click", "yaml", "keyring", "paramiko", "globus_sdk", "requests", "cryptography", "secretstorage", "jeepney", "dataclasses", "pathlib", "datetime", "threading", "contextlib")
 # Run with -S: .pth files (a sandbox's certifi hook, setuptools' editable finder) import pathlib and
 # more before any code of ours; site-packages is put on the path without running them.
 import site
@@ -150,6 +150,7 @@ def test_click_path_does_import_click(two_endpoints):
 
 ALLOWED = {
     "paramiko": ("metis_env/sources/ssh/", "metis_env/testing/"),
+    "globus_sdk": ("metis_env/sources/gateway/globus.py",),
     "click": ("metis_env/cli.py",),
     "keyring": ("metis_env/store.py", "metis_env/doctor.py"),
     "yaml": ("metis_env/files.py",),
@@ -200,3 +201,50 @@ def test_debug_after_a_group_option_still_shows_the_traceback(two_endpoints):
     assert proc.returncode == 3
     assert proc.stderr.decode().startswith("Traceback (most recent call last):\n")
     assert proc.stderr.decode().endswith("metis-env: error: no endpoint or model '9' is stored; stored endpoints: 1, 2\n")
+
+
+# --- gateway endpoints: the same two paths, and nothing heavy while the token is fresh --------------
+
+from tests._gateway import logged_in  # noqa: E402,F401  (fixture)
+from tests._globus import globus, globus_env  # noqa: E402,F401  (fixtures)
+
+GATEWAY_FORMS = [
+    ("export", "metis"),
+    ("export", "sophia", "--shell", "fish"),
+    ("export", "metis", "--model", "gpt-oss-120b", "--shell", "json"),
+    ("export", "gpt-oss-120b"),  # a model only metis serves
+    ("export", "metis", "--model", "gpt-oss-12b"),  # close match
+    ("get", "key", "metis"),
+    ("get", "models", "sophia"),
+    ("run", "metis", "--", sys.executable, "-c", "import os; print(os.environ['METIS_ENV_TOKEN_EXPIRES'][-1])"),
+]
+
+
+@pytest.mark.parametrize("argv", GATEWAY_FORMS, ids=lambda argv: " ".join(argv))
+def test_fast_path_and_click_agree_on_gateway_endpoints(logged_in, argv, monkeypatch):
+    env, _globus = logged_in
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert parse_fast(list(argv)) is not None
+    fast, slow = metis(*argv), run_click(*argv)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr)
+
+
+def test_a_fresh_gateway_token_imports_nothing_heavy(logged_in):
+    env, _globus = logged_in
+    assert imports_after("export", "metis", env=env) == (0, "")
+    assert imports_after("get", "key", "sophia", env=env) == (0, "")
+
+
+def test_a_refresh_is_where_globus_sdk_is_loaded(logged_in):
+    """The probe can see globus_sdk: inside the margin the refresh imports it (and only then)."""
+    import tempfile
+
+    env, _globus = logged_in
+    with tempfile.TemporaryDirectory() as directory:
+        out = os.path.join(directory, "imported")
+        full_env = {**env, "PYTHONPATH": str(REPO), "PROBE_OUT": out, "METIS_ENV_TOKEN_REFRESH_MARGIN": "999999"}
+        # without -S: globus-sdk may live where only site's .pth files put it (a venv)
+        process = subprocess.run([sys.executable, "-c", IMPORT_PROBE, "export", "metis"], env=full_env, capture_output=True, timeout=60)
+        with open(out) as imported:
+            assert (process.returncode, "globus_sdk" in imported.read().split()) == (0, True)

@@ -366,3 +366,59 @@ def test_sync_via_openssh_starts_ssh_without_the_key_in_its_argv(scan: Scan, tmp
     scan.run("get", "key", "1", allowed=True)
     cases(scan.runs)
     assert scan.leaks == []
+
+
+# --- the gateway's Globus tokens and the authorization code ----------------------------------------
+
+from tests._gateway import gateway_env, login_headless  # noqa: E402
+from tests._globus import globus, globus_env  # noqa: E402,F401  (fixtures)
+
+
+def test_globus_tokens_and_the_code_show_only_where_asked_for(globus, globus_env, tmp_path):
+    """The access and refresh tokens and the authorization code, through login, export, get, list,
+    config, doctor, a refresh, a refused refresh with --debug, sync --gateway and logout: on stdout
+    only for export/get key, in the key store only, never on stderr or in another file."""
+    codes: list[str] = []
+    approve = globus.approve
+    globus.approve = lambda url: codes.append(approve(url)) or codes[-1]
+    env = gateway_env(globus_env)
+    code, out, err, _url = login_headless(env, globus)
+    assert code == 0
+    config = Path(env["METIS_ENV_CONFIG_DIR"])
+    keys = json.loads((config / "keys.json").read_text())["keys"]
+    secrets = [codes[0], *keys.values()]
+    outputs = [(out, err.encode())]
+    asked = []
+    margin = {"METIS_ENV_TOKEN_REFRESH_MARGIN": "999999"}
+    for args, extra, may_show in [
+        (("export", "metis"), {}, True),
+        (("--debug", "export", "sophia", "--shell", "json"), {}, True),
+        (("get", "key", "metis"), {}, True),
+        (("list",), {}, False),
+        (("list", "--json"), {}, False),
+        (("config", "list"), {}, False),
+        (("doctor",), {}, False),
+        (("sync", "--gateway"), {}, False),
+        (("export", "metis"), margin, True),  # a refresh
+    ]:
+        proc = metis(*args, env={**env, **extra})
+        (asked if may_show else outputs).append((proc.stdout, proc.stderr))
+        if may_show:
+            outputs.append((b"", proc.stderr))
+    keys = json.loads((config / "keys.json").read_text())["keys"]
+    secrets += list(keys.values())
+    globus.refresh_fails = True
+    refused = metis("--debug", "export", "metis", env={**env, **margin})
+    assert refused.returncode == 18
+    outputs.append((refused.stdout, refused.stderr))
+    files = {p: p.read_bytes() for p in config.rglob("*") if p.is_file() and p.name != "keys.json"}
+    logout = metis("--debug", "logout", env=env)
+    outputs.append((logout.stdout, logout.stderr))
+    files.update({p: p.read_bytes() for p in config.rglob("*") if p.is_file() and p.name != "keys.json"})
+    for secret in set(secrets):
+        needle = secret.encode()
+        assert [i for i, (o, e) in enumerate(outputs) if needle in o or needle in e] == []
+        assert [str(p) for p, data in files.items() if needle in data] == []
+    assert [s for s in set(secrets) if s.encode() in (config / "keys.json").read_bytes()] == []  # logout forgot them
+    assert any(keys[k].encode() in o for o, _e in asked for k in keys)  # the probe can see a token
+    cases(len(set(secrets)) * (len(outputs) + len(files)))

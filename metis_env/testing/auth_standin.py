@@ -96,7 +96,8 @@ def route(standin: GlobusStandIn, h: _Handler, method: str, path: str, query: di
         return _introspect(standin, h, h.form())
     if (method, path) == ("GET", "/v2/oauth2/userinfo"):
         token = h.bearer()
-        if token is None or standin.token_status(token) != "valid":
+        h.bearer_ok = None if token is None else standin.token_status(token) == "valid"
+        if not h.bearer_ok:
             return h.send_json(401, {"error": "invalid_token"})
         return h.send_json(200, dict(standin.identity))
     return h.send_json(404, {"code": "NotFound", "message": f"no route for {method} {path}"})

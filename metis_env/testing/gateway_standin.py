@@ -73,13 +73,13 @@ def route(standin: GlobusStandIn, h: _Handler, method: str, path: str, query: di
         return h.send_html(404, NOT_FOUND_PAGE)
     if method == "POST":
         h.body()  # read it before answering, so that the connection stays usable
+    fault = standin.gateway_fault
+    if fault in FAULT_PAGES:  # what a proxy or an SSO page in front of the gateway answers, token or not
+        return h.send_html(*FAULT_PAGES[fault])
     refused = _authenticate(standin, h)
     if refused:
         return refused
-    fault = standin.gateway_fault
-    if fault in FAULT_PAGES:
-        return h.send_html(*FAULT_PAGES[fault])
-    if fault == "wrong_shape":
+    if fault == "wrong_shape":  # a gateway that changed its schema
         return h.send_json(200, {"result": ["this is not the shape you expect"], "clusters": None})
     with standin._lock:
         clusters = {name: {"framework": c["framework"], "models": dict(c["models"])} for name, c in standin.clusters.items()}

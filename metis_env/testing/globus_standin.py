@@ -58,7 +58,8 @@ class LoggedRequest:
     """One request the stand-in answered; never a token or a code.
 
     ``grant_type`` is set for ``POST /v2/oauth2/token``; ``bearer`` is None without an
-    ``Authorization: Bearer`` header, else whether it named a live token of this stand-in.
+    ``Authorization: Bearer`` header, else whether it named a live token of this stand-in;
+    ``status`` is 0 when the client left before the answer. ``dead`` requests are not logged.
     """
 
     method: str
@@ -96,7 +97,8 @@ class GlobusStandIn:
     policy_ok = _knob("policy_ok", "False: the gateway answers the high-assurance 401 to every valid token")
     refresh_delay = _knob("refresh_delay", "seconds the token endpoint waits before answering a refresh")
     dead = _knob("dead", "accept every connection and never answer")
-    gateway_fault = _knob("gateway_fault", 'None, "html", "5xx" or "wrong_shape" for every gateway route')
+    gateway_fault = _knob("gateway_fault", 'None; "html" or "5xx": every gateway route answers such a page, '
+                                           'token or not; "wrong_shape": a 200 JSON of the wrong shape')
     clock_offset = _knob("clock_offset", "seconds the stand-in's clock is ahead of this machine's")
 
     def __init__(
@@ -150,7 +152,7 @@ class GlobusStandIn:
         if self._server is not None:
             raise RuntimeError("GlobusStandIn already started")
         self._stopping.clear()
-        server = ThreadingHTTPServer(self._address, _handler_for(self))
+        server = _Server(self._address, _handler_for(self))
         server.daemon_threads = True
         if self._cert_file:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -346,6 +348,11 @@ class GlobusStandIn:
         }
         return refresh
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # fifty exports refreshing at once must not meet a full listen backlog
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None  # a browser shows the user where it lands; approve() reads the Location itself
@@ -367,6 +374,7 @@ class _Handler(BaseHTTPRequestHandler):
     standin: GlobusStandIn
     protocol_version = "HTTP/1.1"
     server_version = "metis-env-globus-standin/1"
+    timeout = 60  # an idle or silent connection ends, so that no handler thread lives on for ever
     grant_type: str | None = None
     bearer_ok: bool | None = None
 
@@ -375,7 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(self.connection, ssl.SSLSocket):
                 self.connection.settimeout(10)
                 self.connection.do_handshake()
-                self.connection.settimeout(None)
+                self.connection.settimeout(self.timeout)
             if self.standin.dead:
                 self.standin._stopping.wait()  # accepted, never answered, until the stand-in stops
                 return
@@ -396,12 +404,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.grant_type, self.bearer_ok, self._body = None, None, None
         split = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
-        if split.path.startswith("/resource_server/"):
-            status = gateway_standin.route(self.standin, self, method, split.path[len("/resource_server/"):], query)
-        else:
-            status = auth_standin.route(self.standin, self, method, split.path, query)
-        with self.standin._lock:
-            self.standin._log.append(LoggedRequest(method, split.path, self.grant_type, self.bearer_ok, status))
+        status = 0  # logged as 0 when the client left before the answer (e.g. its timeout hit)
+        try:
+            if split.path.startswith("/resource_server/"):
+                status = gateway_standin.route(self.standin, self, method, split.path[len("/resource_server/"):], query)
+            else:
+                status = auth_standin.route(self.standin, self, method, split.path, query)
+        finally:
+            with self.standin._lock:
+                self.standin._log.append(LoggedRequest(method, split.path, self.grant_type, self.bearer_ok, status))
 
     # -- request helpers ----------------------------------------------------------------------
 

@@ -1,0 +1,325 @@
+"""The gateway's HTTP client: one request function, one classifier of answers, and discovery.
+
+Standard library only (urllib), shared by login, ``sync --gateway``, ``status``, ``check`` and the
+proxy. TLS is always verified, against the CAs loaded when each request starts, so ``SSL_CERT_FILE``
+and ``SSL_CERT_DIR`` are honoured (the opener is check.py's: one place builds it). Redirects are
+refused: a bearer token goes only to the URL asked for. The whole call, connect to last byte, is
+bounded by one timeout.
+
+The token never appears in an answer's text, a message or an exception: server words are scrubbed
+of it and no exception is chained.
+
+Example::
+
+    answer = request("GET", gateway_url + "whoami", token, timeout=10)
+    who = expect_json(answer, "whoami")          # dict, or the MetisEnvError that fits
+    endpoints = list_endpoints(gateway_url, token)
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections import namedtuple
+from urllib.parse import urlsplit
+
+from ...errors import (
+    ConnectionFailedError,
+    GatewayError,
+    LoginRequiredError,
+    MetisEnvError,
+    NotLiveError,
+    ReauthRequiredError,
+)
+from ...render import printable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_TIMEOUT = 10.0
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+USER_AGENT = "metis-env"
+LOGOUT_URL = "https://app.globus.org/logout"
+REAUTH_MESSAGE = (
+    "the gateway's policy asks for a fresh Globus login (high-assurance re-authentication, about every 30 days); "
+    f"log out at {LOGOUT_URL}, then run `metis-env login --force`"
+)
+POLICY_WORDS = "permission denied from internal policies"
+NOT_LIVE_CODES = ("cluster_under_maintenance",)
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+\Z")
+# A cluster, framework or path segment from list-endpoints: what an endpoint id may be.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+# A model name reaches shells (quoted) and comma-joined lists (`get models`): no controls, no commas.
+_BAD_MODEL = re.compile(r"[\x00-\x1f\x7f-\x9f,]|^\s|\s$")
+MAX_NAME = 200
+
+
+class Answer(namedtuple("Answer", "url status body content_type location")):
+    """One HTTP answer: ``url`` (as shown, scrubbed), ``status: int``, ``body: bytes``, ``content_type``,
+    ``location`` (a redirect's target, scrubbed). Holds no token."""
+
+    __slots__ = ()
+
+    def json(self) -> Any:
+        """The body as JSON, or None if it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def error_fields(self) -> tuple[str, str]:
+        """(code, message) of a gateway ``{"error": {"code", "message"}}`` body (or an OpenAI or
+        django-ninja ``{"detail": ...}`` one); empty strings when there are none."""
+        payload = self.json()
+        if not isinstance(payload, dict):
+            return "", ""
+        error = payload.get("error", payload.get("detail"))
+        code, message = "", ""
+        if isinstance(error, dict):
+            code = error.get("code") if isinstance(error.get("code"), str) else ""
+            message = error.get("message") if isinstance(error.get("message"), str) else ""
+        elif isinstance(error, str):
+            message = error
+        if not message and isinstance(payload.get("message"), str):
+            message = payload["message"]
+        return _clean(code, 60), _clean(message, 200)
+
+    def describe_body(self) -> str:
+        kind = self.content_type or "no Content-Type"
+        if self.json() is None:
+            return f"not JSON: {kind}, {len(self.body)} bytes"
+        return f"JSON, {len(self.body)} bytes"
+
+
+class GatewayEndpoint(namedtuple("GatewayEndpoint", "id base_url models framework")):
+    """One cluster from list-endpoints: ``id`` (the cluster name), ``base_url`` (ends in ``/v1/``),
+    ``models: tuple[str, ...]`` in the gateway's order, ``framework`` (``api``, ``vllm``)."""
+
+    __slots__ = ()
+
+
+# --- one request -----------------------------------------------------------------------------------
+
+
+def request(method: str, url: str, token: str, body: Any = None, timeout: float = DEFAULT_TIMEOUT) -> Answer:
+    """Send one request with ``Authorization: Bearer <token>``; every HTTP answer is returned.
+
+    Raises ConnectionFailedError (no answer: refused, DNS, TLS, timeout) in one line, and GatewayError
+    for a token an HTTP header cannot carry. ``timeout`` bounds the whole call.
+    """
+    from ...check import verified_opener  # check.py's TLS and proxy rules, not a copy of them
+
+    scrub = _scrubber(token)
+    shown = scrub(url, 160)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise GatewayError(f"{shown!r} is not an http(s) URL; check the gateway_url setting")
+    if not _HEADER_SAFE.match(token):
+        raise LoginRequiredError("the stored Globus token is empty or damaged; run `metis-env login`")
+    opener, proxy = verified_opener(parts.scheme, host)
+    where = scrub(f"{host}:{parts.port}" if parts.port else host, 80)
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    req.add_header("Accept", "application/json")
+    req.add_header("User-Agent", USER_AGENT)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    deadline = time.monotonic() + timeout
+    failure: MetisEnvError | None = None
+    try:
+        with opener.open(req, timeout=timeout) as response:
+            payload = _read_bounded(response, deadline)
+            status, headers = response.status, response.headers
+    except urllib.error.HTTPError as exc:
+        status, headers = exc.code, exc.headers
+        try:
+            payload = _read_bounded(exc, deadline)
+        except (OSError, http.client.HTTPException):
+            payload = b""
+        finally:
+            exc.close()
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line, worded below
+        failure = _describe_failure(exc, where, timeout, " through a proxy" if proxy else "", scrub)
+    if failure is not None:
+        raise failure  # outside the except block: nothing the token could hide in is chained
+    if not 200 <= status < 300 and token:
+        payload = payload.replace(token.encode(), b"<token>")  # an error body is for messages only
+    return Answer(
+        url=shown,
+        status=status,
+        body=payload,
+        content_type=scrub((headers.get("Content-Type") or "").split(";")[0], 60),
+        location=scrub(headers.get("Location") or "", 160),
+    )
+
+
+def _read_bounded(response: Any, deadline: float) -> bytes:
+    """The body, at most MAX_RESPONSE_BYTES, each wait bounded by the time left to the deadline."""
+    if not isinstance(response, http.client.HTTPResponse):  # an HTTPError wraps one
+        response = getattr(response, "fp", response)
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    read = getattr(response, "read1", response.read)  # read() would wait for the whole length
+    chunks: list[bytes] = []
+    size = 0
+    while size < MAX_RESPONSE_BYTES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the answer did not arrive in time")
+        if getattr(response, "isclosed", lambda: False)():
+            break  # the whole body is in: http.client closed the socket
+        if sock is not None:
+            sock.settimeout(left)
+        chunk = read(min(65536, MAX_RESPONSE_BYTES - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _describe_failure(exc: BaseException, where: str, timeout: float, via: str, scrub: Any) -> MetisEnvError:
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return ConnectionFailedError(f"{where} did not answer within {timeout:g} s{via}; check your network and try again")
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        why = scrub(reason.verify_message or str(reason), 120)
+        return ConnectionFailedError(
+            f"TLS certificate of {where} not trusted ({why}); if your network inspects TLS with its own CA, "
+            "point SSL_CERT_FILE at a bundle that includes it"
+        )
+    if isinstance(reason, ssl.SSLError):
+        return ConnectionFailedError(f"TLS handshake with {where} failed ({scrub(str(reason.reason or reason), 120)}){via}")
+    if isinstance(reason, socket.gaierror):
+        return ConnectionFailedError(f"cannot resolve {where} (DNS: {scrub(str(reason.strerror), 80)}); check the name and your network")
+    if isinstance(reason, http.client.HTTPException):
+        return GatewayError(f"{where} closed the connection without a valid HTTP answer ({type(reason).__name__}){via}")
+    if isinstance(reason, ConnectionRefusedError):
+        return ConnectionFailedError(f"connection refused by {where}{via}; is the gateway up and gateway_url right?")
+    if isinstance(reason, OSError):
+        return ConnectionFailedError(f"cannot reach {where}{via} ({scrub(reason.strerror or str(reason), 120)})")
+    return GatewayError(f"the request to {where} could not be made ({type(reason).__name__})")
+
+
+# --- what an answer means --------------------------------------------------------------------------
+
+
+def classify(answer: Answer, what: str) -> MetisEnvError | None:
+    """The error an answer means, or None for a 2xx. ``what`` names the request in the message
+    (``list-endpoints``). Callers that word things differently (check, status) map these again."""
+    status = answer.status
+    if 200 <= status < 300:
+        return None
+    code, message = answer.error_fields()
+    detail = f": {message}" if message else ""
+    if status == 401:
+        if POLICY_WORDS in message.lower() or POLICY_WORDS in answer.body[:2000].decode("utf-8", "replace").lower():
+            return ReauthRequiredError(REAUTH_MESSAGE)
+        return LoginRequiredError(f"the gateway refused the Globus token ({what}: HTTP 401{detail}); run `metis-env login`")
+    if status == 503 and (code in NOT_LIVE_CODES or "not currently live" in message.lower() or "not live" in message.lower()):
+        return NotLiveError(f"{what}: {message or code} (HTTP 503); see `metis-env status`")
+    if 300 <= status < 400:
+        target = f" to {answer.location}" if answer.location else ""
+        return GatewayError(f"{answer.url} redirected{target} (HTTP {status}), not followed; check the gateway_url setting")
+    return GatewayError(f"{answer.url} answered HTTP {status}{detail} ({answer.describe_body()})")
+
+
+def expect_json(answer: Answer, what: str) -> Any:
+    """The JSON object of a 2xx answer; otherwise raise the error ``classify`` gives."""
+    error = classify(answer, what)
+    if error is not None:
+        raise error
+    payload = answer.json()
+    if not isinstance(payload, dict):
+        raise GatewayError(f"{answer.url} answered {answer.status} but not with a JSON object ({answer.describe_body()})")
+    return payload
+
+
+def get_json(url: str, token: str, what: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
+    return expect_json(request("GET", url, token, timeout=timeout), what)
+
+
+# --- discovery -------------------------------------------------------------------------------------
+
+
+def list_endpoints(gateway_url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> list[GatewayEndpoint]:
+    """``GET {gateway_url}list-endpoints`` -> one record per cluster that serves models, by name."""
+    base = gateway_url if gateway_url.endswith("/") else gateway_url + "/"
+    answer = request("GET", base + "list-endpoints", token, timeout=timeout)
+    return parse_list_endpoints(expect_json(answer, "list-endpoints"), base, answer.url)
+
+
+def parse_list_endpoints(payload: Any, gateway_url: str, shown_url: str = "list-endpoints") -> list[GatewayEndpoint]:
+    """The gateway's ``{"clusters": {name: {"base_url", "frameworks": {fw: {"models": [...]}}}}}``
+    -> records; any name that could not be an endpoint id or a model name refuses the whole answer.
+
+    A cluster's base_url is taken relative to gateway_url (``/resource_server/metis`` under
+    ``.../resource_server/`` -> ``metis``); its first framework with models is the endpoint's.
+    """
+    clusters = payload.get("clusters") if isinstance(payload, dict) else None
+    if not isinstance(clusters, dict):
+        raise GatewayError(f"{shown_url} answered JSON without a \"clusters\" object; is gateway_url right?")
+    base = gateway_url if gateway_url.endswith("/") else gateway_url + "/"
+    prefix = urlsplit(base).path
+    records = []
+    for name, cluster in clusters.items():
+        _check_name(name, "cluster name", shown_url)
+        if name.isdigit():
+            raise GatewayError(f"{shown_url}: cluster name {name!r} is a number; numbers are the endpoint files' ids")
+        if not isinstance(cluster, dict) or not isinstance(cluster.get("frameworks", {}), dict):
+            raise GatewayError(f"{shown_url}: the entry of cluster {name} is not of the expected shape")
+        path = cluster.get("base_url", name)
+        if not isinstance(path, str):
+            raise GatewayError(f"{shown_url}: the base_url of cluster {name} is not a string")
+        relative = path[len(prefix):] if path.startswith(prefix) else path.lstrip("/")
+        segments = [s for s in relative.strip("/").split("/") if s] or [name]
+        for segment in segments:
+            _check_name(segment, f"base_url of cluster {name}", shown_url)
+        for framework, detail in cluster.get("frameworks", {}).items():
+            _check_name(framework, f"framework of cluster {name}", shown_url)
+            models = detail.get("models") if isinstance(detail, dict) else None
+            if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+                raise GatewayError(f"{shown_url}: the models of {name}/{framework} are not a list of names")
+            for model in models:
+                if not model or len(model) > MAX_NAME or _BAD_MODEL.search(model):
+                    raise GatewayError(f"{shown_url}: cluster {name} lists a model name that is not usable ({_clean(model, 60)!r})")
+            if len(set(models)) != len(models):
+                raise GatewayError(f"{shown_url}: cluster {name} lists a model twice")
+            if models:
+                url = base + "/".join(segments) + f"/{framework}/v1/"
+                records.append(GatewayEndpoint(name, url, tuple(models), framework))
+                break
+    return sorted(records, key=lambda r: r.id)
+
+
+def _check_name(value: Any, what: str, shown_url: str) -> None:
+    if not isinstance(value, str) or len(value) > MAX_NAME or not _NAME.match(value) or value in (".", ".."):
+        shown = _clean(value, 60) if isinstance(value, str) else type(value).__name__
+        raise GatewayError(f"{shown_url}: a {what} is not a plain name ({shown!r}); refusing the whole list")
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _clean(text: str, limit: int) -> str:
+    text = printable(_UNPRINTABLE.sub(" ", text).strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _scrubber(token: str) -> Any:
+    def scrub(text: str, limit: int = 300) -> str:
+        if token:
+            text = text.replace(token, "<token>")
+        return _clean(text, limit)
+
+    return scrub

@@ -1,0 +1,127 @@
+"""``login``, ``logout`` and ``sync --gateway`` as plain functions (cli.py is a thin layer over them).
+
+Messages for the user go to stderr through ``say``; stdout stays empty.
+
+Example::
+
+    login(settings, store, no_browser=True)   # URL on stderr, code from stdin, endpoints stored
+    sync_gateway(settings, store)              # the endpoint list again, same token
+    logout(settings, store)                    # revoked at Globus, forgotten here
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from ...errors import ConnectionFailedError, GatewayError, LoginRequiredError, MetisEnvError
+from ...store import Change
+from . import alcf_tokens, http, tokens
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ...settings import Settings
+    from ...store import Store
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(f"metis-env: {line}\n")
+    sys.stderr.flush()
+
+
+def login(
+    settings: Settings,
+    store: Store,
+    *,
+    no_browser: bool = False,
+    force: bool = False,
+    from_alcf_tokens: bool = False,
+    say: Callable[[str], None] = _say,
+) -> list[Change]:
+    """Log in to Globus (or adopt alcf-tokens' login), discover the gateway's endpoints, and store
+    both in one update; nothing is stored if any step fails."""
+    state = tokens.read_state(store)
+    if state is not None and not force and state.seconds_left() > 0:
+        who = f" as {state.identity}" if state.identity else ""
+        say(
+            f"already logged in to the ALCF gateway{who} (token valid until {tokens.iso_utc(state.expires_at)}, "
+            f"login {state.login_age_days():.0f} days ago); `metis-env login --force` logs in again"
+        )
+        return []
+    store.check_writable()  # before the user spends a login on a store that cannot take it
+    cache = alcf_tokens.cache_path()
+    if from_alcf_tokens:
+        data, identity = alcf_tokens.read_cache(cache)
+        if data["expires_at_seconds"] <= time.time() and not data.get("refresh_token"):
+            raise LoginRequiredError(f"the token in {cache} has expired and has no refresh token; run `metis-env login`")
+        say(f"adopted the Globus login of alcf-tokens ({cache}, read only)")
+    else:
+        if os.path.exists(cache):
+            say(f"alcf-tokens is logged in here too ({cache}); `metis-env login --from-alcf-tokens` adopts its tokens instead")
+        from . import globus  # globus-sdk: only login, logout and a refresh load it
+
+        data, identity = globus.login(settings, no_browser=no_browser, show=lambda line: sys.stderr.write(line + "\n"))
+    access = data["access_token"]
+    if data["expires_at_seconds"] - time.time() <= settings.token_refresh_margin and data.get("refresh_token"):
+        from . import globus
+
+        data = {**data, **globus.refresh(settings, settings.globus_client_id, data["refresh_token"], tokens.REFRESH_TIMEOUT)}
+        access = data["access_token"]
+    endpoints = http.list_endpoints(settings.gateway_url, access)
+    before = {k for k, v in store.endpoints().items() if v.source == "gateway"}
+    tokens.save_login(store, settings, data, identity, endpoints)
+    after = {k for k, v in store.endpoints().items() if v.source == "gateway"}
+    changes = [Change(i, "new" if i not in before else "updated") for i in sorted(after)]
+    changes += [Change(i, "removed") for i in sorted(before - after)]
+    say(f"logged in to the ALCF gateway; token valid until {tokens.iso_utc(data['expires_at_seconds'])}")
+    if not endpoints:
+        say("the gateway lists no cluster with models; `metis-env sync --gateway` asks again")
+    return changes
+
+
+def current_token(settings: Settings, store: Store) -> str:
+    """An access token valid for at least the margin (refreshed if needed), for gateway calls
+    outside export (``sync --gateway``, status, check)."""
+    state = tokens.read_state(store)
+    if state is None:
+        raise LoginRequiredError(f"not logged in to the ALCF gateway; {tokens.LOGIN_HINT}")
+    if state.seconds_left() <= settings.token_refresh_margin:
+        state, note = tokens.refresh_if_due(store, settings, state)
+        if note:
+            if state.seconds_left() <= 0:
+                raise LoginRequiredError(f"the Globus access token expired and {note}; {tokens.LOGIN_HINT}")
+            _say(f"warning: {note}")
+    token = store.secrets(state.store).get(state.access)
+    if token is None:
+        raise LoginRequiredError(f"the Globus access token is missing from the {state.store} store; {tokens.LOGIN_HINT}")
+    return token
+
+
+def sync_gateway(settings: Settings, store: Store) -> list[Change]:
+    """``metis-env sync --gateway``: list-endpoints again; the gateway records are replaced whole."""
+    endpoints = http.list_endpoints(settings.gateway_url, current_token(settings, store))
+    return tokens.save_endpoints(store, endpoints)
+
+
+def logout(settings: Settings, store: Store, say: Callable[[str], None] = _say) -> list[Change]:
+    """Forget the login and the gateway endpoints here, then revoke the tokens at Globus (offline:
+    forgotten anyway, with a warning)."""
+    state = tokens.read_state(store)
+    if state is None:
+        say("not logged in to the ALCF gateway; nothing to do")
+        return []
+    removed, values = tokens.forget_login(store)
+    if values:
+        from . import globus
+
+        try:
+            globus.revoke(settings, state.client_id or settings.globus_client_id, values)
+        except (ConnectionFailedError, GatewayError, LoginRequiredError) as exc:
+            say(f"warning: the tokens are forgotten here, but Globus could not revoke them ({exc})")
+        except MetisEnvError as exc:
+            say(f"warning: the tokens are forgotten here, but revoking them failed ({exc})")
+        else:
+            say("logged out: the tokens are revoked at Globus and forgotten here")
+    return [Change(i, "removed") for i in removed]

@@ -1,0 +1,365 @@
+"""The gateway source end to end, with the real globus-sdk against the loopback stand-in: login,
+export of Globus tokens, refresh (once, under the lock), offline, logout, and coexistence with
+endpoint files. Nothing here reaches Globus or ALCF."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from metis_env.sources.gateway.constants import INFERENCE_SCOPE, INFERENCE_SESSION_POLICY
+from tests._gateway import exported_json, gateway_env, keys_file, logged_in, login_headless, metadata  # noqa: F401
+from tests._globus import globus, globus_env  # noqa: F401
+from tests._trust import start_metis, wait_for_line
+from tests.conftest import REPO, metis
+
+MARGIN_ALL = {"METIS_ENV_TOKEN_REFRESH_MARGIN": "999999"}  # every token is "inside the margin"
+METIS_MODELS = ["Mistral-Large-3-675B-Instruct-2512", "gemma-4-31B-it", "gpt-oss-120b"]
+
+
+def gateway_export(base: str, token: str, model: str, endpoint: str, expires: str) -> dict:
+    """Every variable export sets for a gateway endpoint: no SAMBANOVA_* names, the expiry added."""
+    return {
+        "OPENAI_BASE_URL": base,
+        "OPENAI_API_BASE": base,
+        "OPENAI_API_KEY": token,
+        "MODEL_NAME": model,
+        "OPENAI_AGENTS_DISABLE_TRACING": "1",
+        "METIS_ENV_ENDPOINT": endpoint,
+        "METIS_ENV_TOKEN_EXPIRES": expires,
+    }
+
+
+def result(proc: subprocess.CompletedProcess) -> tuple[int, str, str]:
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+def export_metis(env: dict, **extra: str) -> subprocess.CompletedProcess:
+    return metis("export", "metis", "--shell", "json", env={**env, **extra})
+
+
+# --- login -----------------------------------------------------------------------------------------
+
+
+def test_login_headless_asks_for_the_inference_scope_and_policy_and_stores_the_endpoints(globus, globus_env):
+    env = gateway_env(globus_env)
+    code, out, err, url = login_headless(env, globus)
+    assert (code, out) == (0, b"")
+    assert err.splitlines() == [
+        "metis-env: log in to Globus (ALCF) in a browser on any machine at this URL:",
+        url,
+        "metis-env: then paste the authorization code it shows here and press Enter:",
+        f"metis-env: logged in to the ALCF gateway; token valid until {metadata(env)['gateway']['expires']}",
+        "endpoint metis: new",
+        "endpoint sophia: new",
+    ]
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    assert (sorted(query["scope"][0].split()), query["prompt"], query["session_required_policies"]) == (
+        sorted([INFERENCE_SCOPE, "openid"]), ["login"], [INFERENCE_SESSION_POLICY]
+    )
+    assert globus.grants("authorization_code") == 1
+    section = metadata(env)["gateway"]
+    # the metadata says when and who, never a token; the tokens sit in the store under their entry names
+    assert sorted(section) == ["access", "backend", "client_id", "expires", "expires_at", "fingerprint", "gateway_url",
+                               "identity", "login_at", "refresh", "refreshed_at", "scope", "store"]
+    assert (section["identity"], section["scope"], section["store"]) == (globus.identity["sub"], INFERENCE_SCOPE, "file")
+    stored = keys_file(env)
+    assert sorted(stored) == sorted([section["access"], section["refresh"]])
+    assert globus.token_status(stored[section["access"]]) == "valid"
+
+
+def test_export_of_a_gateway_endpoint(logged_in):
+    env, globus = logged_in
+    section = metadata(env)["gateway"]
+    token = keys_file(env)[section["access"]]
+    base = globus.gateway_url + "metis/api/v1/"
+    assert exported_json(export_metis(env)) == gateway_export(base, token, METIS_MODELS[0], "metis", section["expires"])
+    assert result(metis("get", "key", "metis", env=env)) == (0, token + "\n", "")
+    assert result(metis("get", "url", "sophia", env=env)) == (0, globus.gateway_url + "sophia/vllm/v1/\n", "")
+    ran = metis("run", "metis", "-m", "gpt-oss-120b", "--", sys.executable, "-c",
+                "import os; print(os.environ['MODEL_NAME'], 'SAMBANOVA_API_KEY' in os.environ)", env=env)
+    assert result(ran) == (0, "gpt-oss-120b False\n", "")
+    assert globus.grants("refresh_token") == 0
+
+
+def test_the_exported_token_works_at_the_gateway(logged_in):
+    env, globus = logged_in
+    script = (
+        "import json, os, ssl, urllib.request\n"
+        "req = urllib.request.Request(os.environ['OPENAI_BASE_URL'] + 'chat/completions', method='POST',\n"
+        "    data=json.dumps({'model': os.environ['MODEL_NAME'], 'messages': [{'role': 'user', 'content': 'hi'}]}).encode(),\n"
+        "    headers={'Authorization': 'Bearer ' + os.environ['OPENAI_API_KEY'], 'Content-Type': 'application/json'})\n"
+        "print(urllib.request.urlopen(req, context=ssl.create_default_context()).status)\n"
+    )
+    assert result(metis("run", "metis", "-m", "gpt-oss-120b", "--", sys.executable, "-c", script, env=env)) == (0, "200\n", "")
+
+
+def test_a_second_login_says_so_unless_forced(logged_in):
+    env, globus = logged_in
+    section = metadata(env)["gateway"]
+    proc = metis("login", "--no-browser", env=env, input=b"")
+    assert result(proc) == (0, "", (
+        f"metis-env: already logged in to the ALCF gateway as {section['identity']} (token valid until "
+        f"{section['expires']}, login 0 days ago); `metis-env login --force` logs in again\n"
+    ))
+    old = dict(keys_file(env))
+    code, _out, _err, _url = login_headless(env, globus, "--force")
+    assert (code, globus.grants("authorization_code")) == (0, 2)
+    assert set(keys_file(env)).isdisjoint(old)  # the old tokens are gone from the store
+
+
+def test_login_without_a_code_stores_nothing(globus, globus_env):
+    env = gateway_env(globus_env)
+    proc = metis("login", "--no-browser", env=env, input=b"")
+    assert proc.returncode == 2
+    assert proc.stderr.decode().splitlines()[-1] == (
+        "metis-env: error: no authorization code was read (end of input); paste the code, or run `metis-env login` in a terminal"
+    )
+    assert not os.path.exists(os.path.join(env["METIS_ENV_CONFIG_DIR"], "endpoints.yaml"))
+
+
+def test_export_without_a_login_says_metis_env_login(globus_env, file_store, endpoint_files):
+    assert result(metis("export", "metis")) == (
+        3, "false\n",
+        "metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)\n",
+    )
+
+
+# --- the token on the hot path ---------------------------------------------------------------------
+
+
+def test_a_fresh_token_is_exported_offline(logged_in):
+    env, globus = logged_in
+    before = exported_json(export_metis(env))
+    globus.stop()
+    assert exported_json(export_metis(env)) == before
+
+
+def test_inside_the_margin_one_refresh_and_the_new_token_is_exported(logged_in):
+    env, globus = logged_in
+    old = exported_json(export_metis(env))["OPENAI_API_KEY"]
+    proc = export_metis(env, **MARGIN_ALL)
+    new = exported_json(proc)["OPENAI_API_KEY"]
+    assert (proc.stderr, globus.grants("refresh_token"), new != old, globus.token_status(new)) == (b"", 1, True, "valid")
+    # the old access token is deleted from the store once nothing points at it; the refresh token stays
+    section = metadata(env)["gateway"]
+    assert sorted(keys_file(env)) == sorted([section["access"], section["refresh"]])
+    assert keys_file(env)[section["access"]] == new
+
+
+def test_inside_the_margin_and_offline_the_valid_token_is_exported_with_a_warning(logged_in):
+    env, globus = logged_in
+    before = exported_json(export_metis(env))
+    globus.stop()
+    proc = export_metis(env, **MARGIN_ALL)
+    assert (proc.returncode, exported_json(proc)) == (0, before)
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("metis-env: warning: the Globus token could not be refreshed (Globus Auth could not be reached for the refresh")
+    assert lines[0].endswith("; using the current token, valid for 48 h more")
+
+
+def test_an_expired_token_offline_fails_with_the_login_line(globus, globus_env):
+    env = gateway_env(globus_env)
+    globus.access_lifetime = 1
+    assert login_headless(env, globus)[0] == 0
+    time.sleep(1.2)
+    globus.stop()
+    proc = metis("export", "metis", env=env)
+    assert (proc.returncode, proc.stdout) == (18, b"false\n")
+    assert proc.stderr.decode().startswith("metis-env: error: the Globus access token expired and the Globus token could not be refreshed (")
+    assert proc.stderr.decode().endswith("; run `metis-env login`\n") and proc.stderr.count(b"\n") == 1
+
+
+def test_a_refused_refresh_is_the_login_line(logged_in):
+    env, globus = logged_in
+    globus.refresh_fails = True
+    assert result(metis("export", "metis", env={**env, **MARGIN_ALL})) == (18, "false\n", (
+        "metis-env: error: Globus refused the refresh (invalid_grant: the login expired or was revoked); run `metis-env login`\n"
+    ))
+
+
+def test_fifty_concurrent_exports_inside_the_margin_refresh_once(logged_in):
+    env, globus = logged_in
+    globus.access_lifetime = 1200  # the stored token: 20 min left, inside the default 1 h margin
+    exported_json(export_metis(env, **MARGIN_ALL))
+    globus.access_lifetime = 172800
+    full = {"PYTHONPATH": str(REPO), **env}
+    globus.refresh_delay = 0.5  # the refresh takes a while: the others must wait for it, not repeat it
+
+    def one(_):
+        return subprocess.run([sys.executable, "-m", "metis_env", "export", "metis", "--shell", "json"],
+                              env=full, capture_output=True, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        runs = list(pool.map(one, range(50)))
+    tokens = {exported_json(r)["OPENAI_API_KEY"] for r in runs}
+    assert [(r.returncode, r.stderr) for r in runs] == [(0, b"")] * 50
+    assert globus.grants("refresh_token") == 2  # the one above, and exactly one for the fifty
+    assert len(tokens) == 1 and globus.token_status(tokens.pop()) == "valid"
+
+
+@pytest.mark.parametrize("step", ["before-secrets", "before-metadata", "after-metadata", "after-cleanup"])
+def test_a_refresh_killed_at_any_step_leaves_a_usable_token(logged_in, step):
+    env, globus = logged_in
+    old = exported_json(export_metis(env))["OPENAI_API_KEY"]
+    process = start_metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL, "METIS_ENV_TEST_PAUSE_AT": step})
+    wait_for_line(process.stderr, f"metis-env: paused at {step}")
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    now = exported_json(export_metis(env))["OPENAI_API_KEY"]  # no refresh: the token is fresh
+    assert (now == old) == (step in ("before-secrets", "before-metadata"))
+    assert globus.token_status(now) == "valid"
+    # the next refresh cleans whatever the killed one left: exactly the two referenced tokens remain
+    exported_json(export_metis(env, **MARGIN_ALL))
+    section = metadata(env)["gateway"]
+    assert sorted(keys_file(env)) == sorted([section["access"], section["refresh"]])
+
+
+def test_login_age_near_the_reauth_age_warns_offline(logged_in):
+    env, globus = logged_in
+    globus.stop()
+    proc = export_metis(env, METIS_ENV_REAUTH_AFTER_DAYS="0.000001")
+    assert proc.returncode == 0
+    assert proc.stderr.decode() == (
+        "metis-env: warning: your Globus login is 0 days old; ALCF asks for a new one every 30 days: "
+        "run `metis-env login --force` before the gateway refuses the token\n"
+    )
+
+
+def test_a_clock_a_day_off_at_login_is_one_line_naming_the_clock(globus, globus_env):
+    """Expiry is computed from expires_in on this machine's clock, so skew cannot make a token look
+    fresh or expired; but the login's id_token is then not yet valid here: said in one line."""
+    env = gateway_env(globus_env)
+    globus.clock_offset = 86400
+    code, out, err, _url = login_headless(env, globus)
+    assert (code, out, err.splitlines()[-1]) == (20, b"", (
+        "metis-env: error: Globus's identity token for the login is not valid at this machine's time: "
+        "this clock is off (check it, e.g. timedatectl), then try again"
+    ))
+    assert not os.path.exists(os.path.join(env["METIS_ENV_CONFIG_DIR"], "endpoints.yaml"))
+
+
+def test_a_server_clock_a_day_ahead_after_login_changes_nothing_here(logged_in):
+    env, globus = logged_in
+    globus.clock_offset = 86400
+    proc = export_metis(env)
+    expires = exported_json(proc)["METIS_ENV_TOKEN_EXPIRES"]
+    assert (proc.stderr, globus.grants("refresh_token"), expires) == (b"", 0, metadata(env)["gateway"]["expires"])
+
+
+# --- logout, sync --gateway, and the two sources side by side --------------------------------------
+
+
+def test_logout_revokes_and_forgets_but_keeps_endpoint_files(logged_in, endpoint_files):
+    env, globus = logged_in
+    assert metis("import", *map(str, endpoint_files), env=env).returncode == 0
+    token = exported_json(export_metis(env))["OPENAI_API_KEY"]
+    assert result(metis("logout", env=env)) == (0, "", (
+        "metis-env: logged out: the tokens are revoked at Globus and forgotten here\nendpoint metis: removed\nendpoint sophia: removed\n"
+    ))
+    assert globus.token_status(token) == "revoked"
+    assert ("gateway" in metadata(env), list(metadata(env)["endpoints"])) == (False, ["1", "2"])
+    assert all(not k.startswith("gateway/") for k in keys_file(env))
+    assert metis("export", "1", env=env).returncode == 0
+    assert result(metis("logout", env=env)) == (0, "", "metis-env: not logged in to the ALCF gateway; nothing to do\n")
+
+
+def test_logout_offline_forgets_anyway_with_a_warning(logged_in):
+    env, globus = logged_in
+    globus.stop()
+    proc = metis("logout", env=env)
+    assert proc.returncode == 0
+    lines = proc.stderr.decode().splitlines()
+    assert lines[0].startswith("metis-env: warning: the tokens are forgotten here, but Globus could not revoke them (")
+    assert lines[1:] == ["endpoint metis: removed", "endpoint sophia: removed"]
+    assert keys_file(env) == {}
+
+
+def test_import_and_login_leave_each_others_records_alone(logged_in, endpoint_files):
+    env, globus = logged_in
+    assert metis("import", *map(str, endpoint_files), env=env).returncode == 0
+    assert list(metadata(env)["endpoints"]) == ["1", "2", "metis", "sophia"]
+    assert login_headless(env, globus, "--force")[0] == 0
+    assert list(metadata(env)["endpoints"]) == ["1", "2", "metis", "sophia"]
+    assert metis("export", "2", env=env).returncode == 0
+
+
+def test_replace_all_keeps_the_gateway_records(logged_in, endpoint_files, monkeypatch):
+    """sync replaces the endpoint files' records whole, and only them."""
+    from metis_env.endpoint import parse_endpoint_file
+    from metis_env.settings import load_settings
+    from metis_env.store import open_store
+
+    env, globus = logged_in
+    for name in ("METIS_ENV_CONFIG_DIR", "METIS_ENV_STORE"):
+        monkeypatch.setenv(name, env[name])
+    store = open_store(load_settings())
+    store.merge([parse_endpoint_file(p.read_bytes(), p.name) for p in endpoint_files], source="import")
+    changes = store.replace_all([parse_endpoint_file(endpoint_files[1].read_bytes(), endpoint_files[1].name)], source="sync")
+    assert [(c.id, c.status) for c in changes] == [("1", "removed"), ("2", "unchanged")]
+    assert list(store.endpoints()) == ["2", "metis", "sophia"]
+    assert exported_json(export_metis(env))["METIS_ENV_ENDPOINT"] == "metis"
+
+
+def test_sync_gateway_refreshes_the_model_list(logged_in):
+    env, globus = logged_in
+    globus.set_model_status("metis", "new-model-1", "Live")
+    assert result(metis("sync", "--gateway", env=env)) == (0, "", (
+        "endpoint metis: models changed (+new-model-1)\nendpoint sophia: unchanged\n"
+    ))
+    assert "new-model-1" in metadata(env)["endpoints"]["metis"]["models"]
+
+
+def test_sync_gateway_with_a_lapsed_policy_says_log_out_of_globus(logged_in):
+    env, globus = logged_in
+    globus.policy_ok = False
+    assert result(metis("sync", "--gateway", env=env)) == (19, "", (
+        "metis-env: error: the gateway's policy asks for a fresh Globus login (high-assurance re-authentication, "
+        "about every 30 days); log out at https://app.globus.org/logout, then run `metis-env login --force`\n"
+    ))
+
+
+# --- the OS keyring: a real gnome-keyring ----------------------------------------------------------
+
+
+def test_tokens_in_a_real_gnome_keyring_and_refreshed_there(globus, globus_env, tmp_path):
+    import subprocess as sp
+
+    from tests._secret_service import SecretServiceSession, require_tools
+
+    require_tools()
+    service = SecretServiceSession(tmp_path / "secret-service")
+    try:
+        service.start_keyring("the-right-password")
+        env = {**globus_env, **service.env, **globus.env(), "METIS_ENV_CONFIG_DIR": globus_env["METIS_ENV_CONFIG_DIR"]}
+        env.pop("PYTHON_KEYRING_BACKEND", None)
+        env.pop("METIS_ENV_STORE", None)
+        code, _out, err, _url = login_headless(env, globus)
+        assert code == 0, err
+        section = metadata(env)["gateway"]
+        assert (section["store"], section["backend"]) == ("keyring", "keyring.backends.SecretService.Keyring")
+        assert not os.path.exists(os.path.join(env["METIS_ENV_CONFIG_DIR"], "keys.json"))  # nothing in plaintext
+
+        def lookup(ref: str) -> bytes:
+            return sp.run(["secret-tool", "lookup", "service", "metis-env", "username", ref], env=env, capture_output=True).stdout
+
+        def export(**extra: str) -> subprocess.CompletedProcess:  # not conftest's metis(): it keeps the fail backend
+            return sp.run([sys.executable, "-m", "metis_env", "export", "metis", "--shell", "json"],
+                          env={"PYTHONPATH": str(REPO), **env, **extra}, capture_output=True, timeout=60)
+
+        token = exported_json(export())["OPENAI_API_KEY"]
+        assert (lookup(section["access"]).decode(), globus.token_status(token)) == (token, "valid")
+        assert lookup(section["refresh"]) != b""
+        refreshed = exported_json(export(**MARGIN_ALL))["OPENAI_API_KEY"]
+        new = metadata(env)["gateway"]
+        assert (refreshed != token, lookup(new["access"]).decode(), lookup(section["access"])) == (True, refreshed, b"")
+    finally:
+        service.stop()
