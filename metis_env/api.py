@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["Environment", "environ", "load", "openai_client", "async_openai_client"]
 
 OPENAI_EXTRA_HINT = "pip install 'metis-env[openai]'"
-DEFAULT_REFRESH_MARGIN = 3600.0
-"""Seconds before a gateway token's expiry when it is read again (``token_refresh_margin``'s default)."""
 
 
 class Environment(dict):
@@ -125,7 +123,7 @@ class CurrentKey:
 
     @property
     def expires_at(self) -> str | None:
-        return getattr(self.selection, "expires_at", None)
+        return self.selection.expires_at
 
     def __call__(self) -> str:
         if self._is_current():
@@ -147,7 +145,7 @@ class CurrentKey:
         selection, key = actions.select_with_key(open_store(settings), self._spec, self._model, settings)
         self.selection, self._key = selection, key
         self._metadata_path, self._stamp = path, stamp
-        self._margin = float(getattr(settings, "token_refresh_margin", DEFAULT_REFRESH_MARGIN))
+        self._margin = settings.token_refresh_margin
         self._expires = _epoch(self.expires_at)
         client = self._client() if self._client is not None else None
         if client is not None and str(client.base_url).rstrip("/") != selection.endpoint.base_url.rstrip("/"):

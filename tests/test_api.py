@@ -336,16 +336,10 @@ def test_the_async_client_keeps_its_key_current_too(file_store, tmp_path, stub):
     assert [r.authorized for r in stub.requests] == [True, True]
 
 
-class TokenSelection(actions.Selection):
-    """A Selection as the gateway source gives it: with ``expires_at`` (until that branch lands here)."""
-
-    __slots__ = ()
-    expires_at = None
-
-
 def test_a_gateway_token_is_read_again_before_it_expires(file_store, tmp_path, stub, monkeypatch):
     """select_with_key is our own seam: it stands in for the gateway source, handing out tokens that
-    live 1.5 s past a 1 s refresh margin, as the gateway hands out tokens valid past its margin."""
+    live 1.5 s past a 1 s refresh margin, as the gateway hands out tokens valid past its margin (the
+    real gateway source: tests/test_api_gateway.py)."""
     store_endpoint(tmp_path, endpoint_text(stub.base_url + "/", KEY_1))
     real_select = actions.select_with_key
     handed_out = []
@@ -356,11 +350,10 @@ def test_a_gateway_token_is_read_again_before_it_expires(file_store, tmp_path, s
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2.5))
         handed_out.append(token)
         stub.set_api_key(token)  # the gateway accepts the newest token
-        shaped = type("Sel", (TokenSelection,), {"expires_at": expires})(*selection)
-        return shaped, token
+        return selection._replace(expires_at=expires), token
 
     monkeypatch.setattr(actions, "select_with_key", select_with_token)
-    monkeypatch.setattr(api, "DEFAULT_REFRESH_MARGIN", 1.0)
+    monkeypatch.setenv("METIS_ENV_TOKEN_REFRESH_MARGIN", "1")
     client = metis_env.openai_client(1, max_retries=0)
     client.models.list()
     client.models.list()  # the token is good for 1.5 s more: not read again
