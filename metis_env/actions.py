@@ -28,6 +28,7 @@ EXPORTED_NAMES = (
     "SAMBANOVA_API_BASE",
     "SAMBA_NOVA_BASE_URL",
     "OPENAI_AGENTS_DISABLE_TRACING",
+    "LITELLM_LOCAL_MODEL_COST_MAP",
     "METIS_ENV_ENDPOINT",
     "METIS_ENV_TOKEN_EXPIRES",
 )
@@ -154,7 +155,9 @@ def environment_for(selection: Selection, api_key: str, settings: Settings | Non
     that client reads too: the SambaNova SDK, langchain-sambanova and litellm's ``sambanova/`` read
     ``SAMBANOVA_API_KEY`` but default to SambaNova's public cloud, so without ``SAMBANOVA_API_BASE``
     and ``SAMBA_NOVA_BASE_URL`` the Metis key would be sent there. openai-agents uploads traces to
-    OpenAI's own host with ``OPENAI_API_KEY`` unless tracing is disabled.
+    OpenAI's own host with ``OPENAI_API_KEY`` unless tracing is disabled, and litellm downloads its
+    price list from GitHub at import (no key, but a host other than the endpoint's, and a hang on a
+    compute node with no route out) unless told to use the copy it ships.
     """
     endpoint = selection.endpoint
     env = {
@@ -168,6 +171,7 @@ def environment_for(selection: Selection, api_key: str, settings: Settings | Non
         env["SAMBANOVA_API_BASE"] = endpoint.base_url
         env["SAMBA_NOVA_BASE_URL"] = endpoint.base_url
     env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     env["METIS_ENV_ENDPOINT"] = endpoint.id
     if selection.expires_at is not None:  # as aws-vault's AWS_CREDENTIAL_EXPIRATION
         env["METIS_ENV_TOKEN_EXPIRES"] = selection.expires_at

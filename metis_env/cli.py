@@ -121,6 +121,7 @@ def import_command(ctx: click.Context, files: Sequence[str], endpoint_id: str | 
     changes = actions.import_files(open_store(settings), list(files), endpoint_id)
     for line in actions.describe_changes(changes):
         click.echo(line, err=True)
+    _refresh_tool_configs(settings)
 
 
 @cli.command("list")
@@ -354,6 +355,41 @@ def config_unset(name: str) -> None:
     save_setting(load_settings().config_dir, name, None)
 
 
+@cli.command("configure")
+@click.argument("tool", metavar="TOOL")
+@endpoint_argument
+@model_option
+@click.option("--dry-run", is_flag=True, help="Show the diff only; write nothing.")
+@click.pass_context
+def configure_command(ctx: click.Context, tool: str, endpoint: str | None, model: str | None, dry_run: bool) -> None:
+    """Write an AI tool's own config for an endpoint: aider, codex, llm, opencode or pi.
+
+    Merges metis-env's entries into the tool's config file (where the tool looks, its own variables
+    honoured), keeps everything else, shows a unified diff on stderr first, keeps a backup
+    (FILE.metis-env.bak) and writes no key: the config names `metis-env get key ENDPOINT` or the
+    variables `metis-env run` sets. Running it again changes nothing.
+
+    \b
+    Example:
+      metis-env configure opencode 1 --dry-run
+      metis-env configure llm 2 --model Llama-3.3-70B-Instruct
+    """
+    from . import configure
+
+    settings = settings_from(ctx)
+    outcome = configure.configure_tool(open_store(settings), settings, tool, endpoint, model, dry_run)
+    for line in configure.report(outcome, dry_run):
+        click.echo(line, err=True)
+
+
+def _refresh_tool_configs(settings: Settings) -> None:
+    """After an update: rewrite the configs configure wrote whose endpoint changed (see configure)."""
+    from .configure import refresh_configured_tools
+
+    for line in refresh_configured_tools(open_store(settings), settings):
+        click.echo(line, err=True)
+
+
 @cli.command("hook")
 @click.argument("target", type=click.Choice(hooks.TARGETS))
 @click.option("--path", "show_path", is_flag=True, help="Print where the shipped file is, instead of its content.")
@@ -418,9 +454,12 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
 
     ssh.set_debug_logging(bool(ctx.find_root().params.get("debug")))
     options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)
-    changes = run_sync(settings_from(ctx, store=store), options, TerminalPrompter())
+    settings = settings_from(ctx, store=store)
+    changes = run_sync(settings, options, TerminalPrompter())
     for line in actions.describe_changes(changes, dry_run):
         click.echo(line, err=True)
+    if not dry_run:
+        _refresh_tool_configs(settings)
 
 
 @cli.command("login")

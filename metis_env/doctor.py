@@ -441,7 +441,18 @@ def run_checks(
     findings += check_endpoints(settings, store, frozenset(broken))
     findings += check_hooks(environ)
     findings += check_openssh(settings)
+    findings += check_tool_configs(settings, store)
     return findings
+
+
+def check_tool_configs(settings: Settings, store: Store) -> list[Finding]:
+    """The tool configs `configure` wrote: still as written, and still matching the endpoint (drift)."""
+    from .configure import records
+
+    try:
+        return [Finding(*row) for row in records.drift(store, config_dir=settings.config_dir)]
+    except MetisEnvError as exc:
+        return [Finding("configure", WARN, f"cannot check the tool configs metis-env wrote: {exc}", "metis-env doctor --debug")]
 
 
 def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None) -> list[Finding]:
@@ -465,7 +476,18 @@ def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None) -> li
         route = " through a ProxyCommand"
     resolved = f"{settings.host} -> {target.hostname}:{target.port}{route}, {who}"
     findings = []
-    if settings.transport == "paramiko" and (target.proxy_command or "," in (target.proxy_jump or "")):
+    jump_refusal = None
+    if settings.transport == "paramiko" and target.proxy_jump and "," not in target.proxy_jump and not target.proxy_command:
+        try:
+            ssh.parse_jump(target.proxy_jump, config)
+        except MetisEnvError as exc:  # what sync would refuse, doctor calls a problem in the same words
+            jump_refusal = str(exc)
+    if jump_refusal is not None:
+        findings.append(
+            Finding("ssh config", PROBLEM, f"{resolved}; {jump_refusal}",
+                    "metis-env config set transport openssh (or metis-env sync --via openssh)")
+        )
+    elif settings.transport == "paramiko" and (target.proxy_command or "," in (target.proxy_jump or "")):
         findings.append(
             Finding(
                 "ssh config",

@@ -188,3 +188,29 @@ def load_yaml(text: str, path: str | os.PathLike) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise StoreError(f"{where}: not valid YAML; fix it or delete the file") from None
+
+
+class YAMLParseError(ValueError):
+    """A YAML text that does not parse: ``line`` (1-based, or None) and pyyaml's ``problem``."""
+
+    def __init__(self, line: int | None, problem: str):
+        super().__init__(f"line {line}: {problem}" if line else problem)
+        self.line, self.problem = line, problem
+
+
+def parse_yaml(text: str) -> Any:
+    """Any YAML document (other tools' files, for configure); YAMLParseError names the line."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise YAMLParseError(mark.line + 1 if mark is not None else None, getattr(exc, "problem", None) or "cannot be parsed") from None
+
+
+def dump_yaml(data: Any) -> str:
+    """Block-style YAML in the order given (configure's entries in other tools' files)."""
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)

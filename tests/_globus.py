@@ -10,16 +10,22 @@
 ``globus_env`` also sets its variables in this process (for in-process globus-sdk), undone after
 the test, and returns ``os.environ`` plus them, for subprocesses. ``alcf_tokens_login(globus, env)``
 runs the real ``alcf-tokens login inference`` through a pipe (GATEWAY.md E5) and returns the
-``tokens.json`` it wrote, for tests that adopt or race alcf-tokens' cache.
+``tokens.json`` it wrote, for tests that adopt or race alcf-tokens' cache. ``gateway_request`` and
+``gateway_get`` call the stand-in's gateway over its TLS with urllib.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +78,29 @@ def globus_env(globus: GlobusStandIn, monkeypatch) -> dict[str, str]:
     # A test's stand-in is production as far as file names go: no GLOBUS_SDK_ENVIRONMENT.
     monkeypatch.delenv("GLOBUS_SDK_ENVIRONMENT", raising=False)
     return dict(os.environ)
+
+
+def gateway_request(
+    globus: GlobusStandIn, method: str, path: str, token: str | None = None, body: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, str, Any]:
+    """(status, content type, parsed JSON or text) of one gateway request over the stand-in's TLS."""
+    headers = dict(headers or {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(globus.gateway_url + path, data=data, method=method, headers=headers)
+    context = ssl.create_default_context(cafile=globus.ca_file)
+    try:
+        with urllib.request.urlopen(req, context=context, timeout=10) as response:
+            status, ctype, raw = response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as exc:
+        status, ctype, raw = exc.code, exc.headers["Content-Type"], exc.read()
+    return status, ctype, json.loads(raw) if ctype == "application/json" else raw.decode()
+
+
+def gateway_get(globus: GlobusStandIn, path: str, token: str | None) -> tuple[int, Any]:
+    status, _, body = gateway_request(globus, "GET", path, token)
+    return status, body

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CATEGORIES = ("leak", "hostile", "crash", "concurrency", "permissions")
+CATEGORIES = ("leak", "hostile", "crash", "concurrency", "permissions", "loginnode")
 _FILE = re.compile(r"test_trust_([a-z]+)\.py")
 
 _recorded: dict[str, int] = defaultdict(int)

@@ -55,6 +55,7 @@ def exported(base_url: str, key: str, model: str, endpoint_id: str) -> dict:
         "SAMBANOVA_API_BASE": base_url,
         "SAMBA_NOVA_BASE_URL": base_url,
         "OPENAI_AGENTS_DISABLE_TRACING": "1",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "METIS_ENV_ENDPOINT": endpoint_id,
     }
 

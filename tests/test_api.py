@@ -32,6 +32,7 @@ ENV_1 = {
     "SAMBANOVA_API_BASE": "https://metis.alcf.anl.gov/v1/",
     "SAMBA_NOVA_BASE_URL": "https://metis.alcf.anl.gov/v1/",
     "OPENAI_AGENTS_DISABLE_TRACING": "1",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     "METIS_ENV_ENDPOINT": "1",
 }
 
@@ -109,7 +110,7 @@ def test_the_repr_masks_the_key_so_a_notebook_never_shows_it(two_endpoints):
         "Environment({'OPENAI_BASE_URL': 'https://metis.alcf.anl.gov/v1/', 'OPENAI_API_BASE': 'https://metis.alcf.anl.gov/v1/', "
         "'OPENAI_API_KEY': 'sk-…cdef', 'MODEL_NAME': 'DeepSeek-R1', 'SAMBANOVA_API_KEY': 'sk-…cdef', "
         "'SAMBANOVA_API_BASE': 'https://metis.alcf.anl.gov/v1/', 'SAMBA_NOVA_BASE_URL': 'https://metis.alcf.anl.gov/v1/', "
-        "'OPENAI_AGENTS_DISABLE_TRACING': '1', 'METIS_ENV_ENDPOINT': '1'})",
+        "'OPENAI_AGENTS_DISABLE_TRACING': '1', 'LITELLM_LOCAL_MODEL_COST_MAP': 'True', 'METIS_ENV_ENDPOINT': '1'})",
         repr(env),
         KEY_1,
     )

@@ -28,9 +28,6 @@ KEY = "sk-clients-0123456789abcdef"
 MODEL = "Llama-4-Maverick-17B-128E-Instruct"
 REFUSED_EXIT = 97  # tests/_netaudit/sitecustomize.py
 SCRIPTS = Path(__file__).parent / "_clients"
-# litellm fetches its model cost map from GitHub at import, key-less, unless told not to (see
-# test_litellm_fetches_its_cost_map_from_github_at_import); export does not set this.
-LITELLM_LOCAL = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
 @dataclass(frozen=True)
@@ -40,14 +37,13 @@ class Client:
     default_host: str
     requests: int = 1  # chat completions the script asks for
     control: bool = True  # run the negative control (the leaking clients, and openai as the baseline)
-    extra_env: tuple[tuple[str, str], ...] = ()
 
 
 CLIENTS = {
     "openai": Client("use_openai_sdk.py", ("OPENAI_BASE_URL",), "api.openai.com"),
     "sambanova": Client("use_sambanova_sdk.py", ("SAMBA_NOVA_BASE_URL",), "api.sambanova.ai", requests=2),
     "langchain-sambanova": Client("use_langchain_sambanova.py", ("SAMBANOVA_API_BASE", "SAMBA_NOVA_BASE_URL"), "api.sambanova.ai"),
-    "litellm": Client("use_litellm.py", ("SAMBANOVA_API_BASE",), "api.sambanova.ai", requests=2, extra_env=tuple(LITELLM_LOCAL.items())),
+    "litellm": Client("use_litellm.py", ("SAMBANOVA_API_BASE",), "api.sambanova.ai", requests=2),
     "openai-agents": Client("use_openai_agents.py", ("OPENAI_AGENTS_DISABLE_TRACING",), "api.openai.com"),
     "langchain-openai": Client("use_langchain_openai.py", ("OPENAI_API_BASE", "OPENAI_BASE_URL"), "api.openai.com", control=False),
     "langchain-community": Client("use_langchain_community.py", ("OPENAI_API_BASE", "OPENAI_BASE_URL"), "api.openai.com", control=False),
@@ -67,7 +63,7 @@ class Endpoint:
         command = ["env", *without] if unset else []
         result = subprocess.run(
             [sys.executable, "-m", "metis_env", "run", "1", "--", *command, sys.executable, str(SCRIPTS / client.script)],
-            env={**self.env, **dict(client.extra_env)},
+            env=self.env,
             capture_output=True,
             text=True,
             timeout=120,
@@ -141,12 +137,11 @@ def test_without_the_names_that_keep_it_home_the_client_heads_for_its_default_ho
     )
 
 
-def test_litellm_fetches_its_cost_map_from_github_at_import(endpoint):
-    """Not the key (the request is a plain GET of a public file), but a host other than the
-    endpoint's: with only what export sets, `import litellm` looks up raw.githubusercontent.com.
-    LITELLM_LOCAL_MODEL_COST_MAP=True (the README says so) keeps it at home."""
+def test_without_litellm_local_model_cost_map_litellm_fetches_its_price_list_from_github(endpoint):
+    """Not the key (a plain GET of a public file), but a host other than the endpoint's: without the
+    LITELLM_LOCAL_MODEL_COST_MAP that export sets, `import litellm` looks up raw.githubusercontent.com."""
     client = Client("use_litellm.py", (), "")
-    code, stdout, _stderr = endpoint.run(client)
+    code, stdout, _stderr = endpoint.run(client, unset=("LITELLM_LOCAL_MODEL_COST_MAP",))
     assert (code, stdout, endpoint.reached(), endpoint.answered()) == (
         REFUSED_EXIT, "", [("raw.githubusercontent.com", 443)], []
     )

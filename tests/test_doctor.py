@@ -361,3 +361,18 @@ def test_a_keyring_backend_that_does_not_exist():
         "No module named 'no_such_module'); fix: unset PYTHON_KEYRING_BACKEND (it names no_such_module.Keyring) to "
         f"let keyring detect one, {FILE_STORE_FIX}"
     )
+
+
+def test_a_jump_host_sync_refuses_is_a_problem_in_syncs_words(file_store, tmp_path):
+    ssh_dir = tmp_path / "home" / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "config").write_text(
+        "Host sambanova.alcf.anl.gov\n  ProxyJump bastion\n  User ada\nHost bastion\n  ProxyJump outer\n"
+    )
+    code, lines, stderr = run_doctor()
+    assert (code, stderr) == (17, PROBLEMS_STDERR.format("ssh config"))
+    assert line_of(lines, "ssh config") == (
+        "problem  ssh config: sambanova.alcf.anl.gov -> sambanova.alcf.anl.gov:22 through ProxyJump bastion, as ada "
+        "(from the ssh config); the jump host bastion has its own ProxyJump/ProxyCommand; use --via openssh; "
+        "fix: metis-env config set transport openssh (or metis-env sync --via openssh)"
+    )

@@ -59,7 +59,7 @@ def store_endpoint(tmp_path, base_url: str) -> None:
 
 NAMES = (
     "OPENAI_BASE_URL, OPENAI_API_BASE, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY, SAMBANOVA_API_BASE, "
-    "SAMBA_NOVA_BASE_URL, OPENAI_AGENTS_DISABLE_TRACING, METIS_ENV_ENDPOINT"
+    "SAMBA_NOVA_BASE_URL, OPENAI_AGENTS_DISABLE_TRACING, LITELLM_LOCAL_MODEL_COST_MAP, METIS_ENV_ENDPOINT"
 )
 SET_LINE = f"metis-env: endpoint 1, model DeepSeek-R1: set {NAMES}\n"
 
@@ -80,7 +80,7 @@ def test_metis_magic_and_the_seed_example_in_a_real_kernel(file_store, tmp_path)
                     "MODEL", "metis_env.environ(1)['MODEL_NAME']"
                 ),
                 "%metis --unset",
-                "import os\nprint(sorted(n for n in os.environ if n.startswith(('OPENAI_', 'SAMBA', 'MODEL_NAME', 'METIS_ENV_ENDPOINT'))))",
+                "import os\nprint(sorted(n for n in os.environ if n.startswith(('OPENAI_', 'SAMBA', 'LITELLM_', 'MODEL_NAME', 'METIS_ENV_ENDPOINT'))))",
             ],
             {"METIS_ENV_STORE": "file"},
         )
@@ -93,7 +93,8 @@ def test_metis_magic_and_the_seed_example_in_a_real_kernel(file_store, tmp_path)
                 "execute_result",
                 f"Environment({{'OPENAI_BASE_URL': '{base_url}/', 'OPENAI_API_BASE': '{base_url}/', 'OPENAI_API_KEY': 'sk-…cdef', "
                 f"'MODEL_NAME': 'DeepSeek-R1', 'SAMBANOVA_API_KEY': 'sk-…cdef', 'SAMBANOVA_API_BASE': '{base_url}/', "
-                f"'SAMBA_NOVA_BASE_URL': '{base_url}/', 'OPENAI_AGENTS_DISABLE_TRACING': '1', 'METIS_ENV_ENDPOINT': '1'}})",
+                f"'SAMBA_NOVA_BASE_URL': '{base_url}/', 'OPENAI_AGENTS_DISABLE_TRACING': '1', "
+                f"'LITELLM_LOCAL_MODEL_COST_MAP': 'True', 'METIS_ENV_ENDPOINT': '1'}})",
             )
         ],
         [("stdout", "Hello from the notebook's endpoint.\n")],

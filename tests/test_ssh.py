@@ -16,7 +16,7 @@ import keyring
 import pytest
 from keyring.backends import fail
 
-from metis_env.errors import ConnectionFailedError
+from metis_env.errors import ConnectionFailedError, HostKeyChangedError
 from metis_env.sources import ssh
 from metis_env.store import open_store
 from metis_env.settings import load_settings
@@ -397,7 +397,10 @@ def test_match_exec_in_the_ssh_config_points_to_via_openssh(env_setup, file_stor
     proc = metis("sync", "--host", "metis", "--user", USER)
     err = proc.stderr.decode()
     assert (proc.returncode, proc.stdout, err.count("\n")) == (2, b"", 1)
-    assert err.startswith("metis-env: error: cannot apply the ssh config for metis: ") and err.endswith("; use --via openssh\n")
+    assert err == (
+        "metis-env: error: the ssh config has a Match exec line, which metis-env's fallback ssh config reader does not "
+        "run; use --via openssh, or let OpenSSH read the config (ssh installed, $HOME your home directory)\n"
+    )
 
 
 # --- pure parts --------------------------------------------------------------------------------
@@ -566,3 +569,76 @@ def test_a_new_key_goes_to_the_first_userknownhostsfile_expanded(make_node, monk
     first = first_file.format(port=node.port)
     assert sorted(p.name for p in ssh_dir.iterdir()) == sorted({"config", first})
     assert (ssh_dir / first).read_text() == node.host_key_line()
+
+
+@pytest.mark.parametrize(
+    "mode, phrase",
+    [(None, "of no file type the listing names"), (0o040755, "a directory"), (0o120777, "a symbolic link"), (0o010644, "a special file")],
+)
+def test_a_listed_entry_that_is_not_a_file_is_named_in_plain_words(mode, phrase):
+    from metis_env.errors import RemoteFilesError
+    from metis_env.sources.ssh.login import _refuse_unusable
+    from metis_env.sources.ssh.sftp import DirEntry
+
+    target = ssh.Target(alias="h", hostname="h")
+    with pytest.raises(RemoteFilesError) as caught:
+        _refuse_unusable([DirEntry("metis_endpoint_1.txt", mode, 5)], target)
+    assert str(caught.value) == (
+        f"on h: metis_endpoint_1.txt is {phrase}, not a plain file; endpoint files must be plain files in the home "
+        "directory; nothing was read"
+    )
+
+
+def test_a_host_ca_in_known_hosts_is_refused_not_turned_into_trust_on_first_use(make_node, monkeypatch, capfd, env_setup):
+    node = make_node(trusted=False)
+    ssh_dir = Path(os.path.expanduser("~/.ssh"))
+    ssh_dir.mkdir(mode=0o700)
+    ca = LoginNode(node.root_dir, USER, SECRET_HEX).host_key  # stands in for the site's host CA key
+    (ssh_dir / "known_hosts").write_text(f"@cert-authority [127.0.0.1]:* {ca.get_name()} {ca.get_base64()}\n")
+    before = (ssh_dir / "known_hosts").read_bytes()
+    prompter = ScriptedPrompter([node.expected_code], confirm=True)
+    assert sync(monkeypatch, capfd, node, prompter, "--accept-new-host-key") == (
+        8, "",
+        f"metis-env: connecting to 127.0.0.1:{node.port}\n"
+        f"metis-env: error: ~/.ssh/known_hosts:1 trusts [127.0.0.1]:{node.port} through a host certificate authority "
+        "(@cert-authority), which metis-env's own SSH does not verify; use --via openssh (OpenSSH checks host certificates)\n",
+    )
+    assert (prompter.asked, node.counters.prompts, (ssh_dir / "known_hosts").read_bytes()) == ([], 0, before)
+
+
+def test_host_key_alias_is_looked_up_alone_whatever_the_port(make_node, monkeypatch, capfd, env_setup):
+    node = make_node(trusted=False)
+    ssh_dir = Path(os.path.expanduser("~/.ssh"))
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "config").write_text(f"Host metis\n  HostName 127.0.0.1\n  Port {node.port}\n  HostKeyAlias metis-login\n")
+    (ssh_dir / "known_hosts").write_text(f"metis-login {node.host_key.get_name()} {node.host_key.get_base64()}\n")  # as OpenSSH saved it
+    code, out, err = run_sync_cli(monkeypatch, capfd, ScriptedPrompter([node.expected_code]), "--host", "metis", "--user", USER)
+    assert (code, out, err.splitlines()[1]) == (0, "", f"metis-env: host key ok (ED25519 {ssh.fingerprint(node.host_key)})")
+
+
+def test_with_openssh_as_the_resolver_a_changed_key_under_tokens_is_changed(make_node, monkeypatch, capfd, env_setup, tmp_path):
+    """The same attack as above, with the settings taken from ssh -G (one -F file, as the demo gives)."""
+    from metis_env.settings import load_settings as settings
+    from metis_env.sources.ssh import config as ssh_config
+    from metis_env.sources.ssh.sync import SyncOptions, run_sync
+
+    monkeypatch.setattr(ssh_config, "openssh_client", lambda paths, default: "ssh")
+    impostor = make_node(trusted=False)
+    genuine = LoginNode(impostor.root_dir, USER, SECRET_HEX)
+    kh_dir = tmp_path / "kh dir"
+    kh_dir.mkdir()
+    (kh_dir / f"kh_metis_{impostor.port}").write_text(
+        f"[127.0.0.1]:{impostor.port} {genuine.host_key.get_name()} {genuine.host_key.get_base64()}\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(f'Host metis\n  HostName 127.0.0.1\n  Port {impostor.port}\n  UserKnownHostsFile "{kh_dir}/kh_%k_%p"\n')
+    prompter = ScriptedPrompter([impostor.expected_code], confirm=True)
+    options = SyncOptions(host="metis", user=USER, accept_new_host_key=True, ssh_config=(str(config),))
+    with pytest.raises(HostKeyChangedError) as caught:
+        run_sync(settings(), options, prompter)
+    name = f"[127.0.0.1]:{impostor.port}"
+    assert str(caught.value) == (
+        f"HOST KEY CHANGED for {name}: it now sends ED25519 {ssh.fingerprint(impostor.host_key)}, but "
+        f"{kh_dir}/kh_metis_{impostor.port}:1 has a different ED25519 key; someone may be intercepting the connection. "
+        f"If the change is expected, remove the old key with: ssh-keygen -R '{name}'"
+    )
+    assert (prompter.asked, impostor.counters.prompts, sorted(p.name for p in kh_dir.iterdir())) == ([], 0, [f"kh_metis_{impostor.port}"])

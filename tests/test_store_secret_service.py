@@ -76,6 +76,7 @@ def test_export_reads_the_key_without_keyring(stored):
         b"SAMBANOVA_API_BASE='https://metis.alcf.anl.gov/v1/'\n"
         b"SAMBA_NOVA_BASE_URL='https://metis.alcf.anl.gov/v1/'\n"
         b"OPENAI_AGENTS_DISABLE_TRACING='1'\n"
+        b"LITELLM_LOCAL_MODEL_COST_MAP='True'\n"
         b"METIS_ENV_ENDPOINT='1'\n",
         b"",
     )

@@ -31,6 +31,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .hostile_sftp import SFTP_ATTACKS, HostileSFTP
+
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 STAGES = ("banner", "handshake", "auth", "listdir", "read")
@@ -65,11 +67,22 @@ class Faults:
 
     drop_at: str | None = None
     hang_at: str | None = None
+    # A hostile node, after the host key is accepted: ``empty_rounds`` zero-prompt keyboard-interactive
+    # rounds (each with ``instructions``) after the code is accepted, -1 for endless; ``sftp`` one of
+    # SFTP_ATTACKS, answered by a raw SFTP server instead of paramiko's.
+    empty_rounds: int = 0
+    instructions: str = ""
+    sftp: str | None = None
+    delay: float = 0.0  # seconds before each hostile round or SFTP page: alive, never finishing
 
     def __post_init__(self) -> None:
         for stage in (self.drop_at, self.hang_at):
             if stage is not None and stage not in STAGES:
                 raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+        if self.sftp is not None and self.sftp not in SFTP_ATTACKS:
+            raise ValueError(f"unknown SFTP attack {self.sftp!r}; one of {', '.join(SFTP_ATTACKS)}")
+
+
 
 
 @dataclass
@@ -236,7 +249,10 @@ class LoginNode:
             return
         transport = paramiko.Transport(sock)
         transport.add_server_key(self.host_key)
-        transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _HomeSFTP, self, transport)
+        if self.faults.sftp is not None:
+            transport.set_subsystem_handler("sftp", HostileSFTP, self.faults.sftp, self.faults.delay)
+        else:
+            transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _HomeSFTP, self, transport)
         with self._lock:
             if self._stopping.is_set():
                 transport.close()
@@ -276,6 +292,7 @@ class _Server(paramiko.ServerInterface):
         self.failures = 0
         self.requests = 0
         self.forwards: dict[int, socket.socket] = {}
+        self._empty_rounds = 0
 
     def _first_request(self) -> bool:
         """True (and the connection dropped) if the handshake fault applies: a client's first auth
@@ -302,6 +319,11 @@ class _Server(paramiko.ServerInterface):
         if self.node._fault("auth", self.transport):
             return paramiko.AUTH_FAILED
         if getattr(self, "_answered", False):
+            rounds = self.node.faults.empty_rounds
+            if rounds and self._empty_rounds != rounds:  # a hostile node: one more round, asking nothing
+                self._empty_rounds += 1
+                self.node._stopping.wait(self.node.faults.delay)
+                return paramiko.InteractiveQuery("", self.node.faults.instructions)
             # OpenSSH with PAM: the code was already checked; this answers the empty second round.
             self._answered = False
             return paramiko.AUTH_SUCCESSFUL
@@ -423,3 +445,4 @@ class _FaultyHandle(paramiko.SFTPHandle):
 
     def stat(self):
         return paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
+

@@ -1,6 +1,7 @@
 """A tiny OpenAI-compatible server on 127.0.0.1, for the tests and for ``metis-env demo``.
 
-It answers ``GET /v1/models`` and ``POST /v1/chat/completions`` (plain or ``stream: true``) with a
+It answers ``GET /v1/models``, ``POST /v1/chat/completions`` (plain or ``stream: true``) and
+``POST /v1/responses`` (OpenAI's Responses API, which codex speaks) with a
 canned reply, only for a request carrying ``Authorization: Bearer <api_key>``, in the shapes the
 ``openai`` package parses. Errors use OpenAI's ``{"error": {...}}`` body. Standard library only.
 
@@ -169,7 +170,11 @@ class _StubHandler(BaseHTTPRequestHandler):
         body = self._read_json() if method == "POST" else None
         authorized = self.stub._is_authorized(self.headers.get("Authorization"))
         self.stub._record(StubRequest(method, path, authorized, body))
-        routes = {("GET", "/v1/models"): self._models, ("POST", "/v1/chat/completions"): self._chat}
+        routes = {
+            ("GET", "/v1/models"): self._models,
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/v1/responses"): self._responses,
+        }
         route = routes.get((method, path))
         if route is None or (route == self._models and not self.stub.serve_models):
             self._error(404, f"no route for {method} {path}", "not_found")
@@ -251,6 +256,39 @@ class _StubHandler(BaseHTTPRequestHandler):
             self.wfile.write(chunk({"content": word if i == 0 else " " + word}, None))
         self.wfile.write(chunk({}, "stop"))
         self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _responses(self, body: dict[str, Any]) -> None:
+        """OpenAI's Responses API, as far as codex uses it: one text message, streamed or not."""
+        model = body.get("model")
+        if model not in self.stub.models:
+            self._error(404, f"The model `{model}` does not exist", "model_not_found")
+            return
+        response_id, item_id = f"resp_{uuid.uuid4().hex[:24]}", f"msg_{uuid.uuid4().hex[:24]}"
+        text = self.stub.reply
+        item = {"type": "message", "id": item_id, "role": "assistant", "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        usage = {"input_tokens": 1, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": len(text.split()),
+                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1 + len(text.split())}
+        response = {"id": response_id, "object": "response", "created_at": int(time.time()), "status": "completed",
+                    "model": model, "output": [item], "usage": usage}
+        if not body.get("stream"):
+            self._json(200, response)
+            return
+        events = [
+            ("response.created", {"response": {**response, "status": "in_progress", "output": []}}),
+            ("response.output_item.added", {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}}),
+            ("response.output_text.delta", {"item_id": item_id, "output_index": 0, "content_index": 0, "delta": text}),
+            ("response.output_item.done", {"output_index": 0, "item": item}),
+            ("response.completed", {"response": response}),
+        ]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        for name, data in events:
+            self.wfile.write(f"event: {name}\ndata: ".encode() + json.dumps({"type": name, **data}).encode() + b"\n\n")
         self.wfile.flush()
 
     def _error(self, status: int, message: str, code: str) -> None:

@@ -10,7 +10,7 @@ names below are the package's interface, e.g.::
 """
 
 from ._paramiko import paramiko, set_debug_logging
-from .config import Target, load_ssh_config, resolve_target
+from .config import SSHConfig, Target, load_ssh_config, parse_jump, resolve_target
 from .known_hosts import KnownKey, fingerprint, host_matches, key_label, load_known_hosts
 from .login import fetch_endpoint_files
 from .openssh import fetch_with_openssh, parse_boundary_output
@@ -19,6 +19,7 @@ from .remote import Prompter, RemoteFile
 __all__ = [
     "KnownKey",
     "Prompter",
+    "SSHConfig",
     "RemoteFile",
     "Target",
     "fetch_endpoint_files",
@@ -30,6 +31,7 @@ __all__ = [
     "load_ssh_config",
     "paramiko",
     "parse_boundary_output",
+    "parse_jump",
     "resolve_target",
     "set_debug_logging",
 ]

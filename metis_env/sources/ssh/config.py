@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import glob
 import hashlib
 import os
 import re
+import shutil
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...errors import UsageError
 
 from ._paramiko import paramiko
+from .openssh_config import known_hosts_files as openssh_known_hosts
+from .openssh_config import openssh_client, run_ssh_g
 
 MAX_TRIES = 3
 USER_SSH_CONFIG = "~/.ssh/config"
@@ -49,18 +53,48 @@ class Target:
 
     @property
     def known_hosts_name(self) -> str:
-        """The name known_hosts files it under: ``host``, or ``[host]:port`` off port 22."""
-        name = self.host_key_alias or self.hostname
-        return name if self.port == 22 else f"[{name}]:{self.port}"
+        """The name known_hosts files it under: ``host``, ``[host]:port`` off port 22, or HostKeyAlias."""
+        if self.host_key_alias:  # OpenSSH: the alias alone, whatever the port
+            return self.host_key_alias
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
 
 # --- ~/.ssh/config -----------------------------------------------------------------------------
 
 
-def load_ssh_config(paths: Sequence[str] = (USER_SSH_CONFIG, SYSTEM_SSH_CONFIG)) -> paramiko.SSHConfig:
-    """The user's then the system's ssh config as one (first value wins, as in OpenSSH), with
-    ``Include`` expanded (paramiko does not read it)."""
-    parts = []
+@dataclass(frozen=True)
+class SSHConfig:
+    """The ssh config files a resolution reads; ``openssh`` is the ssh that answers for them
+    (``ssh -G``), or None where the fallback parser (paramiko, ``parsed``) does."""
+
+    paths: tuple[str, ...]
+    parsed: paramiko.SSHConfig | None = field(default=None, repr=False)
+    openssh: str | None = None
+
+
+def load_ssh_config(
+    paths: Sequence[str] = (USER_SSH_CONFIG, SYSTEM_SSH_CONFIG), *, use_openssh: bool | None = None
+) -> SSHConfig:
+    """The user's then the system's ssh config. Resolved by OpenSSH (``ssh -G``) where an OpenSSH
+    client can answer for these files (``use_openssh`` None: when ``openssh_client`` finds one);
+    otherwise parsed here as one file (first value wins, as in OpenSSH), ``Include`` expanded."""
+    default = (USER_SSH_CONFIG, SYSTEM_SSH_CONFIG)
+    openssh = None if use_openssh is False else openssh_client(paths, default)
+    if use_openssh and openssh is None:
+        openssh = shutil.which("ssh")
+    try:
+        parsed = parse_ssh_config(paths)
+    except UsageError:
+        if openssh is None:
+            raise
+        parsed = None  # OpenSSH answers; it reports a broken config in its own words
+    return SSHConfig(tuple(paths), parsed, openssh)
+
+
+def parse_ssh_config(paths: Sequence[str], first: str = "") -> paramiko.SSHConfig:
+    """The fallback parser: paramiko's, over the files with Include expanded and a few of its
+    differences from OpenSSH smoothed out (see ``_read_config_text``); ``first`` goes before them."""
+    parts = [first] if first else []
     for path in paths:
         full = os.path.expanduser(path)
         base = os.path.dirname(full)
@@ -75,29 +109,78 @@ def load_ssh_config(paths: Sequence[str] = (USER_SSH_CONFIG, SYSTEM_SSH_CONFIG))
         raise UsageError(f"cannot read the ssh config ({', '.join(paths)}): {_one_line(exc)}; fix it or use --via openssh") from exc
 
 
+MAX_INCLUDE_DEPTH = 16  # OpenSSH's READCONF_MAX_DEPTH
+_KEYWORD = re.compile(r"\s*(\w+)(?:\s*=\s*|\s+)(.*)")
+
+
 def _read_config_text(path: str, base: str, depth: int) -> str:
+    """The file with ``Include`` (also ``Include=...``) expanded in place. After an included file,
+    the including file's current ``Host``/``Match`` line is repeated, so that the lines after the
+    Include stay in their own block (not the included file's last one). Deeper than OpenSSH's 16
+    levels is the error OpenSSH gives, at once (six files including each other took 34 s)."""
+    if depth > MAX_INCLUDE_DEPTH:
+        raise UsageError(f"cannot read the ssh config: too many recursive configuration includes (in {path}); fix the Include lines")
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             lines = handle.read().splitlines()
     except OSError:
         return ""
     out = []
+    block = "Host *"
     for line in lines:
-        words = line.strip().split(None, 1)
-        if words and words[0].lower() == "include" and len(words) == 2 and depth < 8:
-            for pattern in words[1].split():
-                pattern = os.path.expanduser(pattern.strip('"'))
+        match = _KEYWORD.match(line)
+        keyword = match.group(1).lower() if match else ""
+        if match and keyword not in ("host", "match", "include"):
+            line = _without_comment(line)
+        if keyword == "match":
+            line = _match_lowercased(match.group(2))
+        if keyword in ("host", "match"):
+            block = line.strip()
+        if keyword == "include":
+            for pattern in split_config_words(match.group(2)):
+                pattern = os.path.expanduser(pattern)
                 if not os.path.isabs(pattern):
                     pattern = os.path.join(base, pattern)
                 for included in sorted(glob.glob(pattern)):
                     out.append(_read_config_text(included, base, depth + 1))
-        elif words and words[0].lower().rstrip("=").split("=")[0] in _WORD_LIST_KEYWORDS:
+            out.append(block)
+        elif keyword in _WORD_LIST_KEYWORDS:
             # paramiko strips one pair of outer quotes (`"a b" "c d"` -> `a b" "c d`); a trailing
             # comment word keeps the value whole for split_config_words, which drops it.
             out.append(line + " #")
         else:
             out.append(line)
     return "\n".join(out)
+
+
+def _without_comment(line: str) -> str:
+    """The line without a trailing ``# comment`` (an unquoted word starting with #), as OpenSSH reads it."""
+    quote = None
+    for i, c in enumerate(line):
+        if quote is None and c in "'\"":
+            quote = c
+        elif c == quote:
+            quote = None
+        elif quote is None and c == "#" and i > 0 and line[i - 1].isspace():
+            return line[:i].rstrip()
+    return line
+
+
+def _match_lowercased(criteria: str) -> str:
+    """``Match Host x User y`` as ``Match host x user y``: OpenSSH takes criteria in any case,
+    paramiko only in lower case (it took ``Host`` for always true)."""
+    words = split_config_words(criteria)
+    out, expect_argument = [], False
+    for word in words:
+        if expect_argument:
+            out.append(word)
+            expect_argument = False
+            continue
+        negated = word.startswith("!")
+        name = word[1:].lower() if negated else word.lower()
+        out.append(("!" if negated else "") + name)
+        expect_argument = name not in ("all", "canonical", "final")
+    return "Match " + " ".join(f'"{w}"' if any(c.isspace() for c in w) else w for w in out)
 
 
 _WORD_LIST_KEYWORDS = ("userknownhostsfile", "globalknownhostsfile")
@@ -108,16 +191,29 @@ def resolve_target(
     *,
     port: int | None = None,
     user: str | None = None,
-    config: paramiko.SSHConfig | None = None,
+    config: SSHConfig | None = None,
 ) -> Target:
     """What OpenSSH would connect to for ``host``: its ``HostName``, ``Port``, ``User``, ... from the ssh
     config; ``port`` and ``user`` given here win, as ``ssh -p`` and ``ssh -l`` do."""
     if not host or host.startswith("-") or any(c.isspace() for c in host):
         raise UsageError(f"{host!r} is not a host name")
     config = load_ssh_config() if config is None else config
+    if config.openssh is not None:
+        return _target_from_openssh(host, port, user, config)
+    parsed = config.parsed
+    if port or user:
+        # ssh -p/-l set Port/User before any config line is read, so Match user, %r and %p see them:
+        # the same as a first block that sets them.
+        given = (f"  Port {port}\n" if port else "") + (f"  User {user}\n" if user else "")
+        parsed = parse_ssh_config(config.paths, first=f"Host *\n{given}")
     try:
-        options = config.lookup(host)
+        options = parsed.lookup(host)
     except Exception as exc:  # Match exec without invoke installed, bad tokens, ...
+        if "invoke" in str(exc):
+            raise UsageError(
+                "the ssh config has a Match exec line, which metis-env's fallback ssh config reader does not run; "
+                "use --via openssh, or let OpenSSH read the config (ssh installed, $HOME your home directory)"
+            ) from None
         raise UsageError(f"cannot apply the ssh config for {host}: {_one_line(exc)}; use --via openssh") from exc
 
     def number(name: str) -> float | None:
@@ -154,6 +250,57 @@ def resolve_target(
         strict_host_key_checking=_strictness(options.get("stricthostkeychecking", "ask")),
         identity_files=tuple(options.get("identityfile", ())) or DEFAULT_IDENTITIES,
         identities_only=str(options.get("identitiesonly", "no")).lower() == "yes",
+    )
+
+
+def _target_from_openssh(host: str, port: int | None, user: str | None, config: SSHConfig) -> Target:
+    """The Target from ``ssh -G``'s answer. IdentityFile's tokens are expanded here (``ssh -G``
+    prints them as written); a User equal to the local name counts as unset (OpenSSH prints it as the
+    default), so that sync asks once."""
+    config_file = None if len(config.paths) != 1 else config.paths[0]
+    options = run_ssh_g(config.openssh, host, port=port, user=user, config_file=config_file)
+
+    def one(key: str) -> str | None:
+        values = options.get(key)
+        return None if not values or values[0].lower() == "none" else values[0]
+
+    try:
+        final_port = int(one("port") or 22)
+        connect_timeout = float(one("connecttimeout")) if one("connecttimeout") else None
+    except ValueError:
+        raise UsageError(f"ssh -G {host}: cannot read its Port or ConnectTimeout") from None
+    hostname = one("hostname") or host
+    final_user = user or one("user")
+    if not user and final_user == getpass.getuser():
+        final_user = None
+    alias = one("hostkeyalias")
+    tokens = expansion_tokens(alias=host, hostname=hostname, port=final_port, user=final_user, host_key_alias=alias)
+    own_user_files: tuple[str, ...] = ()
+    own_global_files: tuple[str, ...] = ()
+    if config.parsed is not None:
+        with contextlib.suppress(Exception):  # only to read quoted paths with spaces; OpenSSH decides
+            raw = config.parsed.lookup(host)
+            own_user_files = known_hosts_paths(raw.get("userknownhostsfile"), tokens) or DEFAULT_KNOWN_HOSTS
+            own_global_files = known_hosts_paths(raw.get("globalknownhostsfile"), tokens) or DEFAULT_GLOBAL_KNOWN_HOSTS
+    identities = tuple(
+        expand_tokens(path, tokens) if not path.startswith("~") else "~" + expand_tokens(path[1:], tokens)
+        for path in options.get("identityfile", [])
+    )
+    return Target(
+        alias=host,
+        hostname=hostname,
+        port=final_port,
+        user=final_user,
+        connect_timeout=connect_timeout,
+        proxy_jump=one("proxyjump"),
+        proxy_command=one("proxycommand"),
+        host_key_alias=alias,
+        known_hosts_files=openssh_known_hosts(one("userknownhostsfile"), own_user_files) or ("/dev/null",),
+        global_known_hosts_files=openssh_known_hosts(one("globalknownhostsfile"), own_global_files) or ("/dev/null",),
+        hash_known_hosts=(one("hashknownhosts") or "no").lower() == "yes",
+        strict_host_key_checking=_strictness(one("stricthostkeychecking") or "ask"),
+        identity_files=identities or DEFAULT_IDENTITIES,
+        identities_only=(one("identitiesonly") or "no").lower() == "yes",
     )
 
 
@@ -242,7 +389,7 @@ def known_hosts_paths(value: str | None, tokens: dict[str, str]) -> tuple[str, .
     return tuple(expand_tokens(word, tokens) for word in words)
 
 
-def _parse_jump(spec: str, config: paramiko.SSHConfig) -> tuple[Target, str]:
+def _parse_jump(spec: str, config: SSHConfig) -> tuple[Target, str]:
     """``[user@]host[:port]`` or ``ssh://[user@]host[:port]`` -> the jump target and its user."""
     if "," in spec:
         raise UsageError(
@@ -259,6 +406,9 @@ def _parse_jump(spec: str, config: paramiko.SSHConfig) -> tuple[Target, str]:
     if jump.proxy_jump or jump.proxy_command:
         raise UsageError(f"the jump host {host} has its own ProxyJump/ProxyCommand; use --via openssh")
     return jump, jump.user or getpass.getuser()
+
+
+parse_jump = _parse_jump  # doctor asks what sync would: the same refusal, word for word
 
 
 def _one_line(exc: BaseException) -> str:

@@ -23,12 +23,20 @@ from ...errors import (
     UsageError,
 )
 from ._paramiko import paramiko
-from .config import Target, _one_line, _parse_jump, load_ssh_config, MAX_TRIES
+from .config import SSHConfig, Target, _one_line, _parse_jump, load_ssh_config, MAX_TRIES
 from .known_hosts import _preferred_algorithms, fingerprint, host_matches, key_label, load_known_hosts
 from .prompts import _PromptsOnCallerThread
-from .remote import Prompter, RemoteFile, _natural
+from .remote import Prompter, RemoteFile, _natural, kind_phrase, refuse_too_many
 from .sftp import DirEntry, FileChangedError, SFTPError, SFTPSession
 from .watchdog import _Watchdog
+
+MAX_EMPTY_ROUNDS = 8  # OpenSSH's PAM login sends one empty round after the code
+MAX_SERVER_TEXT = 300
+
+
+class _HostileServer(paramiko.SSHException):
+    """Raised in paramiko's thread to stop a login the server drags on; ``_Login.refusal`` says why."""
+
 
 class _Login:
     """One fetch: connect (maybe through a jump host), check the host key, log in, read the files."""
@@ -50,6 +58,9 @@ class _Login:
         self.phase = "connecting"
         self.where = ""
         self.transports: list[paramiko.Transport] = []
+        self.rounds = self.empty_rounds = 0
+        self.shown: set[str] = set()
+        self.refusal: str | None = None  # why we stopped a hostile server, when we did
 
     def phase_is(self, phase: str, where: str | None = None) -> None:
         self.phase = phase
@@ -119,6 +130,13 @@ class _Login:
         if any(k.blob == blob and k.key_type == key.get_name() for k in plain):
             self.ui.progress(f"host key ok ({label})")
             return
+        authorities = [k for k in entries if k.marker == "@cert-authority"]
+        if authorities:
+            # Trust through a host CA must not silently turn into trust on first use.
+            raise UnknownHostKeyError(
+                f"{authorities[0].where} trusts {name} through a host certificate authority (@cert-authority), "
+                "which metis-env's own SSH does not verify; use --via openssh (OpenSSH checks host certificates)"
+            )
         same_type = [k for k in plain if k.key_type == key.get_name()]
         if same_type or plain:
             old = (same_type or plain)[0]
@@ -232,12 +250,21 @@ class _Login:
 
             def handler(title: str, instructions: str, prompts: Sequence[tuple[str, bool]]) -> list[str]:
                 nonlocal answered
+                self.rounds += 1
+                if not prompts:
+                    self.empty_rounds += 1
+                    if self.empty_rounds > MAX_EMPTY_ROUNDS:
+                        self.refusal = (
+                            f"{target.display} sent {self.empty_rounds} keyboard-interactive rounds that ask nothing "
+                            f"(a login takes one or two); stopped there. The login node is broken or hostile; try again later"
+                        )
+                        raise _HostileServer(self.refusal)
+                    self.show_server_text(title, instructions)
+                    return []  # nothing for the person to do: the server's clock keeps running
                 with self.watchdog.paused():
-                    for text in (title, instructions):
-                        if text and text.strip():
-                            self.ui.progress(printable(text.strip()))
+                    self.show_server_text(title, instructions)
                     answers = [self.read_answer(printable(text), echo) for text, echo in prompts]
-                answered = answered or bool(prompts)
+                answered = True
                 return answers
 
             try:
@@ -248,6 +275,8 @@ class _Login:
             except paramiko.BadAuthenticationType:
                 raise
             except paramiko.AuthenticationException as exc:
+                if self.refusal is not None:
+                    raise ConnectionFailedError(self.refusal) from exc
                 if self.watchdog.expired:
                     raise
                 closed = not transport.is_active()
@@ -276,6 +305,15 @@ class _Login:
                     f"{target.display} wants another step after the passcode ({', '.join(remaining)}); use --via openssh"
                 )
 
+    def show_server_text(self, *texts: str) -> None:
+        """The server's title and instructions on stderr, each distinct text once and cut to one line
+        of at most MAX_SERVER_TEXT characters, so that a server cannot flood the terminal."""
+        for text in texts:
+            text = printable(" ".join(text.split()))
+            if text and text not in self.shown:
+                self.shown.add(text)
+                self.ui.progress(text if len(text) <= MAX_SERVER_TEXT else text[:MAX_SERVER_TEXT] + "...")
+
     def read_answer(self, prompt: str, echo: bool) -> str:
         if self.passcode_stdin is not None and not echo:
             line = self.passcode_stdin.readline()
@@ -293,10 +331,11 @@ class _Login:
         # OpenSSH opens a session channel with a zero window until the subsystem runs, so nothing can
         # be sent ahead of its reply: wait for it, then send INIT and OPENDIR together.
         channel.invoke_subsystem("sftp")
-        session = SFTPSession(channel)
+        session = SFTPSession(channel, on_packet=self.watchdog.restart)
         self.phase_is("listing the home directory")
         entries = session.start_and_list_dir(".")
         matches = sorted((e for e in entries if fnmatch.fnmatchcase(e.name, pattern)), key=lambda e: _natural(e.name))
+        refuse_too_many([e.name for e in matches], [e.size or 0 for e in matches], target.display, pattern)
         _refuse_unusable(matches, target)
         if not matches:
             return []
@@ -329,7 +368,7 @@ def _refuse_unusable(matches: Sequence[DirEntry], target: Target) -> None:
     for entry in matches:
         name = printable(entry.name)
         if entry.kind != "file":
-            problems.append(f"{name} is a {entry.kind}, not a plain file")
+            problems.append(f"{name} is {kind_phrase(entry.kind)}, not a plain file")
         elif entry.size is None:
             problems.append(f"{name} has no size in the listing")
         elif entry.size > MAX_FILE_BYTES:
@@ -352,7 +391,7 @@ def fetch_endpoint_files(
     accept_new_host_key: bool = False,
     passcode_stdin: IO[str] | None = None,
     max_tries: int = MAX_TRIES,
-    config: paramiko.SSHConfig | None = None,
+    config: SSHConfig | None = None,
 ) -> list[RemoteFile]:
     """Log in once and return every file in the home directory whose name matches ``pattern``.
 
@@ -400,6 +439,18 @@ def fetch_endpoint_files(
 
 def _broken(login: _Login, exc: BaseException) -> MetisEnvError:
     where = login.where or "the login node"
+    if login.refusal is not None:
+        return ConnectionFailedError(login.refusal)
+    if login.watchdog.over_total:
+        return ConnectionFailedError(
+            f"{where} kept the sync going for {login.watchdog.total:g} s of server time without finishing "
+            f"(while {login.phase}); stopped there; try again later, or raise --timeout"
+        )
+    if login.watchdog.expired and login.phase == "logging in" and login.empty_rounds > 1:
+        return ConnectionFailedError(
+            f"{where} kept sending keyboard-interactive rounds that ask nothing for {login.timeout:g} s "
+            "without finishing the login; stopped there; try again later"
+        )
     if login.watchdog.expired or isinstance(exc, socket.timeout):
         return ConnectionFailedError(
             f"{where} stopped answering while {login.phase} (nothing for {login.timeout:g} s); "

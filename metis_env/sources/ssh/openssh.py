@@ -21,7 +21,7 @@ from ...errors import (
     RemoteFilesError,
     UnknownHostKeyError,
 )
-from .remote import Prompter, RemoteFile, _natural
+from .remote import MAX_FILES, MAX_TOTAL_BYTES, Prompter, RemoteFile, _natural, kind_phrase
 
 # --- the system ssh ----------------------------------------------------------------------------
 
@@ -30,8 +30,12 @@ LC_ALL=C; export LC_ALL
 cd || exit 97
 pattern=%(pattern)s
 token=%(token)s
+count=0
+total=0
 for f in * .[!.]* ..?*; do
   case $f in $pattern) ;; *) continue ;; esac
+  count=$((count + 1))
+  if [ "$count" -gt %(max_files)d ]; then printf '\n%%s toomany\n' "$token"; exit 0; fi
   size=0
   if [ -L "$f" ]; then kind=link
   elif [ -d "$f" ]; then kind=directory
@@ -39,6 +43,8 @@ for f in * .[!.]* ..?*; do
   elif [ -e "$f" ]; then kind=special
   else continue
   fi
+  total=$((total + size))
+  if [ "$total" -gt %(max_total)d ]; then printf '\n%%s toobig\n' "$token"; exit 0; fi
   printf '\n%%s %%s %%s %%s\n%%s\n' "$token" "$kind" "$size" "${#f}" "$f"
   if [ "$kind" = file ] && [ "$size" -le %(max)d ]; then
     dd if="$f" bs=%(limit)d count=1 2>/dev/null || exit 98
@@ -73,6 +79,8 @@ def fetch_with_openssh(
         "token": token,
         "max": MAX_FILE_BYTES,
         "limit": MAX_FILE_BYTES + 1,
+        "max_files": MAX_FILES,
+        "max_total": MAX_TOTAL_BYTES,
     }
     alive = max(1, math.ceil(timeout / 3))
     argv = [*ssh_command, "-T", "-o", f"ConnectTimeout={max(1, math.ceil(timeout))}",
@@ -172,6 +180,12 @@ exit 1
 
 
 def _ssh_failure(host: str, code: int, messages: str) -> MetisEnvError:
+    # ssh's own failures exit 255; any other status is the remote shell's, whose stderr (say, cat's
+    # "Permission denied" on an unreadable file) must not be read as ssh's login messages.
+    if code != 255:
+        if code in (97, 98):
+            return RemoteFilesError(f"the remote shell on {host} could not read the home directory or a file in it (see its message above)")
+        return ConnectionFailedError(f"the remote shell on {host} failed with exit status {code} (see its message above)")
     if "IDENTIFICATION HAS CHANGED" in messages or "has changed and you have requested strict" in messages:
         return HostKeyChangedError(f"ssh refused {host}: its host key changed (see ssh's warning above)")
     if "Host key verification failed" in messages or "No ED25519 host key is known" in messages:
@@ -180,14 +194,15 @@ def _ssh_failure(host: str, code: int, messages: str) -> MetisEnvError:
         )
     if "Permission denied" in messages or "Too many authentication failures" in messages:
         return AuthenticationError(f"ssh could not log in to {host} (see ssh's message above)")
-    if code in (97, 98):
-        return RemoteFilesError(f"the remote shell on {host} could not read the home directory or a file in it")
     return ConnectionFailedError(f"ssh to {host} failed with exit status {code} (see ssh's message above)")
 
 
 def parse_boundary_output(output: bytes, token: str, host: str) -> list[RemoteFile]:
     """Parse what ``_REMOTE_SCRIPT`` printed; refuse what is not a plain file of at most 64 KiB."""
     marker = b"\n" + token.encode() + b" "
+    for word, limit in ((b"toomany", f"more than {MAX_FILES} files match"), (b"toobig", f"the matching files hold more than {MAX_TOTAL_BYTES // (1024 * 1024)} MiB together")):
+        if marker + word + b"\n" in output:
+            raise RemoteFilesError(f"on {host}: {limit}, over the limit; nothing was read")
     if marker + b"done\n" not in output:
         raise ConnectionFailedError(f"the output of ssh {host} ended early (no end marker); try again")
     files: list[RemoteFile] = []
@@ -211,7 +226,7 @@ def parse_boundary_output(output: bytes, token: str, host: str) -> list[RemoteFi
             raise ConnectionFailedError(f"cannot parse the output of ssh {host}: {printable(name)} has no end marker")
         data = output[body_start:end]
         if kind != "file":
-            problems.append(f"{printable(name)} is a {kind.replace('link', 'symbolic link')}, not a plain file")
+            problems.append(f"{printable(name)} is {kind_phrase(kind.replace('link', 'symbolic link'))}, not a plain file")
         elif size > MAX_FILE_BYTES:
             problems.append(f"{printable(name)} is {size} bytes, over the {MAX_FILE_BYTES // 1024} KiB limit")
         elif len(data) != size:

@@ -24,6 +24,7 @@ ATTR_EXTENDED = 0x80000000
 
 CHUNK_BYTES = 32768  # what every SFTP server must accept in one READ (draft-ietf-secsh-filexfer-02)
 _MAX_PACKET = 256 * 1024 + 1024
+MAX_LISTING_ENTRIES = 100_000  # a home directory's names; a server sending more is stopped there
 
 
 class SFTPError(Exception):
@@ -58,8 +59,9 @@ class DirEntry:
 class SFTPSession:
     """Requests go out as soon as their inputs are known; replies are matched by request id."""
 
-    def __init__(self, channel) -> None:
+    def __init__(self, channel, on_packet: Callable[[], None] = lambda: None) -> None:
         self._channel = channel
+        self._on_packet = on_packet  # the server said something (a login's silence clock restarts)
         self._buffer = bytearray()
         self._next_id = 1
         self._replies: dict[int, tuple[int, bytes]] = {}
@@ -108,6 +110,10 @@ class SFTPSession:
             kind, body = self._reply(in_flight.pop(0))
             if kind == FXP_NAME:
                 entries.extend(_parse_names(body))
+                if len(entries) > MAX_LISTING_ENTRIES:
+                    raise SFTPError(
+                        f"the listing of {path} goes past {MAX_LISTING_ENTRIES} names; refusing to read more"
+                    )
             elif kind == FXP_STATUS and _status_code(body) == FX_EOF:
                 done = True
             else:
@@ -185,6 +191,9 @@ class SFTPSession:
             if len(body) < 4:
                 raise SFTPError(f"short SFTP packet of type {kind}")
             reply_id = struct.unpack(">I", body[:4])[0]
+            if reply_id >= self._next_id or reply_id in self._replies:
+                # Kept, such replies would pile up without bound: a server that sends them is broken.
+                raise SFTPError(f"the server answered request {reply_id}, which was never sent or was already answered")
             if reply_id in self._unawaited:
                 self._unawaited.discard(reply_id)
             else:
@@ -203,6 +212,7 @@ class SFTPSession:
         if not 1 <= length <= _MAX_PACKET:
             raise SFTPError(f"SFTP packet of {length} bytes is out of bounds")
         packet = self._read_exactly(length)
+        self._on_packet()
         return packet[0], packet[1:]
 
     def _read_exactly(self, count: int) -> bytes:
@@ -251,13 +261,19 @@ def _unexpected(kind: int, body: bytes, doing: str) -> SFTPError:
 
 
 def _parse_names(body: bytes) -> list[DirEntry]:
+    """A NAME reply's entries; a malformed one (short, a count past its end) is an SFTPError."""
+    if len(body) < 4:
+        raise SFTPError("malformed SFTP NAME reply (no count)")
     (count,) = struct.unpack_from(">I", body, 0)
     offset = 4
     entries = []
     for _ in range(count):
-        raw_name, offset = _unstring(body, offset)
-        _, offset = _unstring(body, offset)  # the ls -l style long name
-        mode, size, offset = _parse_attrs(body, offset)
+        try:
+            raw_name, offset = _unstring(body, offset)
+            _, offset = _unstring(body, offset)  # the ls -l style long name
+            mode, size, offset = _parse_attrs(body, offset)
+        except SFTPError as exc:
+            raise SFTPError(f"malformed SFTP NAME reply ({exc})") from None
         entries.append(DirEntry(raw_name.decode("utf-8", "surrogateescape"), mode, size))
     return entries
 

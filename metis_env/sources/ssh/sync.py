@@ -120,11 +120,21 @@ def parse_remote_files(files: list[RemoteFile], pattern: str, login: str) -> lis
             "(the pattern is the 'pattern' setting)"
         )
     endpoints = []
+    seen: dict[str, str] = {}
     for remote in files:
         try:
-            endpoints.append(parse_endpoint_file(remote.data, remote.name))
+            endpoint = parse_endpoint_file(remote.data, remote.name)
         except EndpointFileError as exc:
             raise EndpointFileError(f"on {login}: {exc}; nothing was changed") from exc
+        # metis_endpoint_1.txt and metis_endpoint_01.txt are one endpoint to a person, not two.
+        number = str(int(endpoint.id)) if endpoint.id.isdigit() else endpoint.id
+        if number in seen:
+            raise RemoteFilesError(
+                f"on {login}: {seen[number]} and {remote.name} both name endpoint {number}; "
+                "remove one of them; nothing was changed"
+            )
+        seen[number] = remote.name
+        endpoints.append(endpoint)
     return endpoints
 
 

@@ -8,6 +8,9 @@ import time
 from collections.abc import Iterator
 
 
+TOTAL_FACTOR = 4  # the whole login may take this many --timeout of server time
+
+
 class _Watchdog:
     """Closes the connection when the server stays silent for ``timeout`` seconds in one phase.
 
@@ -18,6 +21,12 @@ class _Watchdog:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.expired = False
+        # The whole login's server time (prompts excluded) is bounded too: a server that keeps each
+        # phase just alive (a byte at a time, endless empty rounds) cannot hold a sync forever.
+        self.total = TOTAL_FACTOR * timeout
+        self.over_total = False
+        self._total_deadline: float | None = None
+        self._paused_at = 0.0
         self._victims: list = []
         self._deadline: float | None = None
         self._paused = 0
@@ -30,6 +39,7 @@ class _Watchdog:
             self._victims.append(closeable)
 
     def start(self) -> None:
+        self._total_deadline = time.monotonic() + self.total
         self.restart()
         self._thread.start()
 
@@ -42,11 +52,15 @@ class _Watchdog:
     def paused(self) -> Iterator[None]:
         with self._cond:
             self._paused += 1
+            if self._paused == 1:
+                self._paused_at = time.monotonic()
         try:
             yield
         finally:
             with self._cond:
                 self._paused -= 1
+                if self._paused == 0 and self._total_deadline is not None:
+                    self._total_deadline += time.monotonic() - self._paused_at
                 self._deadline = time.monotonic() + self.timeout
                 self._cond.notify()
 
@@ -63,7 +77,12 @@ class _Watchdog:
                 if self._paused or self._deadline is None:
                     self._cond.wait()
                     continue
-                remaining = self._deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = self._deadline - now
+                if self._total_deadline is not None and self._total_deadline - now < remaining:
+                    remaining = self._total_deadline - now
+                    if remaining <= 0:
+                        self.over_total = True
                 if remaining <= 0:
                     self.expired = True
                     break

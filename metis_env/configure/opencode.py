@@ -1,0 +1,86 @@
+"""opencode (sst/opencode): a provider ``metis-<id>`` in opencode's global config.
+
+opencode reads ``$OPENCODE_CONFIG`` (a file merged over the global config) if set, else the global
+``$XDG_CONFIG_HOME/opencode/opencode.json`` (or ``opencode.jsonc``, JSONC with comments), default
+``~/.config/opencode/``. It does not use ``OPENAI_*`` for a model that is not OpenAI's, so Metis is a
+provider of its own through ``@ai-sdk/openai-compatible``. opencode cannot run a command for a key,
+but its plugins can: configure also writes a small plugin (``plugins/metis-env.js`` in the global
+config dir, loaded by opencode at start) whose ``chat.headers`` hook asks ``metis-env get key ID``
+for each request to a ``metis-*`` provider. No key is written; the provider's ``apiKey`` is
+``{env:OPENAI_API_KEY}`` as well, which ``metis-env run`` sets, should the plugin be removed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from . import formats
+from .core import Entry, home
+
+NAME = "opencode"
+SCHEMA = "https://opencode.ai/config.json"
+KEY_REFERENCE = "{env:OPENAI_API_KEY}"
+
+
+PLUGIN = """\
+// Written by metis-env configure (edits here are replaced): opencode's metis-* providers get the
+// current key from `metis-env get key ID` for each request, so that no key is kept on disk.
+import { execFileSync } from "node:child_process"
+
+export const MetisEnvKeys = async () => ({
+  "chat.headers": async (input, output) => {
+    const id = input?.model?.providerID ?? input?.provider?.info?.id
+    if (typeof id !== "string" || !id.startsWith("metis-")) return
+    const key = execFileSync("metis-env", ["get", "key", id.slice("metis-".length)], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "inherit"],
+    }).trim()
+    output.headers["Authorization"] = `Bearer ${key}`
+  },
+})
+"""
+
+
+def global_dir(environ: Mapping[str, str]) -> str:
+    xdg = environ.get("XDG_CONFIG_HOME")
+    return os.path.join(xdg if xdg and os.path.isabs(xdg) else os.path.join(home(environ), ".config"), "opencode")
+
+
+def extra_files(environ: Mapping[str, str]) -> list:
+    """Files wholly metis-env's that the config needs: the key plugin."""
+    return [(os.path.join(global_dir(environ), "plugins", "metis-env.js"), PLUGIN)]
+
+
+def config_path(environ: Mapping[str, str]) -> str:
+    explicit = environ.get("OPENCODE_CONFIG")
+    if explicit:
+        return os.path.abspath(explicit)
+    directory = global_dir(environ)
+    for name in ("opencode.jsonc", "opencode.json"):
+        if os.path.lexists(os.path.join(directory, name)):
+            return os.path.join(directory, name)
+    return os.path.join(directory, "opencode.json")
+
+
+def provider_config(entry: Entry) -> dict:
+    return {
+        "npm": "@ai-sdk/openai-compatible",
+        "name": entry.label,
+        "options": {"baseURL": entry.base_url, "apiKey": KEY_REFERENCE},
+        "models": {model: {"name": model} for model in entry.models},
+    }
+
+
+def apply(text: str | None, entry: Entry, path: str) -> str:
+    return formats.json_set(
+        text, ["provider", entry.provider], provider_config(entry), NAME, path, comments=True, new_doc={"$schema": SCHEMA}
+    )
+
+
+def section(text: str | None, entry: Entry, path: str):
+    return formats.json_get(text, ["provider", entry.provider], NAME, path, comments=True)
+
+
+def usage(entry: Entry) -> str:
+    return f"opencode run -m {entry.provider}/{entry.model} 'hi'"
