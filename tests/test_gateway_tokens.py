@@ -32,6 +32,7 @@ def gateway_export(base: str, token: str, model: str, endpoint: str, expires: st
         "OPENAI_API_KEY": token,
         "MODEL_NAME": model,
         "OPENAI_AGENTS_DISABLE_TRACING": "1",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "METIS_ENV_ENDPOINT": endpoint,
         "METIS_ENV_TOKEN_EXPIRES": expires,
     }
