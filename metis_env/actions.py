@@ -45,8 +45,10 @@ class Selection(namedtuple("Selection", "endpoint model warnings expires_at", de
     __slots__ = ()
 
 
-def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, settings: Settings) -> tuple[StoredEndpoint, str | None]:
-    """ENDPOINT as typed (number, file stem or a model name) -> the endpoint, and the model it named."""
+def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, settings: Settings,
+                    command: str = "export") -> tuple[StoredEndpoint, str | None]:
+    """ENDPOINT as typed (number, file stem or a model name) -> the endpoint, and the model it named;
+    ``command`` is how the suggestion to name one is worded (``run 1 -- ...``, ``get key 1``)."""
     if not endpoints:
         raise NotFoundError("no endpoints are stored yet; run metis-env sync (or metis-env import FILE)")
     listed = ", ".join(endpoints)
@@ -57,7 +59,7 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
                 return next(iter(endpoints.values())), None
             raise UsageError(
                 f"several endpoints are stored ({listed}) and none is the default; name one "
-                f"(metis-env export {next(iter(endpoints))}) or set a default: metis-env config set default_endpoint ID"
+                f"({_example(command, next(iter(endpoints)))}) or set a default: metis-env config set default_endpoint ID"
             )
         if spec not in endpoints:
             raise NotFoundError(
@@ -78,6 +80,12 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
             f"model {spec!r} is served by endpoints {', '.join(e.id for e in serving)}; name the endpoint and use --model"
         )
     raise NotFoundError(f"no endpoint or model {spec!r} is stored{_suggest(spec, _names(endpoints))}; stored endpoints: {listed}")
+
+
+def _example(command: str, endpoint_id: str) -> str:
+    if command == "run":
+        return f"metis-env run {endpoint_id} -- COMMAND"
+    return f"metis-env {command} {endpoint_id}"
 
 
 def choose_model(endpoint: StoredEndpoint, model: str | None, settings: Settings) -> str:
@@ -110,11 +118,11 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def select(store: Store, spec: str | None, model: str | None, settings: Settings) -> Selection:
+def select(store: Store, spec: str | None, model: str | None, settings: Settings, command: str = "export") -> Selection:
     endpoints = store.endpoints()
     if spec is None and model is not None and settings.default_endpoint is None and len(endpoints) > 1:
         spec = model  # `export --model X`: the one endpoint that serves X, as `export X` would pick
-    endpoint, named_model = choose_endpoint(endpoints, spec, settings)
+    endpoint, named_model = choose_endpoint(endpoints, spec, settings, command)
     if named_model is not None and model is not None and model != named_model:
         raise UsageError(f"{spec!r} names model {named_model!r}, but --model asks for {model!r}; give one of them")
     chosen = choose_model(endpoint, model or named_model, settings)
@@ -128,14 +136,15 @@ def select(store: Store, spec: str | None, model: str | None, settings: Settings
     return Selection(endpoint, chosen, tuple(warnings))
 
 
-def select_with_key(store: Store, spec: str | None, model: str | None, settings: Settings) -> tuple[Selection, str]:
+def select_with_key(store: Store, spec: str | None, model: str | None, settings: Settings,
+                    command: str = "export") -> tuple[Selection, str]:
     """The selection and its key, both from one generation of the store.
 
     A sync may replace the metadata and delete the old keys between our two reads; Store.api_key then
     returns the new key, which must not go out with the old base URL and model: select again.
     """
     for _attempt in range(5):
-        selection = select(store, spec, model, settings)
+        selection = select(store, spec, model, settings, command)
         if selection.endpoint.source == "gateway":  # a Globus token, refreshed when inside the margin
             from .sources.gateway.tokens import fresh_key
 
@@ -203,20 +212,53 @@ def _is_variable_name(name: str) -> bool:
     return bool(name) and not name[0].isdigit() and all(c.isascii() and (c.isalnum() or c == "_") for c in name)
 
 
-def export_command(spec: str | None, model: str | None, shell: str | None, unset: bool, settings: Settings | None = None) -> int:
-    """``metis-env export``: code on stdout and nothing else; on failure only the shell's ``false``."""
-    shell_name = render.shell_from_env(os.environ.get("SHELL")) if shell is None else None
+def export_command(spec: str | None, model: str | None, shell: str | None, unset: bool, settings: Settings | None = None,
+                   output: str | None = None) -> int:
+    """``metis-env export``: code on stdout and nothing else; on failure only the shell's ``false``.
+    With ``output``, the code goes to that file instead, mode 0600, written atomically."""
+    # Without --shell the code is the one form every POSIX shell and fish read alike, whatever $SHELL
+    # says: the shell that evaluates it is often not the login shell (a bash script run from fish).
+    shell_name = render.DEFAULT_SHELL if shell is None else None
     try:
         shell_name = shell_name or render.normalize_shell(shell)
         settings = settings or load_settings()
-        code, warnings = export_code(open_store(settings), settings, spec, model, shell_name, unset)
+        code, warnings = export_code(open_store(settings), settings, spec, model, shell_name, unset, portable=shell is None)
     except BaseException:  # any failure, a bug included, must make the user's eval fail too
-        sys.stdout.write(render.failure_code(shell_name or "sh"))
+        sys.stdout.write(render.failure_code(shell_name or render.DEFAULT_SHELL))
         raise
     for warning in warnings:
         warn(warning)
+    if output is not None:
+        write_private_file(output, code)
+        sys.stderr.write(f"metis-env: wrote {output} (mode 600); keep it out of version control\n")
+        return 0
     sys.stdout.write(code)
     return 0
+
+
+def write_private_file(path: str, text: str) -> None:
+    """``path`` mode 0600 whatever the umask, through a temp file beside it and ``os.replace``: a
+    reader sees the old file or the new one, never a half-written or briefly world-readable one."""
+    import tempfile
+
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+        raise
 
 
 def get_command(what: str, spec: str | None, settings: Settings | None = None) -> int:
@@ -230,13 +272,18 @@ def run_subcommand(spec: str | None, model: str | None, argv: Sequence[str], set
     return run_command(open_store(settings), settings, spec, model, argv)
 
 
-def export_code(store: Store, settings: Settings, spec: str | None, model: str | None, shell: str, unset: bool) -> tuple[str, tuple[str, ...]]:
-    """The code export prints, and the warnings it prints on stderr."""
+def export_code(store: Store, settings: Settings, spec: str | None, model: str | None, shell: str, unset: bool,
+                portable: bool = False) -> tuple[str, tuple[str, ...]]:
+    """The code export prints, and the warnings it prints on stderr; ``portable``: no --shell was
+    named, so refuse what fish could not read the same way (render.check_portable)."""
     if unset:  # the same names whatever the endpoint, so ENDPOINT and --model are accepted and ignored
         aliases = [alias for alias, _name in parse_aliases(settings.aliases or "", "aliases")]
         return render.render_unset(shell, EXPORTED_NAMES + tuple(aliases)), ()
     selection, key = select_with_key(store, spec, model, settings)
-    return render.render(shell, environment_for(selection, key, settings)), selection.warnings
+    env = environment_for(selection, key, settings)
+    if portable:
+        render.check_portable(env)
+    return render.render(shell, env), selection.warnings
 
 
 GET_FIELDS = ("key", "url", "models")
@@ -245,7 +292,7 @@ GET_FIELDS = ("key", "url", "models")
 def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> str:
     if what not in GET_FIELDS:
         raise UsageError(f"metis-env get takes one of: {', '.join(GET_FIELDS)}")
-    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings)
+    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings, f"get {what}")
     if what == "url":
         return endpoint.base_url
     if what == "models":
@@ -264,13 +311,16 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
     """Run argv with the variables in its environment, replacing this process where the OS allows."""
     if not argv:
         raise UsageError("nothing to run; usage: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS...]")
-    selection, key = select_with_key(store, spec, model, settings)
+    selection, key = select_with_key(store, spec, model, settings, "run")
     for warning in selection.warnings:
         warn(warning)
     env = dict(os.environ)
     env.update(environment_for(selection, key, settings))
     sys.stdout.flush()
     sys.stderr.flush()
+    from .coredump import restore_core_limit
+
+    restore_core_limit()  # the user's program keeps the core limit it would have had without us
     if os.name == "posix":
         try:
             os.execvpe(argv[0], list(argv), env)
@@ -286,7 +336,7 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
 
 def read_endpoint_source(source: str, endpoint_id: str | None, stdin=None) -> Endpoint:
     """One FILE argument of import (``-`` is stdin) -> a parsed Endpoint; the file is never read past the limit."""
-    from .endpoint import MAX_FILE_BYTES, parse_endpoint_file
+    from .endpoint import MAX_FILE_BYTES, endpoint_name_id, parse_endpoint_file
 
     if source == "-":
         if not endpoint_id:
@@ -302,6 +352,15 @@ def read_endpoint_source(source: str, endpoint_id: str | None, stdin=None) -> En
         raise EndpointFileError(f"{source}: is a directory, not an endpoint file") from None
     except OSError as exc:
         raise EndpointFileError(f"{source}: cannot read it: {exc.strerror}") from None
+    if not endpoint_id and endpoint_name_id(source) is None:
+        # `import random.txt` silently became endpoint "random": a file not named like an endpoint
+        # file must come with the id the user means.
+        from shlex import quote
+
+        raise EndpointFileError(
+            f"{source}: cannot tell the endpoint id from this file name (metis_endpoint_N.txt becomes endpoint N); "
+            f"pass it: metis-env import --id ID {quote(source)}"
+        )
     return parse_endpoint_file(data, source, endpoint_id)
 
 
@@ -316,8 +375,13 @@ def import_files(store: Store, sources: Sequence[str], endpoint_id: str | None, 
 
 
 def describe_changes(changes: Sequence[Change], dry_run: bool = False) -> list[str]:
-    would = "would be " if dry_run else ""
-    return [f"endpoint {c.id}: {would}{c.status}" + (f" ({c.detail})" if c.detail else "") for c in changes]
+    def status(text: str) -> str:  # "key rotated" -> "key would be rotated", "new" -> "would be new"
+        if not dry_run:
+            return text
+        what, _, how = text.rpartition(" ")
+        return f"{what} would be {how}" if what else f"would be {text}"
+
+    return [f"endpoint {c.id}: {status(c.status)}" + (f" ({c.detail})" if c.detail else "") for c in changes]
 
 
 def list_rows(store: Store, settings: Settings) -> list[dict]:

@@ -26,6 +26,7 @@ import json
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -129,7 +130,8 @@ def check_endpoint(
 ) -> CheckResult:
     """Check ``base_url`` with ``api_key``; ``models`` are the ones the endpoint file lists.
 
-    ``timeout`` bounds each connect and each read, in seconds. ``endpoint`` names the endpoint in
+    ``timeout`` bounds the whole check, in seconds: every connect, read and fallback request together
+    (a server that drips a byte every few seconds cannot keep it going). ``endpoint`` names the endpoint in
     the result (its id); the base URL by default.
     """
     scrub = _Scrubber(api_key)
@@ -212,7 +214,7 @@ def _check_by_chat(client: _Client, result: _ResultFactory, models: tuple[str, .
             served[name] = False
             words.append(f"{name} refused (HTTP {answer.status}{answer.error_detail(', ')})")
         else:
-            words.append(f"{name} gave {_unexpected_message(answer)}")
+            words.append(f"{name}: {_unexpected_message(answer)}")
     detail = f"{'; '.join(words)} ({why}, so each model was tried with a 1-token chat completion)"
     if first_ok is None:
         assert last is not None
@@ -355,6 +357,7 @@ class _Client:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
         self.scrub = scrub
         parts = urlsplit(base_url)
         self.host = parts.hostname or ""
@@ -375,9 +378,43 @@ class _Client:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         start = time.perf_counter()
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._timed_out()
+        outcome: list = []
+        # urllib's timeout bounds each socket operation, not the request: a server sending a byte just
+        # before each timeout (or a DNS lookup, which has no timeout) would keep it going. The request
+        # runs in a daemon thread and is abandoned at the deadline.
+        worker = threading.Thread(target=lambda: outcome.append(self._exchange(request, remaining)), daemon=True)
+        worker.start()
+        worker.join(remaining)
+        if not outcome:
+            raise self._timed_out()
+        status, headers, payload, failure = outcome[0]
+        if failure is not None:
+            # Raised outside any except block so that nothing the key could hide in is chained.
+            raise failure
+        latency_ms = round((time.perf_counter() - start) * 1000)
+        return _Answer(
+            url=shown,
+            status=status,
+            body=payload,
+            content_type=self.scrub((headers.get("Content-Type") or "").split(";")[0], limit=60),
+            latency_ms=latency_ms,
+            location=self.scrub(headers.get("Location") or "", limit=160),
+            scrub=self.scrub,
+        )
+
+    def _timed_out(self) -> _TransportError:
+        via = f" through the proxy {self.proxy_shown}" if self.proxy else ""
+        return _TransportError(TIMEOUT, f"{self.netloc} did not answer within {self.timeout:g} s{via}")
+
+    def _exchange(self, request: urllib.request.Request, remaining: float) -> tuple:
+        """(status, headers, body, None) or (None, None, None, the failure), never raising."""
+        status = headers = payload = None
         failure: _TransportError | None = None
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=remaining) as response:
                 payload = response.read(MAX_RESPONSE_BYTES)
                 status, headers = response.status, response.headers
         except urllib.error.HTTPError as exc:
@@ -390,19 +427,7 @@ class _Client:
                 exc.close()
         except Exception as exc:  # noqa: BLE001 - every failure becomes a result, described below
             failure = self._describe_failure(exc)
-        if failure is not None:
-            # Raised outside the except block so that nothing the key could hide in is chained.
-            raise failure
-        latency_ms = round((time.perf_counter() - start) * 1000)
-        return _Answer(
-            url=shown,
-            status=status,
-            body=payload,
-            content_type=self.scrub((headers.get("Content-Type") or "").split(";")[0], limit=60),
-            latency_ms=latency_ms,
-            location=self.scrub(headers.get("Location") or "", limit=160),
-            scrub=self.scrub,
-        )
+        return status, headers, payload, failure
 
     def _describe_failure(self, exc: BaseException) -> _TransportError:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc

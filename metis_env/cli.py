@@ -15,8 +15,9 @@ import click
 
 from . import __version__, actions, hooks
 from .errors import MetisEnvError
-from .main import debug_requested, report_error, split_global_options
-from .render import SHELLS, failure_code, normalize_shell, shell_from_env
+from .coredump import no_core_dumps
+from .reporting import debug_requested, report_error, split_global_options, usage_error_line
+from .render import DEFAULT_SHELL, SHELLS, failure_code, normalize_shell
 from .settings import SETTING_NAMES, STORES, Settings, env_name, load_settings, save_setting, with_overrides
 from .store import open_store
 
@@ -79,6 +80,13 @@ def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) 
     return [CompletionItem(v, help=h) for v, h in model_candidates(incomplete, spec)]
 
 
+def complete_shell(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """TAB on --shell: the output syntaxes."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(name) for name in SHELLS if name.startswith(incomplete.lower())]
+
+
 def endpoint_argument(func):
     return click.argument("endpoint", required=False, shell_complete=complete_endpoint)(func)
 
@@ -103,14 +111,14 @@ def cli(debug: bool, store: str | None) -> None:
 
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True, metavar="FILE... | -")
-@click.option("--id", "endpoint_id", metavar="ID", help="The endpoint id (default: N of metis_endpoint_N.txt, else the file name without .txt); needed with '-'.")
+@click.option("--id", "endpoint_id", metavar="ID", help="The endpoint id (default: N of metis_endpoint_N.txt); needed with '-' and for a file named otherwise.")
 @store_option
 @click.pass_context
 def import_command(ctx: click.Context, files: Sequence[str], endpoint_id: str | None, store: str | None) -> None:
     """Store endpoint files copied by hand, or pasted on stdin with '-'.
 
-    All files are checked before anything is stored; the key goes to the keyring, the rest to
-    endpoints.yaml.
+    metis_endpoint_N.txt becomes endpoint N. All files are checked before anything is stored; the
+    key goes to the store (the OS keyring, or keys.json with --store file), the rest to endpoints.yaml.
 
     \b
     Example:
@@ -148,10 +156,12 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @cli.command("export")
 @endpoint_argument
 @model_option
-@click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), help="Output syntax (default: from $SHELL, else bash).")
+@click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), shell_complete=complete_shell, help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
 @click.option("--unset", is_flag=True, help="Print the code that removes the same variables.")
+@click.option("--output", "-o", metavar="FILE", help="Write the code to FILE (mode 0600, atomically) instead of stdout, e.g. a .env file.")
 @click.pass_context
-def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool) -> int:
+def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool,
+                   output: str | None) -> int:
     """Print shell code that sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME and the names other
     clients read (OPENAI_API_BASE, SAMBANOVA_API_KEY with SAMBANOVA_API_BASE, ...; see the README).
 
@@ -164,9 +174,10 @@ def export_command(ctx: click.Context, endpoint: str | None, model: str | None, 
       eval "$(metis-env export 1)"
       metis-env export 2 --model Llama-4-Maverick-17B-128E-Instruct --shell fish | source
       eval "$(metis-env export --unset)"
+      metis-env export 1 --shell dotenv --output .env
     """
     settings = settings_from(ctx)
-    return actions.export_command(endpoint, model, shell, unset, settings)
+    return actions.export_command(endpoint, model, shell, unset, settings, output)
 
 
 class RunCommand(click.Command):
@@ -179,7 +190,10 @@ class RunCommand(click.Command):
             ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
             args = args[:cut]
         elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
-            raise click.UsageError("put -- before the command: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
+            words = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m"))]
+            if len(words) <= 1:  # `run 1`: an endpoint and no command at all
+                raise click.UsageError("nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
+            raise click.UsageError(f"put -- before the command: metis-env run {words[0]} -- {' '.join(words[1:])}", ctx)
         return super().parse_args(ctx, args)
 
 
@@ -219,28 +233,35 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
 
 @cli.command("check")
 @endpoint_argument
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (keys: see README).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS", help="Limit for each connect and read.")
+@click.option("--json", "as_json", is_flag=True, help="Print each result as one JSON object per line (keys: see README).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS", help="Limit for the whole check, every request together.")
 @click.pass_context
 def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeout: float) -> None:
     """Prove the stored key works: ask the endpoint for its models and report which are served.
+    Without ENDPOINT, every stored endpoint is checked (all at once).
 
-    Exit status: 0 ok, 12 key refused (run sync), 13 unreachable, 14 timeout, 15 bad answer.
+    Exit status: 0 ok, 12 key refused (run sync), 13 unreachable, 14 timeout, 15 bad answer (the
+    first failed endpoint's).
 
     \b
     Example:
       metis-env check 1
       metis-env check --json | jq .status
     """
-    from .check import check_endpoint, raise_for_result  # urllib and ssl: ~20 ms only this command needs
+    from .check_report import check_all, raise_for_results  # urllib and ssl: ~20 ms only this command needs
 
     settings = settings_from(ctx)
     store = open_store(settings)
-    selection, key = actions.select_with_key(store, endpoint, None, settings)  # key and URL of one sync
-    stored = selection.endpoint
-    result = check_endpoint(stored.base_url, key, stored.models, timeout, endpoint=stored.id)
-    click.echo(result.to_json() if as_json else result.summary())
-    raise_for_result(result)
+    specs = [endpoint] if endpoint is not None else list(store.endpoints()) or [None]
+    targets = []
+    for spec in specs:
+        selection, key = actions.select_with_key(store, spec, None, settings)  # key and URL of one sync
+        stored = selection.endpoint
+        targets.append((stored.id, stored.base_url, key, stored.models))
+    results = check_all(targets, timeout)
+    for result in results:
+        click.echo(result.to_json() if as_json else result.summary())
+    raise_for_results(results, at_terminal=not as_json and sys.stdout.isatty())
 
 
 @cli.command("doctor")
@@ -257,8 +278,9 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
       metis-env doctor
       metis-env doctor --json | jq -r '.findings[] | select(.status != "ok") | .fix'
     """
-    from . import doctor
+    from . import doctor, files
 
+    files.TIGHTEN_ON_READ = False  # doctor reports a loose config dir, it does not change it
     settings, settings_findings = doctor.load_settings_or_defaults(lambda: settings_from(ctx))
     findings = doctor.run_checks(settings, settings_findings=settings_findings)
     click.echo(doctor.format_json(findings) if as_json else doctor.format_report(findings), nl=False)
@@ -322,8 +344,7 @@ def config_list(ctx: click.Context) -> None:
     settings = settings_from(ctx)
     click.echo(f"config_dir: {settings.config_dir}")
     for name in SETTING_NAMES:
-        value = getattr(settings, name)
-        click.echo(f"{name}: {'' if value is None else value}")
+        click.echo(f"{name}: {format_setting(getattr(settings, name))}")
 
 
 @config_group.command("get")
@@ -331,19 +352,31 @@ def config_list(ctx: click.Context) -> None:
 @click.pass_context
 def config_get(ctx: click.Context, name: str) -> None:
     """Print one setting's effective value."""
-    value = getattr(settings_from(ctx), name)
-    click.echo("" if value is None else value)
+    click.echo(format_setting(getattr(settings_from(ctx), name)))
 
 
 @config_group.command("set")
 @click.argument("name", type=click.Choice(SETTING_NAMES))
 @click.argument("value")
 def config_set(name: str, value: str) -> None:
-    """Set a setting in config.yaml."""
-    settings = load_settings()
-    save_setting(settings.config_dir, name, value)
-    import os
+    """Set a setting in config.yaml, and say what was written where.
 
+    \b
+    Example:
+      metis-env config set default_endpoint 2
+      metis-env config set stale_after_days 14
+    """
+    settings = load_settings()
+    if name == "default_endpoint":
+        stored = open_store(settings).endpoints()  # the metadata only: no keyring
+        if value not in stored:
+            from .errors import NotFoundError
+
+            listed = f"stored: {', '.join(stored)}" if stored else "none is stored yet (metis-env sync)"
+            raise NotFoundError(f"no endpoint {value!r} is stored, so it cannot be the default; {listed}")
+    save_setting(settings.config_dir, name, value)
+    shown = value if os.environ.get(env_name(name)) else format_setting(getattr(load_settings(), name))
+    click.echo(f"metis-env: {name} set to {shown} in {config_path(settings)}", err=True)
     if os.environ.get(env_name(name)):
         actions.warn(f"{env_name(name)} is set in the environment and overrides config.yaml")
 
@@ -352,7 +385,25 @@ def config_set(name: str, value: str) -> None:
 @click.argument("name", type=click.Choice(SETTING_NAMES))
 def config_unset(name: str) -> None:
     """Remove a setting from config.yaml (back to its default)."""
-    save_setting(load_settings().config_dir, name, None)
+    settings = load_settings()
+    save_setting(settings.config_dir, name, None)
+    default = format_setting(getattr(Settings(config_dir=settings.config_dir), name)) or "none"
+    click.echo(f"metis-env: {name} removed from {config_path(settings)}; its default is {default}", err=True)
+
+
+def format_setting(value) -> str:
+    """A setting as config list shows it: 30, not 30.0; nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def config_path(settings: Settings) -> str:
+    from .paths import config_file
+
+    return str(config_file(settings.config_dir))
 
 
 @cli.command("configure")
@@ -417,7 +468,7 @@ def hook_command(target: str, show_path: bool, install: bool) -> None:
 
 
 @cli.command("sync")
-@click.option("--user", metavar="NAME", help="Your ALCF user name (default: config, ~/.ssh/config, else asked once and remembered).")
+@click.option("--user", metavar="NAME", help="Your ALCF user name (default: config, ~/.ssh/config, else asked once; remembered in config.yaml after a sync that works).")
 @click.option("--host", metavar="HOST", help="Login node or ~/.ssh/config alias (default: sambanova.alcf.anl.gov).")
 @click.option("--port", type=click.IntRange(1, 65535), metavar="N", help="SSH port (default: ~/.ssh/config, else 22).")
 @click.option("--passcode-stdin", is_flag=True, help="Read one passcode from stdin instead of the terminal (for scripts; no retry).")
@@ -447,6 +498,7 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
         settings = settings_from(ctx, store=store)
         for line in actions.describe_changes(sync_gateway(settings, open_store(settings))):
             click.echo(line, err=True)
+        _refresh_tool_configs(settings)
         return
     from .sources import ssh
     from .prompt import TerminalPrompter
@@ -460,6 +512,19 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
         click.echo(line, err=True)
     if not dry_run:
         _refresh_tool_configs(settings)
+        _remember_user(settings, user)
+
+
+def _remember_user(settings: Settings, user: str | None) -> None:
+    """--user is remembered in config.yaml after a sync that worked, as a prompted name is, unless a
+    user is configured already (config.yaml or METIS_ENV_USER). Quietly: the sync's report is
+    the last thing on stderr, and `config list` shows it."""
+    from .settings import read_config_file
+    from .paths import config_file
+
+    if not user or os.environ.get(env_name("user")) or read_config_file(config_file(settings.config_dir)).get("user"):
+        return
+    save_setting(settings.config_dir, "user", user)
 
 
 @cli.command("login")
@@ -488,6 +553,7 @@ def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_t
     changes = login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
     for line in actions.describe_changes(changes):
         click.echo(line, err=True)
+    _refresh_tool_configs(settings)
 
 
 @cli.command("logout")
@@ -525,14 +591,24 @@ def _shell_named(command: Sequence[str]) -> str | None:
 
 
 def run_cli(argv: Sequence[str]) -> int:
-    """Run the click CLI and map every error to its exit code (see main.report_error)."""
+    """Run the click CLI and map every error to its exit code (see reporting.report_error)."""
+    no_core_dumps(undumpable=True)  # most commands hold a key or a passcode at some point
     try:
         result = cli.main(args=list(argv), prog_name="metis-env", standalone_mode=False)
     except click.ClickException as exc:
         command = split_global_options(argv)[1]
         if command[:1] == ["export"]:  # eval "$(metis-env export --bogus)" must fail too
-            sys.stdout.write(failure_code(_shell_named(command) or shell_from_env(os.environ.get("SHELL"))))
-        exc.show()
+            sys.stdout.write(failure_code(_shell_named(command) or DEFAULT_SHELL))
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+            exc.show()  # `metis-env` alone: the help is the answer
+        elif isinstance(exc, click.UsageError):
+            path = exc.ctx.command_path if exc.ctx is not None else None
+            if path in (None, "metis-env") and command[:1] and command[0] in cli.commands:
+                path = f"metis-env {command[0]}"  # an option's missing value is blamed on the group
+            path = path or "metis-env"
+            sys.stderr.write(usage_error_line(exc.format_message(), path))
+        else:
+            sys.stderr.write(usage_error_line(exc.format_message(), None))
         return exc.exit_code
     except click.exceptions.Abort:
         sys.stderr.write("metis-env: interrupted\n")

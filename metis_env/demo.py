@@ -124,6 +124,9 @@ class DemoPrompter:
         return self.inner.ask(f"      {prompt}")
 
     def progress(self, message: str) -> None:
+        # A real token shows a new code after a refusal; the demo token keeps showing the one it showed
+        # (the login node's counter moves on a success only), so "wait for the next code" would be false.
+        message = message.replace("; wait for the next code (", "; type the code the demo token shows (")
         self.narrator.detail(f"metis-env: {message}")
 
 
@@ -252,10 +255,8 @@ def _run_steps(workdir: Path, servers: list, yes: bool, ui, narrator: Narrator, 
         if not result.ok:
             raise MetisEnvError(f"demo: check of endpoint {stored.id} failed: {result.message}")
 
-    shell = render.shell_from_env(os.environ.get("SHELL"))
-    code, _warnings = actions.export_code(store, settings, "1", None, shell, False)
-    hint = "metis-env export 1 | source" if shell == "fish" else 'eval "$(metis-env export 1)"'
-    narrator.step(f"{hint}   (metis-env export 1 prints this; {shell} syntax)")
+    code, _warnings = actions.export_code(store, settings, "1", None, render.DEFAULT_SHELL, False, portable=True)
+    narrator.step('eval "$(metis-env export 1)"   (metis-env export 1 prints this; bash, zsh, sh and fish read it alike)')
     narrator.detail(code.rstrip("\n"))
 
     narrator.step("python chat_completion.py '...'   (the example from ALCF's 'Using an inference endpoint' page)")

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shutil
+import shlex
 import stat
 import subprocess
 import time
@@ -226,7 +227,21 @@ def check_config_files(settings: Settings) -> list[Finding]:
         finding = _check_private_file(name, path_of(directory), secret)
         if finding is not None:
             findings.append(finding)
+    findings += check_temp_files(directory)
     return findings
+
+
+def check_temp_files(directory: str | os.PathLike) -> list[Finding]:
+    """Temp files an interrupted write left behind (a killed sync's .keys.json.*.tmp holds every key)."""
+    from .files import stale_temp_files
+
+    names = stale_temp_files(directory)
+    if not names:
+        return []
+    keys = " (with keys in them)" if any(n.startswith(".keys.json.") for n in names) else ""
+    paths = " ".join(shlex.quote(os.path.join(directory, n)) for n in names)
+    return [Finding("temp files", WARN, f"{len(names)} left in {directory} by an interrupted update{keys}: {', '.join(names)}",
+                    f"the next metis-env sync, import or forget removes them, or: rm {paths}")]
 
 
 def _check_private_file(name: str, path: Path, secret: bool) -> Finding | None:
@@ -267,13 +282,15 @@ def check_endpoints(settings: Settings, store: Store, broken_stores: frozenset[s
     for stored in endpoints.values():
         name = f"endpoint {stored.id}"
         age = stored.age_days()
-        when = f"synced {format_age(age)}" + (f" ({stored.source})" if stored.source else "")
+        event = "import" if stored.source.startswith("import") else "sync"  # what wrote it last
+        verb = "imported" if event == "import" else "synced"
+        when = f"{verb} {format_age(age)}" + (f" ({stored.source})" if stored.source and event == "sync" else "")
         if not stored.previous_fingerprint:
-            changed = "new at the last sync" if stored.source else "key history unknown"
+            changed = f"new at the last {event}" if stored.source else "key history unknown"
         elif stored.previous_fingerprint != stored.fingerprint:
-            changed = f"key changed at the last sync ({stored.previous_fingerprint} -> {stored.fingerprint})"
+            changed = f"key changed at the last {event} ({stored.previous_fingerprint} -> {stored.fingerprint})"
         else:
-            changed = "key unchanged at the last sync"
+            changed = f"key unchanged at the last {event}"
         if stored.store not in broken_stores:
             try:
                 store.api_key(stored)
@@ -410,12 +427,19 @@ def load_settings_or_defaults(load: Callable[[], Settings], environ: Mapping[str
         return load(), []
     except MetisEnvError as exc:
         values = {}
-        for name in SETTING_NAMES:  # the environment's values that are valid, config.yaml's are not read
+        with contextlib.suppress(MetisEnvError, OSError):  # config.yaml's valid values still count: one
+            from .settings import read_config_file  # bad timeout must not hide `store: file`
+
+            for name, value in read_config_file(paths.config_file(paths.config_dir(environ))).items():
+                with contextlib.suppress(MetisEnvError):
+                    if name in SETTING_NAMES:
+                        values[name] = coerce_setting(name, value, "config.yaml")
+        for name in SETTING_NAMES:  # then the environment's values that are valid
             with contextlib.suppress(MetisEnvError):
                 if environ.get(env_name(name)):
                     values[name] = coerce_setting(name, environ[env_name(name)], env_name(name))
         settings = Settings(config_dir=paths.config_dir(environ), **values)
-        return settings, [Finding("settings", PROBLEM, f"{exc}; doctor goes on with the defaults", "fix the value named, or delete config.yaml")]
+        return settings, [Finding("settings", PROBLEM, f"{exc}; doctor goes on with the valid settings and defaults for the rest", "fix the value named, or delete config.yaml")]
 
 
 def run_checks(
@@ -431,14 +455,23 @@ def run_checks(
     keyring_findings = check_keyring(settings, environ)
     findings += keyring_findings
     files = check_config_files(settings)
-    if any(f.name == "config.yaml" and f.status == PROBLEM for f in files):
+    dir_refused = any(f.name == "config dir" and f.status == PROBLEM for f in files)
+    if dir_refused or any(f.name == "config.yaml" and f.status == PROBLEM for f in files):
         findings = [f for f in findings if f.name != "settings"]  # the same cause, said once
+    if dir_refused and not environ.get(env_name("store")):
+        # config.yaml cannot be read, so which store it names is unknown: a keyring verdict on the
+        # default store would be a second, spurious problem for the one cause.
+        findings = [f for f in findings if f.name not in ("store", "keyring")]
     findings += files
     findings += check_ssh(settings)
     broken = {"keyring"} if any(f.status == PROBLEM for f in keyring_findings) else set()
     if any(f.name == "keys.json" and f.status == PROBLEM for f in findings):
         broken.add("file")
-    findings += check_endpoints(settings, store, frozenset(broken))
+    if not dir_refused:  # the endpoints live in the refused dir: its finding says it all
+        findings += check_endpoints(settings, store, frozenset(broken))
+        from .sources.gateway.diagnose import check_gateway
+
+        findings += check_gateway(settings, store)
     findings += check_hooks(environ)
     findings += check_openssh(settings)
     findings += check_tool_configs(settings, store)

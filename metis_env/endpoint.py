@@ -61,6 +61,12 @@ def mask_key(api_key: str) -> str:
     return f"{api_key[:3]}…{api_key[-4:]}"
 
 
+def endpoint_name_id(file_name: str) -> str | None:
+    """``.../metis_endpoint_2.txt`` -> ``2``; None for a name that is not an endpoint file's."""
+    match = _ENDPOINT_NAME.match(file_name.replace("\\", "/").rsplit("/", 1)[-1])
+    return match.group(1) if match else None
+
+
 def endpoint_id_from_name(file_name: str) -> str:
     """``metis_endpoint_2.txt`` -> ``2``; any other name -> its stem, if that is a plain word."""
     base = file_name.replace("\\", "/").rsplit("/", 1)[-1]

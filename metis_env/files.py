@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+TIGHTEN_ON_READ = True
+"""Readers chmod 700 a config dir others can write to; doctor, which changes nothing, turns it off."""
 
 
 def ensure_private_dir(directory: str | os.PathLike) -> str | os.PathLike:
@@ -39,6 +41,8 @@ def ensure_private_dir(directory: str | os.PathLike) -> str | os.PathLike:
 
 
 def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None = None) -> None:
+    """Refuse a symlink, a non-directory or another user's directory; tighten one that others can write
+    to (0700), readers included: in a 0777 directory anyone can swap or plant files beside ours."""
     info = info or os.lstat(directory)
     if stat.S_ISLNK(info.st_mode):
         raise StoreError(f"{directory} is a symbolic link; refusing to keep credentials there (remove the link)")
@@ -46,6 +50,11 @@ def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None 
         raise StoreError(f"{directory} is not a directory; move it away or set METIS_ENV_CONFIG_DIR")
     if info.st_uid != os.geteuid():
         raise StoreError(f"{directory} belongs to another user (uid {info.st_uid}); refusing to use it")
+    if stat.S_IMODE(info.st_mode) & 0o022 and TIGHTEN_ON_READ:
+        try:
+            os.chmod(directory, DIR_MODE)
+        except OSError as exc:
+            raise StoreError(f"{directory} is writable by other users and cannot be made private: {exc.strerror}; run: chmod 700 {directory}") from None
 
 
 def read_private_text(path: str | os.PathLike, *, secret: bool = False) -> str | None:
@@ -60,7 +69,9 @@ def read_private_text(path: str | os.PathLike, *, secret: bool = False) -> str |
     except FileNotFoundError:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a FIFO (or a device) planted under our name must not hang every command in
+        # open(); it is refused below, before anything is read.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -106,6 +117,40 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             pass
         raise
     _fsync_dir(parent)
+
+
+# What atomic_write_text leaves behind when it is killed between mkstemp and os.replace.
+_TEMP_NAME = re.compile(r"\.(keys\.json|endpoints\.yaml|pending\.json|config\.yaml)\..+\.tmp\Z")
+_CONFIG_TEMP_GRACE_SECONDS = 60  # config set writes without the writers' lock: spare one still being written
+
+
+def stale_temp_files(directory: str | os.PathLike) -> list[str]:
+    """Names of temp files an interrupted write left in the config dir (``.keys.json.*.tmp`` holds keys)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(name for name in names if _TEMP_NAME.match(name))
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[str]:
+    """Delete them; called by writers holding the lock, so no store write of ours is in flight. A
+    config.yaml temp file younger than a minute may be a ``config set`` still running: kept."""
+    import time
+
+    removed = []
+    for name in stale_temp_files(directory):
+        path = os.path.join(directory, name)
+        try:
+            info = os.lstat(path)
+            if name.startswith(".config.yaml.") and time.time() - info.st_mtime < _CONFIG_TEMP_GRACE_SECONDS:
+                continue
+            if info.st_uid == os.geteuid() and not stat.S_ISDIR(info.st_mode):
+                os.unlink(path)
+                removed.append(name)
+        except OSError:
+            pass
+    return removed
 
 
 def _fsync_dir(directory: str) -> None:

@@ -84,7 +84,7 @@ def install(target: str, environ: Mapping[str, str] = os.environ) -> tuple[Path,
     except (OSError, UnicodeDecodeError):
         status = "replaced"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(path.parent)
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -99,13 +99,54 @@ def install(target: str, environ: Mapping[str, str] = os.environ) -> tuple[Path,
     return path, status
 
 
-def install_message(target: str, path: Path, status: str) -> str:
-    """What ``--install`` tells on stderr: what it wrote, where, and the next step."""
+def _make_dirs(directory: Path) -> None:
+    """mkdir -p with 0755 whatever the umask: under umask 000 a world-writable folder would let another
+    user replace the file ~/.bashrc sources. The folder the file goes in, when ours and writable by
+    others (made so by an earlier install), is tightened too."""
+    missing = []
+    folder = directory
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(folder, 0o755)
+    info = directory.lstat()
+    if info.st_uid == os.geteuid() and info.st_mode & 0o022 and not directory.is_symlink():
+        os.chmod(directory, info.st_mode & 0o755)
+
+
+def install_message(target: str, path: Path, status: str, environ: Mapping[str, str] = os.environ) -> str:
+    """What ``--install`` tells on stderr: what it wrote, where, and the next step (none when the rc
+    file already sources it)."""
     import shlex
 
     what = {"new": "wrote", "updated": "updated", "replaced": "replaced", "unchanged": "already up to date:"}[status]
     kind = "use_metis for .envrc files" if target == "direnv" else f"metis-use, metis-unuse and completion for {target}"
+    rc = _rc_file(target, environ)
+    if rc is not None and _sources(rc, path, environ.get("HOME") or os.path.expanduser("~")):
+        shown = str(rc).replace(environ.get("HOME") or "\0", "~", 1)
+        return f"{what} {path} ({kind}); {shown} already sources it: nothing else to do"
     return f"{what} {path} ({kind}); " + HOOKS[target].next_step.format(path=shlex.quote(str(path)))
+
+
+def _rc_file(target: str, environ: Mapping[str, str]) -> Path | None:
+    home = Path(environ.get("HOME") or os.path.expanduser("~"))
+    if target == "bash":
+        return home / ".bashrc"
+    if target == "zsh":
+        return Path(environ["ZDOTDIR"]) / ".zshrc" if environ.get("ZDOTDIR") else home / ".zshrc"
+    return None
+
+
+def _sources(rc: Path, path: Path, home: str) -> bool:
+    """Whether a line of rc (not a comment) sources path, as the README's line does."""
+    try:
+        lines = rc.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    forms = {str(path), str(path).replace(home, "~", 1), str(path).replace(home, "$HOME", 1)}
+    return any(not line.strip().startswith("#") and any(form in line for form in forms) for line in lines)
 
 
 # --- completion candidates: from endpoints.yaml alone (no keyring, no network) ---------------------

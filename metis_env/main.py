@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from . import actions
-from .errors import MetisEnvError
-from .render import printable
+from .coredump import no_core_dumps
+from .reporting import debug_requested, report_error
 
 FAST_PATH_FORMS = {
     # command: (options taking a value -> canonical name, flags, positional arguments allowed)
@@ -66,49 +66,13 @@ def parse_fast(argv: Sequence[str]) -> tuple[str, dict, list[str], list[str]] | 
 
 
 def serve_fast(command: str, options: dict, positionals: list[str], tail: list[str]) -> int:
+    no_core_dumps()  # the key is about to be in this process's memory
     if command == "export":
         spec = positionals[0] if positionals else None
         return actions.export_command(spec, options.get("model"), options.get("shell"), options.get("unset", False))
     if command == "get":
         return actions.get_command(positionals[0], positionals[1] if len(positionals) > 1 else None)
     return actions.run_subcommand(positionals[0] if positionals else None, options.get("model"), tail)
-
-
-def report_error(exc: BaseException, debug: bool) -> int:
-    """The one place where an error becomes a line on stderr and an exit code."""
-    if debug:
-        import traceback
-
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    if isinstance(exc, MetisEnvError):
-        sys.stderr.write(f"metis-env: error: {printable(str(exc))}\n")
-        return exc.exit_code
-    if isinstance(exc, KeyboardInterrupt):
-        sys.stderr.write("metis-env: interrupted\n")
-        return 130
-    if isinstance(exc, BrokenPipeError):
-        return 141
-    sys.stderr.write(
-        f"metis-env: internal error ({type(exc).__name__}); this is a bug: please report it, with the output of "
-        "the same command run with --debug\n"
-    )
-    return 1
-
-
-GLOBAL_OPTIONS_WITH_VALUE = ("--store",)
-"""The click group's options that take a value (see cli.cli): needed to find where the command starts."""
-
-
-def split_global_options(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``--store file --debug export 1`` -> (``--store file --debug``, ``export 1``)."""
-    i = 0
-    while i < len(argv) and argv[i].startswith("-"):
-        i += 2 if argv[i] in GLOBAL_OPTIONS_WITH_VALUE else 1
-    return list(argv[:i]), list(argv[i:])
-
-
-def debug_requested(argv: Sequence[str]) -> bool:
-    return "--debug" in split_global_options(argv)[0] or os.environ.get("METIS_ENV_DEBUG", "") not in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

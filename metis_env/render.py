@@ -2,6 +2,11 @@
 
 Every value is quoted for its target so that nothing in it (quotes, ``$()``, backticks, newlines) can
 run in the user's shell; every statement ends with ``;`` so that the unquoted ``eval $(...)`` works too.
+
+The POSIX renderer (bash, zsh, sh and export's default) writes code that fish evaluates the same way
+(fish's ``export`` function, its quoting rules): the shell that evaluates ``eval "$(metis-env export)"``
+is not always the one ``$SHELL`` names (a bash script run by a fish user), so the default must not
+depend on guessing it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,51 @@ from .errors import UsageError
 
 def quote_posix(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
+
+
+# Characters that an unquoted ``eval $(...)`` would split on or glob with (bash's extglob ``+(...)``
+# included) before eval parses the text: none of them is ever written as itself (see quote_portable).
+_SPLIT_OR_GLOB = frozenset(" \t*?[(")
+
+
+def quote_portable(value: str) -> str:
+    r"""A value as one word that bash, zsh, dash, ksh and fish all read back byte for byte (newlines
+    excepted, which fish's ``export`` cannot take: see check_portable).
+
+    Plain runs go in single quotes; ``'``, ``\`` and ``$`` go outside them, in double quotes, where
+    both families read them alike (fish 3.6 misreads a ``$`` in single quotes after ``"$(...)"``); a blank or a glob character is written as ``"$(printf '\NNN')"``, so
+    that the text holds no blank and no glob character at all and an unquoted ``eval $(...)`` can
+    neither split a value nor expand a glob into file names. Example: ``k'; x *`` ->
+    ``'k'"'"';'"$(printf '\040')"'x'"$(printf '\040')""$(printf '\052')"``.
+    """
+    parts: list[str] = []
+    run: list[str] = []
+    for ch in value:
+        if ch in "'\\$" or ch in _SPLIT_OR_GLOB:
+            if run:
+                parts.append("'" + "".join(run) + "'")
+                run = []
+            if ch == "'":
+                parts.append('"\'"')
+            elif ch == "\\":
+                parts.append('"\\\\"')
+            elif ch == "$":
+                parts.append('"\\$"')
+            else:
+                parts.append(f'"$(printf \'\\{ord(ch):03o}\')"')
+        else:
+            run.append(ch)
+    if run or not parts:
+        parts.append("'" + "".join(run) + "'")
+    return "".join(parts)
+
+
+def check_portable(env: Mapping[str, str]) -> None:
+    """Refuse what the default (shell-neutral) code cannot carry: fish's ``export`` splits a value at a
+    newline and then sets nothing; endpoint files never hold one, so this only fails closed."""
+    for name, value in env.items():
+        if "\n" in value:
+            raise UsageError(f"the value of {name} holds a newline, which only a named shell can take: add --shell bash (or zsh, sh, fish)")
 
 
 def quote_fish(value: str) -> str:
@@ -30,7 +80,7 @@ def quote_powershell(value: str) -> str:
 
 
 def render_posix(env: Mapping[str, str]) -> str:
-    return "".join(f"export {name}={quote_posix(value)};\n" for name, value in env.items())
+    return "".join(f"export {name}={quote_portable(value)};\n" for name, value in env.items())
 
 
 def unset_posix(names: Sequence[str]) -> str:
@@ -99,13 +149,8 @@ def failure_code(shell: str) -> str:
     return RENDERERS[shell][2]
 
 
-def shell_from_env(shell_path: str | None) -> str:
-    """``$SHELL`` -> a renderer name; bash syntax when it is unknown."""
-    name = (shell_path or "").replace("\\", "/").rsplit("/", 1)[-1].lower()
-    if name.endswith(".exe"):
-        name = name[:-4]
-    name = SHELL_ALIASES.get(name, name)
-    return name if name in RENDERERS and name not in ("dotenv", "json") else "bash"
+DEFAULT_SHELL = "sh"
+"""export's syntax without --shell: the POSIX renderer, whose code every POSIX shell and fish read alike."""
 
 
 def normalize_shell(name: str) -> str:

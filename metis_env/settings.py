@@ -102,7 +102,7 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         except ValueError:
             port = 0
         if not 0 < port < 65536:
-            raise UsageError(f"{source}: port must be a number from 1 to 65535")
+            raise UsageError(f"{_label(source, 'port')} must be a number from 1 to 65535")
         return port
     if name in ("stale_after_days", "timeout", "token_refresh_margin", "reauth_after_days"):
         try:
@@ -110,27 +110,27 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         except ValueError:
             number = -1.0
         if not number > 0:
-            raise UsageError(f"{source}: {name} must be a positive number")
+            raise UsageError(f"{_label(source, name)} must be a positive number")
         return number
     if name == "aliases":
         if isinstance(value, dict):  # `aliases: {GROQ_API_KEY: OPENAI_API_KEY}` in config.yaml reads as well
             value = ",".join(f"{k}={v}" for k, v in value.items())
         if not isinstance(value, str):
-            raise UsageError(f"{source}: aliases must be NEW_NAME=EXPORTED_NAME pairs, comma-separated")
+            raise UsageError(f"{_label(source, 'aliases')} must be NEW_NAME=EXPORTED_NAME pairs, comma-separated")
         from .actions import parse_aliases
 
         return ",".join(f"{alias}={target}" for alias, target in parse_aliases(value, source)) or None
     if isinstance(value, (dict, list, bool)):
-        raise UsageError(f"{source}: {name} must be a single word or number")
+        raise UsageError(f"{_label(source, name)} must be a single word or number")
     text = str(value)
     if name == "store" and text not in STORES:
-        raise UsageError(f"{source}: store must be one of {', '.join(STORES)}")
+        raise UsageError(f"{_label(source, 'store')} must be one of {', '.join(STORES)}")
     if name == "transport" and text not in TRANSPORTS:
-        raise UsageError(f"{source}: transport must be one of {', '.join(TRANSPORTS)}")
+        raise UsageError(f"{_label(source, 'transport')} must be one of {', '.join(TRANSPORTS)}")
     if name == "gateway_url":
         return _gateway_url(text, source)
     if name == "globus_client_id" and not _is_uuid(text):
-        raise UsageError(f"{source}: globus_client_id must be a Globus client id (a UUID)")
+        raise UsageError(f"{_label(source, 'globus_client_id')} must be a Globus client id (a UUID)")
     return text
 
 
@@ -141,13 +141,19 @@ def _gateway_url(text: str, source: str) -> str:
     host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
     loopback = host in ("localhost", "::1") or host.startswith("127.")
     if not host or scheme.lower() not in ("https", "http") or (scheme.lower() == "http" and not loopback):
-        raise UsageError(f"{source}: gateway_url must be an https:// URL (http:// only for localhost)")
+        raise UsageError(f"{_label(source, 'gateway_url')} must be an https:// URL (http:// only for localhost)")
     return text if text.endswith("/") else text + "/"
 
 
 def _is_uuid(text: str) -> bool:
     parts = text.split("-")
     return [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(c in "0123456789abcdefABCDEF" for c in "".join(parts))
+
+
+def _label(source: str, name: str) -> str:
+    """``config.yaml: timeout``, ``METIS_ENV_TIMEOUT: timeout``, or ``timeout`` alone when the source is
+    the setting's own name (config set): never "timeout: timeout must be ..."."""
+    return name if source == name else f"{source}: {name}"
 
 
 def save_setting(config_dir: str | os.PathLike, name: str, value: Any) -> None:
@@ -160,6 +166,8 @@ def save_setting(config_dir: str | os.PathLike, name: str, value: Any) -> None:
         data.pop(name, None)
     else:
         data[name] = coerce_setting(name, value, name)
+        if isinstance(data[name], float) and data[name].is_integer():
+            data[name] = int(data[name])  # config.yaml says 30, as the README does
     atomic_write_text(path, dump_flat_yaml(data))
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from collections import namedtuple
 from . import paths
 from .errors import BusyError, NotFoundError, StoreError, StoreUnavailableError
-from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, read_private_text
+from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, read_private_text, remove_stale_temp_files
 from .settings import Settings
 
 # typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
@@ -382,6 +382,7 @@ class Store:
         try:
             os.fchmod(fd, 0o600)
             _lock_exclusive(handle, path)
+            remove_stale_temp_files(self.directory)  # a killed update's .keys.json.*.tmp holds keys
             self._lock_depth = 1
             try:
                 yield

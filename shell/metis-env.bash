@@ -36,12 +36,19 @@ metis-unuse() {
 
 # Tab completion: metis-env answers at TAB time through click's completion protocol (bash form:
 # one "type,value" line per candidate); endpoint ids and models come from the metadata file alone.
+# readline inserts a candidate as it is: each is quoted (%q), so that a model name like
+# zz$(touch PWNED) from an endpoint file is typed as text, never run on Enter. A word the user began
+# with a quote is left to readline, which closes that quote itself.
 _metis_env_complete() {
-  local type value
+  local type value quoted
   COMPREPLY=()
   while IFS=, read -r type value; do
     case $type in
-      plain) COMPREPLY+=("$value") ;;
+      plain)
+        case ${COMP_WORDS[COMP_CWORD]-} in
+          \'*|\"*) COMPREPLY+=("$value") ;;
+          *) printf -v quoted '%q' "$value"; COMPREPLY+=("$quoted") ;;
+        esac ;;
       dir) compopt -o dirnames 2>/dev/null ;;
       file) compopt -o default 2>/dev/null ;;
     esac

@@ -18,12 +18,12 @@ from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests.conftest import REPO
 
 
-def login_headless(env: dict[str, str], globus, *args: str) -> tuple[int, bytes, str, str]:
+def login_headless(env: dict[str, str], globus, *args: str, no_browser: bool = True) -> tuple[int, bytes, str, str]:
     """Run `metis-env login --no-browser ARGS` as a user would: read the URL it prints on stderr,
     approve it at the stand-in (the browser's part), type the code on stdin.
     -> (exit code, stdout, stderr, the authorize URL)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "metis_env", "login", "--no-browser", *args],
+        [sys.executable, "-m", "metis_env", "login", *(["--no-browser"] if no_browser else []), *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={"PYTHONPATH": str(REPO), **env},
     )

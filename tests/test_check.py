@@ -637,3 +637,22 @@ def test_the_command_exits_13_when_nothing_listens(tmp_path: Path, file_store) -
         f"1: unreachable: {message}\n",
         f"metis-env: error: check of endpoint 1: {message}\n",
     )
+
+
+# With no ENDPOINT, check checks every stored endpoint (as the README's demo shows), all at once; the
+# first failed one gives the exit code. At a terminal the error line does not repeat the result.
+def test_check_without_endpoint_checks_every_stored_endpoint(tmp_path, monkeypatch):
+    from metis_env.check_report import check_all, raise_for_results
+    from metis_env.errors import CheckUnreachableError
+
+    with OpenAIStubServer("sk-good-0123456789", ["DeepSeek-R1"]) as base_url:
+        refused = "http://127.0.0.1:9/v1/"  # discard port: nothing listens
+        results = check_all([("1", base_url, "sk-good-0123456789", ["DeepSeek-R1"]),
+                             ("2", refused, "sk-x-0123456789", ["m"])], 5)
+    assert [(r.endpoint, r.status) for r in results] == [("1", "ok"), ("2", "unreachable")]
+    for at_terminal, message in [(True, "check of endpoint 2 failed (unreachable); see above"),
+                                 (False, f"check of endpoint 2: {results[1].message}")]:
+        with pytest.raises(CheckUnreachableError) as caught:
+            raise_for_results(results, at_terminal)
+        assert str(caught.value) == message
+    raise_for_results(results[:1], True)

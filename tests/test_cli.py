@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from metis_env.testing.openai_server import OpenAIStubServer
-from tests.conftest import ENDPOINT_1, ENDPOINT_2, exported, metis
+from tests.conftest import ENDPOINT_1, ENDPOINT_2, REPO as REPO_ROOT, exported, metis
 
 pytestmark = pytest.mark.usefixtures("file_store")
 
@@ -235,7 +235,7 @@ def test_an_internal_error_is_one_line_and_debug_shows_the_traceback(endpoint_fi
     assert result(metis("export", "1")) == (
         1,
         "false\n",
-        "metis-env: internal error (AttributeError); this is a bug: please report it, with the output of the "
+        "metis-env: internal error (TypeError); this is a bug: please report it, with the output of the "
         "same command run with --debug\n",
     )
     debug = metis("export", "1", env={"METIS_ENV_DEBUG": "1"})
@@ -260,8 +260,123 @@ def test_model_alone_names_the_one_endpoint_that_serves_it(endpoint_files):
 def test_check_refuses_a_timeout_that_is_not_positive(endpoint_files):
     metis("import", str(endpoint_files[0]), check=True)
     proc = metis("check", "1", "--timeout", "-1")
-    assert (proc.returncode, proc.stdout.decode()) == (2, "")
-    assert proc.stderr.decode().endswith("Invalid value for '--timeout': -1.0 is not in the range x>0.\n")
+    assert result(proc) == (
+        2, "", "metis-env: error: invalid value for '--timeout': -1.0 is not in the range x>0; see metis-env check --help\n")
+
+
+# Every command-line mistake click finds is one line in the form of every other error, its help hint at
+# the end, with click's exit code (2); export's stdout still carries `false`.
+@pytest.mark.parametrize(
+    "argv, stdout, stderr",
+    [
+        (["bogus"], "", "no such command 'bogus'; see metis-env --help"),
+        (["export", "-s"], "false\n", "option '-s' requires an argument; see metis-env export --help"),
+        (["check", "--bogus"], "", "no such option '--bogus'; see metis-env check --help"),
+        (["get", "nope"], "", "invalid value for '{key|url|models}': 'nope' is not one of 'key', 'url', 'models'; "
+                              "see metis-env get --help"),
+        (["sync", "--port", "0"], "", "invalid value for '--port': 0 is not in the range 1<=x<=65535; see metis-env sync --help"),
+        (["list", "extra"], "", "got unexpected extra argument (extra); see metis-env list --help"),
+        (["hook"], "", "missing argument '{bash|zsh|fish|direnv}'. Choose from: bash, zsh, fish, direnv; "
+                       "see metis-env hook --help"),
+        (["run", "1"], "", "nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- "
+                           "COMMAND [ARGS]...; see metis-env run --help"),
+        (["run", "1", "python", "x.py"], "", "put -- before the command: metis-env run 1 -- python x.py; see metis-env run --help"),
+        (["forget"], "", "name the endpoints to forget, or give --all; see metis-env forget --help"),
+    ],
+)
+def test_every_usage_error_is_one_line_with_the_help_hint_after_it(argv, stdout, stderr):
+    assert result(metis(*argv)) == (2, stdout, f"metis-env: error: {stderr}\n")
+
+
+@pytest.mark.usefixtures("file_store")
+def test_check_with_two_endpoints_and_no_default_checks_both(tmp_path):
+    from tests._trust import write_endpoint
+
+    with OpenAIStubServer("sk-one-0123456789", ["DeepSeek-R1"]) as one, OpenAIStubServer("sk-two-0123456789", ["Llama-3.3-70B-Instruct"]) as two:
+        write_endpoint(tmp_path / "files", "1", "sk-one-0123456789", base_url=one, models="DeepSeek-R1")
+        write_endpoint(tmp_path / "files", "2", "sk-two-0123456789", base_url=two, models="Llama-3.3-70B-Instruct")
+        metis("import", *sorted(str(p) for p in (tmp_path / "files").iterdir()), check=True)
+        plain, as_json = metis("check"), metis("check", "--json")
+    lines = [line.split(" in ")[0] + ":" + line.split(":", 2)[2] for line in plain.stdout.decode().splitlines()]
+    statuses = [json.loads(line)["status"] for line in as_json.stdout.decode().splitlines()]
+    assert (plain.returncode, lines, plain.stderr, as_json.returncode, statuses) == (
+        0, ["1: ok: DeepSeek-R1 served", "2: ok: Llama-3.3-70B-Instruct served"], b"", 0, ["ok", "ok"])
+
+
+SEVERAL = "metis-env: error: several endpoints are stored (1, 2) and none is the default; name one ({}) or set a default: metis-env config set default_endpoint ID\n"
+
+
+@pytest.mark.parametrize(
+    "args, example",
+    [(["get", "key"], "metis-env get key 1"), (["get", "url"], "metis-env get url 1"),
+     (["run", "--", "true"], "metis-env run 1 -- COMMAND"), (["export"], "metis-env export 1")],
+)
+def test_several_endpoints_and_no_default_suggest_the_command_that_was_typed(endpoint_files, args, example):
+    metis("import", *map(str, endpoint_files), check=True)
+    proc = metis(*args)
+    assert (proc.returncode, proc.stderr.decode()) == (2, SEVERAL.format(example))
+
+
+def test_config_set_validates_says_what_it_did_and_list_shows_whole_numbers(endpoint_files, env_setup):
+    metis("import", *map(str, endpoint_files), check=True)
+    config = env_setup / "config.yaml"
+    assert [result(metis("config", *a)) for a in (["set", "default_endpoint", "7"], ["set", "default_endpoint", "2"],
+                                                   ["set", "stale_after_days", "0"], ["set", "timeout", "45"],
+                                                   ["unset", "timeout"])] == [
+        (3, "", "metis-env: error: no endpoint '7' is stored, so it cannot be the default; stored: 1, 2\n"),
+        (0, "", f"metis-env: default_endpoint set to 2 in {config}\n"),
+        (2, "", "metis-env: error: stale_after_days must be a positive number\n"),
+        (0, "", f"metis-env: timeout set to 45 in {config}\n"),
+        (0, "", f"metis-env: timeout removed from {config}; its default is 30\n"),
+    ]
+    listed = metis("config", "list").stdout.decode().splitlines()
+    assert [line for line in listed if line.startswith(("stale_after_days", "timeout", "default_endpoint"))] == [
+        "default_endpoint: 2", "stale_after_days: 30", "timeout: 30"]
+
+
+def test_import_refuses_a_file_not_named_like_an_endpoint_file_unless_given_an_id(tmp_path, env_setup):
+    random = tmp_path / "random.txt"
+    random.write_text(ENDPOINT_1)
+    assert result(metis("import", str(random))) == (
+        4, "", f"metis-env: error: {random}: cannot tell the endpoint id from this file name (metis_endpoint_N.txt "
+               f"becomes endpoint N); pass it: metis-env import --id ID {random}\n")
+    assert result(metis("import", "--id", "work", str(random))) == (0, "", "endpoint work: new\n")
+
+
+@pytest.mark.usefixtures("file_store")
+def test_sync_remembers_a_user_given_with_dash_dash_user(tmp_path, env_setup):
+    """The error for a missing user says --user NAME is remembered in config.yaml: so it is."""
+    from tests._trust import Remote, endpoint_text
+
+    remote = Remote(tmp_path / "remote-home")
+    try:
+        remote.serve({"metis_endpoint_1.txt": endpoint_text("sk-user-0123456789abcdef")})
+        synced = remote.sync()
+        remembered = metis("config", "get", "user").stdout.decode()
+        dry = remote.sync("--dry-run")
+    finally:
+        remote.stop()
+    assert (synced.returncode, remembered, dry.returncode) == (0, f"{remote.user}\n", 0)
+
+
+@pytest.mark.usefixtures("file_store")
+def test_export_dotenv_output_writes_a_0600_file_atomically_whatever_the_umask(endpoint_files, tmp_path):
+    import stat as stat_module
+
+    from dotenv import dotenv_values
+
+    metis("import", *map(str, endpoint_files), check=True)
+    env_file = tmp_path / "project" / ".env"
+    env_file.parent.mkdir()
+    env_file.write_text("OLD=1\n")
+    os.chmod(env_file, 0o644)
+    proc = subprocess.run([sys.executable, "-m", "metis_env", "export", "1", "--shell", "dotenv", "--output", str(env_file)],
+                          capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                          preexec_fn=lambda: os.umask(0))
+    values = dotenv_values(env_file, interpolate=False)
+    assert (result(proc), oct(stat_module.S_IMODE(env_file.stat().st_mode)), values["METIS_ENV_ENDPOINT"],
+            sorted(p.name for p in env_file.parent.iterdir())) == (
+        (0, "", f"metis-env: wrote {env_file} (mode 600); keep it out of version control\n"), "0o600", "1", [".env"])
 
 
 def test_the_base_url_goes_wherever_the_key_goes(endpoint_files):
@@ -301,8 +416,7 @@ def test_a_bad_alias_is_refused_with_one_line(value):
     message = (
         f"aliases: {value!r} is not NEW_NAME=EXPORTED_NAME (a new variable name, then one of: OPENAI_BASE_URL, "
         "OPENAI_API_BASE, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY, SAMBANOVA_API_BASE, SAMBA_NOVA_BASE_URL, "
-        "OPENAI_AGENTS_DISABLE_TRACING, LITELLM_LOCAL_MODEL_COST_MAP, METIS_ENV_ENDPOINT, METIS_ENV_TOKEN_EXPIRES); "
-        "e.g. GROQ_API_KEY=OPENAI_API_KEY"
+        "OPENAI_AGENTS_DISABLE_TRACING, LITELLM_LOCAL_MODEL_COST_MAP, METIS_ENV_ENDPOINT, METIS_ENV_TOKEN_EXPIRES); e.g. GROQ_API_KEY=OPENAI_API_KEY"
     )
     assert result(metis("config", "set", "aliases", value)) == (2, "", f"metis-env: error: {message}\n")
     assert result(metis("export", "1", env={"METIS_ENV_ALIASES": value})) == (

@@ -23,7 +23,7 @@ STEP_HEADERS = [
     "[2/6] metis-env sync   (the real sync: demo@metis-demo, store=file in TMP/config)",
     "[3/6] metis-env list",
     "[4/6] metis-env check   (GET {BASE_URL}models with the stored key)",
-    '[5/6] eval "$(metis-env export 1)"   (metis-env export 1 prints this; bash syntax)',
+    '[5/6] eval "$(metis-env export 1)"   (metis-env export 1 prints this; bash, zsh, sh and fish read it alike)',
     "[6/6] python chat_completion.py '...'   (the example from ALCF's 'Using an inference endpoint' page)",
 ]
 
@@ -107,7 +107,7 @@ def test_a_wrong_demo_passcode_is_refused_and_asked_again():
         p for p in user.prompts if re.fullmatch(r"      Password \(the demo token shows \d{6}\): ", p)
     ]
     assert len([p for p in user.prompts if "Password" in p]) == 2
-    refused = "      metis-env: metis-demo (127.0.0.1:PORT) refused that passcode; wait for the next code (2 tries left)"
+    refused = "      metis-env: metis-demo (127.0.0.1:PORT) refused that passcode; type the code the demo token shows (2 tries left)"
     assert refused in lines
     assert lines.index(refused) < lines.index("      endpoint 1: new")
 
@@ -182,7 +182,7 @@ def test_at_a_terminal_a_wrong_code_is_refused_then_the_right_one_works():
     term.type("yes\n")
     term.expect(r"Password \(the demo token shows (\d{6})\): ")
     term.type("123\n")
-    term.expect(r"refused that passcode; wait for the next code \(2 tries left\)")
+    term.expect(r"refused that passcode; type the code the demo token shows \(2 tries left\)")
     code = term.expect(r"Password \(the demo token shows (\d{6})\): ").group(1)
     term.type(code + "\n")
     term.expect(r"endpoint 1: new")

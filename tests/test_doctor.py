@@ -161,9 +161,9 @@ def test_stale_data_is_a_warning_with_its_fix(synced):
     code, lines, stderr = run_doctor()
     assert (code, stderr) == (0, "")
     assert lines_of(lines, "endpoint 1") + lines_of(lines, "endpoint 2") == [
-        "warn     endpoint 1: synced 45 days ago (import), older than stale_after_days (30); new at the last sync; "
+        "warn     endpoint 1: imported 45 days ago, older than stale_after_days (30); new at the last import; "
         "fix: metis-env sync",
-        "warn     endpoint 2: synced 45 days ago (import), older than stale_after_days (30); new at the last sync; "
+        "warn     endpoint 2: imported 45 days ago, older than stale_after_days (30); new at the last import; "
         "fix: metis-env sync",
     ]
 
@@ -178,8 +178,8 @@ def test_fresh_data_and_a_rotated_key_are_reported(synced, tmp_path):
     code, lines, stderr = run_doctor()
     assert (code, stderr) == (0, "")
     assert lines_of(lines, "endpoint 1") + lines_of(lines, "endpoint 2") == [
-        f"ok       endpoint 1: synced just now (import); key changed at the last sync ({before} -> {after})",
-        "ok       endpoint 2: synced just now (import); new at the last sync",
+        f"ok       endpoint 1: imported just now; key changed at the last import ({before} -> {after})",
+        "ok       endpoint 2: imported just now; new at the last import",
     ]
 
 
@@ -189,7 +189,7 @@ def test_a_missing_key_is_a_problem(synced):
     code, lines, stderr = run_doctor()
     assert (code, stderr) == (17, "metis-env: error: doctor found 2 problem(s) (endpoint 1, endpoint 2); each is listed above with its fix\n")
     assert line_of(lines, "endpoint 1") == (
-        f"problem  endpoint 1: synced just now (import); the key of endpoint 1 is missing from {synced / 'keys.json'}; "
+        f"problem  endpoint 1: imported just now; the key of endpoint 1 is missing from {synced / 'keys.json'}; "
         "run metis-env sync to fetch it again; fix: metis-env sync"
     )
 
@@ -308,7 +308,7 @@ def test_a_bad_setting_is_reported_and_doctor_goes_on(file_store):
     code, lines, stderr = run_doctor(env={"METIS_ENV_PORT": "seventy"})
     assert (code, stderr) == (17, PROBLEMS_STDERR.format("settings"))
     assert lines[0] == (
-        "problem  settings: METIS_ENV_PORT: port must be a number from 1 to 65535; doctor goes on with the defaults; "
+        "problem  settings: METIS_ENV_PORT: port must be a number from 1 to 65535; doctor goes on with the valid settings and defaults for the rest; "
         "fix: fix the value named, or delete config.yaml"
     )
 
@@ -361,6 +361,33 @@ def test_a_keyring_backend_that_does_not_exist():
         "No module named 'no_such_module'); fix: unset PYTHON_KEYRING_BACKEND (it names no_such_module.Keyring) to "
         f"let keyring detect one, {FILE_STORE_FIX}"
     )
+
+
+# One cause, one finding: a config dir doctor cannot read, or one bad value in config.yaml, must not
+# also produce "no OS keyring" (config.yaml says store: file) or an endpoints problem.
+@pytest.mark.parametrize("case", ["symlinked dir", "foreign dir", "one bad value"])
+def test_one_cause_gives_one_finding_with_its_own_fix(case, tmp_path, monkeypatch):
+    real = tmp_path / "real-config"
+    real.mkdir(mode=0o700)
+    (real / "config.yaml").write_text("store: file\n" + ("timeout: -3\n" if case == "one bad value" else ""))
+    os.chmod(real / "config.yaml", 0o600)
+    config = {"symlinked dir": tmp_path / "link", "foreign dir": real, "one bad value": real}[case]
+    if case == "symlinked dir":
+        config.symlink_to(real)
+    if case == "foreign dir":
+        os.chown(real, 65534, 65534)
+    monkeypatch.delenv("METIS_ENV_STORE", raising=False)
+    code, lines, stderr = run_doctor(env={"METIS_ENV_CONFIG_DIR": str(config), "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    problems = [line for line in lines if line.startswith("problem")]
+    expected = {
+        "symlinked dir": f"problem  config dir: {config} is a symbolic link; refusing to keep credentials there (remove the link); "
+                         "fix: move it away, or set METIS_ENV_CONFIG_DIR to a directory of your own",
+        "foreign dir": f"problem  config dir: {config} belongs to another user (uid 65534); refusing to use it; "
+                       "fix: move it away, or set METIS_ENV_CONFIG_DIR to a directory of your own",
+        "one bad value": f"problem  settings: {real / 'config.yaml'}: timeout must be a positive number; doctor goes on with the "
+                         "valid settings and defaults for the rest; fix: fix the value named, or delete config.yaml",
+    }[case]
+    assert (code, problems) == (17, [expected])
 
 
 def test_a_jump_host_sync_refuses_is_a_problem_in_syncs_words(file_store, tmp_path):

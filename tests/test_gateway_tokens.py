@@ -364,3 +364,112 @@ def test_tokens_in_a_real_gnome_keyring_and_refreshed_there(globus, globus_env, 
         assert (refreshed != token, lookup(new["access"]).decode(), lookup(section["access"])) == (True, refreshed, b"")
     finally:
         service.stop()
+
+
+# --- doctor, list, completion, defaults and direnv for gateway endpoints ---------------------------
+
+
+def gateway_findings(env: dict) -> list[tuple[str, str, str]]:
+    import json
+
+    report = json.loads(metis("doctor", "--json", env=env).stdout)
+    return [(f["name"], f["status"], f["message"]) for f in report["findings"] if f["name"].startswith("gateway")]
+
+
+def test_doctor_tells_the_gateway_login(logged_in, globus_env):
+    env, globus = logged_in
+    section = metadata(env)["gateway"]
+    assert gateway_findings(env) == [
+        ("gateway_url", "ok", globus.gateway_url),
+        ("gateway login", "ok", f"logged in as {section['identity']} (file store); access token valid until "
+                                f"{section['expires']}; a refresh token is stored"),
+        ("gateway re-authentication", "ok", "the Globus login is 0 days old"),
+    ]
+    old = gateway_findings({**env, "METIS_ENV_REAUTH_AFTER_DAYS": "0.000001"})[2]
+    assert old[:2] == ("gateway re-authentication", "warn")
+    metis("logout", env=env)
+    assert gateway_findings(env)[1] == ("gateway login", "ok", "not logged in (optional: metis-env login, for the ALCF gateway)")
+
+
+def test_defaults_list_and_completion_take_gateway_endpoints(logged_in, endpoint_files):
+    import json
+
+    env, globus = logged_in
+    assert metis("import", *map(str, endpoint_files), env=env).returncode == 0
+    defaults = {**env, "METIS_ENV_DEFAULT_ENDPOINT": "sophia", "METIS_ENV_DEFAULT_MODEL": "openai/gpt-oss-120b"}
+    assert exported_json(metis("export", "--shell", "json", env=defaults))["MODEL_NAME"] == "openai/gpt-oss-120b"
+    assert result(metis("export", "metis", "--model", "gpt-oss-12b", env=env)) == (3, "false\n", (
+        "metis-env: error: endpoint metis does not serve model 'gpt-oss-12b' (did you mean 'gpt-oss-120b'?); "
+        f"it serves: {', '.join(METIS_MODELS)}\n"
+    ))
+    rows = json.loads(metis("list", "--json", env=env).stdout)["endpoints"]
+    assert [(r["id"], r["source"], r["store"]) for r in rows] == [
+        ("1", "import", "file"), ("2", "import", "file"), ("metis", "gateway", "file"), ("sophia", "gateway", "file")
+    ]
+    token = keys_file(env)[metadata(env)["gateway"]["access"]]
+    assert token not in metis("list", env=env).stdout.decode()
+    completion = metis(env={**env, "_METIS_ENV_COMPLETE": "bash_complete", "COMP_WORDS": "metis-env export so", "COMP_CWORD": "2"})
+    assert "sophia" in completion.stdout.decode()
+
+
+def test_direnv_use_metis_takes_a_gateway_endpoint(logged_in, tmp_path):
+    from tests._shells import need, shell_env, write_metis_wrapper
+
+    env, globus = logged_in
+    direnv = need("direnv")
+    bin_dir = tmp_path / "bin"
+    write_metis_wrapper(bin_dir)
+    lib = tmp_path / "xdg" / "direnv" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "metis-env.sh").write_text(metis("hook", "direnv", env=env).stdout.decode())
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".envrc").write_text("use metis metis --model gpt-oss-120b\n")
+    full = {**shell_env(bin_dir), **{k: v for k, v in env.items() if k.startswith(("METIS_ENV_", "GLOBUS_", "SSL_"))},
+            "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HOME": env["HOME"]}
+    subprocess.run([direnv, "allow", str(project)], env=full, check=True, capture_output=True)
+    ran = subprocess.run([direnv, "exec", str(project), "sh", "-c", 'printf "%s %s" "$MODEL_NAME" "${SAMBANOVA_API_KEY-unset}"'],
+                         env=full, capture_output=True, timeout=60)
+    assert (ran.returncode, ran.stdout) == (0, b"gpt-oss-120b unset"), ran.stderr
+
+
+def test_login_opens_a_browser_where_there_is_one_and_not_over_ssh(globus, globus_env, tmp_path):
+    """$BROWSER is a script that does what a browser does: log in at the stand-in and land on the
+    local listener of globus-sdk's local-server flow. Over SSH the URL is printed instead."""
+    browser = tmp_path / "browser.py"
+    browser.write_text(
+        "import os, ssl, sys, urllib.error, urllib.request\n"
+        "class NoRedirect(urllib.request.HTTPRedirectHandler):\n"
+        "    def redirect_request(self, *a, **k): return None\n"
+        "context = ssl.create_default_context(cafile=os.environ['SSL_CERT_FILE'])\n"
+        "opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect())\n"
+        "try:\n"
+        "    opener.open(sys.argv[1], timeout=10)\n"
+        "except urllib.error.HTTPError as exc:\n"
+        "    urllib.request.urlopen(exc.headers['Location'], timeout=10).read()\n"
+    )
+    env = {k: v for k, v in gateway_env(globus_env).items() if k not in ("SSH_CONNECTION", "SSH_TTY")}
+    env["BROWSER"] = f"{sys.executable} {browser} %s"
+    proc = metis("login", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().splitlines()[0] == (
+        "metis-env: opening a browser for the Globus login (metis-env login --no-browser prints a URL instead)"
+    )
+    assert globus.authorizations[0]["redirect_uri"].startswith("http://")
+    assert list(metadata(env)["endpoints"]) == ["metis", "sophia"]
+    over_ssh = gateway_env(globus_env, SSH_CONNECTION="10.0.0.1 5000 10.0.0.2 22", BROWSER=env["BROWSER"])
+    code, _out, err, url = login_headless(over_ssh, globus, "--force", no_browser=False)
+    assert (code, err.splitlines()[:2]) == (0, ["metis-env: log in to Globus (ALCF) in a browser on any machine at this URL:", url])
+
+
+def test_sync_gateway_and_login_refresh_the_tool_configs_configure_wrote(logged_in):
+    env, globus = logged_in
+    assert metis("configure", "pi", "metis", env=env).returncode == 0
+    globus.set_model_status("metis", "new-model-1", "Live")
+    proc = metis("sync", "--gateway", env=env)
+    assert (proc.returncode, proc.stderr.decode().splitlines()[-1]) == (
+        0, "configure: pi: refreshed ~/.pi/agent/models.json for endpoint metis",
+    )
+    globus.set_model_status("metis", "new-model-2", "Live")
+    code, _out, err, _url = login_headless(env, globus, "--force")
+    assert (code, err.splitlines()[-1]) == (0, "configure: pi: refreshed ~/.pi/agent/models.json for endpoint metis")

@@ -21,22 +21,25 @@ from metis_env.render import (
     failure_code,
     normalize_shell,
     render,
+    check_portable,
+    quote_portable,
     render_unset,
-    shell_from_env,
 )
 
 # --- exact strings -----------------------------------------------------------------------------
 
 ENV = {"OPENAI_API_KEY": "sk-1", "Q": "it's \\ ‘q’ $x"}
 NAMES = ["OPENAI_API_KEY", "Q"]
+SP = "\"$(printf '\\040')\""
+POSIX_Q = f"export OPENAI_API_KEY='sk-1';\nexport Q='it'\"'\"'s'{SP}\"\\\\\"{SP}'‘q’'{SP}\"\\$\"'x';\n"
 
 
 @pytest.mark.parametrize(
     "shell, set_code, unset_code",
     [
-        ("bash", "export OPENAI_API_KEY='sk-1';\nexport Q='it'\\''s \\ ‘q’ $x';\n", "unset OPENAI_API_KEY;\nunset Q;\n"),
-        ("zsh", "export OPENAI_API_KEY='sk-1';\nexport Q='it'\\''s \\ ‘q’ $x';\n", "unset OPENAI_API_KEY;\nunset Q;\n"),
-        ("sh", "export OPENAI_API_KEY='sk-1';\nexport Q='it'\\''s \\ ‘q’ $x';\n", "unset OPENAI_API_KEY;\nunset Q;\n"),
+        ("bash", POSIX_Q, "unset OPENAI_API_KEY;\nunset Q;\n"),
+        ("zsh", POSIX_Q, "unset OPENAI_API_KEY;\nunset Q;\n"),
+        ("sh", POSIX_Q, "unset OPENAI_API_KEY;\nunset Q;\n"),
         (
             "fish",
             "set -gx OPENAI_API_KEY 'sk-1';\nset -gx Q 'it\\'s \\\\ ‘q’ $x';\n",
@@ -112,31 +115,35 @@ def test_failure_code_exact(shell, code):
     assert failure_code(shell) == code
 
 
+# The POSIX renderer's quoting: fish reads it too, and it holds no blank or glob character, so that an
+# unquoted eval $(...) neither splits nor globs (tests/test_trust_hostile.py runs it in every shell).
 @pytest.mark.parametrize(
-    "shell_path, renderer",
+    "value, word",
     [
-        ("/bin/bash", "bash"),
-        ("/usr/local/bin/bash", "bash"),
-        ("/usr/bin/zsh", "zsh"),
-        ("/bin/sh", "sh"),
-        ("/bin/dash", "sh"),
-        ("/bin/ksh", "sh"),
-        ("/usr/bin/mksh", "sh"),
-        ("/usr/bin/fish", "fish"),
-        ("/opt/homebrew/bin/FISH", "fish"),
-        ("/usr/local/bin/pwsh", "powershell"),
-        ("C:\\Program Files\\PowerShell\\7\\pwsh.exe", "powershell"),
-        ("powershell.exe", "powershell"),
-        ("/bin/tcsh", "bash"),
-        ("/usr/bin/nu", "bash"),
-        ("/usr/bin/env", "bash"),  # dotenv and json are formats, never a login shell
-        ("/usr/bin/json", "bash"),
-        ("", "bash"),
-        (None, "bash"),
+        ("plain", "'plain'"),
+        ("", "''"),
+        ("it's", "'it'\"'\"'s'"),
+        ("tail\\", "'tail'\"\\\\\""),
+        ("\\'", "\"\\\\\"\"'\""),
+        ("a b", "'a'\"$(printf '\\040')\"'b'"),
+        ("\t", "\"$(printf '\\011')\""),
+        ("*?[(", "\"$(printf '\\052')\"\"$(printf '\\077')\"\"$(printf '\\133')\"\"$(printf '\\050')\""),
+        ("$x `id` ) ] ~ ! # ; é", "\"\\$\"'x'\"$(printf '\\040')\"'`id`'\"$(printf '\\040')\"')'\"$(printf '\\040')\"']'"
+                                   "\"$(printf '\\040')\"'~'\"$(printf '\\040')\"'!'\"$(printf '\\040')\"'#'"
+                                   "\"$(printf '\\040')\"';'\"$(printf '\\040')\"'é'"),
+        ("a\nb", "'a\nb'"),
     ],
 )
-def test_shell_from_env(shell_path, renderer):
-    assert shell_from_env(shell_path) == renderer
+def test_quote_portable(value, word):
+    assert quote_portable(value) == word
+
+
+def test_default_code_refuses_a_newline_that_fish_would_drop():
+    check_portable({"K": "tab\there 'and' *"})
+    with pytest.raises(UsageError) as caught:
+        check_portable({"OK": "x", "K": "a\nb"})
+    assert str(caught.value) == (
+        "the value of K holds a newline, which only a named shell can take: add --shell bash (or zsh, sh, fish)")
 
 
 @pytest.mark.parametrize(
@@ -170,6 +177,7 @@ SHELLS = {  # name: (argv before the script, renderer)
     "dash": (["dash", "-c"], "sh"),
     "zsh": (["zsh", "-f", "-c"], "zsh"),
     "fish": (["fish", "--no-config", "-c"], "fish"),
+    "fish reading sh code": (["fish", "--no-config", "-c"], "sh"),  # export's default, whatever $SHELL says
 }
 
 
@@ -186,7 +194,7 @@ def run_in_shell(shell: str, code: str, names, *, unquoted: bool = False, lang: 
     left in the working folder besides the code file (a command hidden in a value would create one)."""
     argv, _ = SHELLS[shell]
     need(argv[0])
-    if shell == "fish":
+    if argv[0] == "fish":
         script = FISH_SOURCE
     else:
         script = POSIX_UNQUOTED if unquoted else POSIX_QUOTED
@@ -199,7 +207,7 @@ def run_in_shell(shell: str, code: str, names, *, unquoted: bool = False, lang: 
             f.write(code)
         env = {"PATH": os.environ["PATH"], "HOME": home, "LANG": lang, "LC_ALL": lang, "PY": sys.executable,
                "DUMP": DUMP, "XDG_CONFIG_HOME": home, "XDG_DATA_HOME": home, **(inherited or {})}
-        tail = [code_file, *names] if shell == "fish" else [shell, code_file, *names]
+        tail = [code_file, *names] if argv[0] == "fish" else [shell, code_file, *names]
         done = subprocess.run([*argv, script, *tail], cwd=work, env=env, capture_output=True, timeout=30)
         assert (done.returncode, done.stderr) == (0, b"")
         seen = {name: None if hexed is None else bytes.fromhex(hexed) for name, hexed in json.loads(done.stdout).items()}
@@ -242,6 +250,7 @@ HOSTILE = {
     "HASH": "# not a comment",
     "KEY_LIKE": "sk-CANARY-0123456789abcdef==",
 }
+HOSTILE_ONE_LINE = {name: value for name, value in HOSTILE.items() if "\n" not in value}
 ORDINARY = {
     "OPENAI_BASE_URL": "https://metis.alcf.anl.gov/v1/",
     "OPENAI_API_KEY": "sk-0123456789abcdef",
@@ -259,12 +268,13 @@ def encoded(env: dict) -> dict:
 @pytest.mark.parametrize("lang", ["C.UTF-8", "C"])
 @pytest.mark.parametrize("shell", list(SHELLS))
 def test_hostile_values_round_trip(shell, lang):
-    code = render(SHELLS[shell][1], HOSTILE)
-    assert run_in_shell(shell, code, HOSTILE, lang=lang) == (encoded(HOSTILE), [])
+    values = HOSTILE_ONE_LINE if shell == "fish reading sh code" else HOSTILE  # check_portable refuses newlines
+    code = render(SHELLS[shell][1], values)
+    assert run_in_shell(shell, code, values, lang=lang) == (encoded(values), [])
 
 
 @pytest.mark.parametrize("were_set", [True, False])  # unsetting what is not set succeeds too (status 0)
-@pytest.mark.parametrize("shell", list(SHELLS))
+@pytest.mark.parametrize("shell", [s for s in SHELLS if s != "fish reading sh code"])  # fish has no unset: --shell fish
 def test_unset_removes_the_variables(shell, were_set):
     inherited = {name: "old" for name in ORDINARY} if were_set else {}
     code = render_unset(SHELLS[shell][1], list(ORDINARY))
@@ -294,6 +304,13 @@ def test_any_text_round_trips(shell, values):
     assert run_in_shell(shell, render(SHELLS[shell][1], env), env) == (encoded(env), [])
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(values=st.lists(VALUE.map(lambda v: v.replace("\n", "")), min_size=20, max_size=60))
+def test_any_one_line_text_in_sh_code_round_trips_in_fish(values):
+    env = {f"VAR_{i}": value for i, value in enumerate(values)}
+    assert run_in_shell("fish reading sh code", render("sh", env), env) == (encoded(env), [])
+
+
 # --- failure code: eval "$(cmd)" of a failing cmd must fail ---------------------------------------
 
 # The producer prints the code file and exits 4, like a failing `metis-env export`.
@@ -312,7 +329,7 @@ def test_failure_code_makes_eval_fail(shell, printed, status):
         code_file = os.path.join(work, "code")
         with open(code_file, "w") as f:
             f.write(code)
-        script, tail = (FISH_FAILING, [code_file]) if shell == "fish" else (POSIX_FAILING, [shell, code_file])
+        script, tail = (FISH_FAILING, [code_file]) if argv[0] == "fish" else (POSIX_FAILING, [shell, code_file])
         done = subprocess.run([*argv, script, *tail], env={"PATH": os.environ["PATH"], "HOME": work},
                               capture_output=True, timeout=30)
     assert (done.returncode, done.stdout, done.stderr) == (status, b"", b"")

@@ -155,6 +155,20 @@ def test_bash_completion_asks_metis_env_at_tab_time(stored):
     )
 
 
+@pytest.mark.parametrize("shell", ["bash", "fish"])
+def test_shell_option_completes_the_syntaxes(shell, stored):
+    script = {
+        "bash": f"source '{HOOKS['bash']}'; COMP_WORDS=(metis-env export 1 --shell ''); COMP_CWORD=4; "
+                "_metis_env_complete; printf '%s\\n' \"${COMPREPLY[@]}\"",
+        "fish": f"source '{HOOKS['fish']}'; complete -C 'metis-env export 1 --shell '",
+    }[shell]
+    result = run(shell_argv(shell, script), stored)
+    offered = result.stdout.decode().split()
+    assert (result.returncode, offered if shell == "bash" else sorted(offered), result.stderr) == (  # fish sorts
+        0, ["bash", "zsh", "sh", "fish", "powershell", "dotenv", "json"] if shell == "bash" else
+        ["bash", "dotenv", "fish", "json", "powershell", "sh", "zsh"], b"")
+
+
 def test_zsh_completion_registers_after_compinit_and_stays_quiet_without_it(stored, tmp_path):
     with_compinit = (
         f"autoload -Uz compinit && compinit -u -d '{tmp_path / 'zcompdump'}'; source '{HOOKS['zsh']}'; "
@@ -229,7 +243,8 @@ def test_hook_refuses_an_unknown_target_and_both_flags():
     unknown = metis("hook", "tcsh")
     both = metis("hook", "bash", "--path", "--install")
     assert (unknown.returncode, unknown.stdout) == (2, b"")
-    assert (both.returncode, both.stdout, both.stderr.decode().splitlines()[-1]) == (2, b"", "Error: give --path or --install, not both")
+    assert (both.returncode, both.stdout, both.stderr.decode()) == (
+        2, b"", "metis-env: error: give --path or --install, not both; see metis-env hook --help\n")
 
 
 # --- the README's blocks, as written there ----------------------------------------------------------
@@ -301,3 +316,17 @@ def test_the_build_ships_shell_as_metis_env_shell_and_hook_reads_it_there(tmp_pa
     env = {**os.environ, "PYTHONPATH": str(built)}
     located = subprocess.run([sys.executable, "-m", "metis_env", "hook", "bash", "--path"], env=env, capture_output=True, cwd=tmp_path)
     assert (located.returncode, located.stdout.decode(), located.stderr) == (0, f"{built / 'metis_env/shell/metis-env.bash'}\n", b"")
+
+
+@pytest.mark.parametrize("shell, rc", [("bash", ".bashrc"), ("zsh", ".zshrc")])
+def test_install_again_with_the_line_in_the_rc_file_says_nothing_is_left_to_do(shell, rc, tmp_path):
+    home = tmp_path / "rc-home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_DATA_HOME": "", "XDG_CONFIG_HOME": "", "ZDOTDIR": ""}
+    first = metis("hook", shell, "--install", env=env)
+    path = home / ".local" / "share" / "metis-env" / f"metis-env.{shell}"
+    (home / rc).write_text(f"# my rc\nsource ~/.local/share/metis-env/metis-env.{shell}\n")
+    again = metis("hook", shell, "--install", env=env)
+    assert (first.returncode, again.returncode, again.stderr.decode()) == (0, 0, (
+        f"metis-env: already up to date: {path} (metis-use, metis-unuse and completion for {shell}); "
+        f"~/{rc} already sources it: nothing else to do\n"))

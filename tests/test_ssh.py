@@ -95,7 +95,7 @@ def test_a_second_sync_reports_rotation_and_removal(synced_node, login_home, mon
 def test_dry_run_reports_and_writes_nothing(synced_node, monkeypatch, capfd, env_setup):
     before = store_snapshot(env_setup)
     result = sync(monkeypatch, capfd, synced_node, None, "--dry-run")
-    assert result == (0, "", progress(synced_node) + "endpoint 1: would be unchanged\nendpoint 2: would be key rotated\n")
+    assert result == (0, "", progress(synced_node) + "endpoint 1: would be unchanged\nendpoint 2: key would be rotated\n")
     assert store_snapshot(env_setup) == before
 
 

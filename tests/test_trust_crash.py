@@ -165,3 +165,29 @@ def test_a_forget_killed_between_the_metadata_and_the_keys_leaves_no_key_behind(
     assert metis("import", *generation_files(tmp_path, 2), env=env).returncode == 0
     assert stored_generation(env) == 2
     assert held_keys(env_setup, backend, keyring_file) == referenced_keys(env_setup)
+
+
+# Attack: an update killed between mkstemp and os.replace leaves `.keys.json.*.tmp` holding every key
+# (and `.endpoints.yaml.*.tmp`, `.pending.json.*.tmp` piling up); the next write under the lock, and
+# forget --all, remove them, and doctor names them until then.
+LEFT_BEHIND = (".keys.json.k1x9q2.tmp", ".endpoints.yaml.a8b7c6.tmp", ".pending.json.zz01.tmp")
+
+
+@pytest.mark.usefixtures("file_store")
+@pytest.mark.parametrize("command", ["import", "forget --all", "doctor"])
+def test_temp_files_a_killed_update_left_are_removed_by_the_next_write_and_named_by_doctor(command, tmp_path, env_setup):
+    write_endpoint(tmp_path / "files", "1", "sk-old-0123456789abcdef")
+    metis("import", str(tmp_path / "files" / "metis_endpoint_1.txt"), check=True)
+    for name in LEFT_BEHIND:
+        (env_setup / name).write_text('{"version": 1, "keys": {"1/sha256:x": "sk-old-0123456789abcdef"}}')
+    argv = command.split() + ([str(tmp_path / "files" / "metis_endpoint_1.txt")] if command == "import" else [])
+    proc = metis(*argv)
+    left = sorted(p.name for p in env_setup.iterdir() if p.name.endswith(".tmp"))
+    if command == "doctor":
+        found = [line for line in proc.stdout.decode().splitlines() if line.startswith("warn     temp files")]
+        assert (left, found) == (sorted(LEFT_BEHIND), [
+            f"warn     temp files: 3 left in {env_setup} by an interrupted update (with keys in them): "
+            f"{', '.join(sorted(LEFT_BEHIND))}; fix: the next metis-env sync, import or forget removes them, or: rm "
+            + " ".join(str(env_setup / n) for n in sorted(LEFT_BEHIND))])
+    else:
+        assert (proc.returncode, left) == (0, [])

@@ -20,6 +20,9 @@ from metis_env import actions
 from metis_env.settings import load_settings
 from metis_env.store import open_store
 from tests._trust import CANARY_COMMAND, Remote, cases, canary_bin, endpoint_text, subprocess_env, write_endpoint
+from tests._shells import SHELL_DIR, need, shell_env, write_metis_wrapper
+from tests._shells import endpoint_text as shells_endpoint_text
+from tests._shells import run as run_shell
 from tests.conftest import metis
 
 SHELLS = {
@@ -124,7 +127,10 @@ def test_hostile_values_in_an_endpoint_file_reach_the_shell_byte_for_byte_and_ru
 NASTY = [
     f"$({P})", f"`{P}`", f"'; {P}; '", f'"; {P}; "', f"\\'; {P}; #", f"a b  c\t*", f"'\\''{P}", "\u2019; " + P,
     f"x\"$({P})\"y", f"$(( $({P}) ))", "-e", "--", f"%({P})", "日本語 ~ $HOME !!", f"{{{P}}} \\ \\\\",
+    f"k'; {P}; #", "a * b", "?", "[a-z]*", f"+({P})", "'$'",
 ]
+# File names an unquoted `eval $(...)` would paste into the code if a value's glob reached the shell.
+HOSTILE_FILE_NAMES = [f"x';{P};'", "K='a", f"';{P};#", f"$({P})", f"a';{P};'b", "'", f"`{P}`"]
 
 
 @pytest.mark.usefixtures("file_store")
@@ -147,14 +153,62 @@ def test_the_real_cli_exports_nasty_values_that_each_shell_evaluates_verbatim(sh
 @pytest.mark.usefixtures("file_store")
 @pytest.mark.parametrize("shell", ["bash", "zsh", "dash"])
 def test_an_unquoted_eval_of_nasty_values_runs_nothing(shell, tmp_path):
-    """``eval $(metis-env export 1)`` splits and globs the code; values may change, nothing may run."""
+    """``eval $(metis-env export 1)`` splits and globs the code before eval reads it: the code holds no
+    blank and no glob character, so hostile file names next to it change nothing and run nothing."""
     expected = write_batch(tmp_path / "files", [(v, v, v) for v in NASTY])
     metis("import", *sorted(map(str, (tmp_path / "files").iterdir())), check=True)
-    (tmp_path / f"K='a").touch()  # something for a glob in a value to find
-    seen, _stderr = evaluate(shell, export_files(tmp_path, expected, shell), tmp_path, unquoted=True)
+    for name in HOSTILE_FILE_NAMES:  # something for a glob in a value to find
+        (tmp_path / name).touch()
+    seen, stderr = evaluate(shell, export_files(tmp_path, expected, shell), tmp_path, unquoted=True)
     assert not (tmp_path / "canary" / "PWNED").exists()
-    assert len(seen) == len(NASTY)
+    assert (seen, stderr) == (list(expected.values()), "")
     cases(3 * len(NASTY))
+
+
+# export without --shell, evaluated by a shell that is not the one $SHELL names (a bash script run by a
+# fish user, fish after `exec fish` from a bash login): (how the shell runs the real CLI, $SHELL).
+EVALUATORS = {
+    "bash": (["bash", "--norc", "--noprofile"], ['eval "$({cmd})" || exit 99', "eval $({cmd}) || exit 99"], "/usr/bin/fish"),
+    "bash --posix": (["bash", "--posix", "--norc", "--noprofile"], ['eval "$({cmd})" || exit 99'], "/usr/bin/fish"),
+    "dash": (["dash"], ['eval "$({cmd})" || exit 99', "eval $({cmd}) || exit 99"], "/usr/bin/fish"),
+    "zsh": (["zsh", "-f"], ['eval "$({cmd})" || exit 99', "eval $({cmd}) || exit 99"], "/usr/local/bin/pwsh"),
+    "fish": (["fish", "--no-config"], ["{cmd} | source; or exit 99", 'eval "$({cmd})"; or exit 99'], "/bin/bash"),
+}
+
+
+@pytest.mark.usefixtures("file_store")
+@pytest.mark.parametrize("shell", EVALUATORS)
+def test_export_without_shell_is_read_alike_by_every_shell_whatever_shell_says(shell, tmp_path):
+    """The default code does not depend on $SHELL: the fast path (``export ID``) and the click path
+    (``--store file export ID``), evaluated quoted and unquoted, give every value byte for byte."""
+    from tests._shells import write_metis_wrapper
+
+    argv, forms, login_shell = EVALUATORS[shell]
+    batch = [tuple(NASTY[i : i + 3]) + ("x",) * (3 - len(NASTY[i : i + 3])) for i in range(0, len(NASTY), 3)]
+    expected = write_batch(tmp_path / "files", batch)
+    metis("import", *sorted(map(str, (tmp_path / "files").iterdir())), check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in HOSTILE_FILE_NAMES:
+        (work / name).touch()
+    bin_dir, record = canary_bin(tmp_path / "canary")
+    write_metis_wrapper(bin_dir)
+    lines, runs = [], []
+    for endpoint_id in expected:
+        for cmd in (f"metis-env export {endpoint_id}", f"metis-env --store file export {endpoint_id}"):
+            for form in forms:
+                lines += [form.format(cmd=cmd), "printenv " + " ".join(SHOWN)]
+                runs.append(expected[endpoint_id])
+    script = tmp_path / "script"
+    script.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in SHOWN}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", SHELL=login_shell, HOME=str(tmp_path))
+    proc = subprocess.run([*argv, str(script)], capture_output=True, env=env, cwd=work, timeout=300)
+    out = proc.stdout.split(b"\n")[:-1]
+    seen = [tuple(v.decode("utf-8") for v in out[i : i + 4]) for i in range(0, len(out), 4)]
+    assert not record.exists(), record.read_text()
+    assert (proc.returncode, seen, proc.stderr.decode()) == (0, runs, "")
+    cases(3 * len(runs))
 
 
 # --- odd files and names ---------------------------------------------------------------------------
@@ -244,7 +298,7 @@ def test_odd_file_names_are_one_escaped_line_and_never_reach_the_store_as_paths(
     bell = folder / "a\x1b]0;pwned\x07b"
     assert result(metis("import", str(newline))) == (
         4, "", f"metis-env: error: {folder}/metis_endpoint_1\\n\\x1b[2Jx.txt: cannot tell the endpoint id from this file "
-        "name; name it metis_endpoint_N.txt or pass --id\n")
+        f"name (metis_endpoint_N.txt becomes endpoint N); pass it: metis-env import --id ID '{folder}/metis_endpoint_1\\n\\x1b[2Jx.txt'\n")
     assert result(metis("import", str(bell))) == (3, "", f"metis-env: error: {folder}/a\\x1b]0;pwned\\x07b: no such file\n")
     assert result(metis("import", "--id", "../x", "-", input=text.encode())) == (
         4, "", "metis-env: error: endpoint id '../x' is not valid: use letters, digits, '.', '_' or '-'\n")
@@ -336,3 +390,97 @@ def test_an_oddly_named_remote_file_is_one_escaped_line_and_the_store_is_untouch
     assert not record.exists()
     assert {p.name: p.read_bytes() for p in env_setup.iterdir()} == before
     cases(1)
+
+
+# --- a hostile endpoint: check's time limit ---------------------------------------------------------
+
+
+def _drip_server(mode: str):
+    """A loopback HTTP server that answers each request one byte every 0.8 s, forever: in the status
+    line and headers (``head``) or in a body it announced as long (``body``)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def serve(conn):
+        with conn:
+            conn.recv(65536)
+            if mode == "body":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            drip = b"HTTP/1.1 200 OK\r\nX-Slow: " if mode == "head" else b'{"data": ['
+            while not stop.is_set():
+                for byte in drip + b"a" * 1000000:
+                    if stop.wait(0.8):
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        return
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener, stop
+
+
+@pytest.mark.usefixtures("file_store")
+@pytest.mark.parametrize("mode", ["head", "body"])
+def test_check_timeout_bounds_the_whole_call_against_a_dripping_endpoint(mode, tmp_path):
+    listener, stop = _drip_server(mode)
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/"
+        write_endpoint(tmp_path / "files", "1", "sk-drip-0123456789abcdef", base_url=url)
+        metis("import", str(tmp_path / "files" / "metis_endpoint_1.txt"), check=True)
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "metis_env", "check", "1", "--timeout", "2"], capture_output=True,
+                              timeout=60, env=subprocess_env())
+        seconds = time.monotonic() - started
+    finally:
+        stop.set()
+        listener.close()
+    where = url.split("/")[2]
+    assert (proc.returncode, proc.stdout.decode(), proc.stderr.decode(), seconds < 6) == (
+        14, f"1: timeout: {where} did not answer within 2 s\n",
+        f"metis-env: error: check of endpoint 1: {where} did not answer within 2 s\n", True)
+
+
+# --- TAB completion of hostile names ----------------------------------------------------------------
+
+HOSTILE_MODEL = "zz$(touch PWNED)`touch PWNED2`;touch PWNED3 'q' \"d\" *"
+
+
+@pytest.mark.usefixtures("file_store")
+def test_bash_completion_inserts_a_hostile_model_name_quoted(tmp_path):
+    """What _metis_env_complete puts in COMPREPLY is what readline types on the line: pressing Enter
+    must give the model name as one word and run nothing."""
+    folder = tmp_path / "endpoint-files"
+    folder.mkdir()
+    (folder / "metis_endpoint_1.txt").write_text(shells_endpoint_text("sk-one", models=HOSTILE_MODEL.replace("\"", "")))
+    metis("import", str(folder / "metis_endpoint_1.txt"), check=True)
+    bin_dir = tmp_path / "bin"
+    write_metis_wrapper(bin_dir)
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (
+        f"source '{SHELL_DIR / 'metis-env.bash'}'; "
+        "COMP_WORDS=(metis-env export 1 --model zz); COMP_CWORD=4; _metis_env_complete; "
+        "for word in \"${COMPREPLY[@]}\"; do eval \"printf '[%s]\\n' $word\"; done; "
+        "COMP_WORDS=(metis-env export zz); COMP_CWORD=2; _metis_env_complete; "
+        "for word in \"${COMPREPLY[@]}\"; do eval \"printf '[%s]\\n' $word\"; done"
+    )
+    result = run_shell([need("bash"), "--norc", "--noprofile", "-c", script], shell_env(bin_dir), cwd=work)
+    model = HOSTILE_MODEL.replace('"', "")
+    assert (result.returncode, result.stdout.decode(), result.stderr, sorted(os.listdir(work))) == (
+        0, f"[{model}]\n[{model}]\n", b"", [])
+
+

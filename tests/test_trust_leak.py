@@ -25,7 +25,7 @@ from metis_env.endpoint import parse_endpoint_file
 from metis_env.errors import EndpointFileError
 from metis_env.testing.openai_server import OpenAIStubServer
 from metis_env.testing.loginnode import Faults
-from tests._trust import Remote, cases, endpoint_text, subprocess_env, write_endpoint
+from tests._trust import Remote, cases, endpoint_text, start_metis, subprocess_env, wait_for_line, write_endpoint
 from tests.conftest import metis
 
 # The middle of the key is what must never show: the mask (`sk-…q9w8`) shows its first three and
@@ -422,3 +422,41 @@ def test_globus_tokens_and_the_code_show_only_where_asked_for(globus, globus_env
     assert [s for s in set(secrets) if s.encode() in (config / "keys.json").read_bytes()] == []  # logout forgot them
     assert any(keys[k].encode() in o for o, _e in asked for k in keys)  # the probe can see a token
     cases(len(set(secrets)) * (len(outputs) + len(files)))
+
+
+# Attack: a crashing command that holds a key dumped it into a core file. With `ulimit -c unlimited`
+# and the kernel writing `core` in the working directory, each command dies by SIGABRT while it holds
+# the key (the fast path after get, a writer paused mid-update) and leaves no core file; run's command
+# still gets the core limit it would have had.
+CORE_CHILD = (
+    "import os, sys\n"
+    "from metis_env.main import main\n"
+    "main(sys.argv[1:])\n"
+    "os.abort()\n"
+)
+
+
+@pytest.mark.usefixtures("file_store")
+def test_a_crash_while_holding_the_key_leaves_no_core_file(tmp_path, env_setup):
+    import resource
+    import signal
+
+    write_endpoint(tmp_path / "files", "1", CANARY_KEY_FOR_CORE)
+    metis("import", str(tmp_path / "files" / "metis_endpoint_1.txt"), check=True)
+    unlimited = lambda: resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # noqa: E731
+    work = tmp_path / "work"
+    work.mkdir()
+    fast = subprocess.run([sys.executable, "-c", CORE_CHILD, "get", "key", "1"], cwd=work, capture_output=True, timeout=60,
+                          env=subprocess_env(), preexec_fn=unlimited)
+    writer = start_metis("import", str(tmp_path / "files" / "metis_endpoint_1.txt"), cwd=work, preexec_fn=unlimited,
+                         env={"METIS_ENV_TEST_PAUSE_AT": "before-metadata"})
+    wait_for_line(writer.stderr, "metis-env: paused at before-metadata")
+    writer.send_signal(signal.SIGABRT)
+    writer.wait(timeout=30)
+    child = metis("run", "1", "--", "sh", "-c", "ulimit -c")
+    assert (fast.returncode, fast.stdout.decode(), writer.returncode, sorted(os.listdir(work)), child.stdout.decode()) == (
+        -signal.SIGABRT, CANARY_KEY_FOR_CORE + "\n", -signal.SIGABRT, [], subprocess.run(
+            ["sh", "-c", "ulimit -c"], capture_output=True, text=True).stdout)
+
+
+CANARY_KEY_FOR_CORE = "sk-core-0123456789abcdef"

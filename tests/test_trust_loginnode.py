@@ -140,6 +140,19 @@ def test_an_unreadable_remote_file_via_openssh_is_not_a_failed_login(tmp_path, m
     ])
 
 
+def test_ssh_s_own_messages_are_not_prefixed_twice(tmp_path, monkeypatch, capfd, env_setup):
+    fake = tmp_path / "fake-ssh"  # what ssh says, status 255, when the name does not resolve
+    fake.write_text("#!/bin/sh\ncat >/dev/null\necho 'ssh: Could not resolve hostname metis: Name or service not known' >&2\nexit 255\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("METIS_ENV_SSH_COMMAND", str(fake))
+    monkeypatch.setenv("METIS_ENV_STORE", "file")
+    code, out, err = run_sync_cli(monkeypatch, capfd, ScriptedPrompter([]), "--via", "openssh", "--host", "metis", "--user", USER)
+    assert (code, out, err.splitlines()[1:]) == (7, "", [
+        "metis-env: ssh: Could not resolve hostname metis: Name or service not known",
+        "metis-env: error: ssh to metis failed with exit status 255 (see ssh's message above)",
+    ])
+
+
 def test_recursive_includes_stop_at_openssh_depth_at_once(tmp_path, monkeypatch, capfd, env_setup):
     ssh_dir = Path(os.path.expanduser("~/.ssh"))
     ssh_dir.mkdir(mode=0o700)

@@ -157,3 +157,56 @@ def test_a_symlinked_or_foreign_file_in_the_config_dir_is_refused_and_its_target
         argv = [a.format(file=endpoint) for a in argv]
         assert result(metis(*argv)) == (6, stdout, foreign), (command, name)
     cases(len(COMMANDS) + 2)
+
+
+# Attack: a FIFO (or a device) planted as a config file in a loose (0777) config dir hung every command
+# in open(), before the type and owner checks could refuse it.
+@pytest.mark.parametrize("name", ["config.yaml", "endpoints.yaml", "keys.json"])
+def test_a_fifo_planted_in_a_loose_config_dir_is_refused_at_once_and_the_dir_tightened(name, tmp_path, env_setup):
+    write_endpoint(tmp_path / "files", "1", KEY)
+    metis("import", str(tmp_path / "files" / "metis_endpoint_1.txt"), check=True)
+    (env_setup / name).unlink(missing_ok=True)
+    os.mkfifo(env_setup / name)
+    os.chmod(env_setup, 0o777)
+    path = env_setup / name
+    stdout = {"export": "false\n"}
+    for argv in (["export", "1"], ["get", "key", "1"], ["list"], ["config", "list"], ["import", str(tmp_path / "files" / "metis_endpoint_1.txt")]):
+        if (name != "config.yaml" and argv[0] == "config") or (name == "keys.json" and argv[0] == "list"):
+            continue  # config list reads no store; list shows an unreadable key as such and goes on
+        proc = subprocess.run([sys.executable, "-m", "metis_env", *argv], capture_output=True, timeout=20, env=subprocess_env())
+        assert result(proc) == (6, stdout.get(argv[0], ""), f"metis-env: error: {path} is not a regular file; move it away\n"), argv
+        assert stat.S_IMODE(os.lstat(env_setup).st_mode) == 0o700
+        os.chmod(env_setup, 0o777)
+    cases(5)
+
+
+def test_doctor_reports_a_loose_dir_and_a_fifo_without_changing_or_hanging(tmp_path, env_setup):
+    env_setup.mkdir(mode=0o700)
+    os.mkfifo(env_setup / "config.yaml")
+    os.chmod(env_setup, 0o777)
+    proc = subprocess.run([sys.executable, "-m", "metis_env", "doctor", "--json"], capture_output=True, timeout=60, env=subprocess_env())
+    import json
+
+    found = {f["name"]: (f["status"], f["message"]) for f in json.loads(proc.stdout)["findings"]}
+    assert (proc.returncode, found["config dir"], found["config.yaml"], stat.S_IMODE(os.lstat(env_setup).st_mode)) == (
+        17,
+        ("warn", f"{env_setup} has mode 777, looser than 700"),
+        ("problem", f"{env_setup / 'config.yaml'} is not a regular file"),
+        0o777,
+    )
+
+
+# Attack: `hook --install` under umask 000 created ~/.local/share/metis-env world-writable, so another
+# user could replace the file ~/.bashrc sources.
+@pytest.mark.parametrize("target", ["bash", "zsh", "fish", "direnv"])
+def test_hook_install_under_umask_000_creates_nothing_others_can_write(target, tmp_path):
+    home = tmp_path / "hook-home"
+    home.mkdir(mode=0o755)
+    env = subprocess_env(HOME=str(home), XDG_CONFIG_HOME="", XDG_DATA_HOME="")
+    env.pop("DIRENV_CONFIG", None)
+    proc = subprocess.run([sys.executable, "-m", "metis_env", "hook", target, "--install"], capture_output=True, timeout=60,
+                          env=env, preexec_fn=lambda: os.umask(0o000))
+    assert proc.returncode == 0, proc.stderr
+    written = {str(p.relative_to(home)): oct(stat.S_IMODE(os.lstat(p).st_mode)) for p in sorted(home.rglob("*"))}
+    loose = {p: m for p, m in written.items() if int(m, 8) & 0o022}
+    assert (loose, len(written) >= 3) == ({}, True), written

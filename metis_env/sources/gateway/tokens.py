@@ -156,7 +156,10 @@ def _refresh_locked(store: Store, settings: Settings, state: TokenState) -> tupl
         raise
     except MetisEnvError as exc:
         return state, f"the Globus token could not be refreshed ({exc})"
-    return save_refresh(store, state, data), None
+    try:
+        return save_refresh(store, state, data), None
+    except MetisEnvError as exc:  # the old token is still stored, and still valid at Globus
+        return state, f"the refreshed Globus token could not be stored ({exc})"
 
 
 # --- writers ---------------------------------------------------------------------------------------

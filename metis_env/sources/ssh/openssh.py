@@ -112,8 +112,9 @@ def fetch_with_openssh(
         raise ConnectionFailedError(f"cannot run {ssh_command[0]}: {exc.strerror or exc}; install OpenSSH or use --via paramiko") from exc
     messages = result.stderr.decode("utf-8", "replace")
     for line in messages.splitlines():
-        if line.strip():
-            ui.progress(f"ssh: {printable(line.strip())}")
+        text = printable(line.strip())
+        if text:  # ssh words its own messages "ssh: ..." already: never "ssh: ssh: Could not ..."
+            ui.progress(text if text.startswith("ssh: ") else f"ssh: {text}")
     if result.returncode != 0:
         raise _ssh_failure(host, result.returncode, messages)
     files = parse_boundary_output(result.stdout, token, host)

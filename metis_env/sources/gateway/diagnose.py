@@ -1,0 +1,54 @@
+"""doctor's findings about the gateway source: logged in or not, the token's expiry, the login's
+age against reauth_after_days, and which gateway_url is used. Offline: nothing here asks the network.
+
+Example::
+
+    for finding in check_gateway(settings, store): print(finding.line())
+"""
+
+from __future__ import annotations
+
+from ...errors import MetisEnvError
+from . import tokens
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ...doctor import Finding
+    from ...settings import Settings
+    from ...store import Store
+
+
+def check_gateway(settings: Settings, store: Store) -> list[Finding]:
+    from ...doctor import OK, PROBLEM, WARN, Finding
+
+    url = Finding("gateway_url", OK, settings.gateway_url)
+    try:
+        state = tokens.read_state(store)
+    except MetisEnvError as exc:
+        return [url, Finding("gateway login", PROBLEM, str(exc), "metis-env login --force")]
+    if state is None:
+        return [url, Finding("gateway login", OK, "not logged in (optional: metis-env login, for the ALCF gateway)")]
+    who = f" as {state.identity}" if state.identity else ""
+    findings = [url]
+    left = state.seconds_left()
+    expiry = f"access token {'expired' if left <= 0 else 'valid'} until {tokens.iso_utc(state.expires_at)}"
+    refresh = "a refresh token is stored" if state.refresh else "no refresh token"
+    if left <= 0 and not state.refresh:
+        findings.append(Finding("gateway login", PROBLEM, f"logged in{who}; {expiry}; {refresh}", "metis-env login"))
+    else:
+        findings.append(Finding("gateway login", OK, f"logged in{who} ({state.store} store); {expiry}; {refresh}"))
+    age = state.login_age_days()
+    if age > settings.reauth_after_days:
+        findings.append(Finding(
+            "gateway re-authentication", WARN,
+            f"the Globus login is {age:.0f} days old (reauth_after_days {settings.reauth_after_days:g}; ALCF asks every 30)",
+            "log out at https://app.globus.org/logout, then metis-env login --force",
+        ))
+    else:
+        findings.append(Finding("gateway re-authentication", OK, f"the Globus login is {age:.0f} days old"))
+    if state.gateway_url and state.gateway_url != settings.gateway_url:
+        findings.append(Finding(
+            "gateway_url", WARN, f"the login was made for {state.gateway_url}, but gateway_url is now {settings.gateway_url}",
+            "metis-env login --force (or set gateway_url back)",
+        ))
+    return findings
