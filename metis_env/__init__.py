@@ -1,3 +1,45 @@
-"""metis-env: ALCF Metis inference endpoint credentials, synced once, used from any shell."""
+"""metis-env: ALCF Metis inference endpoint credentials, synced once, used from any shell, script or notebook.
+
+    import metis_env
+
+    metis_env.load(1)                     # OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME, ... in os.environ
+    client = metis_env.openai_client(1)   # an openai.OpenAI, its key kept current
+
+In IPython or Jupyter: ``%load_ext metis_env``, then ``%metis 1``. The names are imported on first use
+(PEP 562), so that ``import metis_env`` and the command line's hot path stay cheap.
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["environ", "load", "openai_client", "async_openai_client", "MetisEnvError", "load_ipython_extension"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .api import async_openai_client, environ, load, openai_client
+    from .errors import MetisEnvError
+
+_API_NAMES = ("environ", "load", "openai_client", "async_openai_client")
+
+
+def __getattr__(name: str):
+    if name in _API_NAMES:
+        from . import api
+
+        value = getattr(api, name)
+    elif name == "MetisEnvError":
+        from .errors import MetisEnvError as value
+    else:
+        raise AttributeError(f"module 'metis_env' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext metis_env``: registers the ``%metis`` line magic (see metis_env.magic)."""
+    from .magic import register
+
+    register(ipython)

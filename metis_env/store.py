@@ -388,6 +388,7 @@ class Store:
                 yield
             finally:
                 self._lock_depth = 0
+                _unlock(handle)
         finally:
             handle.close()
 
@@ -623,6 +624,16 @@ def _lock_exclusive(handle: Any, path: str) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise BusyError(f"another metis-env sync or import is running (lock {path}); wait for it to finish") from None
+
+
+def _unlock(handle: Any) -> None:
+    """Release the lock explicitly: closing is not enough when a child forked meanwhile (subprocess
+    before its exec, multiprocessing) still holds a copy of the descriptor, and with it the lock."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: msvcrt's lock goes with the handle
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def open_store(settings: Settings) -> Store:

@@ -84,6 +84,11 @@ class OpenAIStubServer:
         with self._lock:
             return list(self._requests)
 
+    def set_api_key(self, api_key: str) -> None:
+        """Accept ``api_key`` from now on, and no longer the old one (the endpoint's key rotated)."""
+        with self._lock:
+            self._api_key = api_key
+
     def start(self) -> str:
         if self._server is not None:
             raise RuntimeError("OpenAIStubServer already started")
@@ -125,7 +130,8 @@ class OpenAIStubServer:
             self._api_key = api_key
 
     def _is_authorized(self, header: str | None) -> bool:
-        expected = f"Bearer {self._api_key}".encode()
+        with self._lock:
+            expected = f"Bearer {self._api_key}".encode()
         return hmac.compare_digest((header or "").encode(), expected)
 
     def _record(self, request: StubRequest) -> None:
