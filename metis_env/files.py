@@ -98,14 +98,22 @@ def read_private_text(path: str | os.PathLike, *, secret: bool = False) -> str |
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``path`` 0600 through a temp file in the same directory and ``os.replace``."""
+    parent = os.path.dirname(os.path.abspath(path))
+    ensure_private_dir(parent)
+    replace_file(path, text, FILE_MODE)
+    _fsync_dir(parent)
+
+
+def replace_file(path: str | os.PathLike, text: str, mode: int, suffix: str = ".tmp", newline: str | None = None) -> None:
+    """Write ``path`` through a temp file beside it, its mode set before any byte is written, then
+    fsync and ``os.replace``: a reader sees the old file or the new one, never part of one."""
     import tempfile  # only writers pay for it (random, shutil: ~4 ms)
 
     parent, name = os.path.split(os.path.abspath(path))
-    ensure_private_dir(parent)
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=parent)
     try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -116,7 +124,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(parent)
 
 
 # What atomic_write_text leaves behind when it is killed between mkstemp and os.replace.

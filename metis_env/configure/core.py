@@ -18,6 +18,7 @@ from collections import namedtuple
 from typing import Any
 
 from ..errors import ToolConfigError
+from ..files import replace_file
 
 NEW_FILE_MODE = 0o600
 NEW_DIR_MODE = 0o700
@@ -145,8 +146,6 @@ def backup_path(path: str) -> str:
 
 def write_config(path: str, old: str | None, old_mode: int | None, new: str) -> str | None:
     """Back up ``old`` (if any) and replace ``path`` with ``new`` atomically; returns the backup's path."""
-    import tempfile
-
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, mode=NEW_DIR_MODE, exist_ok=True)
     mode = NEW_FILE_MODE if old_mode is None else old_mode
@@ -154,20 +153,7 @@ def write_config(path: str, old: str | None, old_mode: int | None, new: str) -> 
     if old is not None:
         backup = backup_path(path)
         _write_new(backup, old, mode)
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".metis-env.tmp", dir=parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(new)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
+    replace_file(path, new, mode, suffix=".metis-env.tmp", newline="")
     return backup
 
 
