@@ -27,7 +27,8 @@ from .actions import format_age
 from .errors import DoctorProblemsError, MetisEnvError
 from .files import check_private_dir
 from .settings import SETTING_NAMES, Settings, coerce_setting, env_name, read_config_file
-from .store import KeyringSecrets, Store, _load_keyring_backend
+from .keystore import KeyringSecrets, _load_keyring_backend
+from .store import Store
 
 OK, WARN, PROBLEM = "ok", "warn", "problem"
 STATUSES = (OK, WARN, PROBLEM)

@@ -1,5 +1,5 @@
-"""The credential store: API keys in the OS keyring (or, chosen knowingly, a 0600 file), everything
-else in ``endpoints.yaml``. The only module that imports keyring.
+"""The credential store: API keys in the OS keyring (or, chosen knowingly, a 0600 file; both in
+``keystore.py``, the only module that imports keyring), everything else in ``endpoints.yaml``.
 
 An update is all-or-nothing and readers never see a mix of two syncs: every key is written under a
 new entry name (``<endpoint>/<fingerprint>``) before the metadata file that points at it is replaced
@@ -16,8 +16,9 @@ import time
 from collections.abc import Iterable, Iterator
 from collections import namedtuple
 from . import paths
-from .errors import BusyError, NotFoundError, StoreError, StoreUnavailableError
+from .errors import BusyError, NotFoundError, StoreError
 from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, read_private_text, remove_stale_temp_files
+from .keystore import SERVICE, FileSecrets, KeyringSecrets, _checkpoint, _read_secret_fast  # noqa: F401  (SERVICE: re-exported)
 from .settings import Settings
 
 # typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
@@ -28,11 +29,8 @@ if TYPE_CHECKING:
 
     from .endpoint import Endpoint  # and hashlib, ipaddress: the hot path never parses a file
 
-SERVICE = "metis-env"
 GATEWAY = "gateway"  # the gateway source's records (``source``) and its token section in endpoints.yaml
 METADATA_VERSION = 1
-SECRET_SERVICE_BACKEND = "keyring.backends.SecretService.Keyring"
-FILE_STORE_HINT = "use the file store instead: --store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"
 
 
 # Records are namedtuples, not dataclasses: `import dataclasses` (inspect, ast, dis) costs about
@@ -99,184 +97,6 @@ class Change(namedtuple("Change", "id status detail", defaults=("",))):
 
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-
-
-def _checkpoint(step: str) -> None:
-    """Test-only pause point for the crash-consistency suite (kill -9 while paused)."""
-    if os.environ.get("METIS_ENV_TEST_PAUSE_AT") == step:
-        sys.stderr.write(f"metis-env: paused at {step}\n")
-        sys.stderr.flush()
-        time.sleep(3600)
-
-
-# --- secrets ---------------------------------------------------------------------------------------
-
-
-class FileSecrets:
-    """The explicit file store: ``keys.json``, mode 0600 in the 0700 config dir."""
-
-    kind = "file"
-    backend = "file"
-
-    def __init__(self, directory: str | os.PathLike):
-        self.path = paths.keys_file(directory)
-
-    def _load(self) -> dict[str, str]:
-        text = read_private_text(self.path, secret=True)
-        if text is None:
-            return {}
-        try:
-            data = json.loads(text)
-            keys = data["keys"]
-            if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise StoreError(f"{self.path} is damaged; delete it and run metis-env sync again") from None
-        return keys
-
-    def _save(self, keys: dict[str, str]) -> None:
-        atomic_write_text(self.path, json.dumps({"version": 1, "keys": keys}, indent=2) + "\n")
-
-    def get(self, ref: str) -> str | None:
-        return self._load().get(ref)
-
-    def check_writable(self) -> None:
-        directory = os.path.dirname(self.path)
-        ensure_private_dir(directory)
-        self._load()
-        if not os.access(directory, os.W_OK):
-            raise StoreError(f"cannot write to {directory}; check its permissions")
-
-    def set_many(self, items: dict[str, str]) -> None:
-        keys = self._load()
-        keys.update(items)
-        self._save(keys)
-
-    def delete(self, refs: Iterable[str]) -> None:
-        keys = self._load()
-        remaining = {k: v for k, v in keys.items() if k not in set(refs)}
-        if remaining != keys:
-            self._save(remaining)
-
-
-class KeyringSecrets:
-    """The OS keyring through ``keyring``; every call bounded by a timeout (an unlock dialog or a
-    daemon that never answers must not hang a shell start-up)."""
-
-    kind = "keyring"
-
-    def __init__(self, timeout: float | None = None):
-        self.timeout = timeout if timeout is not None else float(os.environ.get("METIS_ENV_KEYRING_TIMEOUT", "10"))
-        self._keyring: Any = None
-
-    @property
-    def backend(self) -> str:
-        kr = self._backend()
-        return f"{type(kr).__module__}.{type(kr).__name__}"
-
-    def _backend(self) -> Any:
-        if self._keyring is None:
-            self._keyring = self._call(_load_keyring_backend)
-        return self._keyring
-
-    def _call(self, fn, *args):
-        outcome: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                outcome["value"] = fn(*args)
-            except BaseException as exc:  # handed back to the caller's thread below
-                outcome["error"] = exc
-
-        import threading  # the keyring store's only; the file store's hot path never needs it
-
-        worker = threading.Thread(target=target, name="metis-env-keyring", daemon=True)
-        worker.start()
-        worker.join(self.timeout)
-        if worker.is_alive():
-            raise StoreUnavailableError(
-                f"the OS keyring did not answer within {self.timeout:g} s (locked, or waiting for an "
-                f"unlock dialog); unlock it and try again, or {FILE_STORE_HINT}"
-            )
-        if "error" in outcome:
-            raise _keyring_error(outcome["error"]) from None
-        return outcome.get("value")
-
-    def get(self, ref: str) -> str | None:
-        kr = self._backend()
-        return self._call(kr.get_password, SERVICE, ref)
-
-    def check_writable(self) -> None:
-        kr = self._backend()
-        probe = "metis-env-write-probe"
-        self._call(kr.set_password, SERVICE, probe, "probe")
-        self._call(kr.delete_password, SERVICE, probe)
-
-    def set_many(self, items: dict[str, str]) -> None:
-        kr = self._backend()
-        written: list[str] = []
-        try:
-            for number, (ref, secret) in enumerate(items.items(), start=1):
-                self._call(kr.set_password, SERVICE, ref, secret)
-                written.append(ref)
-                _checkpoint(f"secret-{number}")
-        except BaseException:
-            self.delete(written, quiet=True)
-            raise
-
-    def delete(self, refs: Iterable[str], quiet: bool = True) -> None:
-        kr = self._backend()
-        for ref in refs:
-            try:
-                self._call(kr.delete_password, SERVICE, ref)
-            except Exception:
-                if not quiet:
-                    raise
-
-
-def _load_keyring_backend() -> Any:
-    import keyring
-
-    return keyring.get_keyring()
-
-
-def _keyring_error(exc: BaseException) -> BaseException:
-    """One line for each way a keyring fails; never the exception text of a backend we don't know."""
-    if not isinstance(exc, Exception):
-        return exc
-    from keyring import errors as kerr
-
-    name = type(exc).__name__
-    if isinstance(exc, kerr.NoKeyringError):
-        return StoreUnavailableError(
-            f"no OS keyring is available here (usual on HPC nodes, containers and CI); {FILE_STORE_HINT}"
-        )
-    if isinstance(exc, kerr.KeyringLocked):
-        return StoreUnavailableError(f"the OS keyring is locked; unlock it (log in to the desktop) or {FILE_STORE_HINT}")
-    if isinstance(exc, kerr.InitError):
-        return StoreUnavailableError(
-            f"the OS keyring could not be opened ({name}; it may be locked or its unlock prompt dismissed); "
-            f"unlock it or {FILE_STORE_HINT}"
-        )
-    if isinstance(exc, (kerr.PasswordSetError, kerr.PasswordDeleteError)):
-        return StoreError(f"the OS keyring refused the change ({name}); unlock it or {FILE_STORE_HINT}")
-    return StoreUnavailableError(f"the OS keyring failed ({name}); unlock or repair it, or {FILE_STORE_HINT}")
-
-
-def _read_secret_fast(stored: StoredEndpoint) -> str | None:
-    """Read a Secret Service item over D-Bus directly (about 5x faster than keyring's discovery)."""
-    if stored.backend != SECRET_SERVICE_BACKEND or not sys.platform.startswith("linux"):
-        return None
-    if os.environ.get("PYTHON_KEYRING_BACKEND", SECRET_SERVICE_BACKEND) != SECRET_SERVICE_BACKEND:
-        return None
-    try:
-        from . import secret_service
-    except ImportError:
-        return None
-    try:
-        return secret_service.lookup(SERVICE, stored.secret_ref)
-    except Exception:
-        return None  # keyring will give the proper answer, or the proper error
 
 
 # --- the store -------------------------------------------------------------------------------------

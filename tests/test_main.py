@@ -154,7 +154,7 @@ ALLOWED = {
     "paramiko": ("metis_env/sources/ssh/", "metis_env/testing/"),
     "globus_sdk": ("metis_env/sources/gateway/globus.py",),
     "click": ("metis_env/cli.py",),
-    "keyring": ("metis_env/store.py", "metis_env/doctor.py"),
+    "keyring": ("metis_env/keystore.py", "metis_env/doctor.py"),
     "yaml": ("metis_env/files.py",),
     "jeepney": ("metis_env/secret_service.py",),
     "secretstorage": (),
