@@ -390,13 +390,7 @@ class _Client:
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> _Answer:
         url = f"{self.base_url}/{path}"
         shown = self.scrub(url)
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self._api_key}")
-        request.add_header("Accept", "application/json")
-        request.add_header("User-Agent", USER_AGENT)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+        request = json_request(url, method, self._api_key, body, USER_AGENT)
         start = time.perf_counter()
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
@@ -489,6 +483,18 @@ class _Client:
         parts = urlsplit(self.proxy if "://" in self.proxy else f"http://{self.proxy}")
         host = parts.hostname or "?"
         return self.scrub(f"{host}:{parts.port}" if parts.port else host)
+
+
+def json_request(url: str, method: str, token: str, body: Any, user_agent: str) -> urllib.request.Request:
+    """A JSON request with a bearer token, as check and the gateway's client send it."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Accept", "application/json")
+    request.add_header("User-Agent", user_agent)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    return request
 
 
 def verified_opener(scheme: str, host: str) -> tuple[urllib.request.OpenerDirector, str | None]:

@@ -116,7 +116,7 @@ def request(method: str, url: str, token: str, body: Any = None, timeout: float 
     Raises ConnectionFailedError (no answer: refused, DNS, TLS, timeout) in one line, and GatewayError
     for a token an HTTP header cannot carry. ``timeout`` bounds the whole call.
     """
-    from ...check import verified_opener  # check.py's TLS and proxy rules, not a copy of them
+    from ...check import json_request, verified_opener  # check.py's TLS and proxy rules, not a copy of them
 
     scrub = _scrubber(token)
     shown = scrub(url, 160)
@@ -128,13 +128,7 @@ def request(method: str, url: str, token: str, body: Any = None, timeout: float 
         raise LoginRequiredError("the stored Globus token is empty or damaged; run `metis-env login`")
     opener, proxy = verified_opener(parts.scheme, host)
     where = scrub(f"{host}:{parts.port}" if parts.port else host, 80)
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Authorization", f"Bearer {token}")
-    req.add_header("Accept", "application/json")
-    req.add_header("User-Agent", USER_AGENT)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
+    req = json_request(url, method, token, body, USER_AGENT)
     deadline = time.monotonic() + timeout
     failure: MetisEnvError | None = None
     try:
