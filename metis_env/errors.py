@@ -140,6 +140,30 @@ class ToolConfigError(MetisEnvError):
     exit_code = 22
 
 
+class RateLimitedError(MetisEnvError):
+    """The gateway answered 429: this user's shared rate or tokens-per-minute limit is used up for now."""
+
+    exit_code = 23
+
+
+class IdentityNotAuthorizedError(MetisEnvError):
+    """The gateway refused the Globus identity's provider: log in with an ALCF or Argonne identity."""
+
+    exit_code = 24
+
+
+class ServiceAccountError(MetisEnvError):
+    """A service-account login failed: Globus refused the client, or the gateway has not allow-listed it."""
+
+    exit_code = 25
+
+
+class BrokerError(MetisEnvError):
+    """`proxy`: the node's broker could not be started, reached or stopped."""
+
+    exit_code = 26
+
+
 class Interrupted(MetisEnvError):
     """The user interrupted the command (Ctrl-C); nothing was changed."""
 
@@ -171,6 +195,10 @@ EXIT_CODES = {
         GatewayError,
         NotLiveError,
         ToolConfigError,
+        RateLimitedError,
+        IdentityNotAuthorizedError,
+        ServiceAccountError,
+        BrokerError,
         Interrupted,
     )
 }
