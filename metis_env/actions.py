@@ -12,29 +12,14 @@ from . import render, status_cache
 from .errors import BusyError, CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
 from .settings import Settings, env_name, load_settings
 from .store import Change, Store, StoredEndpoint, natural_key, open_store
+from .text import format_age, warn  # noqa: F401  (format_age: re-exported)
+from .variables import EXPORTED_NAMES, environment, parse_aliases
 
 # endpoint.py (hashlib, ipaddress, urllib) is imported where a file is parsed or a key masked, so that
 # export, get and run never load it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .endpoint import Endpoint
-
-EXPORTED_NAMES = (
-    "OPENAI_BASE_URL",
-    "OPENAI_API_BASE",
-    "OPENAI_API_KEY",
-    "MODEL_NAME",
-    "SAMBANOVA_API_KEY",
-    "SAMBANOVA_API_BASE",
-    "SAMBA_NOVA_BASE_URL",
-    "OPENAI_AGENTS_DISABLE_TRACING",
-    "LITELLM_LOCAL_MODEL_COST_MAP",
-    "METIS_ENV_ENDPOINT",
-    "METIS_ENV_TOKEN_EXPIRES",
-)
-"""Every variable export can set, in the order it prints them (``--unset`` removes them all, and the
-names of the ``aliases`` setting)."""
-
 
 # A namedtuple, not a dataclass: see StoredEndpoint in store.py.
 class Selection(namedtuple("Selection", "endpoint model warnings expires_at", defaults=((), None))):
@@ -170,47 +155,9 @@ def environment_for(selection: Selection, api_key: str, settings: Settings | Non
     compute node with no route out) unless told to use the copy it ships.
     """
     endpoint = selection.endpoint
-    env = {
-        "OPENAI_BASE_URL": endpoint.base_url,
-        "OPENAI_API_BASE": endpoint.base_url,  # LangChain, aider, litellm and older scripts
-        "OPENAI_API_KEY": api_key,
-        "MODEL_NAME": selection.model,
-    }
-    if endpoint.source != "gateway":  # a Globus token under SambaNova's name would mislead
-        env["SAMBANOVA_API_KEY"] = api_key
-        env["SAMBANOVA_API_BASE"] = endpoint.base_url
-        env["SAMBA_NOVA_BASE_URL"] = endpoint.base_url
-    env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    env["METIS_ENV_ENDPOINT"] = endpoint.id
-    if selection.expires_at is not None:  # as aws-vault's AWS_CREDENTIAL_EXPIRATION
-        env["METIS_ENV_TOKEN_EXPIRES"] = selection.expires_at
-    if settings is not None and settings.aliases:
-        for alias, name in parse_aliases(settings.aliases, "aliases"):
-            if name in env:
-                env[alias] = env[name]
-    return env
-
-
-def parse_aliases(text: str, source: str) -> list[tuple[str, str]]:
-    """``aliases`` (``NEW=EXISTING`` pairs, comma-separated) -> [(NEW, EXISTING), ...]; UsageError
-    naming ``source`` for a pair that is not a variable name and one export sets."""
-    pairs = []
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        alias, eq, name = (part.strip() for part in item.partition("="))
-        if not eq or not _is_variable_name(alias) or name not in EXPORTED_NAMES or alias in EXPORTED_NAMES:
-            raise UsageError(
-                f"{source}: {item.strip()!r} is not NEW_NAME=EXPORTED_NAME (a new variable name, then one of: "
-                f"{', '.join(EXPORTED_NAMES)}); e.g. GROQ_API_KEY=OPENAI_API_KEY"
-            )
-        pairs.append((alias, name))
-    return pairs
-
-
-def _is_variable_name(name: str) -> bool:
-    return bool(name) and not name[0].isdigit() and all(c.isascii() and (c.isalnum() or c == "_") for c in name)
+    aliases = parse_aliases(settings.aliases, "aliases") if settings is not None and settings.aliases else ()
+    return environment(endpoint.base_url, api_key, selection.model, endpoint.id, expires_at=selection.expires_at,
+                       sambanova=endpoint.source != "gateway", aliases=aliases)
 
 
 def export_command(spec: str | None, model: str | None, shell: str | None, unset: bool, settings: Settings | None = None,
@@ -421,19 +368,6 @@ def list_rows(store: Store, settings: Settings) -> list[dict]:
     return rows
 
 
-def format_age(days: float | None) -> str:
-    if days is None:
-        return "?"
-    seconds = days * 86400
-    if seconds < 90:
-        return "just now"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    if days < 2:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{days:.0f} days ago"
-
-
 def format_list(rows: Sequence[dict]) -> str:
     if not rows:
         return ""
@@ -448,7 +382,3 @@ def format_list(rows: Sequence[dict]) -> str:
             f"synced: {format_age(row['age_days'])}{stale}"
         )
     return "\n".join(lines) + "\n"
-
-
-def warn(message: str) -> None:
-    sys.stderr.write(f"metis-env: warning: {message}\n")

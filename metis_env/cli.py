@@ -24,10 +24,10 @@ from .store import open_store
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def settings_from(ctx: click.Context, **overrides) -> Settings:
+def settings_from(ctx: click.Context, *, tighten: bool = True, **overrides) -> Settings:
     """Settings from config.yaml and METIS_ENV_*, then the group's and the command's options."""
     root = ctx.find_root()
-    base = with_overrides(load_settings(), store=root.params.get("store"))
+    base = with_overrides(load_settings(tighten=tighten), store=root.params.get("store"))
     return with_overrides(base, **overrides)
 
 
@@ -310,10 +310,10 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
       metis-env doctor
       metis-env doctor --json | jq -r '.findings[] | select(.status != "ok") | .fix'
     """
-    from . import doctor, files
+    from . import doctor
 
-    files.TIGHTEN_ON_READ = False  # doctor reports a loose config dir, it does not change it
-    settings, settings_findings = doctor.load_settings_or_defaults(lambda: settings_from(ctx))
+    # doctor reports a loose config dir, it does not change it: tighten=False
+    settings, settings_findings = doctor.load_settings_or_defaults(lambda: settings_from(ctx, tighten=False))
     findings = doctor.run_checks(settings, settings_findings=settings_findings)
     click.echo(doctor.format_json(findings) if as_json else doctor.format_report(findings), nl=False)
     doctor.raise_for_findings(findings)

@@ -19,19 +19,17 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import paths
-from .actions import format_age
 from .errors import DoctorProblemsError, MetisEnvError
+from .findings import OK, PROBLEM, STATUSES, WARN, Finding  # noqa: F401  (doctor.Finding: the type its checks return)
 from .files import check_private_dir
 from .settings import SETTING_NAMES, Settings, coerce_setting, env_name, read_config_file
-from .keystore import KeyringSecrets, _load_keyring_backend
+from .keystore import KeyringSecrets, load_keyring_backend
 from .store import Store
+from .text import format_age
 
-OK, WARN, PROBLEM = "ok", "warn", "problem"
-STATUSES = (OK, WARN, PROBLEM)
 JSON_VERSION = 1
 KEYRING_PROBE_TIMEOUT = 3.0
 SSH_CHECK_TIMEOUT = 5.0
@@ -40,20 +38,6 @@ FAIL_BACKEND = "keyring.backends.fail.Keyring"
 CHAINER_BACKEND = "keyring.backends.chainer.ChainerBackend"
 FILE_STORE_FIX = "or use the file store: metis-env --store file sync (or export METIS_ENV_STORE=file)"
 HOOK_MARK = "metis-env hook"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing doctor looked at. ``fix`` is empty when there is nothing to do."""
-
-    name: str
-    status: str
-    message: str
-    fix: str = ""
-
-    def line(self) -> str:
-        text = f"{self.status:<7}  {self.name}: {self.message}"
-        return f"{text}; fix: {self.fix}" if self.fix and self.status != OK else text
 
 
 # --- the keyring and the store ---------------------------------------------------------------------
@@ -89,7 +73,7 @@ def keyring_choice_reason(environ: Mapping[str, str] = os.environ) -> str:
 def _load_backend():
     """keyring's backend, or None and what went wrong (class names, first line)."""
     try:
-        return _load_keyring_backend(), None
+        return load_keyring_backend(), None
     except Exception as exc:
         return None, (tuple(cls.__name__ for cls in type(exc).__mro__), (str(exc).splitlines() or [""])[0][:160])
 
@@ -110,7 +94,7 @@ def check_keyring(settings: Settings, environ: Mapping[str, str] = os.environ, t
     reason = keyring_choice_reason(environ)
     secrets = KeyringSecrets(timeout=timeout)
     try:
-        backend, failure = secrets._call(_load_backend)
+        backend, failure = secrets.call(_load_backend)
     except MetisEnvError:
         backend, failure = None, (("Timeout",), f"no answer within {timeout:g} s")
     if backend is None:
@@ -130,7 +114,7 @@ def check_keyring(settings: Settings, environ: Mapping[str, str] = os.environ, t
         ]
     started = time.monotonic()
     try:
-        failure = secrets._call(_probe, backend)
+        failure = secrets.call(_probe, backend)
     except MetisEnvError:
         return [
             Finding(
@@ -184,7 +168,7 @@ def check_store(settings: Settings, environ: Mapping[str, str] = os.environ) -> 
         source = "METIS_ENV_STORE"
     else:
         try:
-            configured = read_config_file(paths.config_file(settings.config_dir)).get("store")
+            configured = read_config_file(paths.config_file(settings.config_dir), tighten=False).get("store")
         except MetisEnvError:
             configured = None
         source = "config.yaml" if configured == settings.store else ("--store" if settings.store != "keyring" else "the default")
@@ -215,7 +199,7 @@ def check_config_files(settings: Settings) -> list[Finding]:
     except OSError as exc:
         return [Finding("config dir", PROBLEM, f"cannot look at {directory}: {exc.strerror}", "check the permissions of its parents")]
     try:
-        check_private_dir(directory, info)
+        check_private_dir(directory, info, tighten=False)
     except MetisEnvError as exc:
         return [Finding("config dir", PROBLEM, str(exc), "move it away, or set METIS_ENV_CONFIG_DIR to a directory of your own")]
     findings = []
@@ -431,7 +415,7 @@ def load_settings_or_defaults(load: Callable[[], Settings], environ: Mapping[str
         with contextlib.suppress(MetisEnvError, OSError):  # config.yaml's valid values still count: one
             from .settings import read_config_file  # bad timeout must not hide `store: file`
 
-            for name, value in read_config_file(paths.config_file(paths.config_dir(environ))).items():
+            for name, value in read_config_file(paths.config_file(paths.config_dir(environ)), tighten=False).items():
                 with contextlib.suppress(MetisEnvError):
                     if name in SETTING_NAMES:
                         values[name] = coerce_setting(name, value, "config.yaml")
@@ -450,7 +434,7 @@ def run_checks(
     settings_findings: Sequence[Finding] = (),
 ) -> list[Finding]:
     """Every check, in the order the report shows them."""
-    store = store or Store(settings)
+    store = store or Store(settings, tighten=False)
     findings: list[Finding] = list(settings_findings)
     findings += check_store(settings, environ)
     keyring_findings = check_keyring(settings, environ)
@@ -567,7 +551,7 @@ def format_json(findings: Sequence[Finding]) -> str:
         "version": JSON_VERSION,
         "ok": counts[PROBLEM] == 0,
         "counts": counts,
-        "findings": [asdict(f) for f in findings],
+        "findings": [f.to_dict() for f in findings],
     }
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 

@@ -1,4 +1,5 @@
-"""Private files: a 0700 directory, 0600 files written atomically, refused when unsafe.
+"""Private files: a 0700 directory, 0600 files written atomically, refused when unsafe: the one "ours
+only" reader (``read_owned_bytes``) and the one atomic writer (``replace_file``).
 
 Also the one place that reads YAML: our own files are written in YAML's JSON subset, so that the hot
 path reads them with ``json``; a file a person rewrote in full YAML still loads, through pyyaml.
@@ -10,6 +11,8 @@ import json
 import os
 import re
 import stat
+from collections import namedtuple
+
 from .errors import StoreError
 
 # typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
@@ -20,8 +23,6 @@ if TYPE_CHECKING:
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
-TIGHTEN_ON_READ = True
-"""Readers chmod 700 a config dir others can write to; doctor, which changes nothing, turns it off."""
 
 
 def ensure_private_dir(directory: str | os.PathLike) -> str | os.PathLike:
@@ -40,9 +41,10 @@ def ensure_private_dir(directory: str | os.PathLike) -> str | os.PathLike:
     return directory
 
 
-def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None = None) -> None:
-    """Refuse a symlink, a non-directory or another user's directory; tighten one that others can write
-    to (0700), readers included: in a 0777 directory anyone can swap or plant files beside ours."""
+def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None = None, *, tighten: bool = True) -> None:
+    """Refuse a symlink, a non-directory or another user's directory; with ``tighten``, make one that
+    others can write to private (0700), readers included: in a 0777 directory anyone can swap or plant
+    files beside ours. doctor, which changes nothing, passes ``tighten=False`` and reports it instead."""
     info = info or os.lstat(directory)
     if stat.S_ISLNK(info.st_mode):
         raise StoreError(f"{directory} is a symbolic link; refusing to keep credentials there (remove the link)")
@@ -50,46 +52,67 @@ def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None 
         raise StoreError(f"{directory} is not a directory; move it away or set METIS_ENV_CONFIG_DIR")
     if info.st_uid != os.geteuid():
         raise StoreError(f"{directory} belongs to another user (uid {info.st_uid}); refusing to use it")
-    if stat.S_IMODE(info.st_mode) & 0o022 and TIGHTEN_ON_READ:
+    if stat.S_IMODE(info.st_mode) & 0o022 and tighten:
         try:
             os.chmod(directory, DIR_MODE)
         except OSError as exc:
             raise StoreError(f"{directory} is writable by other users and cannot be made private: {exc.strerror}; run: chmod 700 {directory}") from None
 
 
-def read_private_text(path: str | os.PathLike, *, secret: bool = False) -> str | None:
-    """Read one of our files, or None if it does not exist.
+class Refusals(namedtuple("Refusals", "link foreign irregular")):
+    """How ``read_owned_bytes`` words its refusals, after ``{path} is a symbolic link; ``,
+    ``{path} belongs to another user (uid N); `` and ``{path} is not a regular file; ``."""
 
-    A symlink or a file owned by someone else is refused; a secret file readable by group or others is
-    refused too (a metadata file with loose modes is only tightened on the next write). So is a file in
-    a directory that is a symlink or another user's: readers refuse what writers refuse.
+    __slots__ = ()
+
+
+OURS = Refusals("refusing to read it (remove the link)", "refusing to read it", "move it away")
+
+
+def read_owned_bytes(path: str | os.PathLike, *, secret: bool = False, limit: int = -1, refusals: Refusals = OURS) -> bytes | None:
+    """The one "ours only" reader: the bytes of ``path`` (at most ``limit``), or None if it does not exist.
+
+    Opened without following a symlink and non-blocking (a FIFO or a device planted under the name
+    must not hang the command in ``open()``); refused unless it is a regular file owned by this user,
+    and with ``secret``, unless no one else may read it.
     """
     try:
-        check_private_dir(os.path.dirname(os.path.abspath(path)))
-    except FileNotFoundError:
-        return None
-    try:
-        # O_NONBLOCK: a FIFO (or a device) planted under our name must not hang every command in
-        # open(); it is refused below, before anything is read.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
     except OSError as exc:
         if os.path.islink(path):
-            raise StoreError(f"{path} is a symbolic link; refusing to read it (remove the link)") from None
+            raise StoreError(f"{path} is a symbolic link; {refusals.link}") from None
         raise StoreError(f"cannot read {path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if info.st_uid != os.geteuid():
-            raise StoreError(f"{path} belongs to another user (uid {info.st_uid}); refusing to read it")
+            raise StoreError(f"{path} belongs to another user (uid {info.st_uid}); {refusals.foreign}")
         if not stat.S_ISREG(info.st_mode):
-            raise StoreError(f"{path} is not a regular file; move it away")
+            raise StoreError(f"{path} is not a regular file; {refusals.irregular}")
         if secret and stat.S_IMODE(info.st_mode) & 0o077:
             raise StoreError(
                 f"{path} is readable by other users (mode {stat.S_IMODE(info.st_mode):o}); "
                 f"run: chmod 600 {path}"
             )
-        data = handle.read()
+        return handle.read(limit)
+
+
+def read_private_text(path: str | os.PathLike, *, secret: bool = False, tighten: bool = True) -> str | None:
+    """Read one of our files in the config dir, or None if it does not exist.
+
+    ``read_owned_bytes`` refuses a symlink, a file owned by someone else or not a regular file, and
+    with ``secret`` a file readable by group or others (a metadata file with loose modes is only
+    tightened on the next write). So is a file in a directory that is a symlink or another user's:
+    readers refuse what writers refuse (``tighten``: see ``check_private_dir``).
+    """
+    try:
+        check_private_dir(os.path.dirname(os.path.abspath(path)), tighten=tighten)
+    except FileNotFoundError:
+        return None
+    data = read_owned_bytes(path, secret=secret)
+    if data is None:
+        return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -19,14 +19,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .store import StoredEndpoint
-
 SERVICE = "metis-env"
 SECRET_SERVICE_BACKEND = "keyring.backends.SecretService.Keyring"
 FILE_STORE_HINT = "use the file store instead: --store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"
 
 
-def _checkpoint(step: str) -> None:
+def checkpoint(step: str) -> None:
     """Test-only pause point for the crash-consistency suite (kill -9 while paused)."""
     if os.environ.get("METIS_ENV_TEST_PAUSE_AT") == step:
         sys.stderr.write(f"metis-env: paused at {step}\n")
@@ -40,11 +38,12 @@ class FileSecrets:
     kind = "file"
     backend = "file"
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, *, tighten: bool = True):
         self.path = paths.keys_file(directory)
+        self.tighten = tighten
 
     def _load(self) -> dict[str, str]:
-        text = read_private_text(self.path, secret=True)
+        text = read_private_text(self.path, secret=True, tighten=self.tighten)
         if text is None:
             return {}
         try:
@@ -98,10 +97,12 @@ class KeyringSecrets:
 
     def _backend(self) -> Any:
         if self._keyring is None:
-            self._keyring = self._call(_load_keyring_backend)
+            self._keyring = self.call(load_keyring_backend)
         return self._keyring
 
-    def _call(self, fn, *args):
+    def call(self, fn, *args):
+        """``fn(*args)`` in a daemon thread, given up after the timeout (StoreUnavailableError); a keyring
+        exception comes back as one line of ours."""
         outcome: dict[str, Any] = {}
 
         def target() -> None:
@@ -126,22 +127,22 @@ class KeyringSecrets:
 
     def get(self, ref: str) -> str | None:
         kr = self._backend()
-        return self._call(kr.get_password, SERVICE, ref)
+        return self.call(kr.get_password, SERVICE, ref)
 
     def check_writable(self) -> None:
         kr = self._backend()
         probe = "metis-env-write-probe"
-        self._call(kr.set_password, SERVICE, probe, "probe")
-        self._call(kr.delete_password, SERVICE, probe)
+        self.call(kr.set_password, SERVICE, probe, "probe")
+        self.call(kr.delete_password, SERVICE, probe)
 
     def set_many(self, items: dict[str, str]) -> None:
         kr = self._backend()
         written: list[str] = []
         try:
             for number, (ref, secret) in enumerate(items.items(), start=1):
-                self._call(kr.set_password, SERVICE, ref, secret)
+                self.call(kr.set_password, SERVICE, ref, secret)
                 written.append(ref)
-                _checkpoint(f"secret-{number}")
+                checkpoint(f"secret-{number}")
         except BaseException:
             self.delete(written, quiet=True)
             raise
@@ -150,13 +151,13 @@ class KeyringSecrets:
         kr = self._backend()
         for ref in refs:
             try:
-                self._call(kr.delete_password, SERVICE, ref)
+                self.call(kr.delete_password, SERVICE, ref)
             except Exception:
                 if not quiet:
                     raise
 
 
-def _load_keyring_backend() -> Any:
+def load_keyring_backend() -> Any:
     import keyring
 
     return keyring.get_keyring()
@@ -185,9 +186,10 @@ def _keyring_error(exc: BaseException) -> BaseException:
     return StoreUnavailableError(f"the OS keyring failed ({name}); unlock or repair it, or {FILE_STORE_HINT}")
 
 
-def _read_secret_fast(stored: StoredEndpoint) -> str | None:
-    """Read a Secret Service item over D-Bus directly (about 5x faster than keyring's discovery)."""
-    if stored.backend != SECRET_SERVICE_BACKEND or not sys.platform.startswith("linux"):
+def read_secret_fast(backend: str, ref: str) -> str | None:
+    """The entry ``ref`` stored through ``backend``, read from Secret Service over D-Bus directly (about
+    5x faster than keyring's discovery); None when that is not possible here or not the backend."""
+    if backend != SECRET_SERVICE_BACKEND or not sys.platform.startswith("linux"):
         return None
     if os.environ.get("PYTHON_KEYRING_BACKEND", SECRET_SERVICE_BACKEND) != SECRET_SERVICE_BACKEND:
         return None
@@ -196,6 +198,6 @@ def _read_secret_fast(stored: StoredEndpoint) -> str | None:
     except ImportError:
         return None
     try:
-        return secret_service.lookup(SERVICE, stored.secret_ref)
+        return secret_service.lookup(SERVICE, ref)
     except Exception:
         return None  # keyring will give the proper answer, or the proper error

@@ -431,7 +431,7 @@ _OPENERS_LOCK = threading.Lock()
 def _opener_for(scheme: str, host: str):
     """check's opener (verified TLS, proxy variables, no redirects), one per host for the run: loading
     the CA bundle for each request would cost tens of milliseconds."""
-    from .check import verified_opener
+    from .http import verified_opener
 
     with _OPENERS_LOCK:
         if (scheme, host) not in _OPENERS:

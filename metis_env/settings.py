@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from collections import namedtuple
 from . import paths
 from .errors import StoreError, UsageError
-from .sources.gateway.constants import ALCF_TOKENS_CLIENT_ID, DEFAULT_GATEWAY_URL
+from .alcf import ALCF_TOKENS_CLIENT_ID, DEFAULT_GATEWAY_URL, DEFAULT_HOST
+from .variables import parse_aliases
 from .files import atomic_write_text, dump_flat_yaml, load_structured, read_private_text
 
 # typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
@@ -19,7 +20,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_HOST = "sambanova.alcf.anl.gov"
 STORES = ("keyring", "file")
 TRANSPORTS = ("paramiko", "openssh")
 
@@ -37,7 +37,7 @@ _DEFAULTS = {
     "transport": "paramiko",
     "timeout": 30.0,
     "aliases": None,
-    # the gateway source (sources/gateway/constants.py holds the production values)
+    # the gateway source (alcf.py holds the production values)
     "gateway_url": DEFAULT_GATEWAY_URL,
     "globus_client_id": ALCF_TOKENS_CLIENT_ID,
     "token_refresh_margin": 3600.0,
@@ -63,11 +63,12 @@ def env_name(name: str) -> str:
     return f"METIS_ENV_{name.upper()}"
 
 
-def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
-    """config.yaml, then the environment on top; raises UsageError naming a bad value and its source."""
+def load_settings(environ: Mapping[str, str] = os.environ, *, tighten: bool = True) -> Settings:
+    """config.yaml, then the environment on top; raises UsageError naming a bad value and its source
+    (``tighten``: see ``files.check_private_dir``)."""
     directory = paths.config_dir(environ)
     path = paths.config_file(directory)
-    raw = read_config_file(path)
+    raw = read_config_file(path, tighten=tighten)
     values: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in SETTING_NAMES:
@@ -80,8 +81,8 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     return Settings(config_dir=directory, **values)
 
 
-def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    text = read_private_text(path)
+def read_config_file(path: str | os.PathLike, *, tighten: bool = True) -> dict[str, Any]:
+    text = read_private_text(path, tighten=tighten)
     if text is None or not text.strip():
         return {}
     data = load_structured(text, path)
@@ -117,8 +118,6 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
             value = ",".join(f"{k}={v}" for k, v in value.items())
         if not isinstance(value, str):
             raise UsageError(f"{_label(source, 'aliases')} must be NEW_NAME=EXPORTED_NAME pairs, comma-separated")
-        from .actions import parse_aliases
-
         return ",".join(f"{alias}={target}" for alias, target in parse_aliases(value, source)) or None
     if isinstance(value, (dict, list, bool)):
         raise UsageError(f"{_label(source, name)} must be a single word or number")

@@ -18,7 +18,7 @@ from collections import namedtuple
 from . import paths
 from .errors import BusyError, NotFoundError, StoreError
 from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, read_private_text, remove_stale_temp_files
-from .keystore import SERVICE, FileSecrets, KeyringSecrets, _checkpoint, _read_secret_fast  # noqa: F401  (SERVICE: re-exported)
+from .keystore import SERVICE, FileSecrets, KeyringSecrets, checkpoint, read_secret_fast  # noqa: F401  (SERVICE: re-exported)
 from .settings import Settings
 
 # typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
@@ -103,8 +103,9 @@ def utc_now() -> str:
 
 
 class Store:
-    def __init__(self, settings: Settings, secrets: Any = None):
+    def __init__(self, settings: Settings, secrets: Any = None, *, tighten: bool = True):
         self.settings = settings
+        self.tighten = tighten  # see files.check_private_dir: doctor reads without changing anything
         self.directory = settings.config_dir
         self.metadata_path = paths.metadata_file(self.directory)
         self._secrets: dict[str, Any] = {}
@@ -116,7 +117,7 @@ class Store:
     def secrets(self, kind: str | None = None) -> Any:
         kind = kind or self.settings.store
         if kind not in self._secrets:
-            self._secrets[kind] = FileSecrets(self.directory) if kind == "file" else KeyringSecrets()
+            self._secrets[kind] = FileSecrets(self.directory, tighten=self.tighten) if kind == "file" else KeyringSecrets()
         return self._secrets[kind]
 
     # reading ---------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class Store:
         return dict(sorted(result.items(), key=lambda item: natural_key(item[0])))
 
     def _load_metadata(self) -> dict[str, Any]:
-        text = read_private_text(self.metadata_path)
+        text = read_private_text(self.metadata_path, tighten=self.tighten)
         if text is None:
             return {"version": METADATA_VERSION, "endpoints": {}}
         data = load_structured(text, self.metadata_path)
@@ -161,7 +162,7 @@ class Store:
     def api_key(self, stored: StoredEndpoint) -> str:
         """The key of one endpoint. A concurrent update may have replaced it: then read the new set."""
         for _attempt in range(3):
-            key = _read_secret_fast(stored) if stored.store == "keyring" else None
+            key = read_secret_fast(stored.backend, stored.secret_ref) if stored.store == "keyring" else None
             if key is None:
                 key = self.secrets(stored.store).get(stored.secret_ref)
             if key is not None:
@@ -246,7 +247,7 @@ class Store:
             stale = sorted({(old[i].store, old[i].secret_ref) for i in ids})
             atomic_write_text(journal, json.dumps({"store": self.settings.store, "refs": [], "stale": stale}) + "\n")
             atomic_write_text(self.metadata_path, dump_json_yaml(data))
-            _checkpoint("forget-after-metadata")
+            checkpoint("forget-after-metadata")
             self._delete_unreferenced({(old[i].store, old[i].secret_ref) for i in ids}, data)
             with contextlib.suppress(OSError):
                 os.unlink(journal)
@@ -323,7 +324,7 @@ class Store:
 
         journal = paths.journal_file(self.directory)
         self._clean_journal(new_data)
-        _checkpoint("before-secrets")
+        checkpoint("before-secrets")
         # The journal also names the keys this update makes stale, so that a crash between the
         # metadata and their deletion does not leave replaced keys in the store for good.
         stale = sorted(references(old_data) - references(new_data))
@@ -332,7 +333,7 @@ class Store:
                 atomic_write_text(journal, json.dumps({"store": secrets.kind, "refs": sorted(to_write), "stale": stale}) + "\n")
             if to_write:
                 secrets.set_many(to_write)  # rolls back its own partial writes
-            _checkpoint("before-metadata")
+            checkpoint("before-metadata")
             try:
                 atomic_write_text(self.metadata_path, dump_json_yaml(new_data))
             except BaseException:
@@ -342,11 +343,11 @@ class Store:
             with contextlib.suppress(OSError):
                 os.unlink(journal)
             raise
-        _checkpoint("after-metadata")
+        checkpoint("after-metadata")
         self._delete_unreferenced(references(old_data), new_data)
         with contextlib.suppress(OSError):
             os.unlink(journal)
-        _checkpoint("after-cleanup")
+        checkpoint("after-cleanup")
 
     def _delete_unreferenced(self, candidates: set[tuple[str, str]], data: dict) -> None:
         referenced = references(data)

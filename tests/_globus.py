@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from metis_env.testing.globus_standin import GlobusStandIn
-from metis_env.sources.gateway.constants import ALCF_TOKENS_CLIENT_ID
+from metis_env.alcf import ALCF_TOKENS_CLIENT_ID
 from tests._tls import make_test_ca
 
 ALCF_TOKENS = str(Path(sys.executable).parent / "alcf-tokens")

@@ -11,7 +11,7 @@ import pytest
 
 from tests._http import Canned, CannedServer, SilentServer, closed_port
 from tests._tls import make_self_signed, server_context
-from metis_env import check
+from metis_env import check, http
 from metis_env.check import CheckResult, check_endpoint, raise_for_result
 from metis_env.errors import (
     CheckFailedError,
@@ -433,7 +433,7 @@ def test_no_proxy_decides_which_hosts_skip_the_proxy(
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.org:3128")
     monkeypatch.setenv("NO_PROXY", no_proxy)
 
-    assert check._proxy_for("https", host) == ("http://proxy.example.org:3128" if proxied else None)
+    assert http.proxy_for("https", host) == ("http://proxy.example.org:3128" if proxied else None)
 
 
 # -- the key never shows -----------------------------------------------------------------------------

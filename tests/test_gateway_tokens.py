@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from metis_env.sources.gateway.constants import INFERENCE_SCOPE, INFERENCE_SESSION_POLICY
+from metis_env.alcf import INFERENCE_SCOPE, INFERENCE_SESSION_POLICY
 from tests._gateway import exported_json, gateway_env, keys_file, logged_in, login_headless, metadata  # noqa: F401
 from tests._globus import globus, globus_env  # noqa: F401
 from tests._trust import start_metis, wait_for_line

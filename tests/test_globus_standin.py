@@ -22,7 +22,7 @@ from globus_sdk.gare import GlobusAuthorizationParameters
 from globus_sdk.login_flows import CommandLineLoginFlowManager
 from globus_sdk.token_storage import MemoryTokenStorage
 
-from metis_env.sources.gateway.constants import (
+from metis_env.alcf import (
     ALCF_TOKENS_CLIENT_ID,
     AUTH_RESOURCE_SERVER,
     INFERENCE_RESOURCE_SERVER,

@@ -2,7 +2,7 @@
 old set or the complete new set (every key readable and matching its fingerprint, never a mix), and
 the next command works and leaves no stray key behind.
 
-The writer pauses at a step when ``METIS_ENV_TEST_PAUSE_AT`` names it (store._checkpoint); the test
+The writer pauses at a step when ``METIS_ENV_TEST_PAUSE_AT`` names it (keystore.checkpoint); the test
 waits for ``metis-env: paused at <step>`` on its stderr and kills it there. The keyring variant uses a
 keyring kept on disk (tests/_disk_keyring.py), since an in-memory one would die with the writer.
 """

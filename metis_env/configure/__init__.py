@@ -10,17 +10,13 @@ unified diff on stderr, back up, write atomically, record what was written (reco
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections import namedtuple
 from collections.abc import Mapping
 
-from ..errors import UsageError
+from .core import TOOLS, tool_module  # noqa: F401  (configure.TOOLS, configure.tool_module: the package's own)
 from .core import check_parent_writable, describe, entry_for, read_config, section_hash, unified_diff, write_config
-
-TOOLS = ("aider", "codex", "llm", "opencode", "pi")
-"""The tools configure knows, each a module of this package."""
 
 EXCLUSIVE = {"aider"}
 """Tools whose file holds one endpoint at a time (aider has one model and one base URL)."""
@@ -28,12 +24,6 @@ EXCLUSIVE = {"aider"}
 
 class Outcome(namedtuple("Outcome", "tool path changed written backup usage notes extras")):
     __slots__ = ()
-
-
-def tool_module(name: str):
-    if name not in TOOLS:
-        raise UsageError(f"unknown tool {name!r}; metis-env configure knows: {', '.join(TOOLS)}")
-    return importlib.import_module(f".{name}", __name__)
 
 
 def plan(module, stored, model: str, environ: Mapping[str, str]):

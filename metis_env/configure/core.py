@@ -17,7 +17,7 @@ import time
 from collections import namedtuple
 from typing import Any
 
-from ..errors import ToolConfigError
+from ..errors import ToolConfigError, UsageError
 from ..files import replace_file
 
 NEW_FILE_MODE = 0o600
@@ -31,6 +31,19 @@ class Entry(namedtuple("Entry", "endpoint provider base_url models model label")
     ``/chat/completions``), ``models`` (tuple), ``model`` (the chosen one), ``label`` (for people)."""
 
     __slots__ = ()
+
+
+TOOLS = ("aider", "codex", "llm", "opencode", "pi")
+"""The tools configure knows, each a module of this package."""
+
+
+def tool_module(name: str):
+    """The module of one tool configure knows (``configure/<name>.py``); UsageError naming the others."""
+    if name not in TOOLS:
+        raise UsageError(f"unknown tool {name!r}; metis-env configure knows: {', '.join(TOOLS)}")
+    import importlib
+
+    return importlib.import_module(f".{name}", __package__)
 
 
 def entry_for(endpoint_id: str, base_url: str, models, model: str) -> Entry:

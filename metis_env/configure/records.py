@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from ..errors import MetisEnvError
 from ..files import atomic_write_text, read_private_text
+from .core import tool_module
 from .core import describe, entry_for, read_config, section_hash, write_config
 
 FILE_NAME = "configured.json"
@@ -28,8 +29,8 @@ def records_file(config_dir: str) -> str:
     return os.path.join(config_dir, FILE_NAME)
 
 
-def load(config_dir: str) -> list[dict]:
-    text = read_private_text(records_file(config_dir))
+def load(config_dir: str, *, tighten: bool = True) -> list[dict]:
+    text = read_private_text(records_file(config_dir), tighten=tighten)
     if not text:
         return []
     try:
@@ -75,8 +76,6 @@ def remember(config_dir: str, record: dict, exclusive: bool = False) -> None:
 
 
 def _module(tool: str):
-    from . import tool_module
-
     return tool_module(tool)
 
 
@@ -98,7 +97,7 @@ def _current_section(module, record: dict, stored) -> tuple[str | None, str | No
 
 def drift(store, configs: list[dict] | None = None, config_dir: str | None = None) -> list[tuple[str, str, str, str]]:
     """``(name, status, message, fix)`` per recorded config, for doctor: ok, or warn when it drifted."""
-    configs = load(config_dir) if configs is None else configs
+    configs = load(config_dir, tighten=store.tighten) if configs is None else configs
     endpoints = store.endpoints()
     out = []
     for record in configs:

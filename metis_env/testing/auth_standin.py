@@ -19,7 +19,7 @@ import secrets
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from metis_env.sources.gateway.constants import AUTH_RESOURCE_SERVER
+from metis_env.alcf import AUTH_RESOURCE_SERVER
 
 if TYPE_CHECKING:
     from metis_env.testing.globus_standin import GlobusStandIn, _Handler

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from metis_env.sources.gateway.constants import INFERENCE_RESOURCE_SERVER
+from metis_env.alcf import INFERENCE_RESOURCE_SERVER
 
 if TYPE_CHECKING:
     from metis_env.testing.globus_standin import GlobusStandIn, _Handler

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from metis_env.sources.gateway.constants import (
+from metis_env.alcf import (
     ALCF_TOKENS_CLIENT_ID,
     INFERENCE_SCOPE,
 )

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import time
 
 from ...errors import LoginRequiredError, StoreError
-from .constants import ALCF_TOKENS_CLIENT_ID, INFERENCE_RESOURCE_SERVER
+from ...files import Refusals, read_owned_bytes
+from ...alcf import ALCF_TOKENS_CLIENT_ID, INFERENCE_RESOURCE_SERVER
 
 ATTEMPTS = 8
 PAUSE = 0.05
 MAX_BYTES = 1024 * 1024
+REFUSALS = Refusals("refusing to read tokens through it", "refusing to adopt its tokens", "refusing to read it")
 
 
 def cache_path(environ: dict | None = None) -> str:
@@ -64,19 +65,7 @@ def read_cache(path: str) -> tuple[dict, str]:
 
 
 def _read_once(path: str) -> str:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise LoginRequiredError(f"alcf-tokens is not logged in here ({path} does not exist); run `metis-env login`") from None
-    except OSError as exc:
-        if os.path.islink(path):
-            raise StoreError(f"{path} is a symbolic link; refusing to read tokens through it") from None
-        raise StoreError(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if info.st_uid != os.geteuid():
-            raise StoreError(f"{path} belongs to another user (uid {info.st_uid}); refusing to adopt its tokens")
-        if not stat.S_ISREG(info.st_mode):
-            raise StoreError(f"{path} is not a regular file; refusing to read it")
-        data = handle.read(MAX_BYTES)
+    data = read_owned_bytes(path, limit=MAX_BYTES, refusals=REFUSALS)
+    if data is None:
+        raise LoginRequiredError(f"alcf-tokens is not logged in here ({path} does not exist); run `metis-env login`")
     return data.decode("utf-8", "replace")

@@ -33,11 +33,9 @@ from ...check import (
     REAUTH_REQUIRED,
     UNAUTHORIZED,
     CheckResult,
-    _Client,
-    _ResultFactory,
-    _Scrubber,
-    _TransportError,
+    ResultFactory,
 )
+from ...http import Client, Scrubber, TransportError
 from ...errors import LoginRequiredError, NotLiveError, ReauthRequiredError
 from .http import Answer, classify
 
@@ -62,18 +60,18 @@ def check_gateway(stored: Any, token: str, timeout: float = 10.0, wanted: str | 
     ``wanted`` is the model export would pick: check is ``not_live`` when it is not live; None
     (``status``) only reports.
     """
-    scrub = _Scrubber(token)
+    scrub = Scrubber(token)
     models = tuple(stored.models)
-    result = _ResultFactory(endpoint=stored.id, base_url=scrub(stored.base_url), models=models)
+    result = ResultFactory(endpoint=stored.id, base_url=scrub(stored.base_url), models=models)
     paths = gateway_paths(stored.base_url)
     if paths is None:
         return result(GATEWAY_ERROR, f"{scrub(stored.base_url)!r} is not a gateway URL ({{gateway_url}}CLUSTER/FRAMEWORK/v1/); run `metis-env sync --gateway`")
     root, cluster = paths
-    client = _Client(root, token, timeout, scrub)
+    client = Client(root, token, timeout, scrub)
 
     try:
         who = client.request("GET", "whoami")
-    except _TransportError as exc:
+    except TransportError as exc:
         return result(exc.status, exc.message, probe=PROBE_WHOAMI)
     refused = _refusal(who, "whoami")
     if refused is not None:
@@ -84,7 +82,7 @@ def check_gateway(stored: Any, token: str, timeout: float = 10.0, wanted: str | 
 
     try:
         jobs = client.request("GET", f"{cluster}/jobs")
-    except _TransportError as exc:
+    except TransportError as exc:
         return result(exc.status, exc.message, probe=f"GET /{cluster}/jobs")
     refused = _refusal(jobs, f"{cluster}/jobs")
     if refused is not None:
@@ -170,7 +168,7 @@ def _identity(body: bytes) -> str | None:
     for name in ("username", "name", "id"):
         value = payload.get(name)
         if isinstance(value, str) and value.strip():
-            return _Scrubber("")(value, 80)
+            return Scrubber("")(value, 80)
     return None
 
 

@@ -9,18 +9,16 @@ Example::
 from __future__ import annotations
 
 from ...errors import MetisEnvError
+from ...findings import OK, PROBLEM, WARN, Finding
 from . import tokens
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ...doctor import Finding
     from ...settings import Settings
     from ...store import Store
 
 
 def check_gateway(settings: Settings, store: Store) -> list[Finding]:
-    from ...doctor import OK, PROBLEM, WARN, Finding
-
     url = Finding("gateway_url", OK, settings.gateway_url)
     try:
         state = tokens.read_state(store)

@@ -25,7 +25,7 @@ from globus_sdk.token_storage import TokenStorage, TokenStorageData
 from globus_sdk.transport import RequestsTransport, RetryConfig
 
 from ...errors import ConnectionFailedError, GatewayError, LoginRequiredError, MetisEnvError, UsageError
-from .constants import INFERENCE_RESOURCE_SERVER, INFERENCE_SCOPE, INFERENCE_SESSION_POLICY
+from ...alcf import INFERENCE_RESOURCE_SERVER, INFERENCE_SCOPE, INFERENCE_SESSION_POLICY
 
 APP_NAME = "metis-env"
 LOGIN_TIMEOUT = 30.0

@@ -2,7 +2,8 @@
 
 Standard library only (urllib), shared by login, ``sync --gateway``, ``status``, ``check`` and the
 proxy. TLS is always verified, against the CAs loaded when each request starts, so ``SSL_CERT_FILE``
-and ``SSL_CERT_DIR`` are honoured (the opener is check.py's: one place builds it). Redirects are
+and ``SSL_CERT_DIR`` are honoured (the opener, the scrubber and the failure ladder are the HTTP floor's,
+``metis_env/http.py``). Redirects are
 refused: a bearer token goes only to the URL asked for. The whole call, connect to last byte, is
 bounded by one timeout.
 
@@ -21,11 +22,8 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import socket
-import ssl
 import time
 import urllib.error
-import urllib.request
 from collections import namedtuple
 from urllib.parse import urlsplit
 
@@ -37,6 +35,7 @@ from ...errors import (
     NotLiveError,
     ReauthRequiredError,
 )
+from ...http import FAILED, HEADER_SAFE, Scrubber, TransportError, Wording, describe_failure, json_request, verified_opener
 from ...render import printable
 
 TYPE_CHECKING = False
@@ -54,8 +53,6 @@ REAUTH_MESSAGE = (
 POLICY_WORDS = "permission denied from internal policies"
 NOT_LIVE_CODES = ("cluster_under_maintenance",)
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+\Z")
 # A cluster, framework or path segment from list-endpoints: what an endpoint id may be.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 # A model name reaches shells (quoted) and comma-joined lists (`get models`): no controls, no commas.
@@ -116,15 +113,13 @@ def request(method: str, url: str, token: str, body: Any = None, timeout: float 
     Raises ConnectionFailedError (no answer: refused, DNS, TLS, timeout) in one line, and GatewayError
     for a token an HTTP header cannot carry. ``timeout`` bounds the whole call.
     """
-    from ...check import json_request, verified_opener  # check.py's TLS and proxy rules, not a copy of them
-
-    scrub = _scrubber(token)
+    scrub = Scrubber(token, mask="<token>", printable=True)
     shown = scrub(url, 160)
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https") or not host:
         raise GatewayError(f"{shown!r} is not an http(s) URL; check the gateway_url setting")
-    if not _HEADER_SAFE.match(token):
+    if not HEADER_SAFE.match(token):
         raise LoginRequiredError("the stored Globus token is empty or damaged; run `metis-env login`")
     opener, proxy = verified_opener(parts.scheme, host)
     where = scrub(f"{host}:{parts.port}" if parts.port else host, 80)
@@ -144,7 +139,7 @@ def request(method: str, url: str, token: str, body: Any = None, timeout: float 
         finally:
             exc.close()
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line, worded below
-        failure = _describe_failure(exc, where, timeout, " through a proxy" if proxy else "", scrub)
+        failure = _connection_failure(describe_failure(exc, where, timeout, scrub, via=" through a proxy" if proxy else "", wording=WORDING))
     if failure is not None:
         raise failure  # outside the except block: nothing the token could hide in is chained
     if not 200 <= status < 300 and token:
@@ -182,27 +177,13 @@ def _read_bounded(response: Any, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
-def _describe_failure(exc: BaseException, where: str, timeout: float, via: str, scrub: Any) -> MetisEnvError:
-    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(reason, (TimeoutError, socket.timeout)):
-        return ConnectionFailedError(f"{where} did not answer within {timeout:g} s{via}; check your network and try again")
-    if isinstance(reason, ssl.SSLCertVerificationError):
-        why = scrub(reason.verify_message or str(reason), 120)
-        return ConnectionFailedError(
-            f"TLS certificate of {where} not trusted ({why}); if your network inspects TLS with its own CA, "
-            "point SSL_CERT_FILE at a bundle that includes it"
-        )
-    if isinstance(reason, ssl.SSLError):
-        return ConnectionFailedError(f"TLS handshake with {where} failed ({scrub(str(reason.reason or reason), 120)}){via}")
-    if isinstance(reason, socket.gaierror):
-        return ConnectionFailedError(f"cannot resolve {where} (DNS: {scrub(str(reason.strerror), 80)}); check the name and your network")
-    if isinstance(reason, http.client.HTTPException):
-        return GatewayError(f"{where} closed the connection without a valid HTTP answer ({type(reason).__name__}){via}")
-    if isinstance(reason, ConnectionRefusedError):
-        return ConnectionFailedError(f"connection refused by {where}{via}; is the gateway up and gateway_url right?")
-    if isinstance(reason, OSError):
-        return ConnectionFailedError(f"cannot reach {where}{via} ({scrub(reason.strerror or str(reason), 120)})")
-    return GatewayError(f"the request to {where} could not be made ({type(reason).__name__})")
+WORDING = Wording("; check your network and try again", "is the gateway up and gateway_url right?", False)
+"""How the HTTP floor's failure ladder words the gateway's failures (``http.describe_failure``)."""
+
+
+def _connection_failure(failure: TransportError) -> MetisEnvError:
+    """No answer from the gateway: the connection failed, or (FAILED) the gateway answered nonsense."""
+    return (GatewayError if failure.status == FAILED else ConnectionFailedError)(failure.message)
 
 
 # --- what an answer means --------------------------------------------------------------------------
@@ -305,15 +286,4 @@ def _check_name(value: Any, what: str, shown_url: str) -> None:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def _clean(text: str, limit: int) -> str:
-    text = printable(_UNPRINTABLE.sub(" ", text).strip())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _scrubber(token: str) -> Any:
-    def scrub(text: str, limit: int = 300) -> str:
-        if token:
-            text = text.replace(token, "<token>")
-        return _clean(text, limit)
-
-    return scrub
+_clean = Scrubber("", printable=True)  # a server's words, one printable bounded line

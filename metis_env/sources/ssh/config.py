@@ -106,7 +106,7 @@ def parse_ssh_config(paths: Sequence[str], first: str = "") -> paramiko.SSHConfi
     try:
         return paramiko.SSHConfig.from_text(text)
     except Exception as exc:
-        raise UsageError(f"cannot read the ssh config ({', '.join(paths)}): {_one_line(exc)}; fix it or use --via openssh") from exc
+        raise UsageError(f"cannot read the ssh config ({', '.join(paths)}): {one_line(exc)}; fix it or use --via openssh") from exc
 
 
 MAX_INCLUDE_DEPTH = 16  # OpenSSH's READCONF_MAX_DEPTH
@@ -214,7 +214,7 @@ def resolve_target(
                 "the ssh config has a Match exec line, which metis-env's fallback ssh config reader does not run; "
                 "use --via openssh, or let OpenSSH read the config (ssh installed, $HOME your home directory)"
             ) from None
-        raise UsageError(f"cannot apply the ssh config for {host}: {_one_line(exc)}; use --via openssh") from exc
+        raise UsageError(f"cannot apply the ssh config for {host}: {one_line(exc)}; use --via openssh") from exc
 
     def number(name: str) -> float | None:
         value = options.get(name)
@@ -389,7 +389,7 @@ def known_hosts_paths(value: str | None, tokens: dict[str, str]) -> tuple[str, .
     return tuple(expand_tokens(word, tokens) for word in words)
 
 
-def _parse_jump(spec: str, config: SSHConfig) -> tuple[Target, str]:
+def parse_jump(spec: str, config: SSHConfig) -> tuple[Target, str]:
     """``[user@]host[:port]`` or ``ssh://[user@]host[:port]`` -> the jump target and its user."""
     if "," in spec:
         raise UsageError(
@@ -408,8 +408,8 @@ def _parse_jump(spec: str, config: SSHConfig) -> tuple[Target, str]:
     return jump, jump.user or getpass.getuser()
 
 
-parse_jump = _parse_jump  # doctor asks what sync would: the same refusal, word for word
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line (paramiko's messages may span several)."""
     return " ".join(str(exc).split())

@@ -84,7 +84,7 @@ def key_label(key_type: str) -> str:
     return labels.get(key_type, "ECDSA" if key_type.startswith("ecdsa-") else key_type)
 
 
-def _preferred_algorithms(known: Sequence[KnownKey], offered: Sequence[str]) -> tuple[str, ...]:
+def preferred_algorithms(known: Sequence[KnownKey], offered: Sequence[str]) -> tuple[str, ...]:
     """Ask the server for a key type we already know first, as OpenSSH does, so that a known host is
     not mistaken for a new one because it also has a key of another type."""
     first: list[str] = []

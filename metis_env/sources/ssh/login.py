@@ -23,12 +23,12 @@ from ...errors import (
     UsageError,
 )
 from ._paramiko import paramiko
-from .config import SSHConfig, Target, _one_line, _parse_jump, load_ssh_config, MAX_TRIES
-from .known_hosts import _preferred_algorithms, fingerprint, host_matches, key_label, load_known_hosts
-from .prompts import _PromptsOnCallerThread
-from .remote import Prompter, RemoteFile, _natural, kind_phrase, refuse_too_many
+from .config import SSHConfig, Target, one_line, parse_jump, load_ssh_config, MAX_TRIES
+from .known_hosts import preferred_algorithms, fingerprint, host_matches, key_label, load_known_hosts
+from .prompts import PromptsOnCallerThread
+from .remote import Prompter, RemoteFile, natural, kind_phrase, refuse_too_many
 from .sftp import DirEntry, FileChangedError, SFTPError, SFTPSession
-from .watchdog import _Watchdog
+from .watchdog import Watchdog
 
 MAX_EMPTY_ROUNDS = 8  # OpenSSH's PAM login sends one empty round after the code
 MAX_SERVER_TEXT = 300
@@ -54,7 +54,7 @@ class _Login:
         self.accept_new_host_key = accept_new_host_key
         self.passcode_stdin = passcode_stdin
         self.max_tries = 1 if passcode_stdin is not None else max_tries
-        self.watchdog = _Watchdog(timeout)
+        self.watchdog = Watchdog(timeout)
         self.phase = "connecting"
         self.where = ""
         self.transports: list[paramiko.Transport] = []
@@ -100,7 +100,7 @@ class _Login:
         known = [k for k in load_known_hosts(target.known_hosts_files + target.global_known_hosts_files)
                  if k.marker is None and host_matches(k.patterns, target.known_hosts_name)]
         options = transport.get_security_options()
-        options.key_types = _preferred_algorithms(known, options.key_types)
+        options.key_types = preferred_algorithms(known, options.key_types)
 
         self.phase_is("exchanging keys", target.display)
         transport.start_client(timeout=self.timeout)
@@ -334,7 +334,7 @@ class _Login:
         session = SFTPSession(channel, on_packet=self.watchdog.restart)
         self.phase_is("listing the home directory")
         entries = session.start_and_list_dir(".")
-        matches = sorted((e for e in entries if fnmatch.fnmatchcase(e.name, pattern)), key=lambda e: _natural(e.name))
+        matches = sorted((e for e in entries if fnmatch.fnmatchcase(e.name, pattern)), key=lambda e: natural(e.name))
         refuse_too_many([e.name for e in matches], [e.size or 0 for e in matches], target.display, pattern)
         _refuse_unusable(matches, target)
         if not matches:
@@ -400,8 +400,8 @@ def fetch_endpoint_files(
     known_hosts."""
     if target.proxy_command:
         raise UsageError(f"ProxyCommand is set for {target.alias} in the ssh config; use --via openssh")
-    jump = _parse_jump(target.proxy_jump, config or load_ssh_config()) if target.proxy_jump else None
-    prompts = _PromptsOnCallerThread(ui)
+    jump = parse_jump(target.proxy_jump, config or load_ssh_config()) if target.proxy_jump else None
+    prompts = PromptsOnCallerThread(ui)
     login = _Login(prompts, timeout, accept_new_host_key, passcode_stdin, max_tries)
 
     def work() -> list[RemoteFile]:
@@ -462,5 +462,5 @@ def _broken(login: _Login, exc: BaseException) -> MetisEnvError:
     if closed or (login.transports and not login.transports[-1].is_active()):
         # paramiko words this many ways ("No existing session", "Socket is closed", EOF, reset).
         return ConnectionFailedError(f"{where} closed the connection while {login.phase}; try again")
-    reason = _one_line(exc) or type(exc).__name__
+    reason = one_line(exc) or type(exc).__name__
     return ConnectionFailedError(f"the connection to {where} broke while {login.phase}: {reason}; try again")

@@ -21,7 +21,7 @@ from ...errors import (
     RemoteFilesError,
     UnknownHostKeyError,
 )
-from .remote import MAX_FILES, MAX_TOTAL_BYTES, Prompter, RemoteFile, _natural, kind_phrase
+from .remote import MAX_FILES, MAX_TOTAL_BYTES, Prompter, RemoteFile, natural, kind_phrase
 
 # --- the system ssh ----------------------------------------------------------------------------
 
@@ -240,4 +240,4 @@ def parse_boundary_output(output: bytes, token: str, host: str) -> list[RemoteFi
         raise RemoteFilesError(
             f"on {host}: {problems[0]}{more}; endpoint files must be plain files in the home directory; nothing was read"
         )
-    return sorted(files, key=lambda f: _natural(f.name))
+    return sorted(files, key=lambda f: natural(f.name))

@@ -12,7 +12,7 @@ class _Cancelled(Exception):
     """The person interrupted a prompt; the caller's thread raises the real KeyboardInterrupt."""
 
 
-class _PromptsOnCallerThread:
+class PromptsOnCallerThread:
     """Runs the login in a worker thread and answers its prompts on the calling thread.
 
     paramiko calls the keyboard-interactive handler from its transport thread. Prompting there would

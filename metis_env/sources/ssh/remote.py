@@ -29,7 +29,8 @@ class RemoteFile:
     data: bytes = field(repr=False)
 
 
-def _natural(name: str) -> tuple:
+def natural(name: str) -> tuple:
+    """Sort key for file names in natural order: ``metis_endpoint_2.txt`` before ``metis_endpoint_10.txt``."""
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name))
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 TOTAL_FACTOR = 4  # the whole login may take this many --timeout of server time
 
 
-class _Watchdog:
+class Watchdog:
     """Closes the connection when the server stays silent for ``timeout`` seconds in one phase.
 
     paramiko's own timeouts leave gaps (``start_client`` returns silently, ``invoke_subsystem`` waits
