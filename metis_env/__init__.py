@@ -7,6 +7,19 @@
 
 In IPython or Jupyter: ``%load_ext metis_env``, then ``%metis 1``. The names are imported on first use
 (PEP 562), so that ``import metis_env`` and the command line's hot path stay cheap.
+
+The package in layers, each importing only from its own layer or below (``tests/test_main.py`` holds it)::
+
+    faces        main.py (console entry, stdlib fast path), cli.py + cli_options.py (click), api.py, magic.py
+    commands/    export/get/run, import/list, sync/login/logout, status/check, doctor, hooks, demo; proxy.py
+    sources/     ssh/ (paramiko), gateway/ (login, discovery, probes); configure/ (AI tools' configs)
+    credentials  a stored endpoint -> its current key (the one place that asks a record's source);
+                 selection.py: which endpoint and model
+    store        endpoints.yaml records (the only writer) and the commit protocol
+    settings     settings.py, keystore.py (keyring / keys.json), status_cache.py
+    primitives   endpoint, render, files, http, check, records, variables, prompt, reporting, supervise,
+                 sources/gateway/globus.py (the only globus_sdk user)
+    leaves       errors, paths, text, findings, alcf, secret_service, coredump
 """
 
 __version__ = "0.1.0"

@@ -6,8 +6,8 @@
     metis_env.load(1)                     # the same variables, set in os.environ
     client = metis_env.openai_client(1)   # an openai.OpenAI whose key stays current for days
 
-Every function reads the store exactly as ``metis-env export`` does (``actions.select_with_key`` and
-``actions.environment_for``), so the two cannot disagree; every failure is a ``MetisEnvError`` with the
+Every function reads the store exactly as ``metis-env export`` does (``credentials.select_with_key`` and
+``credentials.environment_for``), so the two cannot disagree; every failure is a ``MetisEnvError`` with the
 CLI's one-line message. Standard library only until ``openai_client`` imports openai.
 """
 
@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 import time
 
-from . import actions, paths
+from . import credentials, paths
 from .errors import UsageError
+from .selection import Selection
+from .text import warn
 from .settings import load_settings
 from .store import open_store
 
@@ -61,9 +63,9 @@ def _spec(endpoint: Endpoint) -> str | None:
     raise UsageError(f"the endpoint must be a number or a name such as 1 or 'metis_endpoint_1', not {type(endpoint).__name__}")
 
 
-def _select(endpoint: Endpoint, model: str | None) -> tuple[actions.Selection, str, Any]:
+def _select(endpoint: Endpoint, model: str | None) -> tuple[Selection, str, Any]:
     settings = load_settings()
-    selection, key = actions.select_with_key(open_store(settings), _spec(endpoint), model, settings)
+    selection, key = credentials.select_with_key(open_store(settings), _spec(endpoint), model, settings)
     return selection, key, settings
 
 
@@ -77,8 +79,8 @@ def environ(endpoint: Endpoint = None, model: str | None = None) -> dict[str, st
     """
     selection, key, settings = _select(endpoint, model)
     for warning in selection.warnings:
-        actions.warn(warning)
-    return Environment(actions.environment_for(selection, key, settings))
+        warn(warning)
+    return Environment(credentials.environment_for(selection, key, settings))
 
 
 def load(endpoint: Endpoint = None, model: str | None = None, override: bool = True) -> dict[str, str]:
@@ -142,7 +144,7 @@ class CurrentKey:
         settings = load_settings()
         path = paths.metadata_file(settings.config_dir)
         stamp = _stamp(path)  # before the read: a change during it makes the next call read again
-        selection, key = actions.select_with_key(open_store(settings), self._spec, self._model, settings)
+        selection, key = credentials.select_with_key(open_store(settings), self._spec, self._model, settings)
         self.selection, self._key = selection, key
         self._metadata_path, self._stamp = path, stamp
         self._margin = settings.token_refresh_margin

@@ -1,4 +1,4 @@
-"""The click commands: the only module that imports click; each command a few lines over actions.
+"""The click commands: the only module that imports click; each command a few lines over ``commands/``.
 
 The hot commands' common forms never get here (see main.py); this module serves everything else
 and every ``--help``.
@@ -7,92 +7,22 @@ and every ``--help``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 
 import click
 
-from . import __version__, actions, hooks
-from .errors import MetisEnvError
+from . import __version__
+from .commands import endpoints, export as commands, hooks, sessions
+from .commands.config import format_setting
 from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
-from .render import DEFAULT_SHELL, SHELLS, failure_code, normalize_shell
-from .settings import SETTING_NAMES, STORES, Settings, env_name, load_settings, save_setting, with_overrides
+from .render import DEFAULT_SHELL, SHELLS, failure_code
+from .settings import SETTING_NAMES
+from .cli_options import complete_endpoint_id, complete_shell, endpoint_argument, model_option, settings_from, store_option
 from .store import open_store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def settings_from(ctx: click.Context, *, tighten: bool = True, **overrides) -> Settings:
-    """Settings from config.yaml and METIS_ENV_*, then the group's and the command's options."""
-    root = ctx.find_root()
-    base = with_overrides(load_settings(tighten=tighten), store=root.params.get("store"))
-    return with_overrides(base, **overrides)
-
-
-def store_option(func):
-    return click.option(
-        "--store",
-        type=click.Choice(STORES),
-        default=None,
-        help="Where API keys are kept: the OS keyring (default) or a 0600 file in the config dir (for headless machines).",
-    )(func)
-
-
-def complete_endpoint(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
-    """TAB on ENDPOINT: ids and models from endpoints.yaml alone (no keyring, no network)."""
-    from click.shell_completion import CompletionItem
-
-    from .hooks import endpoint_candidates
-
-    return [CompletionItem(v, help=h) for v, h in endpoint_candidates(incomplete)]
-
-
-def complete_endpoint_id(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
-    """TAB on an argument that takes ids only (forget)."""
-    from click.shell_completion import CompletionItem
-
-    from .hooks import endpoint_candidates
-
-    return [CompletionItem(v, help=h) for v, h in endpoint_candidates(incomplete, ids_only=True)]
-
-
-def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
-    """TAB on --model: the models of the endpoint named so far (else the default one, else all)."""
-    import os
-
-    from click.shell_completion import CompletionItem, get_completion_class
-
-    from .hooks import model_candidates
-
-    spec = ctx.params.get("endpoint")
-    protocol = get_completion_class(os.environ.get("_METIS_ENV_COMPLETE", "").partition("_")[0])
-    if spec is None and protocol is not None:
-        # click stops parsing at an option still waiting for its value ("1 --model <TAB>") before it
-        # has read ENDPOINT: read the words again without that option.
-        args, _incomplete = protocol(cli, {}, "metis-env", "_METIS_ENV_COMPLETE").get_completion_args()
-        if ctx.info_name in args:
-            rest = args[args.index(ctx.info_name) + 1 :]
-            rest = rest[:-1] if rest and rest[-1] in param.opts else rest
-            sub = ctx.command.make_context(ctx.info_name, rest, parent=ctx.parent, resilient_parsing=True)
-            spec = sub.params.get("endpoint")
-    return [CompletionItem(v, help=h) for v, h in model_candidates(incomplete, spec)]
-
-
-def complete_shell(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
-    """TAB on --shell: the output syntaxes."""
-    from click.shell_completion import CompletionItem
-
-    return [CompletionItem(name) for name in SHELLS if name.startswith(incomplete.lower())]
-
-
-def endpoint_argument(func):
-    return click.argument("endpoint", required=False, shell_complete=complete_endpoint)(func)
-
-
-def model_option(func):
-    return click.option("--model", "-m", metavar="NAME", shell_complete=complete_model, help="One of the endpoint's models (default: the configured one, else the first).")(func)
 
 
 @click.group(context_settings=CONTEXT)
@@ -126,10 +56,8 @@ def import_command(ctx: click.Context, files: Sequence[str], endpoint_id: str | 
       metis-env import --id 1 - < metis_endpoint_1.txt
     """
     settings = settings_from(ctx, store=store)
-    changes = actions.import_files(open_store(settings), list(files), endpoint_id)
-    for line in actions.describe_changes(changes):
-        click.echo(line, err=True)
-    _refresh_tool_configs(settings)
+    sessions.report(endpoints.import_files(open_store(settings), list(files), endpoint_id))
+    sessions.refresh_tool_configs(settings)
 
 
 @cli.command("list")
@@ -144,11 +72,11 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
       metis-env list --json | jq -r '.endpoints[].id'
     """
     settings = settings_from(ctx)
-    rows = actions.list_rows(open_store(settings), settings)
+    rows = endpoints.list_rows(open_store(settings), settings)
     if as_json:
         click.echo(json.dumps({"version": 1, "endpoints": rows}, indent=2, ensure_ascii=False))
     elif rows:
-        click.echo(actions.format_list(rows), nl=False)
+        click.echo(endpoints.format_list(rows), nl=False)
     else:
         click.echo("no endpoints stored yet; run metis-env sync (or metis-env import FILE)", err=True)
 
@@ -177,7 +105,7 @@ def export_command(ctx: click.Context, endpoint: str | None, model: str | None, 
       metis-env export 1 --shell dotenv --output .env
     """
     settings = settings_from(ctx)
-    return actions.export_command(endpoint, model, shell, unset, settings, output)
+    return commands.export(endpoint, model, shell, unset, settings, output)
 
 
 class RunCommand(click.Command):
@@ -220,11 +148,11 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
       metis-env run --proxy metis -- python long_job.py      # runs for days; the token is refreshed
     """
     settings = settings_from(ctx)
-    return actions.run_subcommand(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy)
+    return commands.run(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy)
 
 
 @cli.command("get")
-@click.argument("what", type=click.Choice(actions.GET_FIELDS))
+@click.argument("what", type=click.Choice(commands.GET_FIELDS))
 @endpoint_argument
 @click.pass_context
 def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
@@ -234,7 +162,7 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
     Example:
       curl -H "Authorization: Bearer $(metis-env get key 1)" "$(metis-env get url 1)models"
     """
-    return actions.get_command(what, endpoint, settings_from(ctx))
+    return commands.get(what, endpoint, settings_from(ctx))
 
 
 @cli.command("check")
@@ -258,17 +186,9 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
       metis-env check 1
       metis-env check --json | jq .status
     """
-    from .check_report import check_all, raise_for_results  # urllib and ssl: ~20 ms only this command needs
-    from .status import check_targets, remember
+    from .commands.check_report import run_check  # urllib and ssl: ~20 ms only this command needs
 
-    settings = settings_from(ctx)
-    store = open_store(settings)
-    specs = [endpoint] if endpoint is not None else list(store.endpoints()) or [None]
-    results = check_all(check_targets(store, settings, specs), timeout)
-    remember(settings, results, "check")
-    for result in results:
-        click.echo(result.to_json() if as_json else result.summary())
-    raise_for_results(results, at_terminal=not as_json and sys.stdout.isatty())
+    run_check(settings_from(ctx), endpoint, as_json, timeout)
 
 
 @cli.command("status")
@@ -288,7 +208,7 @@ def status_command(ctx: click.Context, endpoint: str | None, as_json: bool, time
       metis-env status metis
       metis-env status --json | jq '.endpoints[].models'
     """
-    from .status import format_table, raise_for_report, run_status, to_json
+    from .commands.status import format_table, raise_for_report, run_status, to_json
 
     settings = settings_from(ctx)
     report = run_status(open_store(settings), settings, endpoint, timeout)
@@ -310,7 +230,7 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
       metis-env doctor
       metis-env doctor --json | jq -r '.findings[] | select(.status != "ok") | .fix'
     """
-    from . import doctor
+    from .commands import doctor
 
     # doctor reports a loose config dir, it does not change it: tighten=False
     settings, settings_findings = doctor.load_settings_or_defaults(lambda: settings_from(ctx, tighten=False))
@@ -334,7 +254,7 @@ def demo_command(yes: bool) -> int:
       metis-env demo          # you type the one-time code it shows
       metis-env demo --yes    # no questions (CI), a few seconds
     """
-    from .demo import run_demo
+    from .commands.demo import run_demo
 
     return run_demo(yes=yes)
 
@@ -354,9 +274,7 @@ def forget_command(ctx: click.Context, endpoints: Sequence[str], forget_all: boo
     if bool(endpoints) == forget_all:
         raise click.UsageError("name the endpoints to forget, or give --all")
     settings = settings_from(ctx)
-    changes = open_store(settings).forget(None if forget_all else list(endpoints))
-    for line in actions.describe_changes(changes):
-        click.echo(line, err=True)
+    sessions.report(open_store(settings).forget(None if forget_all else list(endpoints)))
 
 
 @cli.group("config", context_settings=CONTEXT)
@@ -399,44 +317,18 @@ def config_set(name: str, value: str) -> None:
       metis-env config set default_endpoint 2
       metis-env config set stale_after_days 14
     """
-    settings = load_settings()
-    if name == "default_endpoint":
-        stored = open_store(settings).endpoints()  # the metadata only: no keyring
-        if value not in stored:
-            from .errors import NotFoundError
+    from .commands.config import config_set as set_setting
 
-            listed = f"stored: {', '.join(stored)}" if stored else "none is stored yet (metis-env sync)"
-            raise NotFoundError(f"no endpoint {value!r} is stored, so it cannot be the default; {listed}")
-    save_setting(settings.config_dir, name, value)
-    shown = value if os.environ.get(env_name(name)) else format_setting(getattr(load_settings(), name))
-    click.echo(f"metis-env: {name} set to {shown} in {config_path(settings)}", err=True)
-    if os.environ.get(env_name(name)):
-        actions.warn(f"{env_name(name)} is set in the environment and overrides config.yaml")
+    set_setting(name, value)
 
 
 @config_group.command("unset")
 @click.argument("name", type=click.Choice(SETTING_NAMES))
 def config_unset(name: str) -> None:
     """Remove a setting from config.yaml (back to its default)."""
-    settings = load_settings()
-    save_setting(settings.config_dir, name, None)
-    default = format_setting(getattr(Settings(config_dir=settings.config_dir), name)) or "none"
-    click.echo(f"metis-env: {name} removed from {config_path(settings)}; its default is {default}", err=True)
+    from .commands.config import config_unset as unset_setting
 
-
-def format_setting(value) -> str:
-    """A setting as config list shows it: 30, not 30.0; nothing for None."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def config_path(settings: Settings) -> str:
-    from .paths import config_file
-
-    return str(config_file(settings.config_dir))
+    unset_setting(name)
 
 
 @cli.command("configure")
@@ -458,20 +350,9 @@ def configure_command(ctx: click.Context, tool: str, endpoint: str | None, model
       metis-env configure opencode 1 --dry-run
       metis-env configure llm 2 --model Llama-3.3-70B-Instruct
     """
-    from . import configure
+    from .commands.sessions import configure
 
-    settings = settings_from(ctx)
-    outcome = configure.configure_tool(open_store(settings), settings, tool, endpoint, model, dry_run)
-    for line in configure.report(outcome, dry_run):
-        click.echo(line, err=True)
-
-
-def _refresh_tool_configs(settings: Settings) -> None:
-    """After an update: rewrite the configs configure wrote whose endpoint changed (see configure)."""
-    from .configure import refresh_configured_tools
-
-    for line in refresh_configured_tools(open_store(settings), settings):
-        click.echo(line, err=True)
+    configure(settings_from(ctx), tool, endpoint, model, dry_run)
 
 
 @cli.command("hook")
@@ -491,13 +372,7 @@ def hook_command(target: str, show_path: bool, install: bool) -> None:
     """
     if show_path and install:
         raise click.UsageError("give --path or --install, not both")
-    if install:
-        path, status = hooks.install(target)
-        click.echo(f"metis-env: {hooks.install_message(target, path, status)}", err=True)
-    elif show_path:
-        click.echo(str(hooks.hook_path(target)))
-    else:
-        click.echo(hooks.hook_text(target), nl=False)
+    hooks.hook(target, show_path, install)
 
 
 @cli.command("sync")
@@ -525,39 +400,15 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
       printf '%s\\n' "$CODE" | metis-env sync --passcode-stdin
       metis-env sync --gateway                     # the gateway's endpoint list, with the stored token
     """
-    if gateway:
-        from .sources.gateway.session import sync_gateway
-
-        settings = settings_from(ctx, store=store)
-        for line in actions.describe_changes(sync_gateway(settings, open_store(settings))):
-            click.echo(line, err=True)
-        _refresh_tool_configs(settings)
-        return
-    from .sources import ssh
-    from .prompt import TerminalPrompter
-    from .sources.ssh.sync import SyncOptions, run_sync
-
-    ssh.set_debug_logging(bool(ctx.find_root().params.get("debug")))
-    options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)
     settings = settings_from(ctx, store=store)
-    changes = run_sync(settings, options, TerminalPrompter())
-    for line in actions.describe_changes(changes, dry_run):
-        click.echo(line, err=True)
-    if not dry_run:
-        _refresh_tool_configs(settings)
-        _remember_user(settings, user)
-
-
-def _remember_user(settings: Settings, user: str | None) -> None:
-    """--user is remembered in config.yaml after a sync that worked, as a prompted name is, unless a
-    user is configured already (config.yaml or METIS_ENV_USER). Quietly: the sync's report is
-    the last thing on stderr, and `config list` shows it."""
-    from .settings import read_config_file
-    from .paths import config_file
-
-    if not user or os.environ.get(env_name("user")) or read_config_file(config_file(settings.config_dir)).get("user"):
+    if gateway:
+        sessions.sync_gateway(settings)
         return
-    save_setting(settings.config_dir, "user", user)
+    from .prompt import TerminalPrompter
+    from .sources.ssh.sync import SyncOptions
+
+    options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)
+    sessions.sync(settings, options, TerminalPrompter(), debug=bool(ctx.find_root().params.get("debug")))
 
 
 @cli.command("login")
@@ -580,13 +431,7 @@ def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_t
       metis-env login --from-alcf-tokens      # already logged in with alcf-tokens
       eval "$(metis-env export metis)"
     """
-    from .sources.gateway.session import login
-
-    settings = settings_from(ctx, store=store)
-    changes = login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
-    for line in actions.describe_changes(changes):
-        click.echo(line, err=True)
-    _refresh_tool_configs(settings)
+    sessions.login(settings_from(ctx, store=store), no_browser, force, from_alcf_tokens)
 
 
 @cli.command("logout")
@@ -600,27 +445,7 @@ def logout_command(ctx: click.Context) -> None:
     Example:
       metis-env logout
     """
-    from .sources.gateway.session import logout
-
-    settings = settings_from(ctx)
-    for line in actions.describe_changes(logout(settings, open_store(settings))):
-        click.echo(line, err=True)
-
-
-def _shell_named(command: Sequence[str]) -> str | None:
-    """The --shell an export command line names, if it names a known one."""
-    for i, token in enumerate(command):
-        value = None
-        if token in ("--shell", "-s") and i + 1 < len(command):
-            value = command[i + 1]
-        elif token.startswith("--shell="):
-            value = token.split("=", 1)[1]
-        if value is not None:
-            try:
-                return normalize_shell(value)
-            except MetisEnvError:
-                return None
-    return None
+    sessions.logout(settings_from(ctx))
 
 
 def run_cli(argv: Sequence[str]) -> int:
@@ -631,7 +456,7 @@ def run_cli(argv: Sequence[str]) -> int:
     except click.ClickException as exc:
         command = split_global_options(argv)[1]
         if command[:1] == ["export"]:  # eval "$(metis-env export --bogus)" must fail too
-            sys.stdout.write(failure_code(_shell_named(command) or DEFAULT_SHELL))
+            sys.stdout.write(failure_code(commands.shell_named(command) or DEFAULT_SHELL))
         if isinstance(exc, click.exceptions.NoArgsIsHelpError):
             exc.show()  # `metis-env` alone: the help is the answer
         elif isinstance(exc, click.UsageError):

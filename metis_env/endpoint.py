@@ -22,7 +22,6 @@ from .errors import EndpointFileError
 
 MAX_FILE_BYTES = 64 * 1024
 REQUIRED_KEYS = ("BASE_URL", "SAMBANOVA_API_KEY", "MODELS")
-DEFAULT_PATTERN = "metis_endpoint_*.txt"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ENDPOINT_NAME = re.compile(r"metis_endpoint_([A-Za-z0-9][A-Za-z0-9_.-]*)\.txt\Z")

@@ -15,7 +15,8 @@ import os
 import shlex
 import sys
 
-from . import actions, api
+from . import api
+from .variables import EXPORTED_NAMES
 from .errors import MetisEnvError, UsageError
 
 TYPE_CHECKING = False
@@ -78,7 +79,7 @@ def parse_line(line: str) -> tuple[str | None, str | None, bool]:
 
 def unset_variables() -> list[str]:
     """Remove what ``export --unset`` removes, and whatever %metis set here; returns the names removed."""
-    removed = [name for name in dict.fromkeys([*actions.EXPORTED_NAMES, *sorted(_set_here)]) if name in os.environ]
+    removed = [name for name in dict.fromkeys([*EXPORTED_NAMES, *sorted(_set_here)]) if name in os.environ]
     for name in removed:
         del os.environ[name]
     _set_here.clear()

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import actions
+from .commands import export as commands
 from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error
 
@@ -60,7 +60,7 @@ def parse_fast(argv: Sequence[str]) -> tuple[str, dict, list[str], list[str]] | 
         i += 1
     if command == "run" and not tail:
         return None
-    if command == "get" and (not positionals or positionals[0] not in actions.GET_FIELDS):
+    if command == "get" and (not positionals or positionals[0] not in commands.GET_FIELDS):
         return None  # click words a bad choice better (usage line, the choices)
     return command, options, positionals, tail
 
@@ -69,10 +69,10 @@ def serve_fast(command: str, options: dict, positionals: list[str], tail: list[s
     no_core_dumps()  # the key is about to be in this process's memory
     if command == "export":
         spec = positionals[0] if positionals else None
-        return actions.export_command(spec, options.get("model"), options.get("shell"), options.get("unset", False))
+        return commands.export(spec, options.get("model"), options.get("shell"), options.get("unset", False))
     if command == "get":
-        return actions.get_command(positionals[0], positionals[1] if len(positionals) > 1 else None)
-    return actions.run_subcommand(positionals[0] if positionals else None, options.get("model"), tail, proxy=options.get("proxy", False))
+        return commands.get(positionals[0], positionals[1] if len(positionals) > 1 else None)
+    return commands.run(positionals[0] if positionals else None, options.get("model"), tail, proxy=options.get("proxy", False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

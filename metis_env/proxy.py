@@ -6,7 +6,7 @@ free one), gives the child ``OPENAI_BASE_URL`` = that proxy and ``OPENAI_API_KEY
 made for this run, and stays the parent:
 
 - each request must carry the local key (``Authorization: Bearer``, compared in constant time);
-- the proxy puts the real key in its place, asking ``actions.select_with_key`` for it (the one way to
+- the proxy puts the real key in its place, asking ``credentials.select_with_key`` for it (the one way to
   get a current gateway token: it refreshes under the store's lock) and caching it until the moment
   ``export`` itself would refresh it (``token_refresh_margin`` before expiry);
 - it forwards to the endpoint's base URL (TLS verified against the CAs ``SSL_CERT_FILE`` names, proxy
@@ -38,9 +38,11 @@ from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from . import actions
+from . import credentials
 from .supervise import supervise
 from .errors import MetisEnvError, UsageError
+from .text import warn
+from .variables import EXPORTED_NAMES
 from .sources.gateway.http import POLICY_WORDS, REAUTH_MESSAGE
 
 LOCAL_KEY_PREFIX = "metis-env-local-"
@@ -59,9 +61,9 @@ def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: S
     """``metis-env run --proxy [ENDPOINT] [--model NAME] -- CMD``: the child's exit status."""
     if not argv:
         raise UsageError("nothing to run; usage: metis-env run --proxy [ENDPOINT] [--model NAME] -- COMMAND [ARGS...]")
-    selection, key = actions.select_with_key(store, spec, model, settings)
+    selection, key = credentials.select_with_key(store, spec, model, settings)
     for warning in selection.warnings:
-        actions.warn(warning)
+        warn(warning)
     keys = KeyCache(store, settings)
     keys.prime(selection, key)
     local_key = LOCAL_KEY_PREFIX + secrets.token_urlsafe(32)
@@ -80,12 +82,12 @@ def child_environment(
     are dropped, and so is any variable whose value holds a real key: the child must have none.
     """
     local = selection._replace(endpoint=selection.endpoint._replace(base_url=proxy_url))
-    ours = actions.environment_for(local, local_key, settings)
+    ours = credentials.environment_for(local, local_key, settings)
     ours.pop("METIS_ENV_TOKEN_EXPIRES", None)  # the local key does not expire while the child runs
     env = {
         name: value
         for name, value in inherited.items()
-        if name not in actions.EXPORTED_NAMES
+        if name not in EXPORTED_NAMES
         and name != "METIS_ENV_TOKEN_EXPIRES"
         and not any(k and k in value for k in real_keys)
     }
@@ -97,7 +99,7 @@ def child_environment(
 
 
 class KeyCache:
-    """The current real key of each endpoint, from ``actions.select_with_key``; one look-up at a time."""
+    """The current real key of each endpoint, from ``credentials.select_with_key``; one look-up at a time."""
 
     def __init__(self, store, settings) -> None:
         self._store = store
@@ -129,7 +131,7 @@ class KeyCache:
                     return key  # another request already got a new one
                 if refused is None and (recheck_at is None or time.time() < recheck_at):
                     return key
-            selection, key = actions.select_with_key(self._store, endpoint_id, None, self._settings)
+            selection, key = credentials.select_with_key(self._store, endpoint_id, None, self._settings)
             for warning in selection.warnings:
                 self._warn_once(warning)
             self._remember(selection, key)
@@ -142,7 +144,7 @@ class KeyCache:
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
-            actions.warn(message)
+            warn(message)
 
     def _remember(self, selection, key: str) -> None:
         expires = parse_expiry(getattr(selection, "expires_at", None))
@@ -245,7 +247,7 @@ class _QuietServer(ThreadingHTTPServer):
 
         error = sys.exc_info()[1]
         if not isinstance(error, (ConnectionError, TimeoutError)):
-            actions.warn(f"proxy: a request failed ({type(error).__name__}); the command got no answer to it")
+            warn(f"proxy: a request failed ({type(error).__name__}); the command got no answer to it")
             if os.environ.get("METIS_ENV_DEBUG", "") not in ("", "0"):
                 import traceback
 
@@ -331,12 +333,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 fresh = self.keys.get(endpoint_id, refused=key)
                 answer = _open(url, method, data, headers, fresh) if fresh != key else refused
         except MetisEnvError as exc:
-            actions.warn(f"proxy: {exc}")
+            warn(f"proxy: {exc}")
             status = 401 if exc.exit_code in (18, 19) else 502
             self._error(status, f"metis-env proxy: {exc}", "metis_env_error")
             return
         except _Unreachable as exc:
-            actions.warn(f"proxy: {exc}")
+            warn(f"proxy: {exc}")
             self._error(502, f"metis-env proxy: {exc}", "upstream_unreachable")
             return
         self._relay(answer)

@@ -2,7 +2,7 @@
 
 The hot path (``export``, ``get``, ``run``) reads keys here instead of through ``keyring``, whose backend
 discovery and ``secretstorage`` cost far more than the lookup itself. Writes, deletes, unlocking and
-every error message stay with ``keyring`` (``store.py``): this module answers ``None`` whenever it is
+every error message stay with ``keyring`` (``keystore.py``): this module answers ``None`` whenever it is
 not sure (nothing found, a locked collection or item, no bus, a daemon that does not answer in time),
 and the caller then asks keyring, which gives the proper answer or the proper error.
 

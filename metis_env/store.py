@@ -1,6 +1,13 @@
 """The credential store: API keys in the OS keyring (or, chosen knowingly, a 0600 file; both in
 ``keystore.py``, the only module that imports keyring), everything else in ``endpoints.yaml``.
 
+``store.py`` is the only writer of endpoints.yaml's records (one builder: ``records.build_record``). A
+login (the gateway's) is a section of endpoints.yaml named after its source, holding where its tokens
+are; the records of that source belong to the login: a sync replaces every other record and leaves
+them alone, and the login's own methods here (``save_login``, ``save_login_records``,
+``repoint_login_records``, ``forget_login``) replace, re-point and remove them. The store never asks
+which source a record is: ``credentials.py`` is the one place that does.
+
 An update is all-or-nothing and readers never see a mix of two syncs: every key is written under a
 new entry name (``<endpoint>/<fingerprint>``) before the metadata file that points at it is replaced
 in one ``os.replace``; entries nothing points at any more are deleted afterwards. A crash at any
@@ -11,15 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-from collections.abc import Iterable, Iterator
-from collections import namedtuple
+from collections.abc import Iterable, Iterator, Sequence
 from . import paths
-from .errors import BusyError, NotFoundError, StoreError
+from .errors import BusyError, MetisEnvError, NotFoundError, StoreError
 from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, read_private_text, remove_stale_temp_files
 from .keystore import SERVICE, FileSecrets, KeyringSecrets, checkpoint, read_secret_fast  # noqa: F401  (SERVICE: re-exported)
+from .records import Change, StoredEndpoint, build_record, natural_key, plan_changes, read_record, utc_now  # noqa: F401  (re-exported)
 from .settings import Settings
+from .text import warn
 
 # typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
 # type checkers need it.
@@ -29,74 +36,9 @@ if TYPE_CHECKING:
 
     from .endpoint import Endpoint  # and hashlib, ipaddress: the hot path never parses a file
 
-GATEWAY = "gateway"  # the gateway source's records (``source``) and its token section in endpoints.yaml
 METADATA_VERSION = 1
-
-
-# Records are namedtuples, not dataclasses: `import dataclasses` (inspect, ast, dis) costs about
-# 14 ms, more than the rest of `export` together; see the hot path in main.py.
-_STORED_FIELDS = (
-    "id base_url models file_name source synced_at fingerprint store secret_ref backend "
-    # informative, not part of identity (== and hash leave them out):
-    "extra previous_fingerprint"
-)
-_INFORMATIVE = 2
-
-
-class StoredEndpoint(namedtuple("StoredEndpoint", _STORED_FIELDS, defaults=("", None, ""))):
-    """What the metadata file says about one endpoint: never the key itself.
-
-    ``id, base_url, file_name, source, synced_at`` (ISO 8601), ``fingerprint``, ``store`` ("keyring" or
-    "file"), ``secret_ref``, ``backend``: str; ``models``: tuple[str, ...]; ``extra``: dict[str, str];
-    ``previous_fingerprint``: the key's fingerprint before the last sync (doctor says if the key changed).
-    """
-
-    __slots__ = ()
-
-    def __new__(cls, *args, **kwargs):
-        self = super().__new__(cls, *args, **kwargs)
-        return self if self.extra is not None else self._replace(extra={})
-
-    def __eq__(self, other):
-        return isinstance(other, StoredEndpoint) and self[:-_INFORMATIVE] == other[:-_INFORMATIVE]
-
-    def __ne__(self, other):
-        return not self == other
-
-    def __hash__(self):
-        return hash(self[:-_INFORMATIVE])
-
-    def age_days(self, now=None) -> float | None:
-        import datetime
-
-        try:
-            when = datetime.datetime.fromisoformat(self.synced_at)
-        except ValueError:
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=datetime.timezone.utc)
-        now = now or datetime.datetime.now(datetime.timezone.utc)
-        return (now - when).total_seconds() / 86400
-
-    def is_older_than(self, days: float) -> bool:
-        """Whether the data was synced more than ``days`` ago; cheap for the hot path, which pays for
-        datetime (1.5 ms) only when it has a warning to word."""
-        if len(self.synced_at) == 25 and self.synced_at.endswith("+00:00"):  # what utc_now() writes
-            cutoff = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - days * 86400))
-            return self.synced_at < cutoff
-        age = self.age_days()
-        return age is not None and age > days
-
-
-class Change(namedtuple("Change", "id status detail", defaults=("",))):
-    """One endpoint's fate in an update: ``status`` is new | unchanged | key rotated | models changed |
-    updated | removed; ``detail`` says which models came and went."""
-
-    __slots__ = ()
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+NOT_SECTIONS = ("version", "updated_at", "endpoints")
+"""The top-level keys of endpoints.yaml that are not a login's section."""
 
 
 # --- the store -------------------------------------------------------------------------------------
@@ -128,20 +70,7 @@ class Store:
         result = {}
         for endpoint_id, record in data.get("endpoints", {}).items():
             try:
-                result[endpoint_id] = StoredEndpoint(
-                    id=endpoint_id,
-                    base_url=record["base_url"],
-                    models=tuple(record["models"]),
-                    file_name=record.get("file_name", ""),
-                    source=record.get("source", ""),
-                    synced_at=record.get("synced_at", ""),
-                    fingerprint=record["fingerprint"],
-                    store=record.get("store", "keyring"),
-                    secret_ref=record["secret"],
-                    backend=record.get("backend", ""),
-                    extra=dict(record.get("extra", {})),
-                    previous_fingerprint=record.get("previous_fingerprint", ""),
-                )
+                result[endpoint_id] = read_record(endpoint_id, record)
             except (KeyError, TypeError):
                 raise StoreError(
                     f"{self.metadata_path}: the entry for endpoint {endpoint_id!r} is damaged; run metis-env sync"
@@ -264,9 +193,9 @@ class Store:
             secrets = self.secrets()
             backend = secrets.backend
             now = utc_now()
-            # sync replaces the endpoint files' records only: the gateway's are login's and logout's
+            # sync replaces the endpoint files' records only: a login's are login's and logout's
             kept = data.get("endpoints", {})
-            records = {k: v for k, v in kept.items() if v.get("source") == GATEWAY and k not in ids} if remove_others else dict(kept)
+            records = {k: v for k, v in kept.items() if _of_login(data, v) and k not in ids} if remove_others else dict(kept)
             to_write: dict[str, str] = {}
             for endpoint in endpoints:
                 previous = old.get(endpoint.id)
@@ -274,19 +203,11 @@ class Store:
                 same_place = previous is not None and previous.store == secrets.kind and previous.secret_ref == ref
                 if not same_place or secrets.get(ref) is None:
                     to_write[ref] = endpoint.api_key
-                records[endpoint.id] = {
-                    "base_url": endpoint.base_url,
-                    "models": list(endpoint.models),
-                    "file_name": endpoint.file_name,
-                    "source": source,
-                    "synced_at": now,
-                    "fingerprint": endpoint.fingerprint,
-                    "store": secrets.kind,
-                    "secret": ref,
-                    "backend": previous.backend if same_place and previous.backend else backend,
-                    "extra": dict(endpoint.extra),
-                    "previous_fingerprint": previous.fingerprint if previous is not None else "",
-                }
+                records[endpoint.id] = build_record(
+                    endpoint, source, now, endpoint.fingerprint, secrets.kind, ref,
+                    previous.backend if same_place and previous.backend else backend,
+                    previous.fingerprint if previous is not None else "",
+                )
             new_data = {
                 **data,  # other sections (the gateway's tokens) stay as they are
                 "version": METADATA_VERSION,
@@ -294,11 +215,77 @@ class Store:
                 "endpoints": dict(sorted(records.items(), key=lambda item: natural_key(item[0]))),
             }
             self._commit(secrets, to_write, new_data, data)
-            return plan_changes(_file_records(old) if remove_others else old, endpoints, secrets.kind, remove_others)
+            return plan_changes(self._not_of_login(data, old) if remove_others else old, endpoints, secrets.kind, remove_others)
 
     def preview_replace_all(self, endpoints: list[Endpoint]) -> list[Change]:
         """What ``replace_all(endpoints)`` would report, touching neither the keys nor the files."""
-        return plan_changes(_file_records(self.endpoints()), endpoints, self.settings.store, remove_others=True)
+        return plan_changes(self._not_of_login(self._load_metadata(), self.endpoints()), endpoints, self.settings.store, remove_others=True)
+
+    def endpoints_of(self, source: str) -> dict[str, StoredEndpoint]:
+        """The stored endpoints whose records came from ``source``, in natural order of id."""
+        return {k: v for k, v in self.endpoints().items() if v.source == source}
+
+    def _not_of_login(self, data: dict, endpoints: dict[str, StoredEndpoint]) -> dict[str, StoredEndpoint]:
+        records = data.get("endpoints", {})
+        return {k: v for k, v in endpoints.items() if not _of_login(data, records.get(k, {}))}
+
+    # a login's section and records ------------------------------------------------------------------
+
+    def save_login(self, source: str, section: dict, to_write: dict[str, str], endpoints: Sequence[Any], kind: str,
+                   collision: str) -> None:
+        """Store a new login of ``source`` (``section``: where its tokens are and what is known of them;
+        ``to_write``: the tokens) and its ``endpoints`` (``records.Listed``) as that source's records,
+        replacing any previous login and every record of that source, in one update. An id an endpoint
+        file's record holds keeps that record, with the warning ``collision.format(id)``."""
+
+        def change(old: dict) -> dict:
+            old[source] = section
+            old["endpoints"] = _with_login_records(old.get("endpoints", {}), source, endpoints, section, collision)
+            return old
+
+        self.rewrite(to_write, change, kind)
+
+    def save_login_records(self, source: str, endpoints: Sequence[Any], not_logged_in: MetisEnvError, collision: str) -> None:
+        """Replace the records of ``source`` with ``endpoints``; the login stays (``not_logged_in`` is
+        raised when there is none)."""
+
+        def change(old: dict) -> dict:
+            section = old.get(source)
+            if not isinstance(section, dict) or not section.get("access"):
+                raise not_logged_in
+            old["endpoints"] = _with_login_records(old.get("endpoints", {}), source, endpoints, section, collision)
+            return old
+
+        self.rewrite({}, change)
+
+    def repoint_login_records(self, source: str, section: dict, to_write: dict[str, str], kind: str) -> dict:
+        """After a refresh: ``section`` merged into the login's, and every record of ``source`` pointed at
+        its new access token, in one update with the tokens ``to_write``; the login's section now."""
+
+        def change(old: dict) -> dict:
+            merged = {**old.get(source, {}), **section}
+            old[source] = merged
+            for record in old.get("endpoints", {}).values():
+                if record.get("source") == source:
+                    record.update(secret=merged["access"], fingerprint=merged["fingerprint"], store=kind)
+            return old
+
+        return self.rewrite(to_write, change, kind).get(source, {})
+
+    def forget_login(self, source: str, kind: str | None) -> list[str]:
+        """Remove the login of ``source`` and its records; the ids removed. Its tokens are deleted from
+        the ``kind`` store after the metadata stops naming them."""
+        removed: list[str] = []
+
+        def change(old: dict) -> dict:
+            old.pop(source, None)
+            records = old.get("endpoints", {})
+            removed.extend(k for k, v in records.items() if v.get("source") == source)
+            old["endpoints"] = {k: v for k, v in records.items() if v.get("source") != source}
+            return old
+
+        self.rewrite({}, change, kind)
+        return removed
 
     def metadata(self) -> dict[str, Any]:
         """The whole metadata file (endpoints and other sections, such as the gateway's tokens)."""
@@ -360,7 +347,7 @@ class Store:
                 self.secrets(kind).delete(refs)
             except Exception:
                 # The update is committed; a stale entry is garbage, not a failure.
-                sys.stderr.write(f"metis-env: warning: could not delete {len(refs)} old key(s) from the {kind} store\n")
+                warn(f"could not delete {len(refs)} old key(s) from the {kind} store")
 
     def _clean_journal(self, new_data: dict) -> None:
         """Delete keys written by an update that crashed before its metadata was committed."""
@@ -389,45 +376,33 @@ class Store:
 
 
 def references(data: dict) -> set[tuple[str, str]]:
-    """Every (store, entry name) a metadata file points at: the endpoints' keys and the gateway's tokens."""
+    """Every (store, entry name) a metadata file points at: the endpoints' keys and the logins' tokens."""
     refs = {(r.get("store", "keyring"), r.get("secret")) for r in data.get("endpoints", {}).values()}
-    gateway = data.get(GATEWAY)
-    if isinstance(gateway, dict):
-        refs.update((gateway.get("store", "keyring"), gateway[k]) for k in ("access", "refresh") if gateway.get(k))
+    for name, section in data.items():
+        if name not in NOT_SECTIONS and isinstance(section, dict):
+            refs.update((section.get("store", "keyring"), section[k]) for k in ("access", "refresh") if section.get(k))
     return refs
 
 
-def _file_records(old: dict[str, StoredEndpoint]) -> dict[str, StoredEndpoint]:
-    return {k: v for k, v in old.items() if v.source != GATEWAY}
+def _with_login_records(records: dict, source: str, endpoints: Sequence[Any], section: dict, collision: str) -> dict:
+    """``records`` with every record of ``source`` replaced by ``endpoints``, keyed to the login's access
+    token; an id another source's record holds keeps that record (a warning says so)."""
+    kept = {k: v for k, v in records.items() if v.get("source") != source}
+    now = utc_now()
+    for endpoint in endpoints:
+        if endpoint.id in kept:
+            warn(collision.format(endpoint.id))
+            continue
+        kept[endpoint.id] = build_record(
+            endpoint, source, now, section["fingerprint"], section["store"], section["access"], section.get("backend", "")
+        )
+    return dict(sorted(kept.items(), key=lambda item: natural_key(item[0])))
 
 
-def plan_changes(old: dict[str, StoredEndpoint], endpoints: list[Endpoint], kind: str, remove_others: bool) -> list[Change]:
-    """Each endpoint's fate when ``endpoints`` replace (or are merged into) ``old``, in id order."""
-    changes = [describe_change(old.get(e.id), e, kind) for e in endpoints]
-    if remove_others:
-        given = {e.id for e in endpoints}
-        changes += [Change(i, "removed") for i in old if i not in given]
-    return sorted(changes, key=lambda c: natural_key(c.id))
-
-
-def describe_change(previous: StoredEndpoint | None, endpoint: Endpoint, kind: str) -> Change:
-    if previous is None:
-        return Change(endpoint.id, "new")
-    if previous.fingerprint != endpoint.fingerprint:
-        return Change(endpoint.id, "key rotated")
-    if previous.models != endpoint.models:
-        added = [m for m in endpoint.models if m not in previous.models]
-        gone = [m for m in previous.models if m not in endpoint.models]
-        detail = ", ".join([f"+{m}" for m in added] + [f"-{m}" for m in gone])
-        return Change(endpoint.id, "models changed", detail)
-    if previous.base_url != endpoint.base_url or previous.store != kind or previous.extra != endpoint.extra:
-        return Change(endpoint.id, "updated")
-    return Change(endpoint.id, "unchanged")
-
-
-def natural_key(text: str) -> tuple:
-    """Sort ``2`` before ``10``, and numbers before words."""
-    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+def _of_login(data: dict, record: dict) -> bool:
+    """Whether a record belongs to a login: endpoints.yaml has a section named after its source."""
+    section = data.get(record.get("source"))
+    return isinstance(section, dict) and section is not data.get("endpoints")
 
 
 def _lock_exclusive(handle: Any, path: str) -> None:

@@ -14,7 +14,7 @@ import traceback
 import pytest
 
 import metis_env
-from metis_env import actions, api
+from metis_env import actions, api, credentials
 from metis_env.errors import MetisEnvError, NotFoundError, StoreError, UsageError
 from metis_env.settings import load_settings
 from metis_env.store import open_store
@@ -342,7 +342,7 @@ def test_a_gateway_token_is_read_again_before_it_expires(file_store, tmp_path, s
     live 1.5 s past a 1 s refresh margin, as the gateway hands out tokens valid past its margin (the
     real gateway source: tests/test_api_gateway.py)."""
     store_endpoint(tmp_path, endpoint_text(stub.base_url + "/", KEY_1))
-    real_select = actions.select_with_key
+    real_select = credentials.select_with_key
     handed_out = []
 
     def select_with_token(store, spec, model, settings):
@@ -353,7 +353,7 @@ def test_a_gateway_token_is_read_again_before_it_expires(file_store, tmp_path, s
         stub.set_api_key(token)  # the gateway accepts the newest token
         return selection._replace(expires_at=expires), token
 
-    monkeypatch.setattr(actions, "select_with_key", select_with_token)
+    monkeypatch.setattr(credentials, "select_with_key", select_with_token)
     monkeypatch.setenv("METIS_ENV_TOKEN_REFRESH_MARGIN", "1")
     client = metis_env.openai_client(1, max_retries=0)
     client.models.list()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from metis_env.demo import run_demo
+from metis_env.commands.demo import run_demo
 from metis_env.errors import AuthenticationError
 from tests.conftest import REPO, metis
 

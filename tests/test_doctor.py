@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from metis_env import doctor
+from metis_env.commands import doctor
 from metis_env.settings import load_settings
 from metis_env.store import Store
 from tests._secret_service import secret_service

@@ -13,7 +13,7 @@ from metis_env import status_cache
 from metis_env.check import CheckResult, raise_for_result
 from metis_env.errors import CheckUnauthorizedError, GatewayError, NotLiveError, ReauthRequiredError
 from metis_env.sources.gateway.check import check_gateway, gateway_paths, model_states
-from metis_env.status import format_table, to_json
+from metis_env.commands.status import format_table, to_json
 from metis_env.store import StoredEndpoint
 from metis_env.testing.globus_standin import GlobusStandIn
 from tests._http import SilentServer, closed_port

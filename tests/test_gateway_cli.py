@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from metis_env.demo_gateway import drive_login
+from metis_env.commands.demo_gateway import drive_login
 from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests.conftest import REPO
 

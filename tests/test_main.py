@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -153,8 +154,8 @@ def test_click_path_does_import_click(two_endpoints):
 ALLOWED = {
     "paramiko": ("metis_env/sources/ssh/", "metis_env/testing/"),
     "globus_sdk": ("metis_env/sources/gateway/globus.py",),
-    "click": ("metis_env/cli.py",),
-    "keyring": ("metis_env/keystore.py", "metis_env/doctor.py"),
+    "click": ("metis_env/cli.py", "metis_env/cli_options.py"),
+    "keyring": ("metis_env/keystore.py", "metis_env/commands/doctor.py"),
     "yaml": ("metis_env/files.py",),
     "jeepney": ("metis_env/secret_service.py",),
     "secretstorage": (),
@@ -193,6 +194,133 @@ def relative_imports(path) -> set[str]:
 def test_cli_does_not_import_main():
     """main.py hands off to cli.py; what both need (error lines, global options) is in reporting.py."""
     assert ("main" in relative_imports(REPO / "metis_env" / "cli.py"), "reporting" in relative_imports(REPO / "metis_env" / "main.py")) == (False, True)
+
+
+# --- the direction: each layer imports only from its own layer or below ----------------------------
+
+LAYERS = (  # top to bottom; a module is in the first layer that names it (a name ending in "." is a package)
+    ("faces", ("__main__", "main", "cli", "cli_options", "api", "magic", "actions", "")),
+    ("commands", ("commands.", "proxy")),
+    ("sources", ("sources.gateway.globus@primitives", "sources.", "configure.", "testing.")),
+    ("credentials", ("credentials", "selection")),
+    ("store", ("store",)),
+    ("settings", ("settings", "keystore", "status_cache")),
+    ("primitives", ("endpoint", "render", "files", "http", "check", "records", "prompt", "reporting", "variables",
+                    "supervise")),
+    ("leaves", ("errors", "paths", "text", "findings", "alcf", "secret_service", "coredump")),
+)
+RANK = {name: rank for rank, (name, _members) in enumerate(LAYERS)}
+
+
+def layer_of(module: str) -> str:
+    """``metis_env.sources.ssh.login`` -> "sources"; a module no layer names fails the test."""
+    name = module.removeprefix("metis_env").removeprefix(".")
+    for layer, members in LAYERS:
+        for member in members:
+            member, _, moved = member.partition("@")
+            if name == member or name == member.rstrip(".") or (member.endswith(".") and name.startswith(member)):
+                return moved or layer
+    raise AssertionError(f"{module} is in no layer of LAYERS: add it where it belongs")
+
+
+def product_modules(testing: bool = False) -> dict[str, object]:
+    modules = {}
+    for path in sorted((REPO / "metis_env").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        if parts[1:2] == ("testing",) and not testing:
+            continue
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def import_edges(module: str, path) -> list[tuple[str, int, list[str]]]:
+    """(the metis_env module imported, line, the names taken from it) for every import in ``path``,
+    at module level or inside a function, type-only ones included."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    edges = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            edges += [(alias.name, node.lineno, []) for alias in node.names if alias.name.split(".")[0] == "metis_env"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "metis_env":
+                continue
+            names = []
+            for alias in node.names:  # `from . import x` or `from .pkg import x`: x may be a module of its own
+                module_path = REPO / Path(*f"{target}.{alias.name}".split("."))
+                if module_path.with_suffix(".py").exists() or module_path.is_dir():
+                    edges.append((f"{target}.{alias.name}", node.lineno, []))
+                else:
+                    names.append(alias.name)
+            if not names:
+                continue
+            edges.append((target, node.lineno, names))
+    return edges
+
+
+def test_each_module_imports_only_from_its_own_layer_or_below():
+    """faces -> commands -> sources/configure -> credentials/selection -> store -> settings/keystore ->
+    primitives -> leaves (README, Development). So sources/ never imports commands/, and the hot path's
+    modules cannot reach click through an import of their own."""
+    upward = []
+    for module, path in product_modules(testing=True).items():
+        for target, line, _names in import_edges(module, path):
+            if RANK[layer_of(target)] < RANK[layer_of(module)]:
+                upward.append(f"{module}:{line} ({layer_of(module)}) imports {target} ({layer_of(target)})")
+    assert upward == []
+
+
+def test_no_module_imports_another_modules_private_name():
+    """A leading underscore means "this file only": a second user makes it public (with a docstring)."""
+    private = []
+    for module, path in product_modules(testing=True).items():
+        for target, line, names in import_edges(module, path):
+            private += [f"{module}:{line} imports {name} from {target}" for name in names
+                        if name.startswith("_") and not name.startswith("__") and target != module]
+    assert private == []
+
+
+def test_no_import_circle_outside_testing():
+    modules = product_modules()
+    graph = {m: {t for t, _line, _names in import_edges(m, p) if t in modules and t != m} for m, p in modules.items()}
+    circles = []
+    for start in graph:  # a circle is a path back to where it started; the graph is small
+        seen, stack = set(), [(start, [start])]
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    circles.append(" -> ".join(trail + [start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, trail + [nxt]))
+    assert circles == []
+
+
+def test_no_product_module_is_over_500_lines():
+    long = {module: n for module, path in product_modules().items() if (n := len(path.read_text().splitlines())) > 500}
+    assert long == {}
+
+
+def test_only_credentials_branches_on_where_a_key_comes_from():
+    """``source == "gateway"`` (or any comparison of a record's source with a name) is asked in one module."""
+    def compares_source(node) -> bool:
+        sides = [node.left, *node.comparators] if isinstance(node, ast.Compare) else []
+        return any((isinstance(side, ast.Attribute) and side.attr == "source")
+                   or (isinstance(side, ast.Subscript) and isinstance(side.slice, ast.Constant) and side.slice.value == "source")
+                   or (isinstance(side, ast.Call) and isinstance(side.func, ast.Attribute) and side.func.attr == "get"
+                       and side.args[:1] and isinstance(side.args[0], ast.Constant) and side.args[0].value == "source")
+                   for side in sides) and any(isinstance(side, ast.Constant) and isinstance(side.value, str)
+                                              or (isinstance(side, ast.Name) and side.id.isupper()) for side in sides)
+
+    branching = sorted({module for module, path in product_modules().items()
+                        for node in ast.walk(ast.parse(path.read_text())) if compares_source(node)})
+    assert branching == ["metis_env.credentials"]
 
 
 @pytest.mark.parametrize(

@@ -435,13 +435,13 @@ def test_the_key_cache_asks_again_when_export_would_refresh(monkeypatch, expires
     from metis_env.settings import load_settings
     from metis_env.store import StoredEndpoint
 
-    Selection = namedtuple("Selection", "endpoint model warnings expires_at")  # actions.Selection's fields
+    Selection = namedtuple("Selection", "endpoint model warnings expires_at")  # selection.Selection's fields
     now = 1_800_000_000.0
     monkeypatch.setattr(proxy.time, "time", lambda: now)
     expires_at = None if expires_in is None else time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now + expires_in))
     stored = StoredEndpoint("metis", "https://gw/resource_server/metis/api/v1/", ("m",), "", "gateway", "", "", "", "", "")
     calls = []
-    monkeypatch.setattr(proxy.actions, "select_with_key", lambda *a: calls.append(a[1]) or (Selection(stored, "m", (), expires_at), "tok-2"))
+    monkeypatch.setattr(proxy.credentials, "select_with_key", lambda *a: calls.append(a[1]) or (Selection(stored, "m", (), expires_at), "tok-2"))
     cache = proxy.KeyCache(None, load_settings()._replace(token_refresh_margin=float(margin)))
     cache.prime(Selection(stored, "m", (), expires_at), "tok-1")
     assert cache._cache["metis"] == ("tok-1", None if recheck_in is None else now + recheck_in)

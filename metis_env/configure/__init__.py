@@ -39,12 +39,12 @@ def plan(module, stored, model: str, environ: Mapping[str, str]):
 def configure_tool(store, settings, name: str, spec: str | None, model: str | None, dry_run: bool = False,
                    environ: Mapping[str, str] = os.environ, err=None) -> Outcome:
     """Write (or with ``dry_run`` only show) TOOL's config for ENDPOINT; the diff goes to ``err``."""
-    from .. import actions
+    from .. import credentials
     from . import records
 
     err = err or sys.stderr
     module = tool_module(name)
-    selection = actions.select(store, spec, model, settings)
+    selection = credentials.select(store, spec, model, settings)
     for warning in selection.warnings:
         err.write(f"metis-env: warning: {warning}\n")
     path, old, mode, new, notes, entry = plan(module, selection.endpoint, selection.model, environ)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from metis_env.alcf import AUTH_RESOURCE_SERVER
 
 if TYPE_CHECKING:
-    from metis_env.testing.globus_standin import GlobusStandIn, _Handler
+    from metis_env.testing.globus_standin import GlobusStandIn, Handler as _Handler
 
 CODE_LIFETIME = 600  # seconds an authorization code may wait for its exchange
 ID_TOKEN_LIFETIME = 172800

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from metis_env.alcf import INFERENCE_RESOURCE_SERVER
 
 if TYPE_CHECKING:
-    from metis_env.testing.globus_standin import GlobusStandIn, _Handler
+    from metis_env.testing.globus_standin import GlobusStandIn, Handler as _Handler
 
 DEFAULT_CLUSTERS: dict[str, tuple[str, dict[str, str]]] = {
     "metis": ("api", {"gpt-oss-120b": "Live", "Mistral-Large-3-675B-Instruct-2512": "Live", "gemma-4-31B-it": "Live"}),

@@ -453,3 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send_redirect(self, location: str) -> int:
         return self.send_bytes(302, b"", "text/html; charset=utf-8", {"Location": location})
+
+
+Handler = _Handler
+"""The request handler the stand-ins' routes are given (auth_standin.py, gateway_standin.py)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ...errors import MetisEnvError
 from ...findings import OK, PROBLEM, WARN, Finding
-from . import tokens
+from ... import credentials
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def check_gateway(settings: Settings, store: Store) -> list[Finding]:
     url = Finding("gateway_url", OK, settings.gateway_url)
     try:
-        state = tokens.read_state(store)
+        state = credentials.read_state(store)
     except MetisEnvError as exc:
         return [url, Finding("gateway login", PROBLEM, str(exc), "metis-env login --force")]
     if state is None:
@@ -29,7 +29,7 @@ def check_gateway(settings: Settings, store: Store) -> list[Finding]:
     who = f" as {state.identity}" if state.identity else ""
     findings = [url]
     left = state.seconds_left()
-    expiry = f"access token {'expired' if left <= 0 else 'valid'} until {tokens.iso_utc(state.expires_at)}"
+    expiry = f"access token {'expired' if left <= 0 else 'valid'} until {credentials.iso_utc(state.expires_at)}"
     refresh = "a refresh token is stored" if state.refresh else "no refresh token"
     if left <= 0 and not state.refresh:
         findings.append(Finding("gateway login", PROBLEM, f"logged in{who}; {expiry}; {refresh}", "metis-env login"))

@@ -1,7 +1,7 @@
 """Globus Auth through globus-sdk: the native-app login, the refresh grant and revocation.
 
 The only module of metis-env that imports ``globus_sdk`` (about 100 ms), and never on the hot path:
-``tokens.fresh_key`` comes here only inside the refresh margin, about once in 47 hours. Every
+``credentials.fresh_key`` comes here only inside the refresh margin, about once in 47 hours. Every
 globus-sdk error becomes one MetisEnvError line, never chained (its text can hold a request body).
 ``GLOBUS_SDK_SERVICE_URL_AUTH`` and ``GLOBUS_SDK_VERIFY_SSL`` point globus-sdk elsewhere (a stand-in).
 
@@ -28,7 +28,6 @@ from ...errors import ConnectionFailedError, GatewayError, LoginRequiredError, M
 from ...alcf import INFERENCE_RESOURCE_SERVER, INFERENCE_SCOPE, INFERENCE_SESSION_POLICY
 
 APP_NAME = "metis-env"
-LOGIN_TIMEOUT = 30.0
 
 
 class CapturingTokenStorage(TokenStorage):

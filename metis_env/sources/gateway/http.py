@@ -36,7 +36,6 @@ from ...errors import (
     ReauthRequiredError,
 )
 from ...http import FAILED, HEADER_SAFE, Scrubber, TransportError, Wording, describe_failure, json_request, verified_opener
-from ...render import printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

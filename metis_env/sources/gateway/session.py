@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from ... import credentials
 from ...errors import ConnectionFailedError, GatewayError, LoginRequiredError, MetisEnvError
 from ...store import Change
 from . import alcf_tokens, http, tokens
@@ -42,11 +43,11 @@ def login(
 ) -> list[Change]:
     """Log in to Globus (or adopt alcf-tokens' login), discover the gateway's endpoints, and store
     both in one update; nothing is stored if any step fails."""
-    state = tokens.read_state(store)
+    state = credentials.read_state(store)
     if state is not None and not force and state.seconds_left() > 0:
         who = f" as {state.identity}" if state.identity else ""
         say(
-            f"already logged in to the ALCF gateway{who} (token valid until {tokens.iso_utc(state.expires_at)}, "
+            f"already logged in to the ALCF gateway{who} (token valid until {credentials.iso_utc(state.expires_at)}, "
             f"login {state.login_age_days():.0f} days ago); `metis-env login --force` logs in again"
         )
         return []
@@ -67,15 +68,15 @@ def login(
     if data["expires_at_seconds"] - time.time() <= settings.token_refresh_margin and data.get("refresh_token"):
         from . import globus
 
-        data = {**data, **globus.refresh(settings, settings.globus_client_id, data["refresh_token"], tokens.REFRESH_TIMEOUT)}
+        data = {**data, **globus.refresh(settings, settings.globus_client_id, data["refresh_token"], credentials.REFRESH_TIMEOUT)}
         access = data["access_token"]
     endpoints = http.list_endpoints(settings.gateway_url, access)
-    before = {k for k, v in store.endpoints().items() if v.source == "gateway"}
+    before = set(store.endpoints_of(credentials.GATEWAY))
     tokens.save_login(store, settings, data, identity, endpoints)
-    after = {k for k, v in store.endpoints().items() if v.source == "gateway"}
+    after = set(store.endpoints_of(credentials.GATEWAY))
     changes = [Change(i, "new" if i not in before else "updated") for i in sorted(after)]
     changes += [Change(i, "removed") for i in sorted(before - after)]
-    say(f"logged in to the ALCF gateway; token valid until {tokens.iso_utc(data['expires_at_seconds'])}")
+    say(f"logged in to the ALCF gateway; token valid until {credentials.iso_utc(data['expires_at_seconds'])}")
     if not endpoints:
         say("the gateway lists no cluster with models; `metis-env sync --gateway` asks again")
     return changes
@@ -84,18 +85,18 @@ def login(
 def current_token(settings: Settings, store: Store) -> str:
     """An access token valid for at least the margin (refreshed if needed), for gateway calls
     outside export (``sync --gateway``, status, check)."""
-    state = tokens.read_state(store)
+    state = credentials.read_state(store)
     if state is None:
-        raise LoginRequiredError(f"not logged in to the ALCF gateway; {tokens.LOGIN_HINT}")
+        raise LoginRequiredError(f"not logged in to the ALCF gateway; {credentials.LOGIN_HINT}")
     if state.seconds_left() <= settings.token_refresh_margin:
-        state, note = tokens.refresh_if_due(store, settings, state)
+        state, note = credentials.refresh_if_due(store, settings, state)
         if note:
             if state.seconds_left() <= 0:
-                raise LoginRequiredError(f"the Globus access token expired and {note}; {tokens.LOGIN_HINT}")
+                raise LoginRequiredError(f"the Globus access token expired and {note}; {credentials.LOGIN_HINT}")
             _say(f"warning: {note}")
     token = store.secrets(state.store).get(state.access)
     if token is None:
-        raise LoginRequiredError(f"the Globus access token is missing from the {state.store} store; {tokens.LOGIN_HINT}")
+        raise LoginRequiredError(f"the Globus access token is missing from the {state.store} store; {credentials.LOGIN_HINT}")
     return token
 
 
@@ -108,7 +109,7 @@ def sync_gateway(settings: Settings, store: Store) -> list[Change]:
 def logout(settings: Settings, store: Store, say: Callable[[str], None] = _say) -> list[Change]:
     """Forget the login and the gateway endpoints here, then revoke the tokens at Globus (offline:
     forgotten anyway, with a warning)."""
-    state = tokens.read_state(store)
+    state = credentials.read_state(store)
     if state is None:
         say("not logged in to the ALCF gateway; nothing to do")
         return []

@@ -1,30 +1,32 @@
-"""The gateway's Globus tokens in metis-env's own store, and the hot path that hands them out.
-
-The access and refresh tokens are secrets like the endpoint files' keys: in the OS keyring or the
-explicit file store, each under a new entry name per token (``gateway/access/<fingerprint>``), so
-that a refresh cut at any point leaves the old token where the metadata points. What is not secret
-(expiry, login time, scope, identity, client id) is the ``gateway`` section of ``endpoints.yaml``:
-freshness is decided from it with no keyring call. Gateway endpoints are ordinary records with
-``source: gateway`` whose key is the access token.
-
-Standard library only, and no network, while the token has more than ``token_refresh_margin`` left;
-inside the margin ``fresh_key`` refreshes it through globus-sdk (``globus.py``) under the store's
-lock, and concurrent exporters wait for that lock and re-read instead of refreshing again.
+"""The gateway's login in metis-env's own store: a new login, the clusters ``sync --gateway`` lists, and
+a logout. What a stored login is and how its token is kept fresh is ``credentials.py``'s (the hot path);
+the records themselves are written by ``store.py``, the only writer of endpoints.yaml.
 
 Example::
 
-    selection, token = fresh_key(store, selection, settings)   # what actions.select_with_key calls
+    save_login(store, settings, data, identity, endpoints)   # data: globus-sdk's token data
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from collections import namedtuple
 
-from ...errors import BusyError, LoginRequiredError, MetisEnvError
-from ...store import GATEWAY, natural_key, utc_now
+from ...credentials import (  # noqa: F401  (the names below the first four: re-exported for older callers)
+    GATEWAY,
+    LOGIN_HINT,
+    read_state,
+    token_section,
+    LOCK_WAIT,
+    REFRESH_TIMEOUT,
+    TokenState,
+    fresh_key,
+    iso_utc,
+    refresh_if_due,
+    save_refresh,
+    token_fingerprint,
+)
+from ...errors import LoginRequiredError, MetisEnvError
+from ...records import Change, Listed, natural_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,141 +36,12 @@ if TYPE_CHECKING:
     from ...store import Store
     from .http import GatewayEndpoint
 
-REFRESH_TIMEOUT = 10.0
-"""Seconds one refresh at Globus may take (connect to last byte)."""
-LOCK_WAIT = REFRESH_TIMEOUT + 5.0
-"""Seconds an exporter waits for another one's refresh (or a sync) to release the store's lock."""
-LOGIN_HINT = "run `metis-env login`"
-
-_STATE_FIELDS = "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url"
+COLLISION = "gateway cluster {} not stored: an endpoint file already uses that id"
 
 
-class TokenState(namedtuple("TokenState", _STATE_FIELDS)):
-    """The gateway section of endpoints.yaml: ``store`` ("keyring"|"file"), ``backend``, ``access`` and
-    ``refresh`` (entry names, never tokens), ``fingerprint`` (of the access token), ``expires_at``
-    (epoch seconds), ``login_at`` (epoch seconds), ``scope``, ``identity``, ``client_id``,
-    ``gateway_url``."""
-
-    __slots__ = ()
-
-    def seconds_left(self, now: float | None = None) -> float:
-        return self.expires_at - (time.time() if now is None else now)
-
-    def login_age_days(self, now: float | None = None) -> float:
-        return ((time.time() if now is None else now) - self.login_at) / 86400
-
-
-def read_state(store: Store) -> TokenState | None:
-    """The stored login, or None when there is none (never a keyring call)."""
-    section = store.metadata().get(GATEWAY)
-    if not isinstance(section, dict) or not section.get("access"):
-        return None
-    try:
-        return TokenState(
-            store=str(section.get("store", "keyring")),
-            backend=str(section.get("backend", "")),
-            access=str(section["access"]),
-            refresh=str(section.get("refresh") or ""),
-            fingerprint=str(section.get("fingerprint", "")),
-            expires_at=float(section["expires_at"]),
-            login_at=float(section.get("login_at", 0)),
-            scope=str(section.get("scope", "")),
-            identity=str(section.get("identity", "")),
-            client_id=str(section.get("client_id", "")),
-            gateway_url=str(section.get("gateway_url", "")),
-        )
-    except (KeyError, TypeError, ValueError):
-        from ...errors import StoreError
-
-        raise StoreError(f"{store.metadata_path}: the gateway login is damaged; run `metis-env login --force`") from None
-
-
-def iso_utc(epoch: float) -> str:
-    """``2026-12-04T01:07:29Z``: what METIS_ENV_TOKEN_EXPIRES holds."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-# --- the hot path ----------------------------------------------------------------------------------
-
-
-def fresh_key(store: Store, selection: Any, settings: Settings) -> tuple[Any, str]:
-    """The selection (with ``expires_at`` and any warnings) and an access token for a gateway endpoint.
-
-    More than ``token_refresh_margin`` left: the cached token, no network. Inside the margin: one
-    refresh (or another process's, waited for). Refresh failed but the token still valid: that token,
-    with a warning. Expired, or the refresh refused: LoginRequiredError, one line.
-    """
-    state = read_state(store)
-    if state is None:
-        raise LoginRequiredError(f"not logged in to the ALCF gateway (endpoint {selection.endpoint.id}); {LOGIN_HINT}")
-    warnings = list(selection.warnings)
-    now = time.time()
-    if state.login_age_days(now) > settings.reauth_after_days:
-        warnings.append(
-            f"your Globus login is {state.login_age_days(now):.0f} days old; ALCF asks for a new one every 30 days: "
-            "run `metis-env login --force` before the gateway refuses the token"
-        )
-    endpoint = selection.endpoint
-    if state.seconds_left(now) <= settings.token_refresh_margin or endpoint.secret_ref != state.access:
-        state, note = refresh_if_due(store, settings, state)
-        if note:
-            if state.seconds_left() <= 0:
-                raise LoginRequiredError(f"the Globus access token expired and {note}; {LOGIN_HINT}")
-            warnings.append(f"{note}; using the current token, valid for {_duration(state.seconds_left())} more")
-        current = store.endpoints().get(endpoint.id)
-        if current is None:
-            raise LoginRequiredError(f"the gateway endpoint {endpoint.id} is gone (a logout?); {LOGIN_HINT}")
-        endpoint = current
-    key = store.api_key(endpoint)
-    return selection._replace(endpoint=endpoint, expires_at=iso_utc(state.expires_at), warnings=tuple(warnings)), key
-
-
-def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple[TokenState, str | None]:
-    """Refresh under the store's lock unless another process just did; (state now, None) or (the old
-    state, why it could not be refreshed). Raises LoginRequiredError when Globus refuses the refresh."""
-    give_up = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            with store.locked():
-                current = read_state(store)
-                if current is None:
-                    raise LoginRequiredError(f"the gateway login was removed meanwhile; {LOGIN_HINT}")
-                if current.seconds_left() > settings.token_refresh_margin:
-                    return current, None  # another exporter refreshed while we waited
-                return _refresh_locked(store, settings, current)
-        except BusyError:
-            if time.monotonic() > give_up:
-                return state, "the Globus token could not be refreshed (another metis-env held the store's lock)"
-            time.sleep(0.02 + (os.getpid() % 7) / 100)
-
-
-def _refresh_locked(store: Store, settings: Settings, state: TokenState) -> tuple[TokenState, str | None]:
-    if not state.refresh:
-        return state, "the Globus login has no refresh token"
-    refresh_token = store.secrets(state.store).get(state.refresh)
-    if refresh_token is None:
-        return state, "the Globus refresh token is missing from the store"
-    from . import globus  # the only importer of globus_sdk: paid for about once in 47 h
-
-    try:
-        data = globus.refresh(settings, state.client_id or settings.globus_client_id, refresh_token, REFRESH_TIMEOUT)
-    except LoginRequiredError:
-        raise
-    except MetisEnvError as exc:
-        return state, f"the Globus token could not be refreshed ({exc})"
-    try:
-        return save_refresh(store, state, data), None
-    except MetisEnvError as exc:  # the old token is still stored, and still valid at Globus
-        return state, f"the refreshed Globus token could not be stored ({exc})"
-
-
-# --- writers ---------------------------------------------------------------------------------------
-
-
-def token_fingerprint(token: str) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
+def listed(endpoints: list[GatewayEndpoint]) -> list[Listed]:
+    """The clusters list-endpoints gave, as the store's records take them."""
+    return [Listed(e.id, e.base_url, e.models, "", {"framework": e.framework}) for e in endpoints]
 
 
 def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint]) -> TokenState:
@@ -176,51 +49,19 @@ def save_login(store: Store, settings: Settings, data: dict, identity: str, endp
     ``access_token``, ``refresh_token``, ``expires_at_seconds``, ``scope``) and the gateway endpoints,
     replacing any previous login and every gateway record, in one update."""
     secrets = store.secrets()
-    to_write, section = _section(data, secrets.kind, secrets.backend, None)
+    to_write, section = token_section(data, secrets.kind, secrets.backend, None)
     section.update(
         login_at=int(time.time()), identity=identity, client_id=settings.globus_client_id, gateway_url=settings.gateway_url
     )
-
-    def change(old: dict) -> dict:
-        old[GATEWAY] = section
-        old["endpoints"] = _with_gateway_records(old.get("endpoints", {}), endpoints, section)
-        return old
-
-    store.rewrite(to_write, change, secrets.kind)
-    return read_state(store)  # type: ignore[return-value]
-
-
-def save_refresh(store: Store, state: TokenState, data: dict) -> TokenState:
-    """Store a refreshed access token (and a rotated refresh token) where the login's tokens are."""
-    secrets = store.secrets(state.store)
-    to_write, section = _section(data, state.store, state.backend or secrets.backend, state)
-
-    def change(old: dict) -> dict:
-        merged = {**old.get(GATEWAY, {}), **section}
-        old[GATEWAY] = merged
-        for record in old.get("endpoints", {}).values():
-            if record.get("source") == GATEWAY:
-                record.update(secret=merged["access"], fingerprint=merged["fingerprint"], store=state.store)
-        return old
-
-    store.rewrite(to_write, change, state.store)
+    store.save_login(GATEWAY, section, to_write, listed(endpoints), secrets.kind, COLLISION)
     return read_state(store)  # type: ignore[return-value]
 
 
 def save_endpoints(store: Store, endpoints: list[GatewayEndpoint]) -> list[Any]:
     """Replace the gateway records with ``endpoints`` (``sync --gateway``); the login stays."""
-    from ...store import Change
-
-    before = {k: v for k, v in store.endpoints().items() if v.source == GATEWAY}
-
-    def change(old: dict) -> dict:
-        section = old.get(GATEWAY)
-        if not isinstance(section, dict) or not section.get("access"):
-            raise LoginRequiredError(f"not logged in to the ALCF gateway; {LOGIN_HINT}")
-        old["endpoints"] = _with_gateway_records(old.get("endpoints", {}), endpoints, section)
-        return old
-
-    store.rewrite({}, change)
+    before = store.endpoints_of(GATEWAY)
+    not_logged_in = LoginRequiredError(f"not logged in to the ALCF gateway; {LOGIN_HINT}")
+    store.save_login_records(GATEWAY, listed(endpoints), not_logged_in, COLLISION)
     changes = []
     for endpoint in endpoints:
         previous = before.get(endpoint.id)
@@ -250,77 +91,5 @@ def forget_login(store: Store) -> tuple[list[str], dict[str, str]]:
                 value = None
             if value:
                 tokens[name] = value
-    removed: list[str] = []
-
-    def change(old: dict) -> dict:
-        old.pop(GATEWAY, None)
-        records = old.get("endpoints", {})
-        removed.extend(k for k, v in records.items() if v.get("source") == GATEWAY)
-        old["endpoints"] = {k: v for k, v in records.items() if v.get("source") != GATEWAY}
-        return old
-
-    store.rewrite({}, change, state.store if state else None)
+    removed = store.forget_login(GATEWAY, state.store if state else None)
     return removed, tokens
-
-
-def _section(data: dict, kind: str, backend: str, previous: TokenState | None) -> tuple[dict[str, str], dict]:
-    access = data.get("access_token")
-    expires_at = data.get("expires_at_seconds")
-    if not isinstance(access, str) or not access or not isinstance(expires_at, (int, float)):
-        from ...errors import GatewayError
-
-        raise GatewayError("Globus answered without an access token and its expiry; try again")
-    fingerprint = token_fingerprint(access)
-    section: dict[str, Any] = {
-        "store": kind,
-        "backend": backend,
-        "access": f"gateway/access/{fingerprint}",
-        "fingerprint": fingerprint,
-        "expires_at": int(expires_at),
-        "expires": iso_utc(expires_at),
-        "refreshed_at": utc_now(),
-    }
-    if data.get("scope"):
-        section["scope"] = str(data["scope"])
-    to_write = {section["access"]: access}
-    refresh = data.get("refresh_token")
-    if isinstance(refresh, str) and refresh:
-        section["refresh"] = f"gateway/refresh/{token_fingerprint(refresh)}"
-        if previous is None or section["refresh"] != previous.refresh:
-            to_write[section["refresh"]] = refresh
-    elif previous is not None:
-        section["refresh"] = previous.refresh
-    return to_write, section
-
-
-def _with_gateway_records(records: dict, endpoints: list[GatewayEndpoint], section: dict) -> dict:
-    """``records`` with every gateway record replaced by ``endpoints``; an id an endpoint file holds
-    keeps the file's record (a warning says so)."""
-    kept = {k: v for k, v in records.items() if v.get("source") != GATEWAY}
-    now = utc_now()
-    for endpoint in endpoints:
-        if endpoint.id in kept:
-            sys.stderr.write(
-                f"metis-env: warning: gateway cluster {endpoint.id} not stored: an endpoint file already uses that id\n"
-            )
-            continue
-        kept[endpoint.id] = {
-            "base_url": endpoint.base_url,
-            "models": list(endpoint.models),
-            "file_name": "",
-            "source": GATEWAY,
-            "synced_at": now,
-            "fingerprint": section["fingerprint"],
-            "store": section["store"],
-            "secret": section["access"],
-            "backend": section.get("backend", ""),
-            "extra": {"framework": endpoint.framework},
-            "previous_fingerprint": "",
-        }
-    return dict(sorted(kept.items(), key=lambda item: natural_key(item[0])))
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 5400:
-        return f"{seconds / 3600:.0f} h"
-    return f"{max(seconds, 0) / 60:.0f} min"

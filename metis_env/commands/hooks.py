@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MetisEnvError, UsageError
+from ..errors import MetisEnvError, UsageError
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def _shell_dir():
 
         return files("metis_env.shell")
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "shell"
+        return Path(__file__).resolve().parent.parent.parent / "shell"
 
 
 def hook_text(target: str) -> str:
@@ -176,9 +176,9 @@ def model_candidates(incomplete: str, endpoint_spec: str | None) -> list[tuple[s
     endpoints = _stored_endpoints()
     if endpoints is None:
         return []
-    from .actions import choose_endpoint
-    from .errors import MetisEnvError
-    from .settings import load_settings
+    from ..selection import choose_endpoint
+    from ..errors import MetisEnvError
+    from ..settings import load_settings
 
     try:
         chosen, _model = choose_endpoint(endpoints, endpoint_spec, load_settings())
@@ -193,11 +193,25 @@ def model_candidates(incomplete: str, endpoint_spec: str | None) -> list[tuple[s
 
 
 def _stored_endpoints():
-    from .errors import MetisEnvError
-    from .settings import load_settings
-    from .store import Store
+    from ..errors import MetisEnvError
+    from ..settings import load_settings
+    from ..store import Store
 
     try:
         return Store(load_settings()).endpoints()
     except MetisEnvError:
         return None
+
+
+def hook(target: str, show_path: bool, install: bool) -> None:
+    """``metis-env hook TARGET``: the file's text on stdout, its path (``show_path``), or installed
+    (``install``) with a line on stderr saying where and what to do next."""
+    import sys
+
+    if install:
+        path, status = install(target)
+        sys.stderr.write(f"metis-env: {install_message(target, path, status)}\n")
+    elif show_path:
+        sys.stdout.write(f"{hook_path(target)}\n")
+    else:
+        sys.stdout.write(hook_text(target))

@@ -16,21 +16,31 @@ import time
 from collections import namedtuple
 from collections.abc import Sequence
 
-from . import actions, status_cache
-from .check import MAINTENANCE, NOT_LIVE, OK, CheckResult, check_endpoint, raise_for_result
-from .errors import MetisEnvError, StoreError
+from .. import credentials, status_cache
+from ..records import natural_key
+from ..selection import choose_endpoint
+from ..text import warn
+from ..check import MAINTENANCE, NOT_LIVE, OK, CheckResult, check_endpoint, raise_for_result
+from ..errors import MetisEnvError, StoreError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..records import StoredEndpoint
+    from ..settings import Settings
+    from ..store import Store
 
 VERSION = 1
-GATEWAY = "gateway"
 
 
-def check_one(store, settings, spec: str | None, timeout: float, by: str = "check") -> CheckResult:
+def check_one(store: Store, settings: Settings, spec: str | None, timeout: float, by: str = "check") -> CheckResult:
     """``check``'s work for one endpoint (ENDPOINT as export takes it), by its source, remembered in
     the status cache. For a gateway endpoint the model export would pick must be live."""
-    selection, key = actions.select_with_key(store, spec, None, settings)  # key and URL of one sync
+    selection, key = credentials.select_with_key(store, spec, None, settings)  # key and URL of one sync
     stored = selection.endpoint
-    if stored.source == GATEWAY:
-        from .sources.gateway.check import check_gateway
+    if credentials.uses_login(stored):
+        from ..sources.gateway.check import check_gateway
 
         result = check_gateway(stored, key, timeout, wanted=selection.model if by == "check" else None)
     else:
@@ -39,22 +49,22 @@ def check_one(store, settings, spec: str | None, timeout: float, by: str = "chec
     return result
 
 
-def check_targets(store, settings, specs: Sequence[str | None]) -> list[tuple]:
+def check_targets(store: Store, settings: Settings, specs: Sequence[str | None]) -> list[tuple]:
     """``check``'s targets for ``check_report.check_all``: (id, base_url, key, models[, probe]), the key
     and URL of one sync (a current token for the gateway), a gateway endpoint with its own probe."""
     targets = []
     for spec in specs:
-        selection, key = actions.select_with_key(store, spec, None, settings)
+        selection, key = credentials.select_with_key(store, spec, None, settings)
         stored = selection.endpoint
         target = (stored.id, stored.base_url, key, stored.models)
-        if stored.source == GATEWAY:
+        if credentials.uses_login(stored):
             target += (_gateway_probe(stored, selection.model),)
         targets.append(target)
     return targets
 
 
-def _gateway_probe(stored, wanted: str):
-    from .sources.gateway.check import check_gateway
+def _gateway_probe(stored: StoredEndpoint, wanted: str) -> Callable[..., CheckResult]:
+    from ..sources.gateway.check import check_gateway
 
     def probe(base_url, key, models, timeout, endpoint=None) -> CheckResult:
         return check_gateway(stored, key, timeout, wanted=wanted)
@@ -62,7 +72,7 @@ def _gateway_probe(stored, wanted: str):
     return probe
 
 
-def remember(settings, results: Sequence[CheckResult], by: str) -> None:
+def remember(settings: Settings, results: Sequence[CheckResult], by: str) -> None:
     """Put what was seen in the status cache; a failed look says nothing about the models."""
     entries = {
         r.endpoint: status_cache.entry(by, r.model_status, maintenance=r.status == MAINTENANCE, message=r.message)
@@ -73,7 +83,7 @@ def remember(settings, results: Sequence[CheckResult], by: str) -> None:
         try:
             status_cache.record(settings.config_dir, entries)
         except StoreError as exc:  # the answer is still worth printing; the cache is only a hint
-            actions.warn(f"could not write the status cache: {exc}")
+            warn(f"could not write the status cache: {exc}")
 
 
 class StatusReport(namedtuple("StatusReport", "results errors")):
@@ -83,16 +93,16 @@ class StatusReport(namedtuple("StatusReport", "results errors")):
     __slots__ = ()
 
 
-def run_status(store, settings, spec: str | None, timeout: float) -> StatusReport:
+def run_status(store: Store, settings: Settings, spec: str | None, timeout: float) -> StatusReport:
     """Look at one endpoint (``spec``) or every stored one, and remember what was seen."""
     if spec is None:
         endpoints = list(store.endpoints().values())
         if not endpoints:
-            actions.choose_endpoint({}, None, settings)  # raises the usual "run metis-env sync" line
+            choose_endpoint({}, None, settings)  # raises the usual "run metis-env sync" line
     else:
-        endpoints = [actions.choose_endpoint(store.endpoints(), spec, settings)[0]]
+        endpoints = [choose_endpoint(store.endpoints(), spec, settings)[0]]
     results, errors = [], {}
-    for stored in sorted(endpoints, key=lambda e: actions.natural_key(e.id)):
+    for stored in sorted(endpoints, key=lambda e: natural_key(e.id)):
         try:
             results.append(check_one(store, settings, stored.id, timeout, by="status"))
         except MetisEnvError as exc:  # no key or token for this one: say so, go on with the others
@@ -106,7 +116,7 @@ def raise_for_report(report: StatusReport) -> None:
     """After printing: warn about every failed endpoint but the first, and raise the first's error."""
     failed = [r for r in report.results if not r.ok]
     for extra in failed[1:]:
-        actions.warn(f"status of endpoint {extra.endpoint}: {extra.message}")
+        warn(f"status of endpoint {extra.endpoint}: {extra.message}")
     if failed:
         if failed[0].endpoint in report.errors:
             raise report.errors[failed[0].endpoint]

@@ -8,11 +8,16 @@ the command ends with.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from .check import ERRORS, CheckResult, check_endpoint
-from .errors import CheckFailedError
+from ..check import ERRORS, CheckResult, check_endpoint
+from ..errors import CheckFailedError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 
 def check_all(targets: Sequence[tuple], timeout: float) -> list[CheckResult]:
@@ -49,3 +54,18 @@ def raise_for_results(results: Sequence[CheckResult], at_terminal: bool) -> None
     if at_terminal:
         raise error(f"check of endpoint {first.endpoint} failed ({first.status}){others}; see above")
     raise error(f"check of endpoint {first.endpoint}: {first.message}{others}")
+
+
+def run_check(settings: Settings, endpoint: str | None, as_json: bool, timeout: float) -> None:
+    """``metis-env check``: one endpoint, or every stored one; each result on stdout (a line of JSON with
+    ``as_json``), remembered in the status cache; then the first failure's error."""
+    from ..store import open_store
+    from .status import check_targets, remember
+
+    store = open_store(settings)
+    specs = [endpoint] if endpoint is not None else list(store.endpoints()) or [None]
+    results = check_all(check_targets(store, settings, specs), timeout)
+    remember(settings, results, "check")
+    for result in results:
+        sys.stdout.write((result.to_json() if as_json else result.summary()) + "\n")
+    raise_for_results(results, at_terminal=not as_json and sys.stdout.isatty())

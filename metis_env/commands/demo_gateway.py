@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from .errors import MetisEnvError
+from ..errors import MetisEnvError
 
 AUTHORIZE_URL = re.compile(r"https?://\S+/v2/oauth2/authorize\?\S+")
 STEPS = 4
@@ -98,7 +98,7 @@ def child_env(config_dir: Path, globus) -> dict[str, str]:
 
 def run_gateway_steps(workdir: Path, servers: list, yes: bool, ui, narrator, python: str, question: str, script: Path | None) -> None:
     """Steps after the SSH part of the demo (``narrator`` numbers them on)."""
-    from .testing.globus_standin import GlobusStandIn
+    from ..testing.globus_standin import GlobusStandIn
 
     narrator.step("Start a demo Globus login and a demo ALCF gateway (ALCF's way to Metis today)")
     globus = GlobusStandIn()

@@ -27,11 +27,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from . import actions, render
-from .check import check_endpoint
-from .errors import CheckFailedError, Interrupted, MetisEnvError, UsageError
-from .settings import Settings
-from .store import open_store
+from .. import credentials, render
+from .endpoints import describe_changes, format_list, list_rows
+from .export import export_code
+from ..check import check_endpoint
+from ..errors import CheckFailedError, Interrupted, MetisEnvError, UsageError
+from ..settings import Settings
+from ..store import open_store
 
 DEMO_USER = "demo"
 DEMO_HOST = "metis-demo"
@@ -167,7 +169,7 @@ def run_demo(yes: bool = False, ui=None, err: IO[str] | None = None, python: str
     narrator = Narrator(err or sys.stderr)
     if not yes and ui is None:
         _require_terminal()
-        from .prompt import TerminalPrompter
+        from ..prompt import TerminalPrompter
 
         ui = TerminalPrompter(stderr=narrator.stream)
     workdir = Path(tempfile.mkdtemp(prefix="metis-env-demo-"))
@@ -192,9 +194,9 @@ def run_demo(yes: bool = False, ui=None, err: IO[str] | None = None, python: str
 
 
 def _run_steps(workdir: Path, servers: list, yes: bool, ui, narrator: Narrator, python: str) -> None:
-    from .sources.ssh import sync
-    from .testing.loginnode import LoginNode
-    from .testing.openai_server import OpenAIStubServer
+    from ..sources.ssh import sync
+    from ..testing.loginnode import LoginNode
+    from ..testing.openai_server import OpenAIStubServer
 
     narrator.line(
         "metis-env demo: a login node, two endpoints, a Globus login and an ALCF gateway on 127.0.0.1, and a "
@@ -242,12 +244,12 @@ def _run_steps(workdir: Path, servers: list, yes: bool, ui, narrator: Narrator, 
     prompter = DemoPrompter(node, yes, ui, narrator)
     options = sync.SyncOptions(accept_new_host_key=False, ssh_config=(str(ssh_config),))
     changes = sync.run_sync(settings, options, prompter)
-    for line in actions.describe_changes(changes):
+    for line in describe_changes(changes):
         narrator.detail(line)
 
     store = open_store(settings)
     narrator.step("metis-env list")
-    narrator.detail(actions.format_list(actions.list_rows(store, settings)).rstrip("\n"))
+    narrator.detail(format_list(list_rows(store, settings)).rstrip("\n"))
 
     narrator.step("metis-env check   (GET {BASE_URL}models with the stored key)")
     for stored in store.endpoints().values():
@@ -256,7 +258,7 @@ def _run_steps(workdir: Path, servers: list, yes: bool, ui, narrator: Narrator, 
         if not result.ok:
             raise MetisEnvError(f"demo: check of endpoint {stored.id} failed: {result.message}")
 
-    code, _warnings = actions.export_code(store, settings, "1", None, render.DEFAULT_SHELL, False, portable=True)
+    code, _warnings = export_code(store, settings, "1", None, render.DEFAULT_SHELL, False, portable=True)
     narrator.step('eval "$(metis-env export 1)"   (metis-env export 1 prints this; bash, zsh, sh and fish read it alike)')
     narrator.detail(code.rstrip("\n"))
 
@@ -277,9 +279,9 @@ def _run_chat_script(workdir: Path, store, settings: Settings, narrator: Narrato
         return None
     script = workdir / "chat_completion.py"
     script.write_text(CHAT_SCRIPT)
-    selection = actions.select(store, "1", None, settings)
+    selection = credentials.select(store, "1", None, settings)
     env = dict(os.environ)
-    env.update(actions.environment_for(selection, store.api_key(selection.endpoint)))
+    env.update(credentials.environment_for(selection, store.api_key(selection.endpoint)))
     env.pop("OPENAI_ORG_ID", None)
     narrator.detail(f"$ python chat_completion.py '{QUESTION}'   # with the variables export sets")
     started = time.monotonic()

@@ -1,0 +1,77 @@
+"""The click face's shared parts: the settings a command runs with, the options and arguments several
+commands take, and their TAB completion (click's protocol; the candidates come from commands/hooks.py).
+With cli.py, the only modules that import click.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .commands import hooks
+from .render import SHELLS
+from .settings import STORES, Settings, load_settings, with_overrides
+
+
+def settings_from(ctx: click.Context, *, tighten: bool = True, **overrides) -> Settings:
+    """Settings from config.yaml and METIS_ENV_*, then the group's and the command's options."""
+    root = ctx.find_root()
+    base = with_overrides(load_settings(tighten=tighten), store=root.params.get("store"))
+    return with_overrides(base, **overrides)
+
+
+def store_option(func):
+    return click.option(
+        "--store",
+        type=click.Choice(STORES),
+        default=None,
+        help="Where API keys are kept: the OS keyring (default) or a 0600 file in the config dir (for headless machines).",
+    )(func)
+
+
+def complete_endpoint(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """TAB on ENDPOINT: ids and models from endpoints.yaml alone (no keyring, no network)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(v, help=h) for v, h in hooks.endpoint_candidates(incomplete)]
+
+
+def complete_endpoint_id(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """TAB on an argument that takes ids only (forget)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(v, help=h) for v, h in hooks.endpoint_candidates(incomplete, ids_only=True)]
+
+
+def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """TAB on --model: the models of the endpoint named so far (else the default one, else all)."""
+    from click.shell_completion import CompletionItem, get_completion_class
+
+    spec = ctx.params.get("endpoint")
+    protocol = get_completion_class(os.environ.get("_METIS_ENV_COMPLETE", "").partition("_")[0])
+    if spec is None and protocol is not None:
+        # click stops parsing at an option still waiting for its value ("1 --model <TAB>") before it
+        # has read ENDPOINT: read the words again without that option.
+        args, _incomplete = protocol(ctx.find_root().command, {}, "metis-env", "_METIS_ENV_COMPLETE").get_completion_args()
+        if ctx.info_name in args:
+            rest = args[args.index(ctx.info_name) + 1 :]
+            rest = rest[:-1] if rest and rest[-1] in param.opts else rest
+            sub = ctx.command.make_context(ctx.info_name, rest, parent=ctx.parent, resilient_parsing=True)
+            spec = sub.params.get("endpoint")
+    return [CompletionItem(v, help=h) for v, h in hooks.model_candidates(incomplete, spec)]
+
+
+def complete_shell(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """TAB on --shell: the output syntaxes."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(name) for name in SHELLS if name.startswith(incomplete.lower())]
+
+
+def endpoint_argument(func):
+    return click.argument("endpoint", required=False, shell_complete=complete_endpoint)(func)
+
+
+def model_option(func):
+    return click.option("--model", "-m", metavar="NAME", shell_complete=complete_model, help="One of the endpoint's models (default: the configured one, else the first).")(func)

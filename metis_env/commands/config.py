@@ -1,0 +1,48 @@
+"""``config set`` and ``config unset``: one setting in config.yaml, and the line that says what was done.
+
+Example::
+
+    config_set("default_endpoint", "2")    # metis-env: default_endpoint set to 2 in ~/.config/metis-env/config.yaml
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import NotFoundError
+from ..paths import config_file
+from ..settings import Settings, env_name, load_settings, save_setting
+from ..store import open_store
+from ..text import say, warn
+
+
+def format_setting(value) -> str:
+    """A setting as config list shows it: 30, not 30.0; nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def config_set(name: str, value: str) -> None:
+    """Set ``name`` in config.yaml (a default endpoint must be stored), and say so on stderr."""
+    settings = load_settings()
+    if name == "default_endpoint":
+        stored = open_store(settings).endpoints()  # the metadata only: no keyring
+        if value not in stored:
+            listed = f"stored: {', '.join(stored)}" if stored else "none is stored yet (metis-env sync)"
+            raise NotFoundError(f"no endpoint {value!r} is stored, so it cannot be the default; {listed}")
+    save_setting(settings.config_dir, name, value)
+    shown = value if os.environ.get(env_name(name)) else format_setting(getattr(load_settings(), name))
+    say(f"{name} set to {shown} in {config_file(settings.config_dir)}")
+    if os.environ.get(env_name(name)):
+        warn(f"{env_name(name)} is set in the environment and overrides config.yaml")
+
+
+def config_unset(name: str) -> None:
+    """Remove ``name`` from config.yaml (back to its default), and say so on stderr."""
+    settings = load_settings()
+    save_setting(settings.config_dir, name, None)
+    default = format_setting(getattr(Settings(config_dir=settings.config_dir), name)) or "none"
+    say(f"{name} removed from {config_file(settings.config_dir)}; its default is {default}")

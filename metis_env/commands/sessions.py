@@ -1,0 +1,95 @@
+"""``sync``, ``login``, ``logout`` and ``configure``: the sources fetch, the store keeps, and these say
+what changed (on stderr) and rewrite the tool configs ``configure`` wrote whose endpoint changed.
+
+Example::
+
+    sync(settings, options, prompter)      # endpoint 1: new ...
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+
+from ..records import Change
+from ..settings import Settings, env_name, read_config_file, save_setting
+from ..store import open_store
+from ..paths import config_file
+from .endpoints import describe_changes
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def echo_lines(lines: Iterable[str]) -> None:
+    """Each line on stderr, as it comes (a long refresh shows its progress)."""
+    for line in lines:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def report(changes: Sequence[Change], dry_run: bool = False) -> None:
+    """One line per endpoint on stderr: what the update did to it."""
+    echo_lines(describe_changes(changes, dry_run))
+
+
+def refresh_tool_configs(settings: Settings) -> None:
+    """After an update: rewrite the configs configure wrote whose endpoint changed (see configure)."""
+    from ..configure import refresh_configured_tools
+
+    echo_lines(refresh_configured_tools(open_store(settings), settings))
+
+
+def sync_gateway(settings: Settings) -> None:
+    """``sync --gateway``: the gateway's endpoint list again, with the stored token."""
+    from ..sources.gateway.session import sync_gateway as fetch
+
+    report(fetch(settings, open_store(settings)))
+    refresh_tool_configs(settings)
+
+
+def sync(settings: Settings, options: Any, prompter: Any, debug: bool) -> None:
+    """``sync`` over SSH (``options``: sources.ssh.sync.SyncOptions)."""
+    from ..sources import ssh
+    from ..sources.ssh.sync import run_sync
+
+    ssh.set_debug_logging(debug)
+    changes = run_sync(settings, options, prompter)
+    report(changes, options.dry_run)
+    if not options.dry_run:
+        refresh_tool_configs(settings)
+        remember_user(settings, options.user)
+
+
+def remember_user(settings: Settings, user: str | None) -> None:
+    """--user is remembered in config.yaml after a sync that worked, as a prompted name is, unless a
+    user is configured already (config.yaml or METIS_ENV_USER). Quietly: the sync's report is
+    the last thing on stderr, and `config list` shows it."""
+    if not user or os.environ.get(env_name("user")) or read_config_file(config_file(settings.config_dir)).get("user"):
+        return
+    save_setting(settings.config_dir, "user", user)
+
+
+def login(settings: Settings, no_browser: bool, force: bool, from_alcf_tokens: bool) -> None:
+    """``login``: Globus, then the gateway's endpoints."""
+    from ..sources.gateway.session import login as log_in
+
+    report(log_in(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens))
+    refresh_tool_configs(settings)
+
+
+def logout(settings: Settings) -> None:
+    """``logout``: revoke and forget the Globus tokens and the gateway endpoints."""
+    from ..sources.gateway.session import logout as log_out
+
+    report(log_out(settings, open_store(settings)))
+
+
+def configure(settings: Settings, tool: str, spec: str | None, model: str | None, dry_run: bool) -> None:
+    """``configure TOOL``: write the tool's own config for an endpoint (see configure/), say what was done."""
+    from .. import configure as tools
+
+    outcome = tools.configure_tool(open_store(settings), settings, tool, spec, model, dry_run)
+    echo_lines(tools.report(outcome, dry_run))

@@ -1,0 +1,129 @@
+"""Which endpoint and which model a command means: ENDPOINT as typed (a number, a file stem or a model
+name), ``--model``, the ``default_endpoint`` and ``default_model`` settings, and the warnings that go
+with the choice (stale data, what the status cache last saw). Standard library only, no key read, no
+network: ``credentials.select_with_key`` adds the key.
+
+Example::
+
+    selection = select(store, "1", None, settings)       # Selection(endpoint, model, warnings, None)
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+
+from . import status_cache
+from .errors import NotFoundError, UsageError
+from .settings import env_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .records import StoredEndpoint
+    from .settings import Settings
+    from .store import Store
+
+
+# A namedtuple, not a dataclass: see StoredEndpoint in records.py.
+class Selection(namedtuple("Selection", "endpoint model warnings expires_at", defaults=((), None))):
+    """The endpoint and model export, get and run use (``endpoint: StoredEndpoint, model: str,
+    warnings: tuple[str, ...]``, ``expires_at``: when the key expires, ISO 8601 UTC, for gateway
+    endpoints' Globus tokens; None for endpoint files' keys)."""
+
+    __slots__ = ()
+
+
+def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, settings: Settings,
+                    command: str = "export") -> tuple[StoredEndpoint, str | None]:
+    """ENDPOINT as typed (number, file stem or a model name) -> the endpoint, and the model it named;
+    ``command`` is how the suggestion to name one is worded (``run 1 -- ...``, ``get key 1``)."""
+    if not endpoints:
+        raise NotFoundError("no endpoints are stored yet; run metis-env sync (or metis-env import FILE)")
+    listed = ", ".join(endpoints)
+    if spec is None:
+        spec = settings.default_endpoint
+        if spec is None:
+            if len(endpoints) == 1:
+                return next(iter(endpoints.values())), None
+            raise UsageError(
+                f"several endpoints are stored ({listed}) and none is the default; name one "
+                f"({_example(command, next(iter(endpoints)))}) or set a default: metis-env config set default_endpoint ID"
+            )
+        if spec not in endpoints:
+            raise NotFoundError(
+                f"the default endpoint {spec!r} (default_endpoint in config.yaml or "
+                f"{env_name('default_endpoint')}) is not stored; stored: {listed}"
+            )
+    if spec in endpoints:
+        return endpoints[spec], None
+    for stored in endpoints.values():
+        stem = stored.file_name[:-4] if stored.file_name.endswith(".txt") else stored.file_name
+        if spec in (stem, stored.file_name):
+            return stored, None
+    serving = [e for e in endpoints.values() if spec in e.models]
+    if len(serving) == 1:
+        return serving[0], spec
+    if len(serving) > 1:
+        raise UsageError(
+            f"model {spec!r} is served by endpoints {', '.join(e.id for e in serving)}; name the endpoint and use --model"
+        )
+    raise NotFoundError(f"no endpoint or model {spec!r} is stored{_suggest(spec, _names(endpoints))}; stored endpoints: {listed}")
+
+
+def _example(command: str, endpoint_id: str) -> str:
+    if command == "run":
+        return f"metis-env run {endpoint_id} -- COMMAND"
+    return f"metis-env {command} {endpoint_id}"
+
+
+def choose_model(endpoint: StoredEndpoint, model: str | None, settings: Settings) -> str:
+    """``--model`` if the endpoint serves it, else ``default_model`` if it does, else its first model."""
+    if model is not None:
+        if model not in endpoint.models:
+            raise NotFoundError(
+                f"endpoint {endpoint.id} does not serve model {model!r}{_suggest(model, endpoint.models)}; "
+                f"it serves: {', '.join(endpoint.models)}"
+            )
+        return model
+    if settings.default_model in endpoint.models:
+        return settings.default_model
+    return endpoint.models[0]
+
+
+def _names(endpoints: Mapping[str, StoredEndpoint]) -> list[str]:
+    names = list(endpoints)
+    for stored in endpoints.values():
+        names.extend(stored.models)
+    return names
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[word.lower()]] if word.lower() in lowered else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def select(store: Store, spec: str | None, model: str | None, settings: Settings, command: str = "export",
+           sync_command: Callable[[StoredEndpoint], str] = lambda endpoint: "metis-env sync") -> Selection:
+    """The endpoint and model ``spec`` and ``model`` mean, with the warnings that go with them;
+    ``sync_command`` words how a stale endpoint is refreshed (credentials knows which source it is)."""
+    endpoints = store.endpoints()
+    if spec is None and model is not None and settings.default_endpoint is None and len(endpoints) > 1:
+        spec = model  # `export --model X`: the one endpoint that serves X, as `export X` would pick
+    endpoint, named_model = choose_endpoint(endpoints, spec, settings, command)
+    if named_model is not None and model is not None and model != named_model:
+        raise UsageError(f"{spec!r} names model {named_model!r}, but --model asks for {model!r}; give one of them")
+    chosen = choose_model(endpoint, model or named_model, settings)
+    warnings = []
+    if endpoint.is_older_than(settings.stale_after_days):
+        age = endpoint.age_days() or 0.0
+        warnings.append(
+            f"endpoint {endpoint.id} was last synced {age:.0f} days ago (stale_after_days is "
+            f"{settings.stale_after_days:g}); run {sync_command(endpoint)} to refresh it"
+        )
+    warnings.extend(status_cache.warnings_for(settings.config_dir, endpoint.id, chosen))  # cached, never the network
+    return Selection(endpoint, chosen, tuple(warnings))
