@@ -29,6 +29,7 @@ from typing import IO
 
 from . import actions, render
 from .check import check_endpoint
+from .demo_gateway import NO_OPENAI_HINT
 from .errors import CheckFailedError, Interrupted, MetisEnvError, UsageError
 from .settings import Settings
 from .store import open_store
@@ -273,7 +274,7 @@ def _run_steps(workdir: Path, servers: list, yes: bool, ui, narrator: Narrator, 
 def _run_chat_script(workdir: Path, store, settings: Settings, narrator: Narrator, python: str) -> Path | None:
     """Run the seed page's example against endpoint 1; its path (None without the openai package)."""
     if importlib.util.find_spec("openai") is None:
-        narrator.detail("(the openai package is not installed here: pip install openai, then run it after export)")
+        narrator.detail(NO_OPENAI_HINT)
         return None
     script = workdir / "chat_completion.py"
     script.write_text(CHAT_SCRIPT)
