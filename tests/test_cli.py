@@ -275,6 +275,13 @@ def test_check_refuses_a_timeout_that_is_not_positive(endpoint_files):
                            "COMMAND [ARGS]...; see metis-env run --help"),
         (["run", "1", "python", "x.py"], "", "put -- before the command: metis-env run 1 -- python x.py; see metis-env run --help"),
         (["forget"], "", "name the endpoints to forget, or give --all; see metis-env forget --help"),
+        (["run", "1", "ls", "-la", "a b"], "", "put -- before the command: metis-env run 1 -- ls -la 'a b'; see metis-env run --help"),
+        (["run", "--model", "M", "1", "ls", "-l"], "", "put -- before the command: metis-env run --model M 1 -- ls -l; see metis-env run --help"),
+        (["exprot", "1"], "", "no such command 'exprot' (did you mean 'export'?); see metis-env --help"),
+        (["config", "set", "nosuch", "1"], "", "invalid value for 'NAME': 'nosuch' is not one of 'user', 'host', 'port', "
+                                               "'default_endpoint', 'default_model', 'store', 'stale_after_days', 'pattern', "
+                                               "'transport', 'timeout', 'aliases', 'gateway_url', 'globus_client_id', "
+                                               "'token_refresh_margin', 'reauth_after_days'; see metis-env config set --help"),
     ],
 )
 def test_every_usage_error_is_one_line_with_the_help_hint_after_it(argv, stdout, stderr):
