@@ -330,7 +330,8 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command("demo")
 @click.option("--yes", "-y", is_flag=True, help="Type the demo passcode, accept the demo host key and approve the demo Globus login without asking (CI).")
-def demo_command(yes: bool) -> int:
+@click.option("--serve", is_flag=True, help="Only start the demo Globus login, gateway and endpoints, until Ctrl-C, to try login, status and export by hand.")
+def demo_command(yes: bool, serve: bool) -> int:
     """See the whole flow work on this machine, with no ALCF account: sync, login, status, export.
 
     A login node (SSH with one-time codes, SFTP), two OpenAI-compatible endpoints, a Globus login
@@ -342,7 +343,12 @@ def demo_command(yes: bool) -> int:
     Example:
       metis-env demo          # you type the one-time code it shows
       metis-env demo --yes    # no questions (CI), a few seconds
+      metis-env demo --serve  # then, in another shell: . /tmp/metis-env-demo-.../env.sh; metis-env login
     """
+    if serve:
+        from .demo_serve import serve_demo
+
+        return serve_demo(sys.stderr)
     from .demo import run_demo
 
     return run_demo(yes=yes)

@@ -132,7 +132,7 @@ class DemoPrompter:
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (a closed terminal, a CI timeout) cleans up as Ctrl-C does."""
     if threading_is_main():
 
@@ -174,7 +174,7 @@ def run_demo(yes: bool = False, ui=None, err: IO[str] | None = None, python: str
     workdir = Path(tempfile.mkdtemp(prefix="metis-env-demo-"))
     servers: list = []
     try:
-        with _terminate_as_interrupt():
+        with terminate_as_interrupt():
             _run_steps(workdir, servers, yes, ui, narrator, python)
     except KeyboardInterrupt:
         raise Interrupted("demo interrupted; its servers were stopped and its files deleted") from None
