@@ -199,16 +199,19 @@ class Terminal:
             os.execvpe(sys.executable, [sys.executable, "-m", "metis_env", "demo"], env)
         self.seen = ""
 
-    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match:
-        deadline = time.monotonic() + timeout
+    # Not a clock for the demo: a loaded CI machine took over 20 s to show the first prompt. It only
+    # turns a demo that hangs for good into a failure instead of a stuck suite.
+    HUNG = 600.0
+
+    def expect(self, pattern: str) -> re.Match:
+        """Wait for ``pattern`` on the terminal, or for the demo to end without it (then fail)."""
         while True:
             match = re.search(pattern, self.seen)
             if match:
                 self.seen = self.seen[match.end():]
                 return match
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
-                raise AssertionError(f"{pattern!r} not seen; the terminal shows:\n{self.seen}")
+            if not select.select([self.fd], [], [], self.HUNG)[0]:
+                raise AssertionError(f"{pattern!r} not seen and the demo hung for {self.HUNG:g} s; the terminal shows:\n{self.seen}")
             try:
                 chunk = os.read(self.fd, 4096)
             except OSError:  # EIO: the child closed the terminal
@@ -238,7 +241,7 @@ def test_at_a_terminal_a_wrong_code_is_refused_then_the_right_one_works():
     term.type(code + "\n")
     term.expect(r"endpoint 1: new")
     term.expect(r"1: ok in \d+ ms: DeepSeek-R1 served")
-    term.expect(r"or press Enter to let the demo's browser do it: ", timeout=60)
+    term.expect(r"or press Enter to let the demo's browser do it: ")
     term.type("\n")
     term.expect(r"endpoint metis: new")
     workdir = term.expect(r"deleted (/\S+)\.\n").group(1)
