@@ -7,6 +7,7 @@ and every ``--help``.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -19,7 +20,7 @@ from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code
 from .settings import SETTING_NAMES
-from .cli_options import complete_endpoint_id, complete_shell, endpoint_argument, model_option, settings_from, store_option
+from .cli_options import complete_endpoint_id, complete_shell, endpoint_argument, model_option, settings_from, store_option, token_store_option
 from .store import open_store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -118,11 +119,16 @@ class RunCommand(click.Command):
             ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
             args = args[:cut]
         elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
-            words = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m"))]
+            words = [i for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m"))]
             if len(words) <= 1:  # `run 1`: an endpoint and no command at all
                 raise click.UsageError("nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
-            raise click.UsageError(f"put -- before the command: metis-env run {words[0]} -- {' '.join(words[1:])}", ctx)
+            cut = words[1]  # the command starts at the second plain word: keep all of it, quoted
+            ours, theirs = (" ".join(shlex.quote(a) for a in part) for part in (args[:cut], args[cut:]))
+            raise click.UsageError(f"put -- before the command: metis-env run {ours} -- {theirs}", ctx)
         return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...")
 
 
 @cli.command("run", cls=RunCommand)
@@ -132,8 +138,6 @@ class RunCommand(click.Command):
 @click.pass_context
 def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool) -> int:
     """Run a command with the endpoint's variables in its environment (never in its arguments).
-
-    Usage: metis-env run [--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...
 
     The command replaces metis-env, so its signals and exit status pass straight through. With
     --proxy, metis-env stays the parent: the command gets OPENAI_BASE_URL = a proxy on 127.0.0.1 and
@@ -160,7 +164,8 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
 
     \b
     Example:
-      curl -H "Authorization: Bearer $(metis-env get key 1)" "$(metis-env get url 1)models"
+      url=$(metis-env get url 1)   # with or without a trailing /
+      curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
     """
     return commands.get(what, endpoint, settings_from(ctx))
 
@@ -241,7 +246,8 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command("demo")
 @click.option("--yes", "-y", is_flag=True, help="Type the demo passcode, accept the demo host key and approve the demo Globus login without asking (CI).")
-def demo_command(yes: bool) -> int:
+@click.option("--serve", is_flag=True, help="Only start the demo Globus login, gateway and endpoints, until Ctrl-C, to try login, status and export by hand.")
+def demo_command(yes: bool, serve: bool) -> int:
     """See the whole flow work on this machine, with no ALCF account: sync, login, status, export.
 
     A login node (SSH with one-time codes, SFTP), two OpenAI-compatible endpoints, a Globus login
@@ -253,7 +259,12 @@ def demo_command(yes: bool) -> int:
     Example:
       metis-env demo          # you type the one-time code it shows
       metis-env demo --yes    # no questions (CI), a few seconds
+      metis-env demo --serve  # then, in another shell: . /tmp/metis-env-demo-.../env.sh; metis-env login
     """
+    if serve:
+        from .commands.demo_serve import serve_demo
+
+        return serve_demo(sys.stderr)
     from .commands.demo import run_demo
 
     return run_demo(yes=yes)
@@ -274,7 +285,11 @@ def forget_command(ctx: click.Context, endpoints: Sequence[str], forget_all: boo
     if bool(endpoints) == forget_all:
         raise click.UsageError("name the endpoints to forget, or give --all")
     settings = settings_from(ctx)
-    sessions.report(open_store(settings).forget(None if forget_all else list(endpoints)))
+    changes = open_store(settings).forget(None if forget_all else list(endpoints))
+    sessions.report(changes)
+    from .commands.config import drop_forgotten_default
+
+    drop_forgotten_default(settings, {c.id for c in changes if c.status == "removed"})
 
 
 @cli.group("config", context_settings=CONTEXT)
@@ -299,7 +314,7 @@ def config_list(ctx: click.Context) -> None:
 
 
 @config_group.command("get")
-@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.argument("name", type=click.Choice(SETTING_NAMES), metavar="NAME")
 @click.pass_context
 def config_get(ctx: click.Context, name: str) -> None:
     """Print one setting's effective value."""
@@ -307,7 +322,7 @@ def config_get(ctx: click.Context, name: str) -> None:
 
 
 @config_group.command("set")
-@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.argument("name", type=click.Choice(SETTING_NAMES), metavar="NAME")
 @click.argument("value")
 def config_set(name: str, value: str) -> None:
     """Set a setting in config.yaml, and say what was written where.
@@ -323,7 +338,7 @@ def config_set(name: str, value: str) -> None:
 
 
 @config_group.command("unset")
-@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.argument("name", type=click.Choice(SETTING_NAMES), metavar="NAME")
 def config_unset(name: str) -> None:
     """Remove a setting from config.yaml (back to its default)."""
     from .commands.config import config_unset as unset_setting
@@ -415,7 +430,7 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
 @click.option("--no-browser", is_flag=True, help="Print the login URL on stderr and read the code from stdin (SSH, scripts, no terminal).")
 @click.option("--force", is_flag=True, help="Log in again even if a login is stored (after ALCF's 30-day re-authentication).")
 @click.option("--from-alcf-tokens", is_flag=True, help="Adopt the login alcf-tokens keeps in ~/.globus (read only; its file is never written).")
-@store_option
+@token_store_option
 @click.pass_context
 def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, store: str | None) -> None:
     """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (metis, sophia).

@@ -21,13 +21,17 @@ def settings_from(ctx: click.Context, *, tighten: bool = True, **overrides) -> S
     return with_overrides(base, **overrides)
 
 
-def store_option(func):
+def store_option(func, kept: str = "API keys"):
     return click.option(
         "--store",
         type=click.Choice(STORES),
         default=None,
-        help="Where API keys are kept: the OS keyring (default) or a 0600 file in the config dir (for headless machines).",
+        help=f"Where {kept} are kept: the OS keyring (default) or a 0600 file in the config dir (for headless machines).",
     )(func)
+
+
+def token_store_option(func):
+    return store_option(func, kept="Globus tokens")
 
 
 def complete_endpoint(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:

@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from metis_env import actions
+from metis_env.commands import endpoints
 from metis_env.settings import load_settings
 from metis_env.store import open_store
 from tests.conftest import REPO
@@ -57,7 +57,7 @@ def test_400_ranks_read_one_store_while_every_key_rotates(file_store, tmp_path):
             # What `metis-env import` runs, in-process: a CLI import starved of CPU by 400 ranks on two
             # cores would rotate only a couple of times.
             try:
-                actions.import_files(open_store(load_settings()), [write_generation(tmp_path, number)], None)
+                endpoints.import_files(open_store(load_settings()), [write_generation(tmp_path, number)], None)
             except Exception as exc:
                 rotations.append((number, 1, repr(exc).encode()))
             else:
@@ -108,9 +108,9 @@ def test_a_child_forked_during_an_import_does_not_keep_the_lock(file_store, tmp_
 
     monkeypatch.setattr(FileSecrets, "set_many", set_many_and_fork)
     try:
-        actions.import_files(open_store(load_settings()), [write_generation(tmp_path, 1)], None)
+        endpoints.import_files(open_store(load_settings()), [write_generation(tmp_path, 1)], None)
         monkeypatch.setattr(FileSecrets, "set_many", real_set_many)
-        changes = actions.import_files(open_store(load_settings()), [write_generation(tmp_path, 2)], None)
+        changes = endpoints.import_files(open_store(load_settings()), [write_generation(tmp_path, 2)], None)
     finally:
         for pid in children:
             os.kill(pid, signal.SIGKILL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from metis_env import actions
+from metis_env.commands import endpoints
 from metis_env.settings import load_settings
 from metis_env.store import open_store
 from tests.conftest import metis
@@ -15,7 +15,7 @@ from tests.conftest import metis
 def stored(endpoint_files):
     """Endpoints 1 and 2 stored in-process (in-memory keyring): subprocesses get keyring's `fail`
     backend, so a completion that touched the keyring would come back empty."""
-    actions.import_files(open_store(load_settings()), [str(p) for p in endpoint_files], None)
+    endpoints.import_files(open_store(load_settings()), [str(p) for p in endpoint_files], None)
 
 
 def complete(protocol: str, words: str, cword: str) -> tuple[int, str, str]:

@@ -263,6 +263,14 @@ def import_edges(module: str, path) -> list[tuple[str, int, list[str]]]:
     return edges
 
 
+def test_every_import_of_ours_names_a_module_that_exists():
+    """A relative import left behind by a move fails only when that line runs: find it here."""
+    modules = product_modules(testing=True)
+    missing = [f"{module}:{line} imports {target}" for module, path in modules.items()
+               for target, line, _names in import_edges(module, path) if target not in modules]
+    assert missing == []
+
+
 def test_each_module_imports_only_from_its_own_layer_or_below():
     """faces -> commands -> sources/configure -> credentials/selection -> store -> settings/keystore ->
     primitives -> leaves (README, Development). So sources/ never imports commands/, and the hot path's

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from metis_env import actions
+from metis_env.commands import endpoints
 from metis_env.magic import parse_line
 from metis_env.errors import UsageError
 from metis_env.settings import load_settings
@@ -54,7 +54,7 @@ def outputs(cell) -> list[tuple]:
 def store_endpoint(tmp_path, base_url: str) -> None:
     path = tmp_path / "metis_endpoint_1.txt"
     path.write_text(f"BASE_URL={base_url}/\nSAMBANOVA_API_KEY={KEY}\nMODELS=DeepSeek-R1\n")
-    actions.import_files(open_store(load_settings()), [str(path)], None)
+    endpoints.import_files(open_store(load_settings()), [str(path)], None)
 
 
 NAMES = (

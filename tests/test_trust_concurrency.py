@@ -128,12 +128,13 @@ def test_a_second_writer_is_refused_at_once_and_readers_see_the_old_set(tmp_path
 def test_an_update_landing_between_reading_the_metadata_and_the_key_never_mixes_two_sets(command, tmp_path, monkeypatch):
     """The worst moment, made certain: a whole import runs right after the reader's metadata read,
     so that the key it then reads belongs to the next generation (and the old one is deleted)."""
-    from metis_env import actions
+    from metis_env.commands import endpoints, export
+    from metis_env.variables import EXPORTED_NAMES
     from metis_env.settings import load_settings
     from metis_env.store import Store, open_store
 
     settings = load_settings()
-    actions.import_files(open_store(settings), generation_files(tmp_path, 1), None)
+    endpoints.import_files(open_store(settings), generation_files(tmp_path, 1), None)
     original = Store.endpoints
     fired = []
 
@@ -141,18 +142,18 @@ def test_an_update_landing_between_reading_the_metadata_and_the_key_never_mixes_
         result = original(self)
         if not fired:
             fired.append(True)
-            actions.import_files(open_store(settings), generation_files(tmp_path, 2), None)
+            endpoints.import_files(open_store(settings), generation_files(tmp_path, 2), None)
         return result
 
     monkeypatch.setattr(Store, "endpoints", endpoints_then_rotate)
     if command == "export":
-        code, _warnings = actions.export_code(open_store(settings), settings, "1", None, "json", False)
+        code, _warnings = export.export_code(open_store(settings), settings, "1", None, "json", False)
         exported = json.loads(code)
     else:
         ran = []
-        monkeypatch.setattr(actions.os, "execvpe", lambda file, argv, env: ran.append(env) or 0)
-        actions.run_command(open_store(settings), settings, "1", None, ["true"])
-        exported = {name: ran[0][name] for name in actions.EXPORTED_NAMES if name != "METIS_ENV_TOKEN_EXPIRES"}  # gateway only
+        monkeypatch.setattr(export.os, "execvpe", lambda file, argv, env: ran.append(env) or 0)
+        export.exec_with_key(open_store(settings), settings, "1", None, ["true"])
+        exported = {name: ran[0][name] for name in EXPORTED_NAMES if name != "METIS_ENV_TOKEN_EXPIRES"}  # gateway only
     assert fired == [True]
     assert consistent("1", exported) in (1, 2), exported
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metis_env import actions
+from metis_env.commands import endpoints, export
 from metis_env.settings import load_settings
 from metis_env.store import open_store
 from tests._trust import CANARY_COMMAND, Remote, cases, canary_bin, endpoint_text, subprocess_env, write_endpoint
@@ -92,7 +92,7 @@ def export_files(folder: Path, ids, shell: str) -> list[Path]:
     store = open_store(settings)
     paths = []
     for endpoint_id in ids:
-        code, _warnings = actions.export_code(store, settings, endpoint_id, None, RENDERER[shell], False)
+        code, _warnings = export.export_code(store, settings, endpoint_id, None, RENDERER[shell], False)
         path = folder / f"export-{endpoint_id}.{shell}"
         path.write_text(code, encoding="utf-8")
         paths.append(path)
@@ -103,7 +103,7 @@ def run_batch(shell: str, batch, tmp_path: Path) -> None:
     work = tmp_path / f"batch-{time.monotonic_ns()}"
     expected = write_batch(work / "files", batch)
     settings = load_settings()
-    actions.import_files(open_store(settings), sorted(map(str, (work / "files").iterdir())), None)
+    endpoints.import_files(open_store(settings), sorted(map(str, (work / "files").iterdir())), None)
     seen, stderr = evaluate(shell, export_files(work, expected, shell), work)
     assert not (work / "canary" / "PWNED").exists(), (work / "canary" / "PWNED").read_text()
     assert (seen, stderr) == (list(expected.values()), "")

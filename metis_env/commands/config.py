@@ -1,4 +1,5 @@
-"""``config set`` and ``config unset``: one setting in config.yaml, and the line that says what was done.
+"""``config set`` and ``config unset``: one setting in config.yaml, and the line that says what was done;
+and the default endpoint that goes when ``forget`` removes its endpoint.
 
 Example::
 
@@ -11,7 +12,7 @@ import os
 
 from ..errors import NotFoundError
 from ..paths import config_file
-from ..settings import Settings, env_name, load_settings, save_setting
+from ..settings import Settings, env_name, load_settings, read_config_file, save_setting
 from ..store import open_store
 from ..text import say, warn
 
@@ -43,6 +44,21 @@ def config_set(name: str, value: str) -> None:
 def config_unset(name: str) -> None:
     """Remove ``name`` from config.yaml (back to its default), and say so on stderr."""
     settings = load_settings()
-    save_setting(settings.config_dir, name, None)
     default = format_setting(getattr(Settings(config_dir=settings.config_dir), name)) or "none"
+    if name not in read_config_file(config_file(settings.config_dir)):
+        say(f"{name} is not set in {config_file(settings.config_dir)}; its default is {default}")
+        return
+    save_setting(settings.config_dir, name, None)
     say(f"{name} removed from {config_file(settings.config_dir)}; its default is {default}")
+
+
+def drop_forgotten_default(settings: Settings, forgotten: set) -> None:
+    """A default_endpoint that names a forgotten endpoint goes with it, so export does not point at nothing."""
+    if settings.default_endpoint not in forgotten:
+        return
+    path = config_file(settings.config_dir)
+    if os.environ.get(env_name("default_endpoint")):
+        warn(f"{env_name('default_endpoint')}={settings.default_endpoint} names an endpoint that is forgotten now; unset it")
+    elif read_config_file(path).get("default_endpoint") == settings.default_endpoint:
+        save_setting(settings.config_dir, "default_endpoint", None)
+        say(f"default_endpoint {settings.default_endpoint} removed from {path} (that endpoint is forgotten)")

@@ -63,7 +63,7 @@ def run(spec: str | None, model: str | None, argv: Sequence[str], settings: Sett
     """``metis-env run``: argv with the variables (``--proxy``: through a loopback proxy, proxy.py)."""
     settings = settings or load_settings()
     if proxy:
-        from .proxy import run_with_proxy  # http.server and threading: only --proxy pays for them
+        from ..proxy import run_with_proxy  # http.server and threading: only --proxy pays for them
 
         return run_with_proxy(open_store(settings), settings, spec, model, argv)
     return exec_with_key(open_store(settings), settings, spec, model, argv)
@@ -111,7 +111,7 @@ def exec_with_key(store: Store, settings: Settings, spec: str | None, model: str
     env.update(environment_for(selection, key, settings))
     sys.stdout.flush()
     sys.stderr.flush()
-    from .coredump import restore_core_limit
+    from ..coredump import restore_core_limit
 
     restore_core_limit()  # the user's program keeps the core limit it would have had without us
     if os.name == "posix":

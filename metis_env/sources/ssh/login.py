@@ -23,7 +23,7 @@ from ...errors import (
     UsageError,
 )
 from ._paramiko import paramiko
-from .config import SSHConfig, Target, one_line, parse_jump, load_ssh_config, MAX_TRIES
+from .config import SSHConfig, Target, exception_line, parse_jump, load_ssh_config, MAX_TRIES
 from .known_hosts import preferred_algorithms, fingerprint, host_matches, key_label, load_known_hosts
 from .prompts import PromptsOnCallerThread
 from .remote import Prompter, RemoteFile, natural, kind_phrase, refuse_too_many
@@ -462,5 +462,5 @@ def _broken(login: _Login, exc: BaseException) -> MetisEnvError:
     if closed or (login.transports and not login.transports[-1].is_active()):
         # paramiko words this many ways ("No existing session", "Socket is closed", EOF, reset).
         return ConnectionFailedError(f"{where} closed the connection while {login.phase}; try again")
-    reason = one_line(exc) or type(exc).__name__
+    reason = exception_line(exc) or type(exc).__name__
     return ConnectionFailedError(f"the connection to {where} broke while {login.phase}: {reason}; try again")
