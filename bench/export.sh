@@ -3,7 +3,9 @@
 #
 # Prints the median start-up time of `metis-env export` with the file store and with Secret Service,
 # next to `python -c pass` (same interpreter) and `keyring get` / `secret-tool lookup` on the same
-# private gnome-keyring, and the two ratios against issue 2's targets. Not a test: it prints figures.
+# private gnome-keyring, and the two ratios against issue 2's targets; then `export` of a gateway
+# endpoint (a fresh token from one headless login at the loopback Globus/gateway stand-in, file store)
+# and both sources against issue 15's target, 1.5x `python -c pass`. Not a test: it prints figures.
 #
 # PYTHON (default: python3 on PATH, resolved through pyenv shims) is the interpreter measured; its
 # scripts directory must hold the pip-installed `metis-env` and `keyring` launchers. Compare in a clean
@@ -11,6 +13,7 @@
 set -euo pipefail
 
 runs="${1:-30}"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-python3}"
 if command -v pyenv >/dev/null 2>&1 && [[ "$(command -v "$python")" == */shims/* ]]; then
   python="$(pyenv which "$python")"  # a pyenv shim is a bash script: ~40 ms that is not ours to count
@@ -20,8 +23,9 @@ bin="$(dirname "$python")"
 unset PYTHONDONTWRITEBYTECODE  # users' installs have .pyc files; measuring compilation is not the point
 
 work="$(mktemp -d)"
-bus_pid="" gk_pid=""
+bus_pid="" gk_pid="" standin_pid=""
 cleanup() {
+  [[ -n "$standin_pid" ]] && kill "$standin_pid" 2>/dev/null && wait "$standin_pid" 2>/dev/null
   [[ -n "$gk_pid" ]] && kill "$gk_pid" 2>/dev/null && wait "$gk_pid" 2>/dev/null
   [[ -n "$bus_pid" ]] && kill "$bus_pid" 2>/dev/null && wait "$bus_pid" 2>/dev/null
   rm -rf "$work"
@@ -55,8 +59,29 @@ ref="$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["endpoi
 grep -q '"backend": "keyring.backends.SecretService.Keyring"' "$work/ss/endpoints.yaml" || {
   echo "bench: keyring did not pick Secret Service" >&2; exit 1; }
 
-# The commands, all printing the canary key (checked once before timing).
-declare -a names=(pass file_script file_module ss_script ss_module keyring_get secret_tool)
+# A gateway endpoint: the stand-in in a process of its own, logged in to once (login --no-browser, the
+# code approved at the stand-in); its tokens are fresh for hours, so export reads them with no network.
+mkfifo "$work/ready"
+PYTHONPATH="$repo" "$python" - "$work/ready" "$work/gw" <<'EOF' &
+import os, sys, time
+from metis_env.testing.globus_standin import GlobusStandIn
+from tests._gateway import login_headless
+with GlobusStandIn() as globus:
+    env = {**os.environ, **globus.env(), "METIS_ENV_CONFIG_DIR": sys.argv[2], "METIS_ENV_STORE": "file"}
+    code, _out, err, _url = login_headless(env, globus)
+    with open(sys.argv[1], "w") as ready:
+        ready.write(f"{code} {globus.url} {globus.gateway_url}\n")
+    while True:
+        time.sleep(3600)
+EOF
+standin_pid=$!
+read -r login_code auth_url gateway_url <"$work/ready"
+[[ "$login_code" == 0 ]] || { echo "bench: the gateway login failed" >&2; exit 1; }
+gw_env="METIS_ENV_CONFIG_DIR=$work/gw METIS_ENV_STORE=file METIS_ENV_GATEWAY_URL=$gateway_url GLOBUS_SDK_SERVICE_URL_AUTH=$auth_url"
+gw_token="$(env $gw_env "$bin/metis-env" get key metis)"
+
+# The commands, all printing the canary key or the gateway token (checked once before timing).
+declare -a names=(pass file_script file_module ss_script ss_module keyring_get secret_tool gw_script gw_module)
 declare -A cmd=(
   [pass]="$python -c pass"
   [file_script]="env METIS_ENV_CONFIG_DIR=$work/file METIS_ENV_STORE=file $bin/metis-env export 1"
@@ -65,9 +90,13 @@ declare -A cmd=(
   [ss_module]="env METIS_ENV_CONFIG_DIR=$work/ss $python -m metis_env export 1"
   [keyring_get]="$bin/keyring get metis-env $ref"
   [secret_tool]="secret-tool lookup service metis-env username $ref"
+  [gw_script]="env $gw_env $bin/metis-env export metis"
+  [gw_module]="env $gw_env $python -m metis_env export metis"
 )
 for name in "${names[@]:1}"; do
-  ${cmd[$name]} | grep -q sk-bench-canary || { echo "bench: '$name' did not print the key" >&2; exit 1; }
+  key=sk-bench-canary
+  [[ "$name" == gw_* ]] && key="$gw_token"
+  ${cmd[$name]} | grep -qF -- "$key" || { echo "bench: '$name' did not print the key" >&2; exit 1; }
 done
 
 # The hot path's imports: none of click, yaml, keyring, paramiko, cryptography.
@@ -95,7 +124,8 @@ labels = {
     "pass": "python -c pass", "file_script": "metis-env export 1 (file store)",
     "file_module": "python -m metis_env export 1 (file store)", "ss_script": "metis-env export 1 (Secret Service)",
     "ss_module": "python -m metis_env export 1 (Secret Service)", "keyring_get": "keyring get metis-env REF",
-    "secret_tool": "secret-tool lookup",
+    "secret_tool": "secret-tool lookup", "gw_script": "metis-env export metis (gateway, fresh token)",
+    "gw_module": "python -m metis_env export metis (gateway)",
 }
 print(f"\nmedians over the runs ({sys.executable.split('/bin/')[0]}):")
 for name, label in labels.items():
@@ -108,4 +138,9 @@ for launcher in ("script", "module"):
           + ("ok" if file_ratio <= 2.2 else "MISSED"))
     print(f"  [{launcher}] Secret Service / keyring get = {ss_ratio:.2f}x (target <= 0.5x) "
           + ("ok" if ss_ratio <= 0.5 else "MISSED"))
+print("\nratios against issue 15's target (both sources, the same run):")
+for launcher in ("script", "module"):
+    for source, label in (("file", "endpoint file"), ("gw", "gateway endpoint")):
+        ratio = results[f"{source}_{launcher}"] / results["pass"]
+        print(f"  [{launcher}] {label + ' / python -c pass':34} = {ratio:.2f}x (target <= 1.5x) " + ("ok" if ratio <= 1.5 else "MISSED"))
 EOF

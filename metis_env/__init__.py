@@ -19,7 +19,7 @@ The package in layers, each importing only from its own layer or below (``tests/
     settings     settings.py, keystore.py (keyring / keys.json), status_cache.py
     primitives   endpoint, render, files, http, check, records, variables, prompt, reporting, supervise,
                  sources/gateway/globus.py (the only globus_sdk user)
-    leaves       errors, paths, text, findings, alcf, secret_service, coredump
+    leaves       errors, paths, text, findings, alcf, structs, secret_service, coredump
 """
 
 __version__ = "0.1.0"

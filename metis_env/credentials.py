@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import namedtuple
+from .structs import record_type
 
 from . import selection as selecting
 from .errors import BusyError, LoginRequiredError, MetisEnvError
@@ -103,7 +103,7 @@ def environment_for(selection: Selection, api_key: str, settings: Settings | Non
 _STATE_FIELDS = "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url"
 
 
-class TokenState(namedtuple("TokenState", _STATE_FIELDS)):
+class TokenState(record_type("TokenState", _STATE_FIELDS)):
     """The gateway section of endpoints.yaml: ``store`` ("keyring"|"file"), ``backend``, ``access`` and
     ``refresh`` (entry names, never tokens), ``fingerprint`` (of the access token), ``expires_at``
     (epoch seconds), ``login_at`` (epoch seconds), ``scope``, ``identity``, ``client_id``,
@@ -120,8 +120,8 @@ class TokenState(namedtuple("TokenState", _STATE_FIELDS)):
 
 def read_state(store: Store) -> TokenState | None:
     """The stored login, or None when there is none (never a keyring call)."""
-    section = store.metadata().get(GATEWAY)
-    if not isinstance(section, dict) or not section.get("access"):
+    section = store.section(GATEWAY)
+    if section is None or not section.get("access"):
         return None
     try:
         return TokenState(

@@ -7,11 +7,8 @@ path reads them with ``json``; a file a person rewrote in full YAML still loads,
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import stat
-from collections import namedtuple
 
 from .errors import StoreError
 
@@ -59,11 +56,15 @@ def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None 
             raise StoreError(f"{directory} is writable by other users and cannot be made private: {exc.strerror}; run: chmod 700 {directory}") from None
 
 
-class Refusals(namedtuple("Refusals", "link foreign irregular")):
+class Refusals:
     """How ``read_owned_bytes`` words its refusals, after ``{path} is a symbolic link; ``,
-    ``{path} belongs to another user (uid N); `` and ``{path} is not a regular file; ``."""
+    ``{path} belongs to another user (uid N); `` and ``{path} is not a regular file; ``. (A plain class,
+    not a namedtuple: the hot path reads files through here and never pays for ``collections``.)"""
 
-    __slots__ = ()
+    __slots__ = ("link", "foreign", "irregular")
+
+    def __init__(self, link: str, foreign: str, irregular: str) -> None:
+        self.link, self.foreign, self.irregular = link, foreign, irregular
 
 
 OURS = Refusals("refusing to read it (remove the link)", "refusing to read it", "move it away")
@@ -149,8 +150,9 @@ def replace_file(path: str | os.PathLike, text: str, mode: int, suffix: str = ".
         raise
 
 
-# What atomic_write_text leaves behind when it is killed between mkstemp and os.replace.
-_TEMP_NAME = re.compile(r"\.(keys\.json|endpoints\.yaml|pending\.json|config\.yaml)\..+\.tmp\Z")
+# What atomic_write_text leaves behind when it is killed between mkstemp and os.replace (compiled by the
+# writers and doctor, which need it: `re` costs every shell start-up several ms).
+_TEMP_NAME = r"\.(keys\.json|endpoints\.yaml|pending\.json|config\.yaml)\..+\.tmp\Z"
 _CONFIG_TEMP_GRACE_SECONDS = 60  # config set writes without the writers' lock: spare one still being written
 
 
@@ -160,7 +162,9 @@ def stale_temp_files(directory: str | os.PathLike) -> list[str]:
         names = os.listdir(directory)
     except OSError:
         return []
-    return sorted(name for name in names if _TEMP_NAME.match(name))
+    import re
+
+    return sorted(name for name in names if re.match(_TEMP_NAME, name))
 
 
 def remove_stale_temp_files(directory: str | os.PathLike) -> list[str]:
@@ -197,13 +201,79 @@ def _fsync_dir(directory: str) -> None:
 
 
 def dump_json_yaml(data: Any) -> str:
-    """YAML's JSON subset: valid YAML, and ``json.loads`` reads it in a fraction of pyyaml's time."""
+    """YAML's JSON subset: valid YAML, and ``loads_json`` reads it in a fraction of pyyaml's time."""
+    import json  # writers only
+
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-# `key: value` lines, the value a JSON scalar or a plain word that YAML reads as the same string.
-_FLAT_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):[ \t]*(.*?)[ \t]*\Z")
-_PLAIN_WORD = re.compile(r"[A-Za-z_/][A-Za-z0-9_./@~-]*(?:[:][A-Za-z0-9_./@~-]+)*\Z")
+_SCANNER: Any = None
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads(text)`` for our own files, without importing ``json`` (whose decoder imports ``re``,
+    and ``re`` ``enum``: several ms of every shell start-up): the C scanner ``json`` itself uses, with
+    json's defaults. ValueError as json.loads raises it; ``json`` itself where there is no C scanner."""
+    global _SCANNER
+    if _SCANNER is None:
+        try:
+            from _json import make_scanner
+        except ImportError:  # not CPython
+            import json
+
+            return json.loads(text)
+        _SCANNER = make_scanner(_JSONDefaults())
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
+    try:
+        value, end = _SCANNER(text, start)
+    except StopIteration:
+        raise ValueError(f"Expecting value: char {start}") from None
+    if text[end:].strip(_JSON_SPACE):
+        raise ValueError(f"Extra data: char {end}")
+    return value
+
+
+_JSON_SPACE = " \t\n\r"
+
+
+class _JSONDefaults:
+    """What json's decoder hands its C scanner, with json.loads' defaults (NaN and Infinity accepted)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
+
+
+# `key: value` lines, the value a JSON scalar or a plain word that YAML reads as the same string
+# (matched by hand: a regular expression would cost the hot path `re`).
+_KEY_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_KEY_REST = _KEY_FIRST | frozenset("0123456789")
+_WORD_FIRST = _KEY_FIRST | frozenset("/")
+_WORD_REST = _KEY_REST | frozenset("./@~-")
+
+
+def _flat_line(line: str) -> tuple[str, str] | None:
+    """``key: value`` -> (key, value without the blanks around it), or None: what the regular expression
+    ``([A-Za-z_][A-Za-z0-9_]*):[ \t]*(.*?)[ \t]*\Z`` matches."""
+    key, colon, value = line.partition(":")
+    if not colon or not key or key[0] not in _KEY_FIRST or not all(c in _KEY_REST for c in key):
+        return None
+    return key, value.strip(" \t")
+
+
+def _is_plain_word(text: str) -> bool:
+    """Whether ``text`` is ``[A-Za-z_/][A-Za-z0-9_./@~-]*(?:[:][A-Za-z0-9_./@~-]+)*``."""
+    first, *rest = text.split(":")
+    return (bool(first) and first[0] in _WORD_FIRST and all(c in _WORD_REST for c in first[1:])
+            and all(part and all(c in _WORD_REST for c in part) for part in rest))
+
+
 _YAML_SPECIAL = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "~"}
 
 
@@ -213,25 +283,25 @@ def parse_flat_yaml(text: str) -> dict[str, Any] | None:
     for line in text.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        match = _FLAT_LINE.match(line)
-        if not match or match.group(1) in result:
+        match = _flat_line(line)
+        if not match or match[0] in result:
             return None
-        raw = match.group(2)
+        raw = match[1]
         if raw.startswith(("'", "#", "&", "*", "!", "|", ">", "%", "@", "`", "[", "{")):
             return None
         if "#" in raw and not raw.startswith('"'):
             return None
         try:
-            value = json.loads(raw)
+            value = loads_json(raw)
         except ValueError:
-            if not _PLAIN_WORD.match(raw) or raw.lower() in _YAML_SPECIAL or raw.startswith("~"):
+            if not _is_plain_word(raw) or raw.lower() in _YAML_SPECIAL or raw.startswith("~"):
                 return None
             value = raw
         if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
             return None
         if isinstance(value, (dict, list)) or (isinstance(value, str) and raw.startswith('"') and "\\" in raw):
             return None
-        result[match.group(1)] = value
+        result[match[0]] = value
     return result
 
 
@@ -242,8 +312,10 @@ def dump_flat_yaml(data: dict[str, Any]) -> str:
 
 
 def _flat_scalar(value: Any) -> str:
-    if isinstance(value, str) and _PLAIN_WORD.match(value) and value.lower() not in _YAML_SPECIAL and not value.startswith("~"):
+    if isinstance(value, str) and _is_plain_word(value) and value.lower() not in _YAML_SPECIAL and not value.startswith("~"):
         return value
+    import json  # writers only
+
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -252,7 +324,7 @@ def load_structured(text: str, path: str | os.PathLike) -> Any:
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
-            return json.loads(text)
+            return loads_json(text)
         except ValueError:
             pass
     flat = parse_flat_yaml(text)

@@ -5,18 +5,17 @@ store (``store.py``) decides which entries exist; this module only reads, writes
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from collections.abc import Iterable
 
 from . import paths
 from .errors import StoreError, StoreUnavailableError
-from .files import atomic_write_text, ensure_private_dir, read_private_text
+from .files import atomic_write_text, ensure_private_dir, loads_json, read_private_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 SERVICE = "metis-env"
@@ -47,7 +46,7 @@ class FileSecrets:
         if text is None:
             return {}
         try:
-            data = json.loads(text)
+            data = loads_json(text)
             keys = data["keys"]
             if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
                 raise ValueError
@@ -56,6 +55,8 @@ class FileSecrets:
         return keys
 
     def _save(self, keys: dict[str, str]) -> None:
+        import json  # writers only
+
         atomic_write_text(self.path, json.dumps({"version": 1, "keys": keys}, indent=2) + "\n")
 
     def get(self, ref: str) -> str | None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
 from .commands import export as commands
 from .coredump import no_core_dumps
-from .reporting import debug_requested, report_error
+
+# annotations only (PEP 563): `collections` costs every shell start-up
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 FAST_PATH_FORMS = {
     # command: (options taking a value -> canonical name, flags, positional arguments allowed)
@@ -88,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             raise
+        from .reporting import debug_requested, report_error  # the error path only
+
         return report_error(exc, debug_requested(argv))
     finally:
         _flush_stdout()

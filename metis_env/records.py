@@ -10,16 +10,16 @@ Example::
 from __future__ import annotations
 
 import time
-from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from .structs import record_type
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
 
-# Records are namedtuples, not dataclasses: `import dataclasses` (inspect, ast, dis) costs about
-# 14 ms, more than the rest of `export` together; see the hot path in main.py.
+# Records are record types (structs.py: namedtuple without collections), not dataclasses: `import
+# dataclasses` (inspect, ast, dis) costs about 14 ms, more than the rest of `export` together; see main.py.
 _STORED_FIELDS = (
     "id base_url models file_name source synced_at fingerprint store secret_ref backend "
     # informative, not part of identity (== and hash leave them out):
@@ -28,7 +28,7 @@ _STORED_FIELDS = (
 _INFORMATIVE = 2
 
 
-class StoredEndpoint(namedtuple("StoredEndpoint", _STORED_FIELDS, defaults=("", None, ""))):
+class StoredEndpoint(record_type("StoredEndpoint", _STORED_FIELDS, defaults=("", None, ""))):
     """What the metadata file says about one endpoint: never the key itself.
 
     ``id, base_url, file_name, source, synced_at`` (ISO 8601), ``fingerprint``, ``store`` ("keyring" or
@@ -73,14 +73,14 @@ class StoredEndpoint(namedtuple("StoredEndpoint", _STORED_FIELDS, defaults=("", 
         return age is not None and age > days
 
 
-class Change(namedtuple("Change", "id status detail", defaults=("",))):
+class Change(record_type("Change", "id status detail", defaults=("",))):
     """One endpoint's fate in an update: ``status`` is new | unchanged | key rotated | models changed |
     updated | removed; ``detail`` says which models came and went."""
 
     __slots__ = ()
 
 
-class Listed(namedtuple("Listed", "id base_url models file_name extra")):
+class Listed(record_type("Listed", "id base_url models file_name extra")):
     """An endpoint as a login lists it (a gateway cluster): what ``build_record`` needs of it."""
 
     __slots__ = ()

@@ -11,10 +11,12 @@ depend on guessing it.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
-
 from .errors import UsageError
+
+# Annotations only (PEP 563): json and collections cost every shell start-up, and only the json form needs json.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
 
 def quote_posix(value: str) -> str:
@@ -115,10 +117,14 @@ def unset_dotenv(names: Sequence[str]) -> str:
 
 
 def render_json(env: Mapping[str, str]) -> str:
+    import json
+
     return json.dumps(dict(env), indent=2, ensure_ascii=False) + "\n"
 
 
 def unset_json(names: Sequence[str]) -> str:
+    import json
+
     return json.dumps({name: None for name in names}, indent=2) + "\n"
 
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
 from .errors import MetisEnvError
 from .render import printable
+
+# annotations only (PEP 563): `collections` costs every shell start-up
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def report_error(exc: BaseException, debug: bool) -> int:

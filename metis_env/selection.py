@@ -10,8 +10,7 @@ Example::
 
 from __future__ import annotations
 
-from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from .structs import record_type
 
 from . import status_cache
 from .errors import NotFoundError, UsageError
@@ -19,13 +18,14 @@ from .settings import env_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
     from .records import StoredEndpoint
     from .settings import Settings
     from .store import Store
 
 
-# A namedtuple, not a dataclass: see StoredEndpoint in records.py.
-class Selection(namedtuple("Selection", "endpoint model warnings expires_at", defaults=((), None))):
+# A record type (structs.py), not a dataclass: see StoredEndpoint in records.py.
+class Selection(record_type("Selection", "endpoint model warnings expires_at", defaults=((), None))):
     """The endpoint and model export, get and run use (``endpoint: StoredEndpoint, model: str,
     warnings: tuple[str, ...]``, ``expires_at``: when the key expires, ISO 8601 UTC, for gateway
     endpoints' Globus tokens; None for endpoint files' keys)."""

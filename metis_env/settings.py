@@ -6,8 +6,7 @@ Standard library only on the common path (the hot commands read settings on ever
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from collections import namedtuple
+from .structs import record_type
 from . import paths
 from .errors import StoreError, UsageError
 from .alcf import ALCF_TOKENS_CLIENT_ID, DEFAULT_GATEWAY_URL, DEFAULT_HOST
@@ -18,13 +17,15 @@ from .files import atomic_write_text, dump_flat_yaml, load_structured, read_priv
 # type checkers need it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 STORES = ("keyring", "file")
 TRANSPORTS = ("paramiko", "openssh")
 
 
-# A namedtuple, not a dataclass: `import dataclasses` costs about 14 ms of every shell start-up.
+# A record type (structs.py: namedtuple without collections), not a dataclass: `import dataclasses`
+# costs about 14 ms of every shell start-up.
 _DEFAULTS = {
     "user": None,
     "host": DEFAULT_HOST,
@@ -45,7 +46,7 @@ _DEFAULTS = {
 }
 
 
-class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS], defaults=tuple(_DEFAULTS.values()))):
+class Settings(record_type("Settings", ["config_dir", *_DEFAULTS], defaults=tuple(_DEFAULTS.values()))):
     """``config_dir: str``; ``user, default_endpoint, default_model: str | None``; ``host, store
     ("keyring"|"file"), pattern, transport ("paramiko"|"openssh"): str``; ``port: int | None``;
     ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``);

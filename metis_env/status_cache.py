@@ -12,12 +12,11 @@ says nothing about now and is ignored, and so is a missing, damaged or unsafe fi
 
 from __future__ import annotations
 
-import json
 import time
 
 from . import paths
 from .errors import MetisEnvError
-from .files import atomic_write_text, read_private_text
+from .files import atomic_write_text, loads_json, read_private_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ def read(config_dir: str | os.PathLike) -> dict[str, Any]:
     """Endpoint id -> its record; {} when there is no usable cache (it is only ever a hint)."""
     try:
         text = read_private_text(paths.status_file(config_dir))
-        data = json.loads(text) if text else None
+        data = loads_json(text) if text else None
     except (MetisEnvError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("endpoints"), dict):
@@ -60,6 +59,8 @@ def record(config_dir: str | os.PathLike, entries: dict[str, dict]) -> None:
         if isinstance(v, dict) and isinstance(v.get("checked_at"), (int, float)) and now - v["checked_at"] < MAX_AGE_SECONDS
     }
     kept.update(entries)
+    import json  # writers only
+
     text = json.dumps({"version": VERSION, "endpoints": kept}, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
     atomic_write_text(paths.status_file(config_dir), text)
 

@@ -16,13 +16,11 @@ moment leaves the old or the new metadata, each pointing only at keys that exist
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
 from . import paths
 from .errors import BusyError, MetisEnvError, NotFoundError, StoreError
-from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, read_private_text, remove_stale_temp_files
+from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, loads_json, read_private_text, remove_stale_temp_files
 from .keystore import SERVICE, FileSecrets, KeyringSecrets, checkpoint, read_secret_fast  # noqa: F401  (SERVICE: re-exported)
 from .records import Change, StoredEndpoint, build_record, natural_key, plan_changes, read_record, utc_now  # noqa: F401  (re-exported)
 from .settings import Settings
@@ -32,6 +30,7 @@ from .text import warn
 # type checkers need it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
     from typing import Any
 
     from .endpoint import Endpoint  # and hashlib, ipaddress: the hot path never parses a file
@@ -55,6 +54,7 @@ class Store:
             self._secrets[secrets.kind] = secrets
         self._lock_depth = 0
         self._lock_handle: Any = None
+        self._seen: tuple = (None, {}, {})  # (endpoints.yaml's identity, endpoints() of it, its data): see endpoints()
 
     def secrets(self, kind: str | None = None) -> Any:
         kind = kind or self.settings.store
@@ -65,7 +65,14 @@ class Store:
     # reading ---------------------------------------------------------------------------------------
 
     def endpoints(self) -> dict[str, StoredEndpoint]:
-        """Every stored endpoint, in natural order of id (2 before 10)."""
+        """Every stored endpoint, in natural order of id (2 before 10).
+
+        Parsed again only when endpoints.yaml is another file than last time (it is only ever replaced
+        whole, by os.replace: a new inode): export asks several times in one run, to be sure that the
+        key it read belongs to the metadata it read."""
+        identity = _identity(self.metadata_path)
+        if identity is not None and identity == self._seen[0]:
+            return dict(self._seen[1])
         data = self._load_metadata()
         result = {}
         for endpoint_id, record in data.get("endpoints", {}).items():
@@ -75,7 +82,20 @@ class Store:
                 raise StoreError(
                     f"{self.metadata_path}: the entry for endpoint {endpoint_id!r} is damaged; run metis-env sync"
                 ) from None
-        return dict(sorted(result.items(), key=lambda item: natural_key(item[0])))
+        result = dict(sorted(result.items(), key=lambda item: natural_key(item[0])))
+        self._seen = (identity, result, data)
+        return dict(result)
+
+    def section(self, name: str) -> dict[str, Any] | None:
+        """A copy of one section of endpoints.yaml other than the records (a login's, such as the
+        gateway's), or None; read as ``endpoints()`` reads, once per version of the file."""
+        if _identity(self.metadata_path) != self._seen[0] or self._seen[0] is None:
+            self.endpoints()
+            if self._seen[0] is None:  # no file, or one that changes while being read: no cache
+                section = self._load_metadata().get(name)
+                return dict(section) if isinstance(section, dict) else None
+        section = self._seen[2].get(name)
+        return dict(section) if isinstance(section, dict) else None
 
     def _load_metadata(self) -> dict[str, Any]:
         text = read_private_text(self.metadata_path, tighten=self.tighten)
@@ -174,7 +194,7 @@ class Store:
             journal = paths.journal_file(self.directory)
             self._clean_journal(data)
             stale = sorted({(old[i].store, old[i].secret_ref) for i in ids})
-            atomic_write_text(journal, json.dumps({"store": self.settings.store, "refs": [], "stale": stale}) + "\n")
+            atomic_write_text(journal, _journal_text(self.settings.store, [], stale))
             atomic_write_text(self.metadata_path, dump_json_yaml(data))
             checkpoint("forget-after-metadata")
             self._delete_unreferenced({(old[i].store, old[i].secret_ref) for i in ids}, data)
@@ -317,7 +337,7 @@ class Store:
         stale = sorted(references(old_data) - references(new_data))
         try:
             if to_write or stale:
-                atomic_write_text(journal, json.dumps({"store": secrets.kind, "refs": sorted(to_write), "stale": stale}) + "\n")
+                atomic_write_text(journal, _journal_text(secrets.kind, sorted(to_write), stale))
             if to_write:
                 secrets.set_many(to_write)  # rolls back its own partial writes
             checkpoint("before-metadata")
@@ -358,7 +378,7 @@ class Store:
         if text is None:
             return
         try:
-            pending = json.loads(text)
+            pending = loads_json(text)
             kind, refs = pending["store"], list(pending["refs"])
             stale = [(str(k), str(r)) for k, r in pending.get("stale", [])]
         except (ValueError, KeyError, TypeError):
@@ -373,6 +393,23 @@ class Store:
                 self.secrets(store_kind).delete(names)
         with contextlib.suppress(OSError):
             os.unlink(journal)
+
+
+def _identity(path: str) -> tuple | None:
+    """Which file ``path`` is now (device, inode, size, modification and change time), or None."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _journal_text(kind: str, refs: list[str], stale: list) -> str:
+    """pending.json: the store the keys of an update in flight go to, their entry names, and the entries
+    it makes stale (so that a crash leaves no orphan behind)."""
+    import json  # writers only: readers (export) never load it
+
+    return json.dumps({"store": kind, "refs": refs, "stale": stale}) + "\n"
 
 
 def references(data: dict) -> set[tuple[str, str]]:

@@ -9,9 +9,13 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 from .errors import UsageError
+
+# annotations only (PEP 563): `collections` costs every shell start-up
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 EXPORTED_NAMES = (
     "OPENAI_BASE_URL",

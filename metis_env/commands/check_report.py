@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 
 
 def check_all(targets: Sequence[tuple], timeout: float) -> list[CheckResult]:
-    """(id, base_url, key, models[, probe]) -> their results, in the same order; checked in parallel,
-    each bounded by ``timeout`` (check_endpoint never outlives it)."""
+    """status.CheckTargets (or plain (id, base_url, key, models[, probe]) tuples) -> their results, in the same
+    order; checked in parallel, each bounded by ``timeout`` (check_endpoint never outlives it)."""
     results: list[CheckResult | None] = [None] * len(targets)
 
-    def run(i: int, endpoint_id: str, base_url: str, key: str, models: Sequence[str], *probe: Callable[..., CheckResult]) -> None:
-        # A fifth element is another probe with check_endpoint's signature (a gateway endpoint's).
-        results[i] = (probe[0] if probe else check_endpoint)(base_url, key, models, timeout, endpoint=endpoint_id)
+    def run(i: int, endpoint_id: str, base_url: str, key: str, models: Sequence[str],
+            probe: Callable[..., CheckResult] | None = None) -> None:
+        results[i] = (probe or check_endpoint)(base_url, key, models, timeout, endpoint=endpoint_id)
 
     if len(targets) == 1:
         run(0, *targets[0])

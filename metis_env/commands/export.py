@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
 from .. import render
 from ..credentials import current_key, environment_for, select_with_key
@@ -23,6 +22,11 @@ from ..settings import Settings, load_settings
 from ..store import Store, open_store
 from ..text import warn
 from ..variables import EXPORTED_NAMES, parse_aliases
+
+# annotations only (PEP 563): `collections` costs every shell start-up
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def export(spec: str | None, model: str | None, shell: str | None, unset: bool, settings: Settings | None = None,

@@ -7,12 +7,12 @@ Installed, they are the package ``metis_env.shell``; in a source checkout run wi
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MetisEnvError, UsageError
+from ..files import replace_file
 
 
 @dataclass(frozen=True)
@@ -85,15 +85,7 @@ def install(target: str, environ: Mapping[str, str] = os.environ) -> tuple[Path,
         status = "replaced"
     try:
         _make_dirs(path.parent)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(temp, 0o644)
-            os.replace(temp, path)
-        except BaseException:
-            os.unlink(temp)
-            raise
+        replace_file(path, text, 0o644)  # read by the user's shell: not a secret
     except OSError as exc:
         raise MetisEnvError(f"cannot write {path}: {exc.strerror}; check the folder's permissions") from exc
     return path, status

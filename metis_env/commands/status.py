@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 VERSION = 1
 
 
+class CheckTarget(namedtuple("CheckTarget", "endpoint base_url key models probe", defaults=(None,))):
+    """One endpoint ``check`` looks at: its id, base URL and current key, the models it lists, and the
+    probe to ask it with (check_endpoint's signature; None: check_endpoint itself)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"CheckTarget(endpoint={self.endpoint!r}, base_url={self.base_url!r})"  # never the key
+
+
 def check_one(store: Store, settings: Settings, spec: str | None, timeout: float, by: str = "check") -> CheckResult:
     """``check``'s work for one endpoint (ENDPOINT as export takes it), by its source, remembered in
     the status cache. For a gateway endpoint the model export would pick must be live."""
@@ -49,17 +59,15 @@ def check_one(store: Store, settings: Settings, spec: str | None, timeout: float
     return result
 
 
-def check_targets(store: Store, settings: Settings, specs: Sequence[str | None]) -> list[tuple]:
-    """``check``'s targets for ``check_report.check_all``: (id, base_url, key, models[, probe]), the key
-    and URL of one sync (a current token for the gateway), a gateway endpoint with its own probe."""
+def check_targets(store: Store, settings: Settings, specs: Sequence[str | None]) -> list[CheckTarget]:
+    """``check``'s targets for ``check_report.check_all``: the key and URL of one sync (a current token
+    for the gateway), a gateway endpoint with its own probe."""
     targets = []
     for spec in specs:
         selection, key = credentials.select_with_key(store, spec, None, settings)
         stored = selection.endpoint
-        target = (stored.id, stored.base_url, key, stored.models)
-        if credentials.uses_login(stored):
-            target += (_gateway_probe(stored, selection.model),)
-        targets.append(target)
+        probe = _gateway_probe(stored, selection.model) if credentials.uses_login(stored) else None
+        targets.append(CheckTarget(stored.id, stored.base_url, key, stored.models, probe))
     return targets
 
 
