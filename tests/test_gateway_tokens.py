@@ -4,7 +4,9 @@ endpoint files. Nothing here reaches Globus or ALCF."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,12 +181,64 @@ def test_an_expired_token_offline_fails_with_the_login_line(globus, globus_env):
     assert proc.stderr.decode().endswith("; run `metis-env login`\n") and proc.stderr.count(b"\n") == 1
 
 
-def test_a_refused_refresh_is_the_login_line(logged_in):
+def test_a_refused_refresh_while_the_token_works_hands_it_out_with_a_warning(logged_in):
     env, globus = logged_in
+    old = exported_json(export_metis(env))
     globus.refresh_fails = True
-    assert result(metis("export", "metis", env={**env, **MARGIN_ALL})) == (18, "false\n", (
+    proc = export_metis(env, **MARGIN_ALL)
+    assert (proc.returncode, exported_json(proc), proc.stderr.decode()) == (0, old, (
+        "metis-env: warning: Globus refused the refresh (invalid_grant: the login expired or was revoked); "
+        "run `metis-env login` before it expires; using the current token, valid for 48 h more\n"
+    ))
+
+
+def test_a_refused_refresh_of_an_expired_token_is_the_login_line(globus, globus_env):
+    env = gateway_env(globus_env)
+    globus.access_lifetime = 1
+    assert login_headless(env, globus)[0] == 0
+    wait_until(lambda: time.time() > metadata(env)["gateway"]["expires_at"], "the stored token's expiry")
+    globus.refresh_fails = True
+    assert result(metis("export", "metis", env=env)) == (18, "false\n", (
         "metis-env: error: Globus refused the refresh (invalid_grant: the login expired or was revoked); run `metis-env login`\n"
     ))
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
+    """Poll a state (not a time): fail naming ``what`` if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
+def test_a_globus_answering_one_byte_every_5_s_holds_the_lock_no_longer_than_the_refresh_deadline(logged_in):
+    from metis_env.sources.gateway.tokens import REFRESH_TIMEOUT
+
+    env, globus = logged_in
+    old = exported_json(export_metis(env))["OPENAI_API_KEY"]
+    globus.token_drip = 5.0  # the status line alone would take a minute; the whole answer half an hour
+    first = start_metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL})
+    wait_until(lambda: globus.drips_started == 1, "the first exporter's refresh reached the slow Globus")
+    dripping = time.monotonic()
+    second = start_metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL})  # waits for the lock
+    out, err = first.communicate(timeout=120)
+    first_done = time.monotonic()
+    out2, err2 = second.communicate(timeout=120)
+    second_done = time.monotonic()
+    slack = 20.0  # a busy CI machine; without the deadline the first one takes half an hour
+    assert first_done - dripping < REFRESH_TIMEOUT + slack
+    assert second_done - first_done < slack  # it did not spend another deadline on the same Globus
+    assert (first.returncode, json.loads(out)["OPENAI_API_KEY"], second.returncode, json.loads(out2)["OPENAI_API_KEY"]) == (
+        0, old, 0, old)
+    assert err.decode() == (
+        "metis-env: warning: the Globus token could not be refreshed (Globus Auth did not finish the refresh within "
+        f"{REFRESH_TIMEOUT:g} s; check your network and try again); using the current token, valid for 48 h more\n"
+    )
+    assert re.fullmatch(
+        r"metis-env: warning: the Globus token could not be refreshed \(Globus Auth did not finish the refresh within "
+        r"10 s; check your network and try again\) \d+ s ago; the next try is after 60 s; using the current token, "
+        r"valid for 48 h more\n", err2.decode()), err2
+    assert globus.drips_started == 1
 
 
 def test_fifty_concurrent_exports_inside_the_margin_refresh_once(logged_in):

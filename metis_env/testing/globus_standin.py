@@ -20,6 +20,7 @@ top when ``openid`` is asked. Tokens never appear in ``repr`` or in the request 
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
 import secrets
@@ -97,6 +98,7 @@ class GlobusStandIn:
     policy_ok = _knob("policy_ok", "False: the gateway answers the high-assurance 401 to every valid token")
     refresh_delay = _knob("refresh_delay", "seconds the token endpoint waits before answering a refresh")
     dead = _knob("dead", "accept every connection and never answer")
+    token_drip = _knob("token_drip", "seconds between the bytes of each token-endpoint answer (0: all at once)")
     gateway_fault = _knob("gateway_fault", 'None; "html" or "5xx": every gateway route answers such a page, '
                                            'token or not; "wrong_shape": a 200 JSON of the wrong shape')
     clock_offset = _knob("clock_offset", "seconds the stand-in's clock is ahead of this machine's")
@@ -130,6 +132,7 @@ class GlobusStandIn:
             "policy_ok": True,
             "refresh_delay": 0.0,
             "dead": False,
+            "token_drip": 0.0,
             "gateway_fault": None,
             "clock_offset": 0.0,
         }
@@ -139,6 +142,7 @@ class GlobusStandIn:
         self._access: dict[str, dict[str, Any]] = {}
         self._refresh: dict[str, dict[str, Any]] = {}
         self._log: list[LoggedRequest] = []
+        self._drips_started = 0
         self._authorizations: list[dict[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -311,6 +315,12 @@ class GlobusStandIn:
         with self._lock:
             return [dict(query) for query in self._authorizations]
 
+    @property
+    def drips_started(self) -> int:
+        """How many token answers began to be sent byte by byte (``token_drip``)."""
+        with self._lock:
+            return self._drips_started
+
     def grants(self, grant_type: str) -> int:
         """How many token requests of ``grant_type`` arrived (answered or refused)."""
         return sum(1 for r in self.requests if r.grant_type == grant_type)
@@ -436,6 +446,25 @@ class _Handler(BaseHTTPRequestHandler):
     # -- response helpers (each returns the status, for the log) ------------------------------
 
     def send_bytes(self, status: int, data: bytes, content_type: str, headers: Mapping[str, str] = {}) -> int:
+        drip = self.standin.token_drip if self.grant_type else 0.0
+        if drip:  # a slow Globus: the whole answer, status line included, one byte at a time
+            real, self.wfile = self.wfile, io.BytesIO()
+            try:
+                self._send_now(status, data, content_type, headers)
+            finally:
+                raw, self.wfile = self.wfile.getvalue(), real
+            with self.standin._lock:
+                self.standin._drips_started += 1
+            for i in range(len(raw)):
+                real.write(raw[i:i + 1])
+                real.flush()
+                if self.standin.wait(drip):
+                    self.close_connection = True
+                    return 0
+            return status
+        return self._send_now(status, data, content_type, headers)
+
+    def _send_now(self, status: int, data: bytes, content_type: str, headers: Mapping[str, str]) -> int:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

@@ -22,8 +22,9 @@ import os
 import sys
 import time
 from collections import namedtuple
+from collections.abc import Callable
 
-from ...errors import BusyError, LoginRequiredError, MetisEnvError
+from ...errors import BusyError, ConnectionFailedError, LoginRequiredError, MetisEnvError
 from ...store import GATEWAY, natural_key, utc_now
 
 TYPE_CHECKING = False
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 REFRESH_TIMEOUT = 10.0
 """Seconds one refresh at Globus may take (connect to last byte)."""
+RETRY_AFTER = 60.0
+"""Seconds after a failed refresh (the token still valid) before another exporter tries again."""
 LOCK_WAIT = REFRESH_TIMEOUT + 5.0
 """Seconds an exporter waits for another one's refresh (or a sync) to release the store's lock."""
 LOGIN_HINT = "run `metis-env login`"
@@ -143,6 +146,9 @@ def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple
 
 
 def _refresh_locked(store: Store, settings: Settings, state: TokenState) -> tuple[TokenState, str | None]:
+    failed = _recent_failure(store) if state.seconds_left() > 0 else None
+    if failed:  # another exporter just spent REFRESH_TIMEOUT on it: do not make this shell wait too
+        return state, failed
     if not state.refresh:
         return state, "the Globus login has no refresh token"
     refresh_token = store.secrets(state.store).get(state.refresh)
@@ -150,16 +156,74 @@ def _refresh_locked(store: Store, settings: Settings, state: TokenState) -> tupl
         return state, "the Globus refresh token is missing from the store"
     from . import globus  # the only importer of globus_sdk: paid for about once in 47 h
 
+    client_id = state.client_id or settings.globus_client_id
     try:
-        data = globus.refresh(settings, state.client_id or settings.globus_client_id, refresh_token, REFRESH_TIMEOUT)
-    except LoginRequiredError:
-        raise
+        data = within(REFRESH_TIMEOUT, "the refresh", lambda: globus.refresh(settings, client_id, refresh_token, REFRESH_TIMEOUT))
+    except LoginRequiredError as exc:
+        if state.seconds_left() <= 0:
+            raise
+        # Refused (invalid_grant) while the access token still works: the gateway accepts it for its
+        # remaining life, so a user in the middle of work keeps it, and is told to log in.
+        note = f"{str(exc).split('; run ')[0]}; run `metis-env login` before it expires"
+        _remember_failure(store, note)
+        return state, note
     except MetisEnvError as exc:
-        return state, f"the Globus token could not be refreshed ({exc})"
+        note = f"the Globus token could not be refreshed ({exc})"
+        _remember_failure(store, note)
+        return state, note
     try:
         return save_refresh(store, state, data), None
     except MetisEnvError as exc:  # the old token is still stored, and still valid at Globus
         return state, f"the refreshed Globus token could not be stored ({exc})"
+
+
+def within(seconds: float, what: str, call: Callable[[], Any]) -> Any:
+    """``call()``, or ConnectionFailedError once ``seconds`` have passed, whatever the call is doing.
+
+    A per-socket timeout does not bound a server that answers one byte every few seconds; this does,
+    from connect to last byte, for globus-sdk's requests and anything else alike. The call runs in a
+    daemon thread that is left behind at the deadline (its answer is dropped; the process goes on,
+    and the store's lock is released by the caller)."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="metis-env-deadline", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise ConnectionFailedError(f"Globus Auth did not finish {what} within {seconds:g} s; check your network and try again")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _recent_failure(store: Store) -> str | None:
+    section = store.metadata().get(GATEWAY)
+    if not isinstance(section, dict):
+        return None
+    when, note = section.get("refresh_failed_at"), section.get("refresh_failure")
+    if not isinstance(when, (int, float)) or not isinstance(note, str) or not 0 <= time.time() - when < RETRY_AFTER:
+        return None
+    return f"{note} {time.time() - when:.0f} s ago; the next try is after {RETRY_AFTER:g} s"
+
+
+def _remember_failure(store: Store, note: str) -> None:
+    def change(old: dict) -> dict:
+        if isinstance(old.get(GATEWAY), dict):
+            old[GATEWAY] = {**old[GATEWAY], "refresh_failed_at": int(time.time()), "refresh_failure": note}
+        return old
+
+    try:
+        store.rewrite({}, change)
+    except MetisEnvError:
+        pass  # only a courtesy to the next exporter
 
 
 # --- writers ---------------------------------------------------------------------------------------
@@ -197,6 +261,8 @@ def save_refresh(store: Store, state: TokenState, data: dict) -> TokenState:
 
     def change(old: dict) -> dict:
         merged = {**old.get(GATEWAY, {}), **section}
+        merged.pop("refresh_failed_at", None)
+        merged.pop("refresh_failure", None)
         old[GATEWAY] = merged
         for record in old.get("endpoints", {}).values():
             if record.get("source") == GATEWAY:
