@@ -156,12 +156,23 @@ def test_a_foreign_owned_or_symlinked_alcf_tokens_cache_is_refused(globus, globu
     if os.geteuid() == 0:
         os.chown(path, 65534, 65534)
         assert result(metis("login", "--from-alcf-tokens", env=env)) == (6, "", (
-            f"metis-env: error: {path} belongs to another user (uid 65534); refusing to adopt its tokens\n"
+            f"metis-env: error: {path} belongs to another user (uid 65534); refusing to read it\n"
         ))
     os.unlink(path)
     (tmp_path / "elsewhere.json").write_text("{}")
     os.symlink(tmp_path / "elsewhere.json", path)
     assert result(metis("login", "--from-alcf-tokens", env=env)) == (6, "", (
-        f"metis-env: error: {path} is a symbolic link; refusing to read tokens through it\n"
+        f"metis-env: error: {path} is a symbolic link; refusing to read it (remove the link)\n"
     ))
+    assert nothing_stored(env)
+
+
+def test_a_fifo_in_place_of_the_alcf_tokens_cache_is_refused_at_once(globus, globus_env):
+    """Without O_NONBLOCK, open() of a FIFO waits for a writer for ever."""
+    env = gateway_env(globus_env)
+    path = write_cache(env, "{}")
+    os.unlink(path)
+    os.mkfifo(path, 0o600)
+    proc = metis("login", "--from-alcf-tokens", env=env)  # before the fix: a hang, ended by metis()'s timeout
+    assert result(proc) == (6, "", f"metis-env: error: {path} is not a regular file; move it away\n")
     assert nothing_stored(env)
