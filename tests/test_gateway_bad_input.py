@@ -176,3 +176,18 @@ def test_a_fifo_in_place_of_the_alcf_tokens_cache_is_refused_at_once(globus, glo
     proc = metis("login", "--from-alcf-tokens", env=env)  # before the fix: a hang, ended by metis()'s timeout
     assert result(proc) == (6, "", f"metis-env: error: {path} is not a regular file; move it away\n")
     assert nothing_stored(env)
+
+
+def test_a_hostile_identity_reaches_the_terminal_escaped(globus, globus_env):
+    """An identity from alcf-tokens' file (or Globus) with an escape sequence and a forged line."""
+    env = gateway_env(globus_env)
+    entry = {**globus.issue_tokens(), "identity_id": "x\x1b]0;pwned\x07\nmetis-env: logged in as admin\u202e"}
+    write_cache(env, json.dumps({"data": {"DEFAULT": {"681c10cc-f684-4540-bcd7-0b4df3bc26ef": entry}}}))
+    assert metis("login", "--from-alcf-tokens", env=env).returncode == 0
+    proc = metis("login", env=env)
+    assert result(proc) == (0, "", (
+        "metis-env: already logged in to the ALCF gateway as x\\x1b]0;pwned\\x07\\nmetis-env: logged in as admin\\u202e "
+        f"(token valid until {metadata(env)['gateway']['expires']}, login 0 days ago); `metis-env login --force` logs in again\n"
+    ))
+    doctor = metis("doctor", env=env).stdout.decode()
+    assert "logged in as x\\x1b]0;pwned\\x07\\nmetis-env: logged in as admin\\u202e (file store)" in doctor

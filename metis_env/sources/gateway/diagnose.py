@@ -9,6 +9,7 @@ Example::
 from __future__ import annotations
 
 from ...errors import MetisEnvError
+from ...render import printable
 from . import tokens
 
 TYPE_CHECKING = False
@@ -28,7 +29,7 @@ def check_gateway(settings: Settings, store: Store) -> list[Finding]:
         return [url, Finding("gateway login", PROBLEM, str(exc), "metis-env login --force")]
     if state is None:
         return [url, Finding("gateway login", OK, "not logged in (optional: metis-env login, for the ALCF gateway)")]
-    who = f" as {state.identity}" if state.identity else ""
+    who = f" as {printable(state.identity)}" if state.identity else ""  # from Globus or alcf-tokens' file
     findings = [url]
     left = state.seconds_left()
     expiry = f"access token {'expired' if left <= 0 else 'valid'} until {tokens.iso_utc(state.expires_at)}"

@@ -25,6 +25,7 @@ from globus_sdk.token_storage import TokenStorage, TokenStorageData
 from globus_sdk.transport import RequestsTransport, RetryConfig
 
 from ...errors import ConnectionFailedError, GatewayError, LoginRequiredError, MetisEnvError, UsageError
+from ...render import printable
 from .constants import INFERENCE_RESOURCE_SERVER, INFERENCE_SCOPE, INFERENCE_SESSION_POLICY
 
 APP_NAME = "metis-env"
@@ -98,7 +99,7 @@ def describe_error(exc: BaseException, what: str) -> MetisEnvError:
     if isinstance(exc, MetisEnvError):
         return exc
     if isinstance(exc, globus_sdk.AuthAPIError):
-        code = exc.code if isinstance(exc.code, str) else ""
+        code = printable(exc.code[:60]) if isinstance(exc.code, str) else ""  # Globus's words reach a terminal
         body = str(getattr(exc, "text", "") or "")[:500]
         if exc.http_status in (400, 401) and (code == "invalid_grant" or "invalid_grant" in body):
             return LoginRequiredError(f"Globus refused {what} (invalid_grant: the login expired or was revoked); run `metis-env login`")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from ...errors import ConnectionFailedError, GatewayError, LoginRequiredError, MetisEnvError
+from ...render import printable
 from ...store import Change
 from . import alcf_tokens, http, tokens
 
@@ -44,7 +45,7 @@ def login(
     both in one update; nothing is stored if any step fails."""
     state = tokens.read_state(store)
     if state is not None and not force and state.seconds_left() > 0:
-        who = f" as {state.identity}" if state.identity else ""
+        who = f" as {printable(state.identity)}" if state.identity else ""  # from Globus or alcf-tokens' file
         say(
             f"already logged in to the ALCF gateway{who} (token valid until {tokens.iso_utc(state.expires_at)}, "
             f"login {state.login_age_days():.0f} days ago); `metis-env login --force` logs in again"
