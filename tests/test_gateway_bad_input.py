@@ -191,3 +191,20 @@ def test_a_hostile_identity_reaches_the_terminal_escaped(globus, globus_env):
     ))
     doctor = metis("doctor", env=env).stdout.decode()
     assert "logged in as x\\x1b]0;pwned\\x07\\nmetis-env: logged in as admin\\u202e (file store)" in doctor
+
+
+def test_a_gateway_listing_too_many_clusters_and_models_is_stored_cut_to_the_caps(globus, globus_env):
+    from metis_env.testing.gateway_standin import make_clusters
+
+    env = gateway_env(globus_env)
+    globus.clusters = make_clusters({f"c{i:03}": ("api", {f"m{j:03}": "Live" for j in range(300)}) for i in range(70)})
+    code, out, err, _url = login_headless(env, globus)
+    assert (code, out) == (0, b"")
+    assert err.splitlines()[3:5] == [
+        f"metis-env: warning: {globus.gateway_url}list-endpoints: cluster c000, c001, c002 and 67 more list(s) more than 256 models; "
+        "only the first 256 of each are kept",
+        f"metis-env: warning: {globus.gateway_url}list-endpoints lists 70 clusters with models; only the first 64 are kept",
+    ]
+    stored = {k: v["models"] for k, v in metadata(env)["endpoints"].items()}
+    assert stored == {f"c{i:03}": [f"m{j:03}" for j in range(256)] for i in range(64)}
+    assert exported_json(metis("export", "c063", "--shell", "json", env=env))["MODEL_NAME"] == "m000"
