@@ -318,7 +318,9 @@ def test_logout_revokes_and_forgets_but_keeps_endpoint_files(logged_in, endpoint
     assert metis("import", *map(str, endpoint_files), env=env).returncode == 0
     token = exported_json(export_metis(env))["OPENAI_API_KEY"]
     assert result(metis("logout", env=env)) == (0, "", (
-        "metis-env: logged out: the tokens are revoked at Globus and forgotten here\nendpoint metis: removed\nendpoint sophia: removed\n"
+        "metis-env: logged out: the tokens are revoked at Globus and forgotten here\n"
+        "metis-env: the gateway may accept the old access token for up to 10 minutes more (it caches token checks)\n"
+        "endpoint metis: removed\nendpoint sophia: removed\n"
     ))
     assert globus.token_status(token) == "revoked"
     assert ("gateway" in metadata(env), list(metadata(env)["endpoints"])) == (False, ["1", "2"])
@@ -329,11 +331,13 @@ def test_logout_revokes_and_forgets_but_keeps_endpoint_files(logged_in, endpoint
 
 def test_logout_offline_forgets_anyway_with_a_warning(logged_in):
     env, globus = logged_in
+    expires = metadata(env)["gateway"]["expires"]
     globus.stop()
     proc = metis("logout", env=env)
     assert proc.returncode == 0
     lines = proc.stderr.decode().splitlines()
     assert lines[0].startswith("metis-env: warning: the tokens are forgotten here, but Globus could not revoke them (")
+    assert lines[0].endswith(f"); a copy of the access token elsewhere keeps working until it expires ({expires})")
     assert lines[1:] == ["endpoint metis: removed", "endpoint sophia: removed"]
     assert keys_file(env) == {}
 

@@ -95,6 +95,7 @@ class GlobusStandIn:
     refresh_lifetime = _knob("refresh_lifetime", "seconds a refresh token lives from its issue; None: forever")
     refresh_fails = _knob("refresh_fails", "every refresh grant answers 400 invalid_grant")
     rotate_refresh = _knob("rotate_refresh", "a refresh returns a new refresh token and kills the old one")
+    idp_ok = _knob("idp_ok", "False: the gateway answers FIRST's unauthorised-identity-provider 401 to every valid token")
     policy_ok = _knob("policy_ok", "False: the gateway answers the high-assurance 401 to every valid token")
     refresh_delay = _knob("refresh_delay", "seconds the token endpoint waits before answering a refresh")
     dead = _knob("dead", "accept every connection and never answer")
@@ -130,6 +131,7 @@ class GlobusStandIn:
             "refresh_fails": False,
             "rotate_refresh": False,
             "policy_ok": True,
+            "idp_ok": True,
             "refresh_delay": 0.0,
             "dead": False,
             "token_drip": 0.0,

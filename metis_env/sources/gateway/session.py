@@ -117,12 +117,15 @@ def logout(settings: Settings, store: Store, say: Callable[[str], None] = _say) 
     if values:
         from . import globus
 
+        until = f"a copy of the access token elsewhere keeps working until it expires ({tokens.iso_utc(state.expires_at)})"
         try:
             globus.revoke(settings, state.client_id or settings.globus_client_id, values)
         except (ConnectionFailedError, GatewayError, LoginRequiredError) as exc:
-            say(f"warning: the tokens are forgotten here, but Globus could not revoke them ({exc})")
+            say(f"warning: the tokens are forgotten here, but Globus could not revoke them ({exc}); {until}")
         except MetisEnvError as exc:
-            say(f"warning: the tokens are forgotten here, but revoking them failed ({exc})")
+            say(f"warning: the tokens are forgotten here, but revoking them failed ({exc}); {until}")
         else:
             say("logged out: the tokens are revoked at Globus and forgotten here")
+            # FIRST caches a good introspection for 600 s: a revoked token is not refused at once.
+            say("the gateway may accept the old access token for up to 10 minutes more (it caches token checks)")
     return [Change(i, "removed") for i in removed]
