@@ -14,11 +14,11 @@ from collections.abc import Sequence
 import click
 
 from . import __version__, actions, hooks
-from .errors import MetisEnvError
+from .errors import MetisEnvError, UsageError
 from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code, normalize_shell
-from .settings import SETTING_NAMES, STORES, Settings, env_name, load_settings, save_setting, with_overrides
+from .settings import SETTING_NAMES, STORES, Settings, coerce_setting, env_name, load_settings, save_setting, with_overrides
 from .store import open_store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -564,9 +564,12 @@ def _remember_user(settings: Settings, user: str | None) -> None:
 @click.option("--no-browser", is_flag=True, help="Print the login URL on stderr and read the code from stdin (SSH, scripts, no terminal).")
 @click.option("--force", is_flag=True, help="Log in again even if a login is stored (after ALCF's 30-day re-authentication).")
 @click.option("--from-alcf-tokens", is_flag=True, help="Adopt the login alcf-tokens keeps in ~/.globus (read only; its file is never written).")
+@click.option("--service-account", "service_account", metavar="CLIENT_ID", help="Log in as a Globus service account (a confidential client ALCF allow-listed): no browser, no 30-day re-login.")
+@click.option("--secret-stdin", is_flag=True, help="Read the service account's client secret from stdin (else a hidden prompt).")
 @store_option
 @click.pass_context
-def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, store: str | None) -> None:
+def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, service_account: str | None,
+                  secret_stdin: bool, store: str | None) -> None:
     """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (metis, sophia).
 
     A browser opens where one can (never over SSH); otherwise the URL is printed on stderr and the
@@ -578,12 +581,22 @@ def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_t
       metis-env login
       metis-env login --no-browser            # on a login node: open the URL anywhere, paste the code
       metis-env login --from-alcf-tokens      # already logged in with alcf-tokens
+      metis-env login --service-account CLIENT_ID --secret-stdin < secret.txt   # cron, jobs
       eval "$(metis-env export metis)"
     """
-    from .sources.gateway.session import login
+    from .sources.gateway import session
 
     settings = settings_from(ctx, store=store)
-    changes = login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
+    if service_account is None:
+        if secret_stdin:
+            raise UsageError("--secret-stdin goes with --service-account CLIENT_ID")
+        changes = session.login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
+    else:
+        if from_alcf_tokens:
+            raise UsageError("--service-account and --from-alcf-tokens are two different logins; give one")
+        client_id = coerce_setting("globus_client_id", service_account, "--service-account")
+        secret = session.read_client_secret(secret_stdin, client_id)
+        changes = session.login_service_account(settings, open_store(settings), client_id, secret, force=force)
     for line in actions.describe_changes(changes):
         click.echo(line, err=True)
     _refresh_tool_configs(settings)

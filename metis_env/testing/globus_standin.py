@@ -123,6 +123,8 @@ class GlobusStandIn:
         self._address = (host, port)
         self.client_ids = tuple(client_ids)
         self.identity = dict(identity or DEFAULT_IDENTITY)
+        self.service_accounts: dict[str, str] = {}
+        self.allow_listed: set[str] = set()
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._knobs: dict[str, Any] = {
@@ -270,6 +272,22 @@ class GlobusStandIn:
             "token_type": "Bearer",
             "identity_id": self.identity["sub"],
         }
+
+    def add_service_account(self, client_id: str, secret: str, *, allow_listed: bool = True) -> None:
+        """A confidential client (a Globus service account) that may use the client-credentials grant;
+        ``allow_listed``: the gateway accepts its tokens (ALCF's AUTHORIZED_GLOBUS_SERVICE_USERNAMES)."""
+        with self._lock:
+            self.service_accounts[client_id] = secret
+            if allow_listed:
+                self.allow_listed.add(client_id)
+            else:
+                self.allow_listed.discard(client_id)
+
+    def token_client(self, access_token: str) -> str | None:
+        """The client id an access token was issued to."""
+        with self._lock:
+            record = self._access.get(access_token)
+            return None if record is None else record["client_id"]
 
     def revoke_all(self) -> None:
         """Revoke every token issued so far (as a Globus logout of all sessions would)."""
@@ -440,6 +458,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def form(self) -> dict[str, str]:
         return dict(urllib.parse.parse_qsl(self.body().decode(errors="replace"), keep_blank_values=True))
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        """(client id, secret) of an ``Authorization: Basic`` header, else None."""
+        import base64
+        import binascii
+
+        scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme != "Basic":
+            return None
+        try:
+            user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return (user, password) if sep else None  # globus-sdk's BasicAuthorizer does not URL-encode
 
     def bearer(self) -> str | None:
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")

@@ -43,16 +43,20 @@ LOCK_WAIT = REFRESH_TIMEOUT + 5.0
 """Seconds an exporter waits for another one's refresh (or a sync) to release the store's lock."""
 LOGIN_HINT = "run `metis-env login`"
 
-_STATE_FIELDS = "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url"
+_STATE_FIELDS = "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url secret"
 
 
 class TokenState(namedtuple("TokenState", _STATE_FIELDS)):
     """The gateway section of endpoints.yaml: ``store`` ("keyring"|"file"), ``backend``, ``access`` and
     ``refresh`` (entry names, never tokens), ``fingerprint`` (of the access token), ``expires_at``
     (epoch seconds), ``login_at`` (epoch seconds), ``scope``, ``identity``, ``client_id``,
-    ``gateway_url``."""
+    ``gateway_url``, ``secret`` (a service account's client-secret entry name; "" for a user's login)."""
 
     __slots__ = ()
+
+    @property
+    def service_account(self) -> bool:
+        return bool(self.secret)
 
     def seconds_left(self, now: float | None = None) -> float:
         return self.expires_at - (time.time() if now is None else now)
@@ -79,6 +83,7 @@ def read_state(store: Store) -> TokenState | None:
             identity=str(section.get("identity", "")),
             client_id=str(section.get("client_id", "")),
             gateway_url=str(section.get("gateway_url", "")),
+            secret=str(section.get("secret") or ""),
         )
     except (KeyError, TypeError, ValueError):
         from ...errors import StoreError
@@ -106,7 +111,7 @@ def fresh_key(store: Store, selection: Any, settings: Settings) -> tuple[Any, st
         raise LoginRequiredError(f"not logged in to the ALCF gateway (endpoint {selection.endpoint.id}); {LOGIN_HINT}")
     warnings = list(selection.warnings)
     now = time.time()
-    if state.login_age_days(now) > settings.reauth_after_days:
+    if state.login_age_days(now) > settings.reauth_after_days and not state.service_account:
         warnings.append(
             f"your Globus login is {state.login_age_days(now):.0f} days old; ALCF asks for a new one every 30 days: "
             "run `metis-env login --force` before the gateway refuses the token"
@@ -149,16 +154,25 @@ def _refresh_locked(store: Store, settings: Settings, state: TokenState) -> tupl
     failed = _recent_failure(store) if state.seconds_left() > 0 else None
     if failed:  # another exporter just spent REFRESH_TIMEOUT on it: do not make this shell wait too
         return state, failed
-    if not state.refresh:
-        return state, "the Globus login has no refresh token"
-    refresh_token = store.secrets(state.store).get(state.refresh)
-    if refresh_token is None:
-        return state, "the Globus refresh token is missing from the store"
+    if state.service_account:  # no refresh token: a service account mints a new token instead
+        grant, what = store.secrets(state.store).get(state.secret), "the service account's token"
+    else:
+        grant, what = (store.secrets(state.store).get(state.refresh) if state.refresh else None), "the refresh"
+    if grant is None:
+        if state.service_account:
+            return state, "the service account's client secret is missing from the store"
+        return state, "the Globus refresh token is missing from the store" if state.refresh else "the Globus login has no refresh token"
     from . import globus  # the only importer of globus_sdk: paid for about once in 47 h
 
     client_id = state.client_id or settings.globus_client_id
+
+    def grant_now() -> dict:
+        if state.service_account:
+            return globus.client_credentials(client_id, grant, REFRESH_TIMEOUT)
+        return globus.refresh(settings, client_id, grant, REFRESH_TIMEOUT)
+
     try:
-        data = within(REFRESH_TIMEOUT, "the refresh", lambda: globus.refresh(settings, client_id, refresh_token, REFRESH_TIMEOUT))
+        data = within(REFRESH_TIMEOUT, what, grant_now)
     except LoginRequiredError as exc:
         if state.seconds_left() <= 0:
             raise
@@ -235,15 +249,21 @@ def token_fingerprint(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
 
 
-def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint]) -> TokenState:
+def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint],
+               service_account: tuple[str, str] | None = None) -> TokenState:
     """Store a new login (``data``: globus-sdk's token data for the inference resource server:
     ``access_token``, ``refresh_token``, ``expires_at_seconds``, ``scope``) and the gateway endpoints,
-    replacing any previous login and every gateway record, in one update."""
+    replacing any previous login and every gateway record, in one update. ``service_account``:
+    (client id, client secret), the secret kept in the store like a key."""
     secrets = store.secrets()
     to_write, section = _section(data, secrets.kind, secrets.backend, None)
     section.update(
         login_at=int(time.time()), identity=identity, client_id=settings.globus_client_id, gateway_url=settings.gateway_url
     )
+    if service_account is not None:
+        client_id, secret = service_account
+        section.update(client_id=client_id, secret=f"gateway/secret/{token_fingerprint(secret)}")
+        to_write[section["secret"]] = secret
 
     def change(old: dict) -> dict:
         old[GATEWAY] = section
@@ -305,11 +325,12 @@ def save_endpoints(store: Store, endpoints: list[GatewayEndpoint]) -> list[Any]:
 
 def forget_login(store: Store) -> tuple[list[str], dict[str, str]]:
     """Remove the login and every gateway record; (the ids removed, the tokens as they were, for
-    revocation). The tokens are deleted from the store after the metadata stops naming them."""
+    revocation, and a service account's client ``secret``). The tokens and the secret are deleted
+    from the store after the metadata stops naming them."""
     state = read_state(store)
     tokens: dict[str, str] = {}
     if state is not None:
-        for name, ref in (("access", state.access), ("refresh", state.refresh)):
+        for name, ref in (("access", state.access), ("refresh", state.refresh), ("secret", state.secret)):
             try:
                 value = store.secrets(state.store).get(ref) if ref else None
             except MetisEnvError:
