@@ -91,6 +91,24 @@ def endpoint_argument(func):
     return click.argument("endpoint", required=False, shell_complete=complete_endpoint)(func)
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from .settings import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, "duration")
+    except MetisEnvError:
+        raise click.BadParameter("expected a duration such as 90m, 12h or 2d (or seconds)") from None
+
+
+def min_ttl_option(func):
+    return click.option(
+        "--min-ttl", "min_ttl", metavar="DURATION", callback=_duration,
+        help="Refresh a gateway token now unless it has at least this much life left (90m, 12h, 2d; setting min_ttl).",
+    )(func)
+
+
 def model_option(func):
     return click.option("--model", "-m", metavar="NAME", shell_complete=complete_model, help="One of the endpoint's models (default: the configured one, else the first).")(func)
 
@@ -159,9 +177,10 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), shell_complete=complete_shell, help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
 @click.option("--unset", is_flag=True, help="Print the code that removes the same variables.")
 @click.option("--output", "-o", metavar="FILE", help="Write the code to FILE (mode 0600, atomically) instead of stdout, e.g. a .env file.")
+@min_ttl_option
 @click.pass_context
 def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool,
-                   output: str | None) -> int:
+                   output: str | None, min_ttl: float | None) -> int:
     """Print shell code that sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME and the names other
     clients read (OPENAI_API_BASE, SAMBANOVA_API_KEY with SAMBANOVA_API_BASE, ...; see the README).
 
@@ -175,8 +194,9 @@ def export_command(ctx: click.Context, endpoint: str | None, model: str | None, 
       metis-env export 2 --model Llama-4-Maverick-17B-128E-Instruct --shell fish | source
       eval "$(metis-env export --unset)"
       metis-env export 1 --shell dotenv --output .env
+      eval "$(metis-env export metis --min-ttl 40h)"   # a job of 40 h: no refresh needed
     """
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, min_ttl=min_ttl)
     return actions.export_command(endpoint, model, shell, unset, settings, output)
 
 
@@ -190,7 +210,7 @@ class RunCommand(click.Command):
             ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
             args = args[:cut]
         elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
-            words = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m"))]
+            words = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m", "--min-ttl"))]
             if len(words) <= 1:  # `run 1`: an endpoint and no command at all
                 raise click.UsageError("nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
             raise click.UsageError(f"put -- before the command: metis-env run {words[0]} -- {' '.join(words[1:])}", ctx)
@@ -201,8 +221,9 @@ class RunCommand(click.Command):
 @endpoint_argument
 @model_option
 @click.option("--proxy", is_flag=True, help="Give the command a loopback proxy and a local key instead of the real key (long jobs: the token is refreshed).")
+@min_ttl_option
 @click.pass_context
-def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool) -> int:
+def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool, min_ttl: float | None) -> int:
     """Run a command with the endpoint's variables in its environment (never in its arguments).
 
     Usage: metis-env run [--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...
@@ -219,22 +240,23 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
       metis-env run 2 --model Llama-3.3-70B-Instruct -- ./my_agent.sh
       metis-env run --proxy metis -- python long_job.py      # runs for days; the token is refreshed
     """
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, min_ttl=min_ttl)
     return actions.run_subcommand(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy)
 
 
 @cli.command("get")
 @click.argument("what", type=click.Choice(actions.GET_FIELDS))
 @endpoint_argument
+@min_ttl_option
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None) -> int:
     """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
 
     \b
     Example:
       curl -H "Authorization: Bearer $(metis-env get key 1)" "$(metis-env get url 1)models"
     """
-    return actions.get_command(what, endpoint, settings_from(ctx))
+    return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl))
 
 
 @cli.command("check")

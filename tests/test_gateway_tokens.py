@@ -531,3 +531,51 @@ def test_sync_gateway_and_login_refresh_the_tool_configs_configure_wrote(logged_
     globus.set_model_status("metis", "new-model-2", "Live")
     code, _out, err, _url = login_headless(env, globus, "--force")
     assert (code, err.splitlines()[-1]) == (0, "configure: pi: refreshed ~/.pi/agent/models.json for endpoint metis")
+
+
+# --- --min-ttl and min_ttl (issue 17 item 4) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, seconds", [("90m", 5400), ("12h", 43200), ("2d", 172800), ("45s", 45), ("3600", 3600), (" 1.5H ", 5400)])
+def test_durations(text, seconds):
+    from metis_env.settings import parse_duration
+
+    assert parse_duration(text, "--min-ttl") == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-1h", "soon", "1w", "", "h", "inf", "nanm"])
+def test_bad_durations_are_one_line(text):
+    from metis_env.errors import UsageError
+    from metis_env.settings import parse_duration
+
+    with pytest.raises(UsageError) as caught:
+        parse_duration(text, "--min-ttl")
+    assert str(caught.value) == "--min-ttl must be a duration such as 90m, 12h or 2d (or seconds)"
+
+
+def test_min_ttl_refreshes_unless_that_much_life_is_left(globus, globus_env):
+    env = gateway_env(globus_env)
+    globus.access_lifetime = 12 * 3600  # the stored token: 12 h
+    assert login_headless(env, globus)[0] == 0
+    globus.access_lifetime = 172800
+    old = exported_json(export_metis(env))["OPENAI_API_KEY"]
+    kept = [exported_json(metis("export", "metis", "--shell", "json", "--min-ttl", "11h", env=env))["OPENAI_API_KEY"],
+            metis("get", "key", "metis", "--min-ttl", "90m", env=env).stdout.decode().strip()]
+    assert (kept, globus.grants("refresh_token")) == ([old, old], 0)
+    proc = metis("export", "metis", "--shell", "json", "--min-ttl", "13h", env=env)
+    new = exported_json(proc)["OPENAI_API_KEY"]
+    assert (proc.stderr, new != old, globus.grants("refresh_token")) == (b"", True, 1)
+    # now 48 h left: the setting and its variable ask the same, and more than Globus gives is said
+    assert exported_json(export_metis(env, METIS_ENV_MIN_TTL="47h"))["OPENAI_API_KEY"] == new
+    proc = export_metis(env, METIS_ENV_MIN_TTL="3d")
+    assert (proc.returncode, globus.grants("refresh_token"), proc.stderr.decode()) == (0, 2, (
+        "metis-env: warning: the Globus token lives 48 h after a refresh, less than the 72 h --min-ttl (min_ttl) "
+        "asks for: Globus decides its lifetime (48 h)\n"
+    ))
+    child = "import os; print(os.environ['OPENAI_API_KEY'])"
+    ran = metis("run", "--min-ttl", "49h", "metis", "--", sys.executable, "-c", child, env=env)
+    assert (ran.returncode, globus.grants("refresh_token"), globus.token_status(ran.stdout.decode().strip())) == (0, 3, "valid")
+    assert result(metis("export", "metis", "--min-ttl", "soon", env=env)) == (2, "false\n", (
+        "metis-env: error: invalid value for '--min-ttl': expected a duration such as 90m, 12h or 2d (or seconds); "
+        "see metis-env export --help\n"
+    ))

@@ -158,7 +158,7 @@ def current_token(settings: Settings, store: Store) -> str:
     state = tokens.read_state(store)
     if state is None:
         raise LoginRequiredError(f"not logged in to the ALCF gateway; {tokens.LOGIN_HINT}")
-    if state.seconds_left() <= settings.token_refresh_margin:
+    if state.seconds_left() <= tokens.refresh_margin(settings):
         state, note = tokens.refresh_if_due(store, settings, state)
         if note:
             if state.seconds_left() <= 0:

@@ -117,7 +117,7 @@ def fresh_key(store: Store, selection: Any, settings: Settings) -> tuple[Any, st
             "run `metis-env login --force` before the gateway refuses the token"
         )
     endpoint = selection.endpoint
-    if state.seconds_left(now) <= settings.token_refresh_margin or endpoint.secret_ref != state.access:
+    if state.seconds_left(now) <= refresh_margin(settings) or endpoint.secret_ref != state.access:
         state, note = refresh_if_due(store, settings, state)
         if note:
             if state.seconds_left() <= 0:
@@ -127,8 +127,20 @@ def fresh_key(store: Store, selection: Any, settings: Settings) -> tuple[Any, st
         if current is None:
             raise LoginRequiredError(f"the gateway endpoint {endpoint.id} is gone (a logout?); {LOGIN_HINT}")
         endpoint = current
+        min_ttl = getattr(settings, "min_ttl", None)
+        if not note and min_ttl and state.seconds_left() < min_ttl:
+            warnings.append(
+                f"the Globus token lives {_duration(state.seconds_left())} after a refresh, less than the "
+                f"{_duration(min_ttl)} --min-ttl (min_ttl) asks for: Globus decides its lifetime (48 h)"
+            )
     key = store.api_key(endpoint)
     return selection._replace(endpoint=endpoint, expires_at=iso_utc(state.expires_at), warnings=tuple(warnings)), key
+
+
+def refresh_margin(settings: Settings) -> float:
+    """Refresh when less than this is left: ``token_refresh_margin``, or more with ``min_ttl``
+    (``--min-ttl``, as aws-vault's AWS_MIN_TTL: a job that needs 40 h starts with at least 40 h)."""
+    return max(settings.token_refresh_margin, getattr(settings, "min_ttl", None) or 0.0)
 
 
 def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple[TokenState, str | None]:
@@ -141,7 +153,7 @@ def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple
                 current = read_state(store)
                 if current is None:
                     raise LoginRequiredError(f"the gateway login was removed meanwhile; {LOGIN_HINT}")
-                if current.seconds_left() > settings.token_refresh_margin:
+                if current.seconds_left() > refresh_margin(settings):
                     return current, None  # another exporter refreshed while we waited
                 return _refresh_locked(store, settings, current)
         except BusyError:
