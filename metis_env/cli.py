@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import click
 
 from . import __version__, actions, hooks
-from .errors import MetisEnvError
+from .errors import MetisEnvError, UsageError
 from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code, normalize_shell
-from .settings import SETTING_NAMES, STORES, Settings, env_name, load_settings, save_setting, with_overrides
+from .settings import SETTING_NAMES, STORES, Settings, coerce_setting, env_name, load_settings, save_setting, with_overrides
 from .store import open_store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -96,6 +96,24 @@ def endpoint_argument(func):
     return click.argument("endpoint", required=False, shell_complete=complete_endpoint)(func)
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from .settings import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, "duration")
+    except MetisEnvError:
+        raise click.BadParameter("expected a duration such as 90m, 12h or 2d (or seconds)") from None
+
+
+def min_ttl_option(func):
+    return click.option(
+        "--min-ttl", "min_ttl", metavar="DURATION", callback=_duration,
+        help="Refresh a gateway token now unless it has at least this much life left (90m, 12h, 2d; setting min_ttl).",
+    )(func)
+
+
 def model_option(func):
     return click.option("--model", "-m", metavar="NAME", shell_complete=complete_model, help="One of the endpoint's models (default: the configured one, else the first).")(func)
 
@@ -164,9 +182,10 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), shell_complete=complete_shell, help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
 @click.option("--unset", is_flag=True, help="Print the code that removes the same variables.")
 @click.option("--output", "-o", metavar="FILE", help="Write the code to FILE (mode 0600, atomically) instead of stdout, e.g. a .env file.")
+@min_ttl_option
 @click.pass_context
 def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool,
-                   output: str | None) -> int:
+                   output: str | None, min_ttl: float | None) -> int:
     """Print shell code that sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME and the names other
     clients read (OPENAI_API_BASE, SAMBANOVA_API_KEY with SAMBANOVA_API_BASE, ...; see the README).
 
@@ -180,8 +199,9 @@ def export_command(ctx: click.Context, endpoint: str | None, model: str | None, 
       metis-env export 2 --model Llama-4-Maverick-17B-128E-Instruct --shell fish | source
       eval "$(metis-env export --unset)"
       metis-env export 1 --shell dotenv --output .env
+      eval "$(metis-env export metis --min-ttl 40h)"   # a job of 40 h: no refresh needed
     """
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, min_ttl=min_ttl)
     return actions.export_command(endpoint, model, shell, unset, settings, output)
 
 
@@ -195,7 +215,7 @@ class RunCommand(click.Command):
             ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
             args = args[:cut]
         elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
-            words = [i for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m"))]
+            words = [i for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m", "--min-ttl"))]
             if len(words) <= 1:  # `run 1`: an endpoint and no command at all
                 raise click.UsageError("nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
             cut = words[1]  # the command starts at the second plain word: keep all of it, quoted
@@ -211,8 +231,9 @@ class RunCommand(click.Command):
 @endpoint_argument
 @model_option
 @click.option("--proxy", is_flag=True, help="Give the command a loopback proxy and a local key instead of the real key (long jobs: the token is refreshed).")
+@min_ttl_option
 @click.pass_context
-def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool) -> int:
+def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool, min_ttl: float | None) -> int:
     """Run a command with the endpoint's variables in its environment (never in its arguments).
 
     The command replaces metis-env, so its signals and exit status pass straight through. With
@@ -227,15 +248,16 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
       metis-env run 2 --model Llama-3.3-70B-Instruct -- ./my_agent.sh
       metis-env run --proxy metis -- python long_job.py      # runs for days; the token is refreshed
     """
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, min_ttl=min_ttl)
     return actions.run_subcommand(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy)
 
 
 @cli.command("get")
 @click.argument("what", type=click.Choice(actions.GET_FIELDS))
 @endpoint_argument
+@min_ttl_option
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None) -> int:
     """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
 
     \b
@@ -243,7 +265,7 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
       url=$(metis-env get url 1)   # with or without a trailing /
       curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
     """
-    return actions.get_command(what, endpoint, settings_from(ctx))
+    return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl))
 
 
 @cli.command("check")
@@ -598,9 +620,12 @@ def _remember_user(settings: Settings, user: str | None) -> None:
 @click.option("--no-browser", is_flag=True, help="Print the login URL on stderr and read the code from stdin (SSH, scripts, no terminal).")
 @click.option("--force", is_flag=True, help="Log in again even if a login is stored (after ALCF's 30-day re-authentication).")
 @click.option("--from-alcf-tokens", is_flag=True, help="Adopt the login alcf-tokens keeps in ~/.globus (read only; its file is never written).")
+@click.option("--service-account", "service_account", metavar="CLIENT_ID", help="Log in as a Globus service account (a confidential client ALCF allow-listed): no browser, no 30-day re-login.")
+@click.option("--secret-stdin", is_flag=True, help="Read the service account's client secret from stdin (else a hidden prompt).")
 @token_store_option
 @click.pass_context
-def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, store: str | None) -> None:
+def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, service_account: str | None,
+                  secret_stdin: bool, store: str | None) -> None:
     """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (metis, sophia).
 
     A browser opens where one can (never over SSH); otherwise the URL is printed on stderr and the
@@ -612,12 +637,22 @@ def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_t
       metis-env login
       metis-env login --no-browser            # on a login node: open the URL anywhere, paste the code
       metis-env login --from-alcf-tokens      # already logged in with alcf-tokens
+      metis-env login --service-account CLIENT_ID --secret-stdin < secret.txt   # cron, jobs
       eval "$(metis-env export metis)"
     """
-    from .sources.gateway.session import login
+    from .sources.gateway import session
 
     settings = settings_from(ctx, store=store)
-    changes = login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
+    if service_account is None:
+        if secret_stdin:
+            raise UsageError("--secret-stdin goes with --service-account CLIENT_ID")
+        changes = session.login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
+    else:
+        if from_alcf_tokens:
+            raise UsageError("--service-account and --from-alcf-tokens are two different logins; give one")
+        client_id = coerce_setting("globus_client_id", service_account, "--service-account")
+        secret = session.read_client_secret(secret_stdin, client_id)
+        changes = session.login_service_account(settings, open_store(settings), client_id, secret, force=force)
     for line in actions.describe_changes(changes):
         click.echo(line, err=True)
     _refresh_tool_configs(settings)
