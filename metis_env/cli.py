@@ -6,7 +6,6 @@ and every ``--help``.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code
 from .settings import SETTING_NAMES
-from .cli_options import complete_endpoint_id, complete_shell, endpoint_argument, model_option, settings_from, store_option, token_store_option
+from .cli_options import complete_endpoint_id, complete_shell, endpoint_argument, model_option, min_ttl_option, settings_from, store_option, token_store_option
 from .store import open_store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -75,7 +74,7 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
     settings = settings_from(ctx)
     rows = endpoints.list_rows(open_store(settings), settings)
     if as_json:
-        click.echo(json.dumps({"version": 1, "endpoints": rows}, indent=2, ensure_ascii=False))
+        click.echo(endpoints.list_json(rows))
     elif rows:
         click.echo(endpoints.format_list(rows), nl=False)
     else:
@@ -88,9 +87,10 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), shell_complete=complete_shell, help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
 @click.option("--unset", is_flag=True, help="Print the code that removes the same variables.")
 @click.option("--output", "-o", metavar="FILE", help="Write the code to FILE (mode 0600, atomically) instead of stdout, e.g. a .env file.")
+@min_ttl_option
 @click.pass_context
 def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool,
-                   output: str | None) -> int:
+                   output: str | None, min_ttl: float | None) -> int:
     """Print shell code that sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME and the names other
     clients read (OPENAI_API_BASE, SAMBANOVA_API_KEY with SAMBANOVA_API_BASE, ...; see the README).
 
@@ -104,8 +104,9 @@ def export_command(ctx: click.Context, endpoint: str | None, model: str | None, 
       metis-env export 2 --model Llama-4-Maverick-17B-128E-Instruct --shell fish | source
       eval "$(metis-env export --unset)"
       metis-env export 1 --shell dotenv --output .env
+      eval "$(metis-env export metis --min-ttl 40h)"   # a job of 40 h: no refresh needed
     """
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, min_ttl=min_ttl)
     return commands.export(endpoint, model, shell, unset, settings, output)
 
 
@@ -119,7 +120,7 @@ class RunCommand(click.Command):
             ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
             args = args[:cut]
         elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
-            words = [i for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m"))]
+            words = [i for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m", "--min-ttl"))]
             if len(words) <= 1:  # `run 1`: an endpoint and no command at all
                 raise click.UsageError("nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
             cut = words[1]  # the command starts at the second plain word: keep all of it, quoted
@@ -135,8 +136,9 @@ class RunCommand(click.Command):
 @endpoint_argument
 @model_option
 @click.option("--proxy", is_flag=True, help="Give the command a loopback proxy and a local key instead of the real key (long jobs: the token is refreshed).")
+@min_ttl_option
 @click.pass_context
-def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool) -> int:
+def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool, min_ttl: float | None) -> int:
     """Run a command with the endpoint's variables in its environment (never in its arguments).
 
     The command replaces metis-env, so its signals and exit status pass straight through. With
@@ -151,15 +153,16 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
       metis-env run 2 --model Llama-3.3-70B-Instruct -- ./my_agent.sh
       metis-env run --proxy metis -- python long_job.py      # runs for days; the token is refreshed
     """
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, min_ttl=min_ttl)
     return commands.run(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy)
 
 
 @cli.command("get")
 @click.argument("what", type=click.Choice(commands.GET_FIELDS))
 @endpoint_argument
+@min_ttl_option
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None) -> int:
     """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
 
     \b
@@ -167,7 +170,7 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
       url=$(metis-env get url 1)   # with or without a trailing /
       curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
     """
-    return commands.get(what, endpoint, settings_from(ctx))
+    return commands.get(what, endpoint, settings_from(ctx, min_ttl=min_ttl))
 
 
 @cli.command("check")
@@ -430,9 +433,12 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
 @click.option("--no-browser", is_flag=True, help="Print the login URL on stderr and read the code from stdin (SSH, scripts, no terminal).")
 @click.option("--force", is_flag=True, help="Log in again even if a login is stored (after ALCF's 30-day re-authentication).")
 @click.option("--from-alcf-tokens", is_flag=True, help="Adopt the login alcf-tokens keeps in ~/.globus (read only; its file is never written).")
+@click.option("--service-account", "service_account", metavar="CLIENT_ID", help="Log in as a Globus service account (a confidential client ALCF allow-listed): no browser, no 30-day re-login.")
+@click.option("--secret-stdin", is_flag=True, help="Read the service account's client secret from stdin (else a hidden prompt).")
 @token_store_option
 @click.pass_context
-def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, store: str | None) -> None:
+def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, service_account: str | None,
+                  secret_stdin: bool, store: str | None) -> None:
     """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (metis, sophia).
 
     A browser opens where one can (never over SSH); otherwise the URL is printed on stderr and the
@@ -444,9 +450,10 @@ def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_t
       metis-env login
       metis-env login --no-browser            # on a login node: open the URL anywhere, paste the code
       metis-env login --from-alcf-tokens      # already logged in with alcf-tokens
+      metis-env login --service-account CLIENT_ID --secret-stdin < secret.txt   # cron, jobs
       eval "$(metis-env export metis)"
     """
-    sessions.login(settings_from(ctx, store=store), no_browser, force, from_alcf_tokens)
+    sessions.login(settings_from(ctx, store=store), no_browser, force, from_alcf_tokens, service_account, secret_stdin)
 
 
 @cli.command("logout")

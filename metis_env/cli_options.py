@@ -77,5 +77,25 @@ def endpoint_argument(func):
     return click.argument("endpoint", required=False, shell_complete=complete_endpoint)(func)
 
 
+def duration_value(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """--min-ttl's value in seconds (90m, 12h, 2d, or seconds), or click's usage error."""
+    from .errors import MetisEnvError
+    from .settings import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, "duration")
+    except MetisEnvError:
+        raise click.BadParameter("expected a duration such as 90m, 12h or 2d (or seconds)") from None
+
+
+def min_ttl_option(func):
+    return click.option(
+        "--min-ttl", "min_ttl", metavar="DURATION", callback=duration_value,
+        help="Refresh a gateway token now unless it has at least this much life left (90m, 12h, 2d; setting min_ttl).",
+    )(func)
+
+
 def model_option(func):
     return click.option("--model", "-m", metavar="NAME", shell_complete=complete_model, help="One of the endpoint's models (default: the configured one, else the first).")(func)

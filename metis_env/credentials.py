@@ -25,13 +25,14 @@ import time
 from .structs import record_type
 
 from . import selection as selecting
-from .errors import BusyError, LoginRequiredError, MetisEnvError
+from .errors import BusyError, ConnectionFailedError, LoginRequiredError, MetisEnvError
 from .records import utc_now
 from .selection import Selection
 from .variables import environment, parse_aliases
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .records import StoredEndpoint
@@ -42,6 +43,8 @@ GATEWAY = "gateway"
 """The gateway's records (their ``source``) and its login's section of endpoints.yaml."""
 REFRESH_TIMEOUT = 10.0
 """Seconds one refresh at Globus may take (connect to last byte)."""
+RETRY_AFTER = 60.0
+"""Seconds after a failed refresh (the token still valid) before another exporter tries again."""
 LOCK_WAIT = REFRESH_TIMEOUT + 5.0
 """Seconds an exporter waits for another one's refresh (or a sync) to release the store's lock."""
 LOGIN_HINT = "run `metis-env login`"
@@ -100,16 +103,20 @@ def environment_for(selection: Selection, api_key: str, settings: Settings | Non
 
 # --- the gateway's login: its state, and the refresh -----------------------------------------------
 
-_STATE_FIELDS = "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url"
+_STATE_FIELDS = "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url secret"
 
 
 class TokenState(record_type("TokenState", _STATE_FIELDS)):
     """The gateway section of endpoints.yaml: ``store`` ("keyring"|"file"), ``backend``, ``access`` and
     ``refresh`` (entry names, never tokens), ``fingerprint`` (of the access token), ``expires_at``
     (epoch seconds), ``login_at`` (epoch seconds), ``scope``, ``identity``, ``client_id``,
-    ``gateway_url``."""
+    ``gateway_url``, ``secret`` (a service account's client-secret entry name; "" for a user's login)."""
 
     __slots__ = ()
+
+    @property
+    def service_account(self) -> bool:
+        return bool(self.secret)
 
     def seconds_left(self, now: float | None = None) -> float:
         return self.expires_at - (time.time() if now is None else now)
@@ -136,6 +143,7 @@ def read_state(store: Store) -> TokenState | None:
             identity=str(section.get("identity", "")),
             client_id=str(section.get("client_id", "")),
             gateway_url=str(section.get("gateway_url", "")),
+            secret=str(section.get("secret") or ""),
         )
     except (KeyError, TypeError, ValueError):
         from .errors import StoreError
@@ -160,13 +168,13 @@ def fresh_key(store: Store, selection: Selection, settings: Settings) -> tuple[S
         raise LoginRequiredError(f"not logged in to the ALCF gateway (endpoint {selection.endpoint.id}); {LOGIN_HINT}")
     warnings = list(selection.warnings)
     now = time.time()
-    if state.login_age_days(now) > settings.reauth_after_days:
+    if state.login_age_days(now) > settings.reauth_after_days and not state.service_account:
         warnings.append(
             f"your Globus login is {state.login_age_days(now):.0f} days old; ALCF asks for a new one every 30 days: "
             "run `metis-env login --force` before the gateway refuses the token"
         )
     endpoint = selection.endpoint
-    if state.seconds_left(now) <= settings.token_refresh_margin or endpoint.secret_ref != state.access:
+    if state.seconds_left(now) <= refresh_margin(settings) or endpoint.secret_ref != state.access:
         state, note = refresh_if_due(store, settings, state)
         if note:
             if state.seconds_left() <= 0:
@@ -176,8 +184,19 @@ def fresh_key(store: Store, selection: Selection, settings: Settings) -> tuple[S
         if current is None:
             raise LoginRequiredError(f"the gateway endpoint {endpoint.id} is gone (a logout?); {LOGIN_HINT}")
         endpoint = current
+        if not note and settings.min_ttl and state.seconds_left() < settings.min_ttl:
+            warnings.append(
+                f"the Globus token lives {duration(state.seconds_left())} after a refresh, less than the "
+                f"{duration(settings.min_ttl)} --min-ttl (min_ttl) asks for: Globus decides its lifetime (48 h)"
+            )
     key = store.api_key(endpoint)
     return selection._replace(endpoint=endpoint, expires_at=iso_utc(state.expires_at), warnings=tuple(warnings)), key
+
+
+def refresh_margin(settings: Settings) -> float:
+    """Refresh when less than this is left: ``token_refresh_margin``, or more with ``min_ttl``
+    (``--min-ttl``, as aws-vault's AWS_MIN_TTL: a job that needs 40 h starts with at least 40 h)."""
+    return max(settings.token_refresh_margin, settings.min_ttl or 0.0)
 
 
 def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple[TokenState, str | None]:
@@ -190,7 +209,7 @@ def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple
                 current = read_state(store)
                 if current is None:
                     raise LoginRequiredError(f"the gateway login was removed meanwhile; {LOGIN_HINT}")
-                if current.seconds_left() > settings.token_refresh_margin:
+                if current.seconds_left() > refresh_margin(settings):
                     return current, None  # another exporter refreshed while we waited
                 return _refresh_locked(store, settings, current)
         except BusyError:
@@ -200,23 +219,92 @@ def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple
 
 
 def _refresh_locked(store: Store, settings: Settings, state: TokenState) -> tuple[TokenState, str | None]:
-    if not state.refresh:
-        return state, "the Globus login has no refresh token"
-    refresh_token = store.secrets(state.store).get(state.refresh)
-    if refresh_token is None:
-        return state, "the Globus refresh token is missing from the store"
+    failed = _recent_failure(store) if state.seconds_left() > 0 else None
+    if failed:  # another exporter just spent REFRESH_TIMEOUT on it: do not make this shell wait too
+        return state, failed
+    if state.service_account:  # no refresh token: a service account mints a new token instead
+        grant, what = store.secrets(state.store).get(state.secret), "the service account's token"
+    else:
+        grant, what = (store.secrets(state.store).get(state.refresh) if state.refresh else None), "the refresh"
+    if grant is None:
+        if state.service_account:
+            return state, "the service account's client secret is missing from the store"
+        return state, "the Globus refresh token is missing from the store" if state.refresh else "the Globus login has no refresh token"
     from .sources.gateway import globus  # the only importer of globus_sdk: paid for about once in 47 h
 
+    client_id = state.client_id or settings.globus_client_id
+
+    def grant_now() -> dict:
+        if state.service_account:
+            return globus.client_credentials(client_id, grant, REFRESH_TIMEOUT)
+        return globus.refresh(settings, client_id, grant, REFRESH_TIMEOUT)
+
     try:
-        data = globus.refresh(settings, state.client_id or settings.globus_client_id, refresh_token, REFRESH_TIMEOUT)
-    except LoginRequiredError:
-        raise
+        data = within(REFRESH_TIMEOUT, what, grant_now)
+    except LoginRequiredError as exc:
+        if state.seconds_left() <= 0:
+            raise
+        # Refused (invalid_grant) while the access token still works: the gateway accepts it for its
+        # remaining life, so a user in the middle of work keeps it, and is told to log in.
+        note = f"{str(exc).split('; run ')[0]}; run `metis-env login` before it expires"
+        _remember_failure(store, note)
+        return state, note
     except MetisEnvError as exc:
-        return state, f"the Globus token could not be refreshed ({exc})"
+        note = f"the Globus token could not be refreshed ({exc})"
+        _remember_failure(store, note)
+        return state, note
     try:
         return save_refresh(store, state, data), None
     except MetisEnvError as exc:  # the old token is still stored, and still valid at Globus
         return state, f"the refreshed Globus token could not be stored ({exc})"
+
+
+def within(seconds: float, what: str, call: Callable[[], Any]) -> Any:
+    """``call()``, or ConnectionFailedError once ``seconds`` have passed, whatever the call is doing.
+
+    A per-socket timeout does not bound a server that answers one byte every few seconds; this does,
+    from connect to last byte, for globus-sdk's requests and anything else alike. The call runs in a
+    daemon thread that is left behind at the deadline (its answer is dropped; the process goes on,
+    and the store's lock is released by the caller)."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="metis-env-deadline", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise ConnectionFailedError(f"Globus Auth did not finish {what} within {seconds:g} s; check your network and try again")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+FAILURE_KEYS = ("refresh_failed_at", "refresh_failure")
+"""What the gateway section says of the last failed refresh (so that the next exporter does not wait too)."""
+
+
+def _recent_failure(store: Store) -> str | None:
+    section = store.section(GATEWAY)
+    if section is None:
+        return None
+    when, note = section.get("refresh_failed_at"), section.get("refresh_failure")
+    if not isinstance(when, (int, float)) or not isinstance(note, str) or not 0 <= time.time() - when < RETRY_AFTER:
+        return None
+    return f"{note} {time.time() - when:.0f} s ago; the next try is after {RETRY_AFTER:g} s"
+
+
+def _remember_failure(store: Store, note: str) -> None:
+    try:
+        store.update_section(GATEWAY, {"refresh_failed_at": int(time.time()), "refresh_failure": note})
+    except MetisEnvError:
+        pass  # only a courtesy to the next exporter
 
 
 def save_refresh(store: Store, state: TokenState, data: dict) -> TokenState:
@@ -224,7 +312,7 @@ def save_refresh(store: Store, state: TokenState, data: dict) -> TokenState:
     point the gateway's records at it."""
     secrets = store.secrets(state.store)
     to_write, section = token_section(data, state.store, state.backend or secrets.backend, state)
-    store.repoint_login_records(GATEWAY, section, to_write, state.store)
+    store.repoint_login_records(GATEWAY, section, to_write, state.store, drop=FAILURE_KEYS)
     return read_state(store)  # type: ignore[return-value]
 
 

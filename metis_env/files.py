@@ -41,7 +41,8 @@ def ensure_private_dir(directory: str | os.PathLike) -> str | os.PathLike:
 def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None = None, *, tighten: bool = True) -> None:
     """Refuse a symlink, a non-directory or another user's directory; with ``tighten``, make one that
     others can write to private (0700), readers included: in a 0777 directory anyone can swap or plant
-    files beside ours. doctor, which changes nothing, passes ``tighten=False`` and reports it instead."""
+    files beside ours. ``tighten=False``: doctor, which changes nothing and reports it instead, and a
+    directory of another tool's (alcf-tokens'), which we only read."""
     info = info or os.lstat(directory)
     if stat.S_ISLNK(info.st_mode):
         raise StoreError(f"{directory} is a symbolic link; refusing to keep credentials there (remove the link)")
@@ -56,21 +57,7 @@ def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None 
             raise StoreError(f"{directory} is writable by other users and cannot be made private: {exc.strerror}; run: chmod 700 {directory}") from None
 
 
-class Refusals:
-    """How ``read_owned_bytes`` words its refusals, after ``{path} is a symbolic link; ``,
-    ``{path} belongs to another user (uid N); `` and ``{path} is not a regular file; ``. (A plain class,
-    not a namedtuple: the hot path reads files through here and never pays for ``collections``.)"""
-
-    __slots__ = ("link", "foreign", "irregular")
-
-    def __init__(self, link: str, foreign: str, irregular: str) -> None:
-        self.link, self.foreign, self.irregular = link, foreign, irregular
-
-
-OURS = Refusals("refusing to read it (remove the link)", "refusing to read it", "move it away")
-
-
-def read_owned_bytes(path: str | os.PathLike, *, secret: bool = False, limit: int = -1, refusals: Refusals = OURS) -> bytes | None:
+def read_owned_bytes(path: str | os.PathLike, *, secret: bool = False, limit: int = -1) -> bytes | None:
     """The one "ours only" reader: the bytes of ``path`` (at most ``limit``), or None if it does not exist.
 
     Opened without following a symlink and non-blocking (a FIFO or a device planted under the name
@@ -83,14 +70,14 @@ def read_owned_bytes(path: str | os.PathLike, *, secret: bool = False, limit: in
         return None
     except OSError as exc:
         if os.path.islink(path):
-            raise StoreError(f"{path} is a symbolic link; {refusals.link}") from None
+            raise StoreError(f"{path} is a symbolic link; refusing to read it (remove the link)") from None
         raise StoreError(f"cannot read {path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if info.st_uid != os.geteuid():
-            raise StoreError(f"{path} belongs to another user (uid {info.st_uid}); {refusals.foreign}")
+            raise StoreError(f"{path} belongs to another user (uid {info.st_uid}); refusing to read it")
         if not stat.S_ISREG(info.st_mode):
-            raise StoreError(f"{path} is not a regular file; {refusals.irregular}")
+            raise StoreError(f"{path} is not a regular file; move it away")
         if secret and stat.S_IMODE(info.st_mode) & 0o077:
             raise StoreError(
                 f"{path} is readable by other users (mode {stat.S_IMODE(info.st_mode):o}); "
@@ -99,21 +86,25 @@ def read_owned_bytes(path: str | os.PathLike, *, secret: bool = False, limit: in
         return handle.read(limit)
 
 
-def read_private_text(path: str | os.PathLike, *, secret: bool = False, tighten: bool = True) -> str | None:
-    """Read one of our files in the config dir, or None if it does not exist.
+def read_private_text(path: str | os.PathLike, *, secret: bool = False, tighten: bool = True,
+                      max_bytes: int | None = None) -> str | None:
+    """Read one of our files (or, with ``tighten=False``, another tool's, alcf-tokens'), or None if it
+    does not exist.
 
-    ``read_owned_bytes`` refuses a symlink, a file owned by someone else or not a regular file, and
-    with ``secret`` a file readable by group or others (a metadata file with loose modes is only
-    tightened on the next write). So is a file in a directory that is a symlink or another user's:
-    readers refuse what writers refuse (``tighten``: see ``check_private_dir``).
+    ``read_owned_bytes`` refuses a symlink, a FIFO or device, or a file owned by someone else, and with
+    ``secret`` a file readable by group or others (a metadata file with loose modes is only tightened on
+    the next write). So is a file in a directory that is a symlink or another user's: readers refuse
+    what writers refuse (``tighten``: see ``check_private_dir``). ``max_bytes``: refuse a larger file.
     """
     try:
         check_private_dir(os.path.dirname(os.path.abspath(path)), tighten=tighten)
     except FileNotFoundError:
         return None
-    data = read_owned_bytes(path, secret=secret)
+    data = read_owned_bytes(path, secret=secret, limit=-1 if max_bytes is None else max_bytes + 1)
     if data is None:
         return None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise StoreError(f"{path} is larger than {max_bytes} bytes; refusing to read it")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

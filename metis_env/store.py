@@ -278,12 +278,14 @@ class Store:
 
         self.rewrite({}, change)
 
-    def repoint_login_records(self, source: str, section: dict, to_write: dict[str, str], kind: str) -> dict:
-        """After a refresh: ``section`` merged into the login's, and every record of ``source`` pointed at
-        its new access token, in one update with the tokens ``to_write``; the login's section now."""
+    def repoint_login_records(self, source: str, section: dict, to_write: dict[str, str], kind: str,
+                              drop: Sequence[str] = ()) -> dict:
+        """After a refresh: ``section`` merged into the login's (less the keys ``drop``), and every record
+        of ``source`` pointed at its new access token, in one update with the tokens ``to_write``; the
+        login's section now."""
 
         def change(old: dict) -> dict:
-            merged = {**old.get(source, {}), **section}
+            merged = {k: v for k, v in {**old.get(source, {}), **section}.items() if k not in drop}
             old[source] = merged
             for record in old.get("endpoints", {}).values():
                 if record.get("source") == source:
@@ -291,6 +293,16 @@ class Store:
             return old
 
         return self.rewrite(to_write, change, kind).get(source, {})
+
+    def update_section(self, source: str, values: dict) -> None:
+        """``values`` merged into the login section of ``source``, if there is one (its records untouched)."""
+
+        def change(old: dict) -> dict:
+            if isinstance(old.get(source), dict):
+                old[source] = {**old[source], **values}
+            return old
+
+        self.rewrite({}, change)
 
     def forget_login(self, source: str, kind: str | None) -> list[str]:
         """Remove the login of ``source`` and its records; the ids removed. Its tokens are deleted from
@@ -413,11 +425,12 @@ def _journal_text(kind: str, refs: list[str], stale: list) -> str:
 
 
 def references(data: dict) -> set[tuple[str, str]]:
-    """Every (store, entry name) a metadata file points at: the endpoints' keys and the logins' tokens."""
+    """Every (store, entry name) a metadata file points at: the endpoints' keys, the logins' tokens
+    (and a service account's client secret)."""
     refs = {(r.get("store", "keyring"), r.get("secret")) for r in data.get("endpoints", {}).values()}
     for name, section in data.items():
         if name not in NOT_SECTIONS and isinstance(section, dict):
-            refs.update((section.get("store", "keyring"), section[k]) for k in ("access", "refresh") if section.get(k))
+            refs.update((section.get("store", "keyring"), section[k]) for k in ("access", "refresh", "secret") if section.get(k))
     return refs
 
 

@@ -106,6 +106,13 @@ def list_rows(store: Store, settings: Settings) -> list[dict]:
     return rows
 
 
+def list_json(rows: Sequence[dict]) -> str:
+    """``list --json``: ``{"version": 1, "endpoints": rows}``."""
+    import json
+
+    return json.dumps({"version": 1, "endpoints": list(rows)}, indent=2, ensure_ascii=False)
+
+
 def format_list(rows: Sequence[dict]) -> str:
     if not rows:
         return ""

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from ..records import Change
-from ..settings import Settings, env_name, read_config_file, save_setting
+from ..errors import UsageError
+from ..settings import Settings, coerce_setting, env_name, read_config_file, save_setting
 from ..store import open_store
 from ..paths import config_file
 from .endpoints import describe_changes
@@ -72,11 +73,23 @@ def remember_user(settings: Settings, user: str | None) -> None:
     save_setting(settings.config_dir, "user", user)
 
 
-def login(settings: Settings, no_browser: bool, force: bool, from_alcf_tokens: bool) -> None:
-    """``login``: Globus, then the gateway's endpoints."""
-    from ..sources.gateway.session import login as log_in
+def login(settings: Settings, no_browser: bool, force: bool, from_alcf_tokens: bool, service_account: str | None = None,
+          secret_stdin: bool = False) -> None:
+    """``login``: Globus (a person's login, alcf-tokens' adopted, or a service account's), then the
+    gateway's endpoints."""
+    from ..sources.gateway import session
 
-    report(log_in(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens))
+    if service_account is None:
+        if secret_stdin:
+            raise UsageError("--secret-stdin goes with --service-account CLIENT_ID")
+        changes = session.login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
+    else:
+        if from_alcf_tokens:
+            raise UsageError("--service-account and --from-alcf-tokens are two different logins; give one")
+        client_id = coerce_setting("globus_client_id", service_account, "--service-account")
+        secret = session.read_client_secret(secret_stdin, client_id)
+        changes = session.login_service_account(settings, open_store(settings), client_id, secret, force=force)
+    report(changes)
     refresh_tool_configs(settings)
 
 

@@ -1,8 +1,8 @@
 """Read, never write, the token cache of ALCF's ``alcf-tokens`` (globus-sdk's JSON format 2.0).
 
 alcf-tokens rewrites the file in place with no lock and no rename, so a reader can meet it empty or
-cut short: such a read is retried a few times, never taken for "logged out". A symlink or a file of
-another user is refused in one line. Standard library only.
+cut short: such a read is retried a few times, never taken for "logged out". A symlink, a FIFO or a
+file of another user is refused in one line (files.read_private_text). Standard library only.
 
 Example::
 
@@ -16,13 +16,12 @@ import os
 import time
 
 from ...errors import LoginRequiredError, StoreError
-from ...files import Refusals, read_owned_bytes
 from ...alcf import ALCF_TOKENS_CLIENT_ID, INFERENCE_RESOURCE_SERVER
+from ...files import read_private_text
 
 ATTEMPTS = 8
 PAUSE = 0.05
 MAX_BYTES = 1024 * 1024
-REFUSALS = Refusals("refusing to read tokens through it", "refusing to adopt its tokens", "refusing to read it")
 
 
 def cache_path(environ: dict | None = None) -> str:
@@ -65,7 +64,9 @@ def read_cache(path: str) -> tuple[dict, str]:
 
 
 def _read_once(path: str) -> str:
-    data = read_owned_bytes(path, limit=MAX_BYTES, refusals=REFUSALS)
-    if data is None:
+    # The project's one private reader: O_NONBLOCK|O_NOFOLLOW, so a FIFO or a symlink planted there
+    # is refused at once instead of hanging `login` in open().
+    text = read_private_text(path, tighten=False, max_bytes=MAX_BYTES)
+    if text is None:
         raise LoginRequiredError(f"alcf-tokens is not logged in here ({path} does not exist); run `metis-env login`")
-    return data.decode("utf-8", "replace")
+    return text

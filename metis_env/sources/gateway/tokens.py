@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import time
 
-from ...credentials import (  # noqa: F401  (the names below the first four: re-exported for older callers)
+from ...credentials import (  # noqa: F401  (the names below the first five: re-exported for older callers)
     GATEWAY,
     LOGIN_HINT,
     read_state,
+    token_fingerprint,
     token_section,
     LOCK_WAIT,
     REFRESH_TIMEOUT,
+    RETRY_AFTER,
     TokenState,
     fresh_key,
     iso_utc,
     refresh_if_due,
+    refresh_margin,
     save_refresh,
-    token_fingerprint,
+    within,
 )
 from ...errors import LoginRequiredError, MetisEnvError
 from ...records import Change, Listed, natural_key
@@ -44,15 +47,21 @@ def listed(endpoints: list[GatewayEndpoint]) -> list[Listed]:
     return [Listed(e.id, e.base_url, e.models, "", {"framework": e.framework}) for e in endpoints]
 
 
-def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint]) -> TokenState:
+def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint],
+               service_account: tuple[str, str] | None = None) -> TokenState:
     """Store a new login (``data``: globus-sdk's token data for the inference resource server:
     ``access_token``, ``refresh_token``, ``expires_at_seconds``, ``scope``) and the gateway endpoints,
-    replacing any previous login and every gateway record, in one update."""
+    replacing any previous login and every gateway record, in one update. ``service_account``:
+    (client id, client secret), the secret kept in the store like a key."""
     secrets = store.secrets()
     to_write, section = token_section(data, secrets.kind, secrets.backend, None)
     section.update(
         login_at=int(time.time()), identity=identity, client_id=settings.globus_client_id, gateway_url=settings.gateway_url
     )
+    if service_account is not None:
+        client_id, secret = service_account
+        section.update(client_id=client_id, secret=f"gateway/secret/{token_fingerprint(secret)}")
+        to_write[section["secret"]] = secret
     store.save_login(GATEWAY, section, to_write, listed(endpoints), secrets.kind, COLLISION)
     return read_state(store)  # type: ignore[return-value]
 
@@ -80,11 +89,12 @@ def save_endpoints(store: Store, endpoints: list[GatewayEndpoint]) -> list[Any]:
 
 def forget_login(store: Store) -> tuple[list[str], dict[str, str]]:
     """Remove the login and every gateway record; (the ids removed, the tokens as they were, for
-    revocation). The tokens are deleted from the store after the metadata stops naming them."""
+    revocation, and a service account's client ``secret``). The tokens and the secret are deleted
+    from the store after the metadata stops naming them."""
     state = read_state(store)
     tokens: dict[str, str] = {}
     if state is not None:
-        for name, ref in (("access", state.access), ("refresh", state.refresh)):
+        for name, ref in (("access", state.access), ("refresh", state.refresh), ("secret", state.secret)):
             try:
                 value = store.secrets(state.store).get(ref) if ref else None
             except MetisEnvError:
