@@ -103,6 +103,20 @@ def execute(client, code: str) -> tuple[str, str]:
     return reply["content"]["status"], "".join(printed)
 
 
+def interrupt_a_long_cell(manager, client) -> tuple[str, str]:
+    """Start a cell that sleeps, interrupt the kernel as Jupyter's button does -> (status, ename)."""
+    msg_id = client.execute("import time; time.sleep(600)")
+    while True:  # the cell is running once the kernel has echoed it
+        message = client.get_iopub_msg(timeout=60)
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "execute_input":
+            break
+    manager.interrupt_kernel()
+    while True:
+        reply = client.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]["status"], reply["content"].get("ename", "")
+
+
 def test_a_kernel_from_the_spec_stays_logged_in_across_a_token_expiry(jupyter_dir, globus, globus_env, monkeypatch):  # noqa: F811
     env = short_login(globus, globus_env, monkeypatch)
     assert metis("kernel", "install", "metis", env=env).returncode == 0
@@ -118,18 +132,21 @@ def test_a_kernel_from_the_spec_stays_logged_in_across_a_token_expiry(jupyter_di
         seen = wait_until_expired(globus, env)
         second = execute(client, CALL)
         third = execute(client, CALL)
+        interrupted = interrupt_a_long_cell(manager, client)
+        after_interrupt = execute(client, "print('still here')")
         secrets = seen | tokens(env)
         leaks = scan_processes(secrets)
         kernel_pid = int(first[1].split()[-2])
         parent = int(Path(f"/proc/{kernel_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        parent_argv = Path(f"/proc/{parent}/cmdline").read_bytes().decode().split("\0")[:6]
+        parent_argv = Path(f"/proc/{parent}/cmdline").read_bytes().decode().split("\0")[1:6]  # after the script's interpreter
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=False)
 
     assert [first[0], second[0], third[0]] == ["ok"] * 3, (first, second, third)
+    assert (interrupted, after_interrupt) == (("error", "KeyboardInterrupt"), ("ok", "still here\n"))
     assert {line.replace(str(kernel_pid), "PID") for line in (first[1], second[1], third[1])} == {f"{REPLY} PID True\n"}
     assert (globus.grants("refresh_token") - refreshes_before, set(chat_statuses(globus))) == (1, {(200, True)})
-    assert parent_argv == [sys.executable, METIS_ENV, "run", "--proxy", "metis", "--"]  # the kernel runs under metis-env
+    assert parent_argv == [METIS_ENV, "run", "--proxy", "metis", "--"]  # the kernel runs under metis-env
     assert (len(secrets) >= 3, leaks, [s for s in secrets if s in spec_text]) == (True, [], [])
     assert (manager.is_alive(), os.path.exists(f"/proc/{parent}")) == (False, False)
