@@ -53,10 +53,9 @@ def test_the_scans_find_a_token_where_one_is(tmp_path):
     secret = "a-token-that-must-be-found-0123456789"
     (tmp_path / "deep").mkdir()
     (tmp_path / "deep" / "submit.sh").write_text(f"export T={secret}\n")
-    child = subprocess.Popen(["sleep", "60", secret], env={"T": secret})
+    child = subprocess.Popen(["sh", "-c", "read line", secret], env={"T": secret}, stdin=subprocess.PIPE)
     try:
         found = sorted(scan_processes({secret}))
     finally:
-        child.kill()
-        child.wait()
+        child.communicate(b"\n")
     assert (found, scan_files(tmp_path, {secret})) == ([(child.pid, "cmdline"), (child.pid, "environ")], (1, [str(tmp_path / "deep" / "submit.sh")]))
