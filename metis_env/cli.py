@@ -619,8 +619,9 @@ def kernel_group() -> None:
 @click.option("--user", "sys_prefix", flag_value=False, default=False, help="Install for this user (the default).")
 @click.option("--sys-prefix", "sys_prefix", flag_value=True, help="Install into the kernel Python's sys.prefix (a venv or conda env of your own).")
 @click.option("--python", metavar="PATH", help="The Python the kernel runs, with ipykernel (default: metis-env's own).")
-def kernel_install_command(endpoint: str | None, name: str | None, display_name: str | None, sys_prefix: bool,
-                           python: str | None) -> None:
+@click.pass_context
+def kernel_install_command(ctx: click.Context, endpoint: str | None, name: str | None, display_name: str | None,
+                           sys_prefix: bool, python: str | None) -> None:
     """Write a Jupyter kernelspec whose kernel stays logged in for as long as it runs.
 
     The kernel starts under metis-env run --proxy ENDPOINT: it gets OPENAI_BASE_URL (a proxy on
@@ -634,6 +635,8 @@ def kernel_install_command(endpoint: str | None, name: str | None, display_name:
     """
     from .kernel import install_kernel
 
+    settings = settings_from(ctx)  # a kernel for an endpoint that is not stored would die as it starts
+    actions.choose_endpoint(open_store(settings).endpoints(), endpoint, settings, "kernel install")
     folder = install_kernel(endpoint, name=name, display_name=display_name, sys_prefix=sys_prefix, python=python)
     click.echo(f"metis-env: installed kernel {os.path.basename(folder)} in {folder}", err=True)
 

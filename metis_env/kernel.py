@@ -24,8 +24,9 @@ KERNEL_NAME = re.compile(r"^[A-Za-z0-9._-]+$")  # what jupyter_client accepts as
 
 
 def default_name(endpoint: str | None) -> str:
-    """``metis-env`` or ``metis-env-ENDPOINT``, with what a kernel name cannot hold made ``-``."""
-    return "metis-env" if endpoint is None else "metis-env-" + re.sub(r"[^A-Za-z0-9._-]+", "-", endpoint)
+    """``metis-env`` or ``metis-env-endpoint``: lower case, as jupyter_client stores kernel names, and
+    what a kernel name cannot hold made ``-``."""
+    return "metis-env" if endpoint is None else "metis-env-" + re.sub(r"[^a-z0-9._-]+", "-", endpoint.lower())
 
 
 def metis_env_command() -> list[str]:

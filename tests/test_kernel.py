@@ -29,6 +29,15 @@ print(reply.choices[0].message.content, os.getpid(), os.environ["OPENAI_BASE_URL
 
 
 @pytest.fixture
+def stored(file_store, tmp_path) -> None:
+    """One endpoint file's endpoint, 1, serving a model whose name has a slash."""
+    path = tmp_path / "metis_endpoint_1.txt"
+    path.write_text("BASE_URL=https://metis.alcf.anl.gov/v1/\nSAMBANOVA_API_KEY=sk-kernel-0123456789abcdef\n"
+                    "MODELS=meta-llama/Llama-3.3-70B-Instruct,DeepSeek-R1\n")
+    assert metis("import", str(path)).returncode == 0
+
+
+@pytest.fixture
 def jupyter_dir(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "jupyter"
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(folder))  # --user writes here; jupyter_client looks here
@@ -39,14 +48,14 @@ def jupyter_dir(tmp_path, monkeypatch) -> Path:
 @pytest.mark.parametrize(
     "args, name, display_name, endpoint_args",
     [
-        (["metis"], "metis-env-metis", "Python 3 (metis-env metis)", ["metis"]),
+        (["1"], "metis-env-1", "Python 3 (metis-env 1)", ["1"]),
         ([], "metis-env", "Python 3 (metis-env)", []),
-        (["openai/gpt-oss-120b", "--name", "gpt", "--display-name", "GPT (Sophia)", "--user"], "gpt", "GPT (Sophia)",
-         ["openai/gpt-oss-120b"]),
-        (["sophia/x y"], "metis-env-sophia-x-y", "Python 3 (metis-env sophia/x y)", ["sophia/x y"]),
+        (["DeepSeek-R1", "--name", "r1", "--display-name", "R1 (Metis)", "--user"], "r1", "R1 (Metis)", ["DeepSeek-R1"]),
+        (["meta-llama/Llama-3.3-70B-Instruct"], "metis-env-meta-llama-llama-3.3-70b-instruct",
+         "Python 3 (metis-env meta-llama/Llama-3.3-70B-Instruct)", ["meta-llama/Llama-3.3-70B-Instruct"]),
     ],
 )
-def test_kernel_install_writes_a_spec_that_runs_the_kernel_under_run_proxy(jupyter_dir, args, name, display_name, endpoint_args):
+def test_kernel_install_writes_a_spec_that_runs_the_kernel_under_run_proxy(stored, jupyter_dir, args, name, display_name, endpoint_args):
     proc = metis("kernel", "install", *args)
     folder = jupyter_dir / "kernels" / name
     assert (proc.returncode, proc.stdout, proc.stderr.decode()) == (0, b"", f"metis-env: installed kernel {name} in {folder}\n")
@@ -61,10 +70,10 @@ def test_kernel_install_writes_a_spec_that_runs_the_kernel_under_run_proxy(jupyt
     assert KernelSpecManager().get_kernel_spec(name).display_name == display_name
 
 
-def test_sys_prefix_installs_into_the_kernel_pythons_environment(jupyter_dir):
+def test_sys_prefix_installs_into_the_kernel_pythons_environment(stored, jupyter_dir):
     folder = Path(sys.prefix) / "share" / "jupyter" / "kernels" / "metis-env-test-sys-prefix"
     try:
-        proc = metis("kernel", "install", "metis", "--name", "metis-env-test-sys-prefix", "--sys-prefix")
+        proc = metis("kernel", "install", "1", "--name", "metis-env-test-sys-prefix", "--sys-prefix")
         assert (proc.returncode, proc.stderr.decode(), (folder / "kernel.json").is_file()) == (
             0, f"metis-env: installed kernel metis-env-test-sys-prefix in {folder}\n", True)
     finally:
@@ -77,18 +86,20 @@ def test_sys_prefix_installs_into_the_kernel_pythons_environment(jupyter_dir):
 @pytest.mark.parametrize(
     "args, message",
     [
+        (["nothere"], "metis-env: error: no endpoint or model 'nothere' is stored; stored endpoints: 1\n"),
         (["--name", "a b"], "metis-env: error: kernel name 'a b' may hold only letters, digits, '.', '_' and '-'\n"),
         (["--python", "{bare}"], "metis-env: error: {bare} has no ipykernel; run: {bare} -m pip install ipykernel\n"),
         (["--python", "/nonexistent/python"], "metis-env: error: no Python at /nonexistent/python; give --python the interpreter the kernel should run\n"),
     ],
 )
-def test_kernel_install_refuses_what_cannot_work(jupyter_dir, tmp_path, args, message):
+def test_kernel_install_refuses_what_cannot_work(stored, jupyter_dir, tmp_path, args, message):
     bare = tmp_path / "python-without-site-packages"  # a real Python that has no ipykernel
     bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
     bare.chmod(0o755)
     args, message = [a.format(bare=bare) for a in args], message.format(bare=bare)
     proc = metis("kernel", "install", *args)
-    assert (proc.returncode, proc.stdout, proc.stderr.decode(), jupyter_dir.exists()) == (2, b"", message, False)
+    code = 3 if args == ["nothere"] else 2
+    assert (proc.returncode, proc.stdout, proc.stderr.decode(), jupyter_dir.exists()) == (code, b"", message, False)
 
 
 def execute(client, code: str) -> tuple[str, str]:
