@@ -6,7 +6,6 @@ and every ``--help``.
 
 from __future__ import annotations
 
-import shlex
 import sys
 from collections.abc import Sequence
 
@@ -19,7 +18,7 @@ from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code
 from .settings import SETTING_NAMES
-from .cli_options import complete_endpoint_id, complete_shell, endpoint_argument, model_option, min_ttl_option, settings_from, store_option, token_store_option
+from .cli_options import RunCommand, complete_endpoint_id, complete_shell, endpoint_argument, model_option, min_ttl_option, settings_from, store_option, token_store_option
 from .store import open_store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -110,28 +109,6 @@ def export_command(ctx: click.Context, endpoint: str | None, model: str | None, 
     return commands.export(endpoint, model, shell, unset, settings, output)
 
 
-class RunCommand(click.Command):
-    """`run`'s arguments are split at the first ``--``: options and ENDPOINT before it, the command
-    after it, untouched (its own options included)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if "--" in args and "--help" not in args[: args.index("--")] and "-h" not in args[: args.index("--")]:
-            cut = args.index("--")
-            ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
-            args = args[:cut]
-        elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
-            words = [i for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m", "--min-ttl"))]
-            if len(words) <= 1:  # `run 1`: an endpoint and no command at all
-                raise click.UsageError("nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
-            cut = words[1]  # the command starts at the second plain word: keep all of it, quoted
-            ours, theirs = (" ".join(shlex.quote(a) for a in part) for part in (args[:cut], args[cut:]))
-            raise click.UsageError(f"put -- before the command: metis-env run {ours} -- {theirs}", ctx)
-        return super().parse_args(ctx, args)
-
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write_usage(ctx.command_path, "[--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...")
-
-
 @cli.command("run", cls=RunCommand)
 @endpoint_argument
 @model_option
@@ -216,12 +193,9 @@ def status_command(ctx: click.Context, endpoint: str | None, as_json: bool, time
       metis-env status metis
       metis-env status --json | jq '.endpoints[].models'
     """
-    from .commands.status import format_table, raise_for_report, run_status, to_json
+    from .commands.status import status
 
-    settings = settings_from(ctx)
-    report = run_status(open_store(settings), settings, endpoint, timeout)
-    click.echo(to_json(report.results) if as_json else format_table(report.results), nl=as_json)
-    raise_for_report(report)
+    status(settings_from(ctx), endpoint, as_json, timeout)
 
 
 @cli.command("doctor")
@@ -241,10 +215,7 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
     from .commands import doctor
 
     # doctor reports a loose config dir, it does not change it: tighten=False
-    settings, settings_findings = doctor.load_settings_or_defaults(lambda: settings_from(ctx, tighten=False))
-    findings = doctor.run_checks(settings, settings_findings=settings_findings)
-    click.echo(doctor.format_json(findings) if as_json else doctor.format_report(findings), nl=False)
-    doctor.raise_for_findings(findings)
+    doctor.doctor(lambda: settings_from(ctx, tighten=False), as_json)
 
 
 @cli.command("demo")
@@ -264,13 +235,9 @@ def demo_command(yes: bool, serve: bool) -> int:
       metis-env demo --yes    # no questions (CI), a few seconds
       metis-env demo --serve  # then, in another shell: . /tmp/metis-env-demo-.../env.sh; metis-env login
     """
-    if serve:
-        from .commands.demo_serve import serve_demo
+    from .commands.demo_serve import demo
 
-        return serve_demo(sys.stderr)
-    from .commands.demo import run_demo
-
-    return run_demo(yes=yes)
+    return demo(yes, serve)
 
 
 @cli.command("forget")
@@ -310,10 +277,9 @@ def config_group() -> None:
 @click.pass_context
 def config_list(ctx: click.Context) -> None:
     """Show every setting's effective value."""
-    settings = settings_from(ctx)
-    click.echo(f"config_dir: {settings.config_dir}")
-    for name in SETTING_NAMES:
-        click.echo(f"{name}: {format_setting(getattr(settings, name))}")
+    from .commands.config import config_list as list_settings
+
+    list_settings(settings_from(ctx))
 
 
 @config_group.command("get")
@@ -468,6 +434,37 @@ def logout_command(ctx: click.Context) -> None:
       metis-env logout
     """
     sessions.logout(settings_from(ctx))
+
+
+@cli.group("kernel", context_settings=CONTEXT)
+def kernel_group() -> None:
+    """Jupyter kernels that stay logged in: they run under metis-env run --proxy."""
+
+
+@kernel_group.command("install")
+@endpoint_argument
+@click.option("--name", help="The kernel's name (default: metis-env-ENDPOINT, or metis-env).")
+@click.option("--display-name", help="The name Jupyter shows (default: Python 3 (metis-env ENDPOINT)).")
+@click.option("--user", "sys_prefix", flag_value=False, default=False, help="Install for this user (the default).")
+@click.option("--sys-prefix", "sys_prefix", flag_value=True, help="Install into the kernel Python's sys.prefix (a venv or conda env of your own).")
+@click.option("--python", metavar="PATH", help="The Python the kernel runs, with ipykernel (default: metis-env's own).")
+@click.pass_context
+def kernel_install_command(ctx: click.Context, endpoint: str | None, name: str | None, display_name: str | None,
+                           sys_prefix: bool, python: str | None) -> None:
+    """Write a Jupyter kernelspec whose kernel stays logged in for as long as it runs.
+
+    The kernel starts under metis-env run --proxy ENDPOINT: it gets OPENAI_BASE_URL (a proxy on
+    127.0.0.1), a local key and MODEL_NAME, and the real key or gateway token, refreshed before it
+    expires, stays in metis-env. kernel.json holds no key or token.
+
+    \b
+    Example:
+      metis-env kernel install metis
+      metis-env kernel install sophia --name sophia --display-name "Python (Sophia)" --sys-prefix
+    """
+    from .commands.kernel import install
+
+    install(settings_from(ctx), endpoint, name, display_name, sys_prefix, python)
 
 
 def run_cli(argv: Sequence[str]) -> int:

@@ -1,11 +1,12 @@
 """The click face's shared parts: the settings a command runs with, the options and arguments several
-commands take, and their TAB completion (click's protocol; the candidates come from commands/hooks.py).
+commands take, run's argument parsing (``RunCommand``), and their TAB completion (click's protocol; the candidates come from commands/hooks.py).
 With cli.py, the only modules that import click.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 
 import click
 
@@ -99,3 +100,25 @@ def min_ttl_option(func):
 
 def model_option(func):
     return click.option("--model", "-m", metavar="NAME", shell_complete=complete_model, help="One of the endpoint's models (default: the configured one, else the first).")(func)
+
+
+class RunCommand(click.Command):
+    """`run`'s arguments are split at the first ``--``: options and ENDPOINT before it, the command
+    after it, untouched (its own options included)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args and "--help" not in args[: args.index("--")] and "-h" not in args[: args.index("--")]:
+            cut = args.index("--")
+            ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
+            args = args[:cut]
+        elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
+            words = [i for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m", "--min-ttl"))]
+            if len(words) <= 1:  # `run 1`: an endpoint and no command at all
+                raise click.UsageError("nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
+            cut = words[1]  # the command starts at the second plain word: keep all of it, quoted
+            ours, theirs = (" ".join(shlex.quote(a) for a in part) for part in (args[:cut], args[cut:]))
+            raise click.UsageError(f"put -- before the command: metis-env run {ours} -- {theirs}", ctx)
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...")

@@ -26,6 +26,17 @@ def format_setting(value) -> str:
     return str(value)
 
 
+def config_list(settings: Settings) -> None:
+    """``config list``: every setting's effective value on stdout, the config dir first."""
+    import sys
+
+    from ..settings import SETTING_NAMES
+
+    sys.stdout.write(f"config_dir: {settings.config_dir}\n")
+    for name in SETTING_NAMES:
+        sys.stdout.write(f"{name}: {format_setting(getattr(settings, name))}\n")
+
+
 def config_set(name: str, value: str) -> None:
     """Set ``name`` in config.yaml (a default endpoint must be stored), and say so on stderr."""
     settings = load_settings()

@@ -20,6 +20,17 @@ from typing import IO, Callable
 ENV_FILE = "env.sh"
 
 
+def demo(yes: bool, serve: bool) -> int:
+    """``metis-env demo``: the whole flow (demo.run_demo), or with ``serve`` its servers alone until Ctrl-C."""
+    if serve:
+        import sys
+
+        return serve_demo(sys.stderr)
+    from .demo import run_demo
+
+    return run_demo(yes=yes)
+
+
 def serve_demo(err: IO[str], stop: threading.Event | None = None, on_ready: Callable[[Path], None] | None = None) -> int:
     """Start the servers, say how to use them on ``err``, and wait until ``stop`` is set or Ctrl-C."""
     from .demo import DEMO_ENDPOINTS, terminate_as_interrupt, endpoint_file_text

@@ -444,6 +444,17 @@ def format_json(findings: Sequence[Finding]) -> str:
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 
 
+def doctor(load: Callable[[], Settings], as_json: bool) -> None:
+    """``metis-env doctor``: every finding on stdout (``as_json``: doctor's JSON), then DoctorProblemsError
+    when one is a problem. ``load`` gives the settings (doctor goes on with defaults where they fail)."""
+    import sys
+
+    settings, settings_findings = load_settings_or_defaults(load)
+    findings = run_checks(settings, settings_findings=settings_findings)
+    sys.stdout.write(format_json(findings) if as_json else format_report(findings))
+    raise_for_findings(findings)
+
+
 def raise_for_findings(findings: Sequence[Finding]) -> None:
     problems = [f for f in findings if f.status == PROBLEM]
     if problems:

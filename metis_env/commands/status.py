@@ -120,6 +120,17 @@ def run_status(store: Store, settings: Settings, spec: str | None, timeout: floa
     return StatusReport(results, errors)
 
 
+def status(settings: Settings, spec: str | None, as_json: bool, timeout: float) -> None:
+    """``metis-env status``: the table (or the JSON) on stdout, then the first failure's error."""
+    import sys
+
+    from ..store import open_store
+
+    report = run_status(open_store(settings), settings, spec, timeout)
+    sys.stdout.write(to_json(report.results) + "\n" if as_json else format_table(report.results))
+    raise_for_report(report)
+
+
 def raise_for_report(report: StatusReport) -> None:
     """After printing: warn about every failed endpoint but the first, and raise the first's error."""
     failed = [r for r in report.results if not r.ok]
