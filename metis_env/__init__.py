@@ -11,7 +11,8 @@ In IPython or Jupyter: ``%load_ext metis_env``, then ``%metis 1``. The names are
 The package in layers, each importing only from its own layer or below (``tests/test_main.py`` holds it)::
 
     faces        main.py (console entry, stdlib fast path), cli.py + cli_options.py (click), api.py, magic.py
-    commands/    export/get/run, import/list, sync/login/logout, status/check, doctor, hooks, demo; proxy.py
+    commands/    export/get/run, import/list, sync/login/logout, config, status/check, doctor, hooks, kernel,
+                 demo; proxy.py (run --proxy)
     sources/     ssh/ (paramiko), gateway/ (login, discovery, probes); configure/ (AI tools' configs)
     credentials  a stored endpoint -> its current key (the one place that asks a record's source);
                  selection.py: which endpoint and model

@@ -5,11 +5,12 @@ no click (``cli.py`` is the only click module and wraps these; ``main.py``'s fas
     export.py        export, get, run (the hot path: standard library only at import)
     endpoints.py     import, list, and the lines a change of the store prints
     sessions.py      sync, login, logout, and the tool configs refreshed after them
-    settings.py      config set / unset
+    config.py        config list / set / unset, and the default a forget drops
     status.py        status, and check's targets; check_report.py: check's results
     doctor.py        doctor (doctor_ssh.py: its SSH and OpenSSH findings)
     hooks.py         hook, and the completion candidates
-    demo.py          demo (demo_gateway.py: its gateway half)
+    kernel.py        kernel install
+    demo.py          demo (demo_gateway.py: its gateway half; demo_serve.py: demo --serve)
 
 The proxy of ``run --proxy`` is ``metis_env/proxy.py``, in this layer too.
 """
