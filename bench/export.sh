@@ -8,8 +8,10 @@
 # and both sources against issue 15's target, 1.5x `python -c pass`. Not a test: it prints figures.
 #
 # PYTHON (default: python3 on PATH, resolved through pyenv shims) is the interpreter measured; its
-# scripts directory must hold the pip-installed `metis-env` and `keyring` launchers. Compare in a clean
-# venv (python3 -m venv V && V/bin/pip install .): site-packages .pth files load on every start-up.
+# scripts directory must hold the pip-installed `metis-env` and `keyring` launchers, and the gateway's
+# login step runs the checkout's tests/_gateway.py (pytest and globus-sdk). Compare in a clean venv
+# (python3 -m venv V && V/bin/pip install '.[test]', not -e): site-packages .pth files (an editable
+# install's finder) load on every start-up, `python -c pass` included.
 set -euo pipefail
 
 runs="${1:-30}"
