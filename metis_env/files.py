@@ -219,6 +219,10 @@ def loads_json(text: str) -> Any:
         value, end = _SCANNER(text, start)
     except StopIteration:
         raise ValueError(f"Expecting value: char {start}") from None
+    except Exception:  # noqa: BLE001 - the scanner words its errors with json.decoder, which may not be loaded
+        import json
+
+        return json.loads(text)  # the same text: json.loads raises the proper JSONDecodeError
     if text[end:].strip(_JSON_SPACE):
         raise ValueError(f"Extra data: char {end}")
     return value

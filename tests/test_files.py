@@ -39,6 +39,20 @@ def test_loads_json_refuses_what_json_loads_refuses(text):
     assert outcome(loads_json, text) == outcome(json.loads, text)
 
 
+def test_loads_json_refuses_a_damaged_file_where_json_was_never_imported():
+    """The C scanner raises its errors through json.decoder, which the hot path does not import."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("from metis_env.files import loads_json\n"
+            "for text in ('{not json', '[1,', '{\"a\": tru}', '\"\\\\x\"'):\n"
+            "    try:\n        loads_json(text)\n    except ValueError:\n        print('ValueError')\n")
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(REPO)}, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ValueError\n" * 4, "")
+
+
 def test_loads_json_reads_json_constants_as_json_does():
     assert [math.isnan(loads_json("NaN")), loads_json("Infinity"), loads_json("[-Infinity]")] == [True, math.inf, [-math.inf]]
 
