@@ -195,12 +195,12 @@ def _stored_endpoints():
         return None
 
 
-def hook(target: str, show_path: bool, install: bool) -> None:
+def hook(target: str, show_path: bool, installing: bool) -> None:
     """``metis-env hook TARGET``: the file's text on stdout, its path (``show_path``), or installed
-    (``install``) with a line on stderr saying where and what to do next."""
+    (``installing``) with a line on stderr saying where and what to do next."""
     import sys
 
-    if install:
+    if installing:
         path, status = install(target)
         sys.stderr.write(f"metis-env: {install_message(target, path, status)}\n")
     elif show_path:
