@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -31,13 +32,17 @@ def settings_from(ctx: click.Context, **overrides) -> Settings:
     return with_overrides(base, **overrides)
 
 
-def store_option(func):
+def store_option(func, kept: str = "API keys"):
     return click.option(
         "--store",
         type=click.Choice(STORES),
         default=None,
-        help="Where API keys are kept: the OS keyring (default) or a 0600 file in the config dir (for headless machines).",
+        help=f"Where {kept} are kept: the OS keyring (default) or a 0600 file in the config dir (for headless machines).",
     )(func)
+
+
+def token_store_option(func):
+    return store_option(func, kept="Globus tokens")
 
 
 def complete_endpoint(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
@@ -210,11 +215,16 @@ class RunCommand(click.Command):
             ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
             args = args[:cut]
         elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
-            words = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m", "--min-ttl"))]
+            words = [i for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m", "--min-ttl"))]
             if len(words) <= 1:  # `run 1`: an endpoint and no command at all
                 raise click.UsageError("nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
-            raise click.UsageError(f"put -- before the command: metis-env run {words[0]} -- {' '.join(words[1:])}", ctx)
+            cut = words[1]  # the command starts at the second plain word: keep all of it, quoted
+            ours, theirs = (" ".join(shlex.quote(a) for a in part) for part in (args[:cut], args[cut:]))
+            raise click.UsageError(f"put -- before the command: metis-env run {ours} -- {theirs}", ctx)
         return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...")
 
 
 @cli.command("run", cls=RunCommand)
@@ -225,8 +235,6 @@ class RunCommand(click.Command):
 @click.pass_context
 def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool, min_ttl: float | None) -> int:
     """Run a command with the endpoint's variables in its environment (never in its arguments).
-
-    Usage: metis-env run [--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...
 
     The command replaces metis-env, so its signals and exit status pass straight through. With
     --proxy, metis-env stays the parent: the command gets OPENAI_BASE_URL = a proxy on 127.0.0.1 and
@@ -254,7 +262,8 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: fl
 
     \b
     Example:
-      curl -H "Authorization: Bearer $(metis-env get key 1)" "$(metis-env get url 1)models"
+      url=$(metis-env get url 1)   # with or without a trailing /
+      curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
     """
     return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl))
 
@@ -343,7 +352,8 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command("demo")
 @click.option("--yes", "-y", is_flag=True, help="Type the demo passcode, accept the demo host key and approve the demo Globus login without asking (CI).")
-def demo_command(yes: bool) -> int:
+@click.option("--serve", is_flag=True, help="Only start the demo Globus login, gateway and endpoints, until Ctrl-C, to try login, status and export by hand.")
+def demo_command(yes: bool, serve: bool) -> int:
     """See the whole flow work on this machine, with no ALCF account: sync, login, status, export.
 
     A login node (SSH with one-time codes, SFTP), two OpenAI-compatible endpoints, a Globus login
@@ -355,7 +365,12 @@ def demo_command(yes: bool) -> int:
     Example:
       metis-env demo          # you type the one-time code it shows
       metis-env demo --yes    # no questions (CI), a few seconds
+      metis-env demo --serve  # then, in another shell: . /tmp/metis-env-demo-.../env.sh; metis-env login
     """
+    if serve:
+        from .demo_serve import serve_demo
+
+        return serve_demo(sys.stderr)
     from .demo import run_demo
 
     return run_demo(yes=yes)
@@ -379,6 +394,20 @@ def forget_command(ctx: click.Context, endpoints: Sequence[str], forget_all: boo
     changes = open_store(settings).forget(None if forget_all else list(endpoints))
     for line in actions.describe_changes(changes):
         click.echo(line, err=True)
+    _drop_forgotten_default(settings, {c.id for c in changes if c.status == "removed"})
+
+
+def _drop_forgotten_default(settings: Settings, forgotten: set) -> None:
+    """A default_endpoint that names a forgotten endpoint goes with it, so export does not point at nothing."""
+    from .settings import read_config_file
+
+    if settings.default_endpoint not in forgotten:
+        return
+    if os.environ.get(env_name("default_endpoint")):
+        actions.warn(f"{env_name('default_endpoint')}={settings.default_endpoint} names an endpoint that is forgotten now; unset it")
+    elif read_config_file(config_path(settings)).get("default_endpoint") == settings.default_endpoint:
+        save_setting(settings.config_dir, "default_endpoint", None)
+        click.echo(f"metis-env: default_endpoint {settings.default_endpoint} removed from {config_path(settings)} (that endpoint is forgotten)", err=True)
 
 
 @cli.group("config", context_settings=CONTEXT)
@@ -403,7 +432,7 @@ def config_list(ctx: click.Context) -> None:
 
 
 @config_group.command("get")
-@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.argument("name", type=click.Choice(SETTING_NAMES), metavar="NAME")
 @click.pass_context
 def config_get(ctx: click.Context, name: str) -> None:
     """Print one setting's effective value."""
@@ -411,7 +440,7 @@ def config_get(ctx: click.Context, name: str) -> None:
 
 
 @config_group.command("set")
-@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.argument("name", type=click.Choice(SETTING_NAMES), metavar="NAME")
 @click.argument("value")
 def config_set(name: str, value: str) -> None:
     """Set a setting in config.yaml, and say what was written where.
@@ -437,12 +466,17 @@ def config_set(name: str, value: str) -> None:
 
 
 @config_group.command("unset")
-@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.argument("name", type=click.Choice(SETTING_NAMES), metavar="NAME")
 def config_unset(name: str) -> None:
     """Remove a setting from config.yaml (back to its default)."""
+    from .settings import read_config_file
+
     settings = load_settings()
-    save_setting(settings.config_dir, name, None)
     default = format_setting(getattr(Settings(config_dir=settings.config_dir), name)) or "none"
+    if name not in read_config_file(config_path(settings)):
+        click.echo(f"metis-env: {name} is not set in {config_path(settings)}; its default is {default}", err=True)
+        return
+    save_setting(settings.config_dir, name, None)
     click.echo(f"metis-env: {name} removed from {config_path(settings)}; its default is {default}", err=True)
 
 
@@ -588,7 +622,7 @@ def _remember_user(settings: Settings, user: str | None) -> None:
 @click.option("--from-alcf-tokens", is_flag=True, help="Adopt the login alcf-tokens keeps in ~/.globus (read only; its file is never written).")
 @click.option("--service-account", "service_account", metavar="CLIENT_ID", help="Log in as a Globus service account (a confidential client ALCF allow-listed): no browser, no 30-day re-login.")
 @click.option("--secret-stdin", is_flag=True, help="Read the service account's client secret from stdin (else a hidden prompt).")
-@store_option
+@token_store_option
 @click.pass_context
 def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, service_account: str | None,
                   secret_stdin: bool, store: str | None) -> None:

@@ -219,8 +219,15 @@ def parse_flat_yaml(text: str) -> dict[str, Any] | None:
 
 
 def dump_flat_yaml(data: dict[str, Any]) -> str:
-    """The inverse of parse_flat_yaml: every value a JSON scalar (strings double-quoted)."""
-    return "".join(f"{key}: {json.dumps(value, ensure_ascii=False)}\n" for key, value in data.items())
+    """The inverse of parse_flat_yaml: a string that reads the same plain (``host: sambanova.alcf.anl.gov``)
+    is written plain, as the README shows it; anything else as a JSON scalar (``default_endpoint: "1"``)."""
+    return "".join(f"{key}: {_flat_scalar(value)}\n" for key, value in data.items())
+
+
+def _flat_scalar(value: Any) -> str:
+    if isinstance(value, str) and _PLAIN_WORD.match(value) and value.lower() not in _YAML_SPECIAL and not value.startswith("~"):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def load_structured(text: str, path: str | os.PathLike) -> Any:
