@@ -281,7 +281,7 @@ def test_check_refuses_a_timeout_that_is_not_positive(endpoint_files):
         (["config", "set", "nosuch", "1"], "", "invalid value for 'NAME': 'nosuch' is not one of 'user', 'host', 'port', "
                                                "'default_endpoint', 'default_model', 'store', 'stale_after_days', 'pattern', "
                                                "'transport', 'timeout', 'aliases', 'gateway_url', 'globus_client_id', "
-                                               "'token_refresh_margin', 'reauth_after_days'; see metis-env config set --help"),
+                                               "'token_refresh_margin', 'reauth_after_days', 'min_ttl'; see metis-env config set --help"),
     ],
 )
 def test_every_usage_error_is_one_line_with_the_help_hint_after_it(argv, stdout, stderr):
