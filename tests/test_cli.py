@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from metis_env.settings import SETTING_NAMES
 from metis_env.testing.openai_server import OpenAIStubServer
 from tests.conftest import ENDPOINT_1, ENDPOINT_2, REPO as REPO_ROOT, exported, metis
 
@@ -278,10 +279,8 @@ def test_check_refuses_a_timeout_that_is_not_positive(endpoint_files):
         (["run", "1", "ls", "-la", "a b"], "", "put -- before the command: metis-env run 1 -- ls -la 'a b'; see metis-env run --help"),
         (["run", "--model", "M", "1", "ls", "-l"], "", "put -- before the command: metis-env run --model M 1 -- ls -l; see metis-env run --help"),
         (["exprot", "1"], "", "no such command 'exprot' (did you mean 'export'?); see metis-env --help"),
-        (["config", "set", "nosuch", "1"], "", "invalid value for 'NAME': 'nosuch' is not one of 'user', 'host', 'port', "
-                                               "'default_endpoint', 'default_model', 'store', 'stale_after_days', 'pattern', "
-                                               "'transport', 'timeout', 'aliases', 'gateway_url', 'globus_client_id', "
-                                               "'token_refresh_margin', 'reauth_after_days', 'min_ttl'; see metis-env config set --help"),
+        (["config", "set", "nosuch", "1"], "", f"invalid value for 'NAME': 'nosuch' is not one of "
+                                               f"{', '.join(repr(n) for n in SETTING_NAMES)}; see metis-env config set --help"),
     ],
 )
 def test_every_usage_error_is_one_line_with_the_help_hint_after_it(argv, stdout, stderr):
