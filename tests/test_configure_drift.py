@@ -55,16 +55,16 @@ def test_doctor_ok_then_edited_then_refused_refresh(file_store, tmp_path):
 
 def test_import_refreshes_every_config_whose_endpoint_changed(file_store, tmp_path):
     assert import_text(tmp_path, ENDPOINT_1).returncode == 0
-    for tool in ("opencode", "codex"):
+    for tool in ("opencode", "pi"):
         assert metis("configure", tool, "1").returncode == 0
     proc = import_text(tmp_path, ENDPOINT_1.replace("/v1/", "/v2/"))
     assert (proc.returncode, proc.stderr.decode()) == (
         0,
         "endpoint 1: updated\n"
         f"configure: opencode: refreshed ~/{OPENCODE} for endpoint 1\n"
-        "configure: codex: refreshed ~/.codex/config.toml for endpoint 1\n",
+        "configure: pi: refreshed ~/.pi/agent/models.json for endpoint 1\n",
     )
-    assert (base_url(), 'base_url = "https://metis.alcf.anl.gov/v2"\n' in (home() / ".codex/config.toml").read_text()) == (
+    assert (base_url(), '"baseUrl": "https://metis.alcf.anl.gov/v2",\n' in (home() / ".pi/agent/models.json").read_text()) == (
         "https://metis.alcf.anl.gov/v2", True,
     )
     assert [f[1] for f in configure_findings()] == ["ok", "ok"]

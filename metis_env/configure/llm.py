@@ -6,6 +6,10 @@ metis-<id>``; with no key stored under that name in llm's own ``keys.json``, llm
 ``$OPENAI_API_KEY``, which ``metis-env run`` sets: ``metis-env run 1 -- llm -m metis-1/MODEL 'hi'``.
 No key is written. Our entries sit between two marker comments; the user's entries and comments
 around them are kept byte for byte.
+
+Where llm runs in metis-env's own environment, metis-env's llm plugin (metis_env/llm_plugin.py)
+replaces these entries with models that ask metis-env for the key per request (and go through
+``run --proxy``'s proxy when started under it): then plain ``llm -m metis-1/MODEL 'hi'`` works.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def models_config(entry: Entry) -> list:
             "api_base": entry.base_url,
             "api_key_name": entry.provider,
             "can_stream": True,
+            **({"supports_tools": True} if entry.capability("tool_calling", model) is True else {}),
         }
         for model in entry.models
     ]
@@ -97,5 +102,13 @@ def section(text: str | None, entry: Entry, path: str):
     return found or None
 
 
+def plugin_beside_llm() -> bool:
+    """llm is importable where metis-env runs, so it loads metis-env's plugin (entry point group llm)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llm") is not None
+
+
 def usage(entry: Entry) -> str:
-    return f"metis-env run {entry.endpoint} -- llm -m {shlex.quote(entry.provider + '/' + entry.model)} 'hi'"
+    command = f"llm -m {shlex.quote(entry.provider + '/' + entry.model)} 'hi'"
+    return command if plugin_beside_llm() else f"metis-env run {entry.endpoint} -- {command}"

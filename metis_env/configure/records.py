@@ -88,7 +88,7 @@ def _current_section(module, record: dict, stored) -> tuple[str | None, str | No
         return None, str(exc)
     if text is None:
         return None, "missing"
-    entry = entry_for(record["endpoint"], record["base_url"], record["models"], record["model"])
+    entry = entry_for(record["endpoint"], record["base_url"], record["models"], record["model"], stored)
     try:
         section = module.section(text, entry, record["path"])
     except MetisEnvError as exc:
@@ -157,7 +157,7 @@ def refresh(store, settings, environ: Mapping[str, str] = os.environ) -> list[st
             updated.append(record)
             continue
         model = record.get("model") if record.get("model") in stored.models else stored.models[0]
-        entry = entry_for(stored.id, stored.base_url, stored.models, model)
+        entry = entry_for(stored.id, stored.base_url, stored.models, model, stored)
         try:
             text, mode = read_config(record["path"], module.NAME)
             result = module.apply(text, entry, record["path"])
