@@ -29,10 +29,10 @@ FRESH = {
     ),
     "llm": (
         ".config/io.datasette.llm/extra-openai-models.yaml",
-        BEGIN + f"- model_id: metis-1/DeepSeek-R1\n  model_name: DeepSeek-R1\n  api_base: {BASE}\n"
+        BEGIN + "- model_id: metis-1/DeepSeek-R1\n  model_name: DeepSeek-R1\n"
         "  api_key_name: metis-1\n  can_stream: true\n" + END,
     ),
-    "aider": (".aider.conf.yml", BEGIN + f"model: openai/DeepSeek-R1\nopenai-api-base: {BASE}\n" + END),
+    "aider": (".aider.conf.yml", BEGIN + "model: openai/DeepSeek-R1\n" + END),
     "pi": (
         ".pi/agent/models.json",
         '{\n  "providers": {\n    "metis-1": {\n'
@@ -291,7 +291,7 @@ def test_a_second_endpoint_adds_its_own_entries(stored, endpoint_files):
     assert run("configure", "aider", "2", "--model", "Llama-3.3-70B-Instruct")[0] == 0
     assert (home() / ".aider.conf.yml").read_text() == (
         "# >>> metis-env metis-2 (written by metis-env configure; edits here are replaced) >>>\n"
-        "model: openai/Llama-3.3-70B-Instruct\nopenai-api-base: https://metis.alcf.anl.gov/v2\n# <<< metis-env metis-2 <<<\n"
+        "model: openai/Llama-3.3-70B-Instruct\n# <<< metis-env metis-2 <<<\n"
     )
 
 
@@ -476,7 +476,7 @@ CAPABILITIES = {"DeepSeek-R1": {"context_window_tokens": 131072, "tool_calling":
         ("opencode", lambda text: json.loads(text)["provider"]["metis-1"]["models"],
          {"DeepSeek-R1": {"name": "DeepSeek-R1", "tool_call": False, "reasoning": True}}),
         ("llm", lambda text: [sorted(m) for m in __import__("yaml").safe_load(text)],
-         [["api_base", "api_key_name", "can_stream", "model_id", "model_name"]]),
+         [["api_key_name", "can_stream", "model_id", "model_name"]]),
     ],
 )
 def test_the_gateways_capabilities_reach_the_tools_that_take_them(tool, read, expected, stored):

@@ -62,14 +62,14 @@ def read_back(tool: str, text: str):
     if tool == "codex":
         provider = tomllib.loads(text)["model_providers"]["metis-1"]
         return provider["base_url"], []
-    if tool == "llm":
+    if tool == "llm":  # the base URL comes from the environment `metis-env run` sets
         entries = yaml.safe_load(text)
-        return entries[0]["api_base"], [e["model_name"] for e in entries]
+        return entries[0].get("api_base"), [e["model_name"] for e in entries]
     if tool == "claude":
         env = json.loads(text)["env"]
         return env["ANTHROPIC_BASE_URL"] + "/v1", [env["ANTHROPIC_MODEL"]]
     data = yaml.safe_load(text)
-    return data["openai-api-base"], [data["model"].removeprefix("openai/")]
+    return data.get("openai-api-base"), [data["model"].removeprefix("openai/")]
 
 
 def expanded_by_the_tool(tool: str, text: str) -> list[str]:
@@ -113,7 +113,8 @@ def test_a_hostile_endpoint_file_is_written_inert(tool, hostile_endpoint, tmp_pa
     proc = metis("configure", tool, "1", "--model", CHOSEN, env={"METIS_TEST_SECRET": SECRET})
     assert proc.returncode == 0, proc.stderr
     text = (Path(os.environ["HOME"]) / FILES[tool]).read_text()
-    assert (read_back(tool, text), expanded_by_the_tool(tool, text)) == ((HOSTILE_BASE, MODELS_WRITTEN[tool]), EXPANDED[tool])
+    base = None if tool in ("llm", "aider") else HOSTILE_BASE
+    assert (read_back(tool, text), expanded_by_the_tool(tool, text)) == ((base, MODELS_WRITTEN[tool]), EXPANDED[tool])
     assert [p.name for p in tmp_path.rglob("PWNED")] == []
 
 

@@ -1,15 +1,16 @@
 """llm (simonw/llm): one model ``metis-<id>/<model>`` per served model in ``extra-openai-models.yaml``.
 
 llm reads ``$LLM_USER_PATH/extra-openai-models.yaml``, default its app dir (``~/.config/io.datasette.llm``
-on Linux, as click's ``get_app_dir`` puts it). Each entry has ``api_base`` and ``api_key_name:
-metis-<id>``; with no key stored under that name in llm's own ``keys.json``, llm takes
-``$OPENAI_API_KEY``, which ``metis-env run`` sets: ``metis-env run 1 -- llm -m metis-1/MODEL 'hi'``.
-No key is written. Our entries sit between two marker comments; the user's entries and comments
-around them are kept byte for byte.
+on Linux, as click's ``get_app_dir`` puts it). Each entry has ``api_key_name: metis-<id>`` and no
+``api_base``: with no key stored under that name in llm's own ``keys.json``, llm takes
+``$OPENAI_API_KEY``, and the OpenAI client ``$OPENAI_BASE_URL``, which ``metis-env run`` sets
+together (``run --proxy`` and the broker: the proxy's URL with its local key), so the two never part:
+``metis-env run 1 -- llm -m metis-1/MODEL 'hi'``. No key is written. Our entries sit between two
+marker comments; the user's entries and comments around them are kept byte for byte.
 
 Where llm runs in metis-env's own environment, metis-env's llm plugin (metis_env/llm_plugin.py)
-replaces these entries with models that ask metis-env for the key per request (and go through
-``run --proxy``'s proxy when started under it): then plain ``llm -m metis-1/MODEL 'hi'`` works.
+replaces these entries with models that ask metis-env for the base URL and key per request (the
+proxy's when started under one): then plain ``llm -m metis-1/MODEL 'hi'`` works.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ def models_config(entry: Entry) -> list:
         {
             "model_id": f"{entry.provider}/{model}",
             "model_name": model,
-            "api_base": entry.base_url,
             "api_key_name": entry.provider,
             "can_stream": True,
             **({"supports_tools": True} if entry.capability("tool_calling", model) is True else {}),
