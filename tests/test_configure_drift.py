@@ -104,3 +104,15 @@ def test_sync_refreshes_configs_when_the_base_url_changes(make_node, login_home,
         0, "", ["endpoint 1: updated", "endpoint 2: unchanged", f"configure: opencode: refreshed ~/{OPENCODE} for endpoint 1"],
     )
     assert base_url() == "https://metis.alcf.anl.gov/v3"
+
+
+def test_a_refresh_moves_pis_default_off_a_model_that_is_gone_and_leaves_a_default_of_yours(file_store, tmp_path):
+    two = ENDPOINT_1.replace("MODELS=DeepSeek-R1", "MODELS=DeepSeek-R1,Llama-3.3-70B-Instruct")
+    assert import_text(tmp_path, two).returncode == 0
+    assert metis("configure", "pi", "1", "--model", "Llama-3.3-70B-Instruct").returncode == 0
+    settings = home() / ".pi/agent/settings.json"
+    assert import_text(tmp_path, ENDPOINT_1).returncode == 0
+    assert json.loads(settings.read_text()) == {"defaultProvider": "metis-1", "defaultModel": "DeepSeek-R1"}
+    settings.write_text('{"defaultProvider": "openai", "defaultModel": "gpt-5"}\n')
+    assert import_text(tmp_path, two).returncode == 0
+    assert settings.read_text() == '{"defaultProvider": "openai", "defaultModel": "gpt-5"}\n'

@@ -34,14 +34,26 @@ def settings_path(environ: Mapping[str, str]) -> str:
     return os.path.join(os.path.dirname(config_path(environ)), "settings.json")
 
 
+def make_default(text: str | None, entry: Entry, path: str) -> str:
+    text = formats.json_set(text, ["defaultProvider"], entry.provider, NAME, path, comments=False, new_doc={})
+    return formats.json_set(text, ["defaultModel"], entry.model, NAME, path, comments=False, new_doc={})
+
+
 def extra_edits(environ: Mapping[str, str], entry: Entry) -> list:
     """pi's settings.json: ours is the default provider and model."""
+    return [(settings_path(environ), lambda text, path: make_default(text, entry, path))]
+
+
+def refreshed_extras(models_path: str, entry: Entry) -> list:
+    """After the endpoint's models changed: the default model again, while ours is still the default
+    (a default model pi no longer knows would send plain ``pi`` to the first provider with a key)."""
 
     def edit(text, path):
-        text = formats.json_set(text, ["defaultProvider"], entry.provider, NAME, path, comments=False, new_doc={})
-        return formats.json_set(text, ["defaultModel"], entry.model, NAME, path, comments=False, new_doc={})
+        if formats.json_get(text, ["defaultProvider"], NAME, path, comments=False) != entry.provider:
+            return text
+        return make_default(text, entry, path)
 
-    return [(settings_path(environ), edit)]
+    return [(os.path.join(os.path.dirname(models_path), "settings.json"), edit)]
 
 
 def model_config(entry: Entry, model: str) -> dict:

@@ -164,6 +164,12 @@ def refresh(store, settings, environ: Mapping[str, str] = os.environ) -> list[st
             new = result[0] if isinstance(result, tuple) else result
             if new != text:
                 write_config(record["path"], text, mode, new)
+            # files beside it that name the model (pi's default), where they still name ours
+            for extra_path, edit in getattr(module, "refreshed_extras", lambda _path, _entry: [])(record["path"], entry):
+                extra_old, extra_mode = read_config(extra_path, module.NAME)
+                extra_new = edit(extra_old, extra_path)
+                if extra_new != extra_old:
+                    write_config(extra_path, extra_old, extra_mode, extra_new)
         except (MetisEnvError, OSError) as exc:
             lines.append(f"configure: {tool}: {where} not refreshed: {exc}")
             updated.append(record)
