@@ -152,3 +152,15 @@ def test_the_real_codex_reaches_a_cluster_that_serves_responses_with_the_gateway
     assert (proc.returncode, REPLY in proc.stdout.decode(errors="replace")) == (0, True), proc.stderr.decode(errors="replace")[-2000:]
     asked = {(r.path, r.authorized, r.body.get("model")) for r in stub.requests if r.method == "POST"}
     assert (asked, token in (Path(env["HOME"]) / CASES_FILES["codex"]).read_text()) == ({("/v1/responses", True, "openai/gpt-oss-120b")}, False)
+
+
+def test_llm_keeps_working_when_metis_envs_store_cannot_be_read(file_store, tmp_path, env_setup):
+    """llm loads every plugin for every command: a damaged store hides metis-env's models, nothing more."""
+    if tool_path("llm") is None:
+        pytest.skip("llm is not installed here")
+    config = Path(os.environ["METIS_ENV_CONFIG_DIR"])
+    config.mkdir(mode=0o700, exist_ok=True)
+    (config / "endpoints.yaml").write_text("{not json")
+    os.chmod(config / "endpoints.yaml", 0o600)
+    proc = subprocess.run(["llm", "models"], env=tool_env(tmp_path), capture_output=True, timeout=120)
+    assert (proc.returncode, [line for line in proc.stdout.decode().splitlines() if "metis-" in line]) == (0, []), proc.stderr
