@@ -164,3 +164,42 @@ def test_llm_keeps_working_when_metis_envs_store_cannot_be_read(file_store, tmp_
     os.chmod(config / "endpoints.yaml", 0o600)
     proc = subprocess.run(["llm", "models"], env=tool_env(tmp_path), capture_output=True, timeout=120)
     assert (proc.returncode, [line for line in proc.stdout.decode().splitlines() if "metis-" in line]) == (0, []), proc.stderr
+
+
+WRITTEN_CAPABILITIES = {
+    "pi": lambda text: json.loads(text)["providers"]["metis-1"]["models"][0],
+    "opencode": lambda text: json.loads(text)["provider"]["metis-1"]["models"]["Llama-3.3-70B-Instruct"],
+    "llm": lambda text: [entry.get("supports_tools") for entry in __import__("yaml").safe_load(text)],
+}
+EXPECTED_CAPABILITIES = {
+    "pi": {"id": "DeepSeek-R1", "name": "DeepSeek-R1", "contextWindow": 131072, "reasoning": True},
+    "opencode": {"name": "Llama-3.3-70B-Instruct", "tool_call": True, "reasoning": False},
+    "llm": [True, True],
+}
+
+
+@pytest.mark.parametrize("case", ["opencode", "pi", "llm (metis-env's plugin)"])
+def test_the_real_tool_takes_the_capabilities_configure_writes(case, stub, file_store, tmp_path, env_setup):
+    """What the gateway says of a model (context window, tool calling, reasoning) is written in each
+    tool's own terms, and the tool still loads its config and reaches the endpoint."""
+    tool, extra, command, model, extra_env = CASES[case]
+    if tool_path(tool) is None:
+        pytest.skip(f"{tool} is not installed here (bash .ci/run installs it)")
+    endpoint_file = tmp_path / "metis_endpoint_1.txt"
+    endpoint_file.write_text(f"BASE_URL={stub.base_url}/\nSAMBANOVA_API_KEY={KEY}\nMODELS={','.join(MODELS)}\n")
+    assert metis("import", str(endpoint_file)).returncode == 0
+    path = Path(os.environ["METIS_ENV_CONFIG_DIR"]) / "endpoints.yaml"
+    data = json.loads(path.read_text())
+    data["endpoints"]["1"]["extra"] = {"capabilities": {
+        name: {"context_window_tokens": 131072, "tool_calling": True, "reasoning": name == "DeepSeek-R1"} for name in MODELS
+    }}
+    path.write_text(json.dumps(data))
+    assert metis("configure", tool, "1", *extra).returncode == 0
+    written = (Path(os.environ["HOME"]) / CASES_FILES[tool]).read_text()
+    assert WRITTEN_CAPABILITIES[tool](written) == EXPECTED_CAPABILITIES[tool]
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(command, cwd=work, env={**tool_env(tmp_path), **extra_env}, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=240)
+    assert (proc.returncode, REPLY in proc.stdout.decode(errors="replace")) == (0, True), proc.stderr.decode(errors="replace")[-2000:]
+    assert {(r.path, r.authorized, r.body.get("model")) for r in stub.requests if r.method == "POST"} == {("/v1/chat/completions", True, model)}
