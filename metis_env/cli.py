@@ -18,7 +18,7 @@ from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code
 from .settings import SETTING_NAMES
-from .cli_options import RunCommand, complete_endpoint_id, complete_shell, endpoint_argument, model_option, min_ttl_option, settings_from, store_option, token_store_option
+from .cli_options import RunCommand, complete_endpoint_id, complete_shell, complete_tool, endpoint_argument, model_option, min_ttl_option, settings_from, store_option, token_store_option
 from .store import open_store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -316,13 +316,13 @@ def config_unset(name: str) -> None:
 
 
 @cli.command("configure")
-@click.argument("tool", metavar="TOOL")
+@click.argument("tool", metavar="TOOL", shell_complete=complete_tool)
 @endpoint_argument
 @model_option
 @click.option("--dry-run", is_flag=True, help="Show the diff only; write nothing.")
 @click.pass_context
 def configure_command(ctx: click.Context, tool: str, endpoint: str | None, model: str | None, dry_run: bool) -> None:
-    """Write an AI tool's own config for an endpoint: aider, codex, llm, opencode or pi.
+    """Write an AI tool's own config for an endpoint: aider, claude, codex, llm, opencode or pi.
 
     Merges metis-env's entries into the tool's config file (where the tool looks, its own variables
     honoured), keeps everything else, shows a unified diff on stderr first, keeps a backup

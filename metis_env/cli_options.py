@@ -74,6 +74,13 @@ def complete_shell(ctx: click.Context, param: click.Parameter, incomplete: str) 
     return [CompletionItem(name) for name in SHELLS if name.startswith(incomplete.lower())]
 
 
+def complete_tool(_ctx, _param, incomplete: str) -> list[str]:
+    """TAB on configure's TOOL: the tools it knows."""
+    from .configure import TOOLS
+
+    return [tool for tool in TOOLS if tool.startswith(incomplete)]
+
+
 def endpoint_argument(func):
     return click.argument("endpoint", required=False, shell_complete=complete_endpoint)(func)
 

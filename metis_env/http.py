@@ -33,6 +33,7 @@ from .render import printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 # What a request that got no HTTP answer ends in (TransportError.status; check's statuses too).
@@ -242,6 +243,30 @@ class Client:
         parts = urlsplit(self.proxy if "://" in self.proxy else f"http://{self.proxy}")
         host = parts.hostname or "?"
         return self.scrub(f"{host}:{parts.port}" if parts.port else host)
+
+
+def call_within(seconds: float, call: Callable[[], Any], late: Callable[[], BaseException]) -> Any:
+    """``call()``'s value (or its exception), or ``late()`` raised once ``seconds`` have passed,
+    whatever the call is doing: a per-read timeout does not bound a server that answers one byte at a
+    time. The call runs in a daemon thread that is left behind at the deadline, its answer dropped."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="metis-env-deadline", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise late()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -213,7 +213,7 @@ def test_cli_does_not_import_main():
 # --- the direction: each layer imports only from its own layer or below ----------------------------
 
 LAYERS = (  # top to bottom; a module is in the first layer that names it (a name ending in "." is a package)
-    ("faces", ("__main__", "main", "cli", "cli_options", "api", "magic", "actions", "")),
+    ("faces", ("__main__", "main", "cli", "cli_options", "api", "magic", "llm_plugin", "actions", "")),
     ("commands", ("commands.", "proxy")),
     ("sources", ("sources.gateway.globus@primitives", "sources.", "configure.", "testing.")),
     ("credentials", ("credentials", "selection")),

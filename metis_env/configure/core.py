@@ -18,6 +18,7 @@ from collections import namedtuple
 from typing import Any
 
 from ..errors import ToolConfigError, UsageError
+from ..credentials import uses_login
 from ..files import replace_file
 
 NEW_FILE_MODE = 0o600
@@ -25,15 +26,32 @@ NEW_DIR_MODE = 0o700
 BACKUP_SUFFIX = ".metis-env.bak"
 
 
-class Entry(namedtuple("Entry", "endpoint provider base_url models model label")):
+class Entry(namedtuple("Entry", "endpoint provider base_url models model label gateway routes capabilities",
+                       defaults=(False, None, None))):
     """What configure writes for one endpoint: ``endpoint`` (its id), ``provider`` (the name the tool
     knows it by, ``metis-<id>``), ``base_url`` (no trailing slash: every client appends
-    ``/chat/completions``), ``models`` (tuple), ``model`` (the chosen one), ``label`` (for people)."""
+    ``/chat/completions``), ``models`` (tuple), ``model`` (the chosen one), ``label`` (for people),
+    ``gateway`` (whether its key is the gateway's token, not an endpoint file's: credentials.uses_login), ``routes`` (the route paths the gateway says the cluster serves,
+    or None when it did not say) and ``capabilities`` (model id -> what ``{cluster}/models`` said of
+    it; empty when it said nothing)."""
 
     __slots__ = ()
 
+    def capability(self, name: str, model: str | None = None):
+        """What the gateway said of ``model`` (default: the chosen one) under ``name``, or None."""
+        found = (self.capabilities or {}).get(model or self.model)
+        value = found.get(name) if isinstance(found, dict) else None
+        # the gateway's own form of a flag is {"supported": bool}; discovery stores the bool
+        return value.get("supported") if isinstance(value, dict) else value
 
-TOOLS = ("aider", "codex", "llm", "opencode", "pi")
+    def serves(self, route: str) -> bool | None:
+        """Whether the cluster serves ``route`` (a path ending, e.g. ``/responses``); None: not known."""
+        if self.routes is None:
+            return None
+        return any(str(path).rstrip("/").endswith(route) for path in self.routes)
+
+
+TOOLS = ("aider", "claude", "codex", "llm", "opencode", "pi")
 """The tools configure knows, each a module of this package."""
 
 
@@ -46,7 +64,12 @@ def tool_module(name: str):
     return importlib.import_module(f".{name}", __package__)
 
 
-def entry_for(endpoint_id: str, base_url: str, models, model: str) -> Entry:
+def entry_for(endpoint_id: str, base_url: str, models, model: str, stored=None) -> Entry:
+    """The entry for a stored endpoint; ``stored`` (its StoredEndpoint) adds where it came from and
+    what the gateway said of its routes and models (``extra``)."""
+    extra = dict(getattr(stored, "extra", None) or {})
+    routes = extra.get("routes")
+    capabilities = extra.get("capabilities")
     return Entry(
         endpoint=endpoint_id,
         provider=provider_name(endpoint_id),
@@ -54,6 +77,9 @@ def entry_for(endpoint_id: str, base_url: str, models, model: str) -> Entry:
         models=tuple(models),
         model=model,
         label=f"ALCF Metis (metis-env endpoint {endpoint_id})",
+        gateway=stored is not None and uses_login(stored),
+        routes=tuple(routes) if isinstance(routes, (list, tuple)) else None,
+        capabilities=capabilities if isinstance(capabilities, dict) else {},
     )
 
 

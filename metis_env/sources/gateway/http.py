@@ -36,6 +36,7 @@ from ...errors import (
     NotLiveError,
     ReauthRequiredError,
 )
+from ...http import call_within  # noqa: F401  (the gateway's deadline is the HTTP floor's)
 from ...http import FAILED, HEADER_SAFE, Scrubber, TransportError, Wording, describe_failure, json_request, verified_opener
 
 TYPE_CHECKING = False
@@ -133,19 +134,25 @@ def request(method: str, url: str, token: str, body: Any = None, timeout: float 
     where = scrub(f"{host}:{parts.port}" if parts.port else host, 80)
     req = json_request(url, method, token, body, USER_AGENT)
     deadline = time.monotonic() + timeout
+
+    def exchange() -> tuple[int, Any, bytes]:
+        try:
+            with opener.open(req, timeout=timeout) as response:
+                return response.status, response.headers, _read_bounded(response, deadline)
+        except urllib.error.HTTPError as exc:
+            try:
+                payload = _read_bounded(exc, deadline)
+            except (OSError, http.client.HTTPException):
+                payload = b""
+            finally:
+                exc.close()
+            return exc.code, exc.headers, payload
+
     failure: MetisEnvError | None = None
     try:
-        with opener.open(req, timeout=timeout) as response:
-            payload = _read_bounded(response, deadline)
-            status, headers = response.status, response.headers
-    except urllib.error.HTTPError as exc:
-        status, headers = exc.code, exc.headers
-        try:
-            payload = _read_bounded(exc, deadline)
-        except (OSError, http.client.HTTPException):
-            payload = b""
-        finally:
-            exc.close()
+        # The body's reads are bounded by the deadline, but connect and the status line and headers
+        # are read by http.client with a per-read timeout: a server dripping its headers is cut here.
+        status, headers, payload = call_within(timeout, exchange, lambda: TimeoutError("no answer in time"))
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line, worded below
         failure = _connection_failure(describe_failure(exc, where, timeout, scrub, via=" through a proxy" if proxy else "", wording=WORDING))
     if failure is not None:

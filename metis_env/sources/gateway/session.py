@@ -118,8 +118,7 @@ def login_service_account(
     from . import globus
 
     secret = secret.strip()
-    data = credentials.within(credentials.REFRESH_TIMEOUT, "the service account's token",
-                              lambda: globus.client_credentials(client_id, secret, credentials.REFRESH_TIMEOUT))
+    data = globus.client_credentials(client_id, secret, credentials.REFRESH_TIMEOUT)
     username = service_account_username(client_id)
     try:
         endpoints = http.list_endpoints(settings.gateway_url, data["access_token"])

@@ -26,7 +26,6 @@ from ...credentials import (  # noqa: F401  (the names below the first five: re-
     refresh_if_due,
     refresh_margin,
     save_refresh,
-    within,
 )
 from ...errors import LoginRequiredError, MetisEnvError
 from ...records import Change, Listed, natural_key
