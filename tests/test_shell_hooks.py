@@ -303,9 +303,9 @@ def test_the_build_ships_shell_as_metis_env_shell_and_hook_reads_it_there(tmp_pa
 
     source, built = tmp_path / "source", tmp_path / "site-packages"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):  # setup.py: the metis-env launcher (bin/)
         shutil.copy(REPO / name, source / name)
-    for name in ("metis_env", "shell"):
+    for name in ("metis_env", "shell", "bin"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py", "--build-lib", str(built)],
