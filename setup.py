@@ -10,4 +10,4 @@ from setuptools import setup
 if sys.platform == "win32":
     setup(entry_points={"console_scripts": ["metis-env = metis_env.main:entry"]})
 else:
-    setup(scripts=["bin/metis-env"])
+    setup(scripts=["bin/metis-env"], entry_points={"console_scripts": []})  # pyproject: scripts are dynamic

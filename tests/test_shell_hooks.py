@@ -308,7 +308,7 @@ def test_the_build_ships_shell_as_metis_env_shell_and_hook_reads_it_there(tmp_pa
     for name in ("metis_env", "shell", "bin"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py", "--build-lib", str(built)],
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(built)],
         cwd=source, check=True, capture_output=True, timeout=120,
     )
     names = ("__init__.py", "direnvrc", "metis-env.bash", "metis-env.fish", "metis-env.zsh")
