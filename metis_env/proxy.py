@@ -1,9 +1,9 @@
 """``metis-env run --proxy``: a loopback proxy that holds the real key while a long job runs.
 
 An environment variable cannot be refreshed, and a gateway access token lives 48 h; a job can live
-longer. So metis-env gives the command ``OPENAI_BASE_URL`` = a proxy on 127.0.0.1 and
-``OPENAI_API_KEY`` = a random local key, and the proxy (metis_env/broker/engine.py) puts the real
-key in its place, refreshing a gateway token when ``export`` would, routing by model across every
+longer. So metis-env gives the command ``OPENAI_BASE_URL`` = this host's broker on 127.0.0.1 (joined,
+or started when none runs: metis_env/broker/runtime.py) and ``OPENAI_API_KEY`` = its local key, and
+the broker (metis_env/broker/engine.py) puts the real key in its place, refreshing a gateway token when ``export`` would, routing by model across every
 stored endpoint, absorbing the gateway's rate limits, and streaming answers as they come.
 
 The real key never enters the command's environment or argv: inherited variables holding it (plain,
@@ -35,20 +35,15 @@ def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: S
     """``metis-env run --proxy [ENDPOINT] [--model NAME] -- CMD``: the child's exit status."""
     if not argv:
         raise UsageError("nothing to run; usage: metis-env run --proxy [ENDPOINT] [--model NAME] -- COMMAND [ARGS...]")
-    import secrets
+    from .broker import runtime
 
-    from .broker.engine import LOCAL_KEY_PREFIX, ProxyServer, Router
-    from .broker.upstream import KeyCache
-
+    # The key is read here too: it names what the child's inherited variables must not carry.
     selection, key = actions.select_with_key(store, spec, model, settings)
     for warning in selection.warnings:
         actions.warn(warning)
-    keys = KeyCache(store, settings)
-    keys.prime(selection, key)
-    local_key = LOCAL_KEY_PREFIX + secrets.token_urlsafe(32)
-    server = ProxyServer(Router(store, selection.endpoint.id), keys, local_key, settings)
-    env = child_environment(os.environ, selection, server.base_url, local_key, keys.known_keys(), settings)
-    return supervise(argv, env, server.start, server.stop)
+    info, _started = runtime.join_or_start(settings, selection.endpoint.id, client_pid=os.getpid())
+    env = child_environment(os.environ, selection, info.url_for(selection.endpoint.id), info.local_key, [key], settings)
+    return supervise(argv, env, lambda: None, lambda: None)
 
 
 def child_environment(

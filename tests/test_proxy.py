@@ -104,9 +104,11 @@ def test_the_child_gets_the_proxy_and_a_local_key_never_the_real_one(stubs, monk
     assert KEY_1 not in stderr and KEY_2 not in stderr  # the child's argv (printed there) holds neither
 
 
-def test_each_run_gets_its_own_local_key(stubs):
-    keys = {run_json("--proxy", "1", "--", sys.executable, "-c", ENV_CHILD)[1]["OPENAI_API_KEY"] for _ in range(2)}
-    assert len(keys) == 2
+def test_runs_share_the_brokers_local_key_and_a_new_broker_makes_a_new_one(stubs):
+    key = lambda: run_json("--proxy", "1", "--", sys.executable, "-c", ENV_CHILD)[1]["OPENAI_API_KEY"]
+    first, joined = key(), key()
+    assert metis("proxy", "stop").returncode == 0
+    assert (first == joined, key() == first) == (True, False)
 
 
 WRONG_KEY_CHILD = r"""
@@ -296,14 +298,18 @@ def test_tls_upstream_is_verified_against_ssl_cert_file(file_store, tmp_path):
         assert metis("import", str(endpoint_file(folder, 1, stub.start(), KEY_1, ["m"]))).returncode == 0
         child = ("import openai, os\ntry:\n    print(openai.OpenAI(max_retries=0).chat.completions.create(model='m', messages=[]).choices[0].message.content)\n"
                  "except openai.APIStatusError as e:\n    print(e.status_code, e.body['code'])")
+        # The broker takes SSL_CERT_FILE from the process that starts it: a new one for each CA.
         trusted = metis("run", "--proxy", "--", sys.executable, "-c", child, env={"SSL_CERT_FILE": str(cert)})
+        assert metis("proxy", "stop").returncode == 0
         untrusted = metis("run", "--proxy", "--", sys.executable, "-c", child, env={"SSL_CERT_FILE": str(other_ca)})
+        assert metis("proxy", "stop").returncode == 0
         port = int(stub.base_url.rsplit(":", 1)[1].split("/")[0])
     finally:
         stub.stop()
     assert (trusted.returncode, trusted.stdout.decode()) == (0, f"{REPLY}\n")
     assert (untrusted.returncode, untrusted.stdout.decode()) == (0, "502 upstream_unreachable\n")
-    assert untrusted.stderr.decode().startswith(f"metis-env: warning: proxy: cannot reach 127.0.0.1:{port} (SSLCertVerificationError")
+    log = (Path(os.environ["XDG_RUNTIME_DIR"]) / "metis-env" / "broker.log").read_text()
+    assert (untrusted.stderr, log.startswith(f"metis-env: warning: proxy: cannot reach 127.0.0.1:{port} (SSLCertVerificationError")) == (b"", True)
     assert [r.authorized for r in stub.requests] == [True]
 
 
@@ -407,10 +413,12 @@ def test_the_proxy_listens_on_loopback_only_and_no_argv_holds_the_key(stubs):
     assert (code, seen) == (0, {"listeners": [["/proc/net/tcp", "0100007F"]], "argv_leaks": []})
 
 
-def test_the_proxy_stops_with_the_child(stubs):
+def test_the_broker_stops_on_proxy_stop(stubs):
     child = "import os; print(os.environ['OPENAI_BASE_URL'])"
     result = metis("run", "--proxy", "1", "--", sys.executable, "-c", child)
     url = result.stdout.decode().strip()
+    stopped = metis("proxy", "stop")
+    assert (stopped.returncode, stopped.stderr.decode().startswith("metis-env: broker (pid ")) == (0, True)
     import urllib.error
     import urllib.request
 

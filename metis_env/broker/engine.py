@@ -35,6 +35,7 @@ from ..errors import MetisEnvError
 from ..sources.gateway.http import POLICY_WORDS, REAUTH_MESSAGE
 from . import upstream
 from .guard import ConnectionGuard, Limits, Redactor, confine_path
+from .runtime import process_running
 
 LOCAL_KEY_PREFIX = "metis-env-local-"
 CHUNK = 64 * 1024
@@ -138,6 +139,7 @@ class ProxyServer:
         self.rate_limit_deadline = rate_limit_deadline
         self.on_stop: Callable[[], None] | None = None
         self._rate_setting = getattr(settings, "rate_limit", None)
+        self._clients: set[int] = set()  # processes that joined (run --proxy, proxy start's shell, the API)
         self._pacers: dict[str, upstream.Pacer] = {}
         self._pacers_lock = threading.Lock()
         handler = type("Handler", (_ProxyHandler,), {"proxy": self})
@@ -163,6 +165,16 @@ class ProxyServer:
                 self._pacers[name] = upstream.Pacer(cap)
             return self._pacers[name]
 
+    def add_client(self, pid: int) -> None:
+        with self._pacers_lock:
+            self._clients.add(pid)
+        self.stats.count("requests", 0)
+
+    def live_clients(self) -> int:
+        with self._pacers_lock:
+            self._clients = {pid for pid in self._clients if process_running(pid)}
+            return len(self._clients)
+
     def status(self) -> dict:
         with self._pacers_lock:
             pacers = dict(self._pacers)
@@ -171,7 +183,8 @@ class ProxyServer:
             "pid": os.getpid(),
             "url": self.base_url,
             "uptime_seconds": round(time.time() - self.stats.started, 1),
-            "clients": len(self.guard),
+            "clients": self.live_clients(),
+            "connections": len(self.guard),
             "requests": self.stats.requests,
             "refreshes": self.keys.refreshes,
             "rate_limited_absorbed": self.stats.absorbed,
@@ -182,7 +195,7 @@ class ProxyServer:
 
     def idle_for(self) -> float:
         """Seconds since the last request or connection; 0 while any connection is open."""
-        if len(self.guard):
+        if len(self.guard) or self.live_clients():
             return 0.0
         return time.monotonic() - self.stats.last_active
 
@@ -285,6 +298,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         if method == "GET" and path == "/metis-env/status":
             self._json(200, proxy.status())
+            return
+        if method == "POST" and path == "/metis-env/clients":
+            pid = _json_of(body).get("pid")
+            if isinstance(pid, int) and pid > 0:
+                proxy.add_client(pid)
+            self._json(200, {"clients": proxy.live_clients()})
             return
         if method == "POST" and path == "/metis-env/stop" and proxy.on_stop is not None:
             self._json(200, {"stopping": True})
@@ -477,11 +496,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _model_of(body: bytes) -> object:
+def _json_of(body: bytes) -> dict:
     if not body.lstrip().startswith(b"{"):
-        return None
+        return {}
     try:
         payload = json.loads(body)
     except ValueError:
-        return None
-    return payload.get("model") if isinstance(payload, dict) else None
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _model_of(body: bytes) -> object:
+    return _json_of(body).get("model")
+
