@@ -42,6 +42,7 @@ _DEFAULTS = {
     "globus_client_id": ALCF_TOKENS_CLIENT_ID,
     "token_refresh_margin": 3600.0,
     "reauth_after_days": 27.0,
+    "rate_limit": None,  # requests/s the broker sends at most; None: 10 for gateway endpoints, no cap for files
 }
 
 
@@ -50,7 +51,7 @@ class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS], defaults=tuple
     ("keyring"|"file"), pattern, transport ("paramiko"|"openssh"): str``; ``port: int | None``;
     ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``);
     ``gateway_url`` (ends in ``/``), ``globus_client_id``: str; ``token_refresh_margin`` (seconds),
-    ``reauth_after_days``: float."""
+    ``reauth_after_days``: float; ``rate_limit``: float | None (requests/s, the broker's cap)."""
 
     __slots__ = ()
 
@@ -104,7 +105,7 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         if not 0 < port < 65536:
             raise UsageError(f"{_label(source, 'port')} must be a number from 1 to 65535")
         return port
-    if name in ("stale_after_days", "timeout", "token_refresh_margin", "reauth_after_days"):
+    if name in ("stale_after_days", "timeout", "token_refresh_margin", "reauth_after_days", "rate_limit"):
         try:
             number = float(str(value))
         except ValueError:

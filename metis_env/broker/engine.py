@@ -286,7 +286,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._refuse(401, "metis-env proxy: wrong or missing key; use the OPENAI_API_KEY metis-env gave the command", "invalid_api_key")
             return
         proxy.guard.trust(self.connection)
-        proxy.stats.count("requests")
         body = self._read_body()
         if body is None:
             return
@@ -309,6 +308,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._json(200, {"stopping": True})
             threading.Thread(target=proxy.on_stop, daemon=True).start()
             return
+        proxy.stats.count("requests")  # the client's, not metis-env's own calls above
         if method == "GET" and rest.rstrip("/") == "models":
             self._json(200, proxy.router.models_list(selected))
             return
