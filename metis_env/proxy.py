@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import sys
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import unquote
@@ -43,7 +44,49 @@ def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: S
         actions.warn(warning)
     info, _started = runtime.join_or_start(settings, selection.endpoint.id, client_pid=os.getpid())
     env = child_environment(os.environ, selection, info.url_for(selection.endpoint.id), info.local_key, [key], settings)
-    return supervise(argv, env, lambda: None, lambda: None)
+    relay = LogRelay(os.path.join(runtime.runtime_dir(), runtime.LOG_FILE))
+    return supervise(argv, env, relay.start, relay.stop)
+
+
+class LogRelay:
+    """The broker's warnings (a refresh refused, a policy lapse) written while the command runs, copied
+    to metis-env's stderr: the user of ``run --proxy`` reads them there, as from any other command."""
+
+    def __init__(self, path: str) -> None:
+        import threading
+
+        self._path = path
+        try:
+            self._offset = os.path.getsize(path)
+        except OSError:
+            self._offset = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="metis-env-broker-log", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+        self._copy()  # what the broker wrote before it answered the command's last request
+
+    def _follow(self) -> None:
+        while not self._done.wait(0.2):
+            self._copy()
+
+    def _copy(self) -> None:
+        try:
+            with open(self._path, "rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except OSError:
+            return
+        whole = data[: data.rfind(b"\n") + 1]
+        if whole:
+            self._offset += len(whole)
+            sys.stderr.buffer.write(whole)
+            sys.stderr.flush()
 
 
 def child_environment(

@@ -308,8 +308,7 @@ def test_tls_upstream_is_verified_against_ssl_cert_file(file_store, tmp_path):
         stub.stop()
     assert (trusted.returncode, trusted.stdout.decode()) == (0, f"{REPLY}\n")
     assert (untrusted.returncode, untrusted.stdout.decode()) == (0, "502 upstream_unreachable\n")
-    log = (Path(os.environ["XDG_RUNTIME_DIR"]) / "metis-env" / "broker.log").read_text()
-    assert (untrusted.stderr, log.startswith(f"metis-env: warning: proxy: cannot reach 127.0.0.1:{port} (SSLCertVerificationError")) == (b"", True)
+    assert untrusted.stderr.decode().startswith(f"metis-env: warning: proxy: cannot reach 127.0.0.1:{port} (SSLCertVerificationError")
     assert [r.authorized for r in stub.requests] == [True]
 
 
