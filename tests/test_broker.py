@@ -297,3 +297,28 @@ def test_the_stand_in_throttles_as_first_does(globus, globus_env):  # noqa: F811
     assert (over[0], over[2]) == (429, {"error": {"code": "too_many_requests", "message": "Tokens/minute limit exceeded",
                                                     "info": {"global_model_usage": 70, "user_model_usage": 70}}})
     assert fresh[0] == 200
+
+
+@pytest.mark.parametrize("make", [
+    lambda path: path.mkdir(mode=0o755),  # open to others
+    lambda path: path.symlink_to(path.parent),  # a symlink someone planted
+])
+def test_a_runtime_dir_made_by_someone_else_or_open_to_others_is_refused(stubs, make):
+    path = runtime_dir()
+    make(path)
+    path.parent.chmod(0o700)
+    result = metis("run", "--proxy", "1", "--", "true")
+    assert (result.returncode, result.stdout, result.stderr.decode()) == (
+        26, b"", f"metis-env: error: the broker's runtime dir {path} is not a directory of yours with mode 0700; remove it, or set XDG_RUNTIME_DIR\n"
+    )
+
+
+def test_the_broker_holds_keys_with_core_dumps_off_and_logs_no_key(stubs):
+    one, _, _ = stubs
+    one.rotate_key("sk-someone-else-entirely-000")  # a 401, so that the broker has something to log
+    assert metis("run", "--proxy", "1", "--", sys.executable, "-c", CHAT.replace("'m'", f"'{MODEL_1}'")).returncode == 0
+    limits = Path(f"/proc/{broker_state()['pid']}/limits").read_text().splitlines()
+    core = [line.split()[4:6] for line in limits if line.startswith("Max core file size")]
+    log = (runtime_dir() / "broker.log").read_text()
+    # the soft limit 0: no core file, whatever the hard limit
+    assert (core[0][0], KEY_1 in log, oct((runtime_dir() / "broker.log").stat().st_mode & 0o777)) == ("0", False, "0o600")
