@@ -159,7 +159,7 @@ def test_the_pacer_keeps_under_the_window_and_backs_off_on_429s_aimd():
     pacer = Pacer(10.0, clock=clock, sleep=clock.sleep)
     for _ in range(11):
         pacer.wait_turn()
-    assert (clock.slept, pacer.rate) == ([1.05], 10.0)  # ten at once, the eleventh a window later
+    assert (clock.slept, pacer.rate) == ([1.02], 10.0)  # ten at once, the eleventh a window later
     pacer.throttled()
     pacer.throttled()  # answers to requests already sent: one cut a second at most
     assert round(pacer.rate, 3) == 7.0
@@ -167,8 +167,8 @@ def test_the_pacer_keeps_under_the_window_and_backs_off_on_429s_aimd():
     for _ in range(3):
         pacer.wait_turn()
     assert clock.slept == [round(1 / 7, 3)] * 3  # spaced at the new rate from the cut on
-    for _ in range(7):
-        pacer.succeeded()  # a second's worth of successes at 7/s: +0.5/s
+    for _ in range(35):
+        pacer.succeeded()  # five seconds' worth of successes at 7/s: +0.1/s a second
     assert round(pacer.rate, 1) == 7.5
     clock.now += 1.0
     pacer.throttled()

@@ -62,7 +62,7 @@ IDLE_FLOOD = ATTACKER_HEAD + r"""
 import resource, openai
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
-idle = [connect() for _ in range(1000)]  # another user's idle connections, never a byte sent
+idle = [connect() for _ in range(1200)]  # more than the cap: another user's idle connections, never a byte sent
 client = openai.OpenAI(max_retries=0, timeout=60)
 reply = client.chat.completions.create(model=os.environ["MODEL_NAME"], messages=[{"role": "user", "content": "x"}])
 cut = 0

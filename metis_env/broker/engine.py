@@ -136,6 +136,7 @@ class ProxyServer:
         self.router, self.keys, self.local_key = router, keys, local_key
         self.stats = Stats()
         self.guard = ConnectionGuard(limits)
+        _allow_descriptors(limits.max_connections + 64)
         self.rate_limit_deadline = rate_limit_deadline
         self.on_stop: Callable[[], None] | None = None
         self._rate_setting = getattr(settings, "rate_limit", None)
@@ -370,9 +371,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         deadline = time.monotonic() + proxy.rate_limit_deadline
         attempt = 0
         while True:
-            pacer.wait_turn()
+            turn = pacer.wait_turn()
             try:
                 answer = self._ask(endpoint_id, url, method, data, headers)
+                pacer.answered(turn)
             except MetisEnvError as exc:
                 actions.warn(f"proxy: {exc}")
                 status = 401 if exc.exit_code in (18, 19) else 502
@@ -494,6 +496,20 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
+
+
+def _allow_descriptors(wanted: int) -> None:
+    """Raise the soft limit on open files toward ``wanted`` (the hard limit permitting): a connection
+    per client, and one upstream for each request in flight."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = wanted * 2 if hard == resource.RLIM_INFINITY else min(hard, wanted * 2)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 def _json_of(body: bytes) -> dict:

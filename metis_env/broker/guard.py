@@ -27,7 +27,7 @@ class Limits(NamedTuple):
     header_timeout: float = 10.0  # from accept to the end of the first request's headers
     idle_timeout: float = 60.0  # between the requests of a kept-alive connection (headers included)
     body_timeout: float = 60.0  # to read a request's whole body, once its key was accepted
-    max_connections: int = 256  # beyond it, the oldest connection that has shown no key is cut
+    max_connections: int = 1024  # beyond it, the oldest connection that has shown no key is cut
     max_body: int = 32 * 1024 * 1024  # the gateway takes 10 MB; an endpoint file's server may take more
 
 
@@ -63,7 +63,10 @@ class ConnectionGuard:
         held by a client that has the key)."""
         with self._changed:
             if len(self._open) >= self.limits.max_connections:
-                victim = next((c for c, t in self._open.items() if not t.trusted), None)
+                # The oldest that never showed the key; else the oldest kept-alive one between requests.
+                # A request being served (no deadline) is never cut for a newcomer.
+                victim = next((c for c, t in self._open.items() if not t.trusted), None) or next(
+                    (c for c, t in self._open.items() if t.deadline is not None), None)
                 if victim is None:
                     return False
                 self._cut(victim)

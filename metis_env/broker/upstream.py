@@ -27,7 +27,8 @@ from .. import actions
 UPSTREAM_TIMEOUT = 900.0  # seconds for connect and for each read: a long generation may be slow to start
 MIN_RECHECK = 30.0  # at most this many seconds between look-ups of a token inside the refresh margin
 GATEWAY_RATE = 10.0  # requests/s: FIRST's RATE_LIMIT_PER_SEC_PER_USER
-WINDOW = 1.05  # seconds: the gateway's one-second window, and a margin for the way there
+WINDOW = 1.02  # seconds: the gateway's one-second window, and a margin for the way there
+ANSWER_CREDIT = 0.3  # seconds: how late after sending a request the gateway may have counted it
 
 
 class KeyCache:
@@ -122,11 +123,11 @@ class Pacer:
 
     ``cap`` (requests/s, None: no cap) is never exceeded in any window of ``WINDOW`` seconds. After a
     429 the pacer also spaces requests at ``rate`` (below the cap), cut to 70% at most once a second
-    and raised by half a request/s per second of answers that succeed, up to the cap again.
+    and raised by a tenth of a request/s per second of answers that succeed, up to the cap again.
     """
 
     DECREASE = 0.7
-    INCREASE = 0.5  # requests/s gained per second of success
+    INCREASE = 0.1  # requests/s gained per second of success: n brokers together gain n times this
     FLOOR = 0.2
 
     def __init__(self, cap: float | None, clock: Callable[[], float] = time.monotonic,
@@ -136,7 +137,7 @@ class Pacer:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._sent: deque[float] = deque()
+        self._sent: deque[list[float]] = deque()  # [moment counted] of the last ``cap`` requests
         self._next = 0.0
         self._cut_until = 0.0
         self.waiting = 0
@@ -144,16 +145,18 @@ class Pacer:
     def __repr__(self) -> str:
         return f"Pacer(cap={self.cap!r}, rate={self.rate!r})"
 
-    def wait_turn(self) -> None:
+    def wait_turn(self) -> list[float] | None:
+        """Block until a request may go -> its turn, to hand to ``answered`` once the answer came."""
         with self._lock:
             if self.rate is None:
-                return
+                return None
             now = self._clock()
             slot = max(now, self._next)
             window = int(self.cap) if self.cap else 0
             if window and len(self._sent) >= window:
-                slot = max(slot, self._sent[-window] + WINDOW)
-            self._sent.append(slot)
+                slot = max(slot, self._sent[-window][0] + WINDOW)
+            turn = [slot]
+            self._sent.append(turn)
             while len(self._sent) > max(window, 1):
                 self._sent.popleft()
             paced = self.cap is None or self.rate < self.cap
@@ -165,6 +168,16 @@ class Pacer:
         finally:
             with self._lock:
                 self.waiting -= 1
+        return turn
+
+    def answered(self, turn: list[float] | None) -> None:
+        """The answer to the request of ``turn`` came: the gateway counted it at some moment between
+        sending and now. Counting it from there (at most ``ANSWER_CREDIT`` later than it was sent)
+        keeps a loaded network's jitter from pushing the eleventh request into the first one's second."""
+        if turn is None:
+            return
+        with self._lock:
+            turn[0] = max(turn[0], min(self._clock(), turn[0] + ANSWER_CREDIT))
 
     def succeeded(self) -> None:
         with self._lock:
