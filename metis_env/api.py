@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Environment", "environ", "load", "openai_client", "async_openai_client"]
 
-OPENAI_EXTRA_HINT = "pip install 'metis-env[openai]'"
+OPENAI_EXTRA_HINT = "pip install openai"
 
 
 class Environment(dict):
@@ -249,7 +249,7 @@ def openai_client(endpoint: Endpoint = None, model: str | None = None, proxy: bo
     The key is read again when a sync or import rotates it, and a gateway token before it expires,
     so a notebook or a job running for days never sends a dead key. ``proxy=True``: the client goes
     through this host's broker instead (joined, or started: see ``metis-env proxy``), which holds the
-    key and paces requests under the gateway's rate limit, as ``run --proxy`` does. Needs ``metis-env[openai]``.
+    key and paces requests under the gateway's rate limit, as ``run --proxy`` does. Needs the openai package.
     """
     openai = _import_openai()
     if proxy:

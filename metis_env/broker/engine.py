@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from .. import actions
 from ..check import redact
 from ..errors import MetisEnvError
-from ..sources.gateway.http import POLICY_WORDS, REAUTH_MESSAGE
+from ..sources.gateway.http import IDP_WORDS, POLICY_WORDS, REAUTH_MESSAGE, idp_refusal
 from . import upstream
 from .guard import ConnectionGuard, Limits, Redactor, confine_path
 from .runtime import process_running
@@ -426,6 +426,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         refused = upstream.Buffered(answer)
         if POLICY_WORDS.encode() in refused.peek().lower():
             keys.warn_once(REAUTH_MESSAGE)  # no new token cures it: the user must act
+        elif any(words.encode() in refused.peek().lower() for words in IDP_WORDS):
+            keys.warn_once(idp_refusal(refused.peek().decode("utf-8", "replace")))
         fresh = keys.get(endpoint_id, refused=key)
         return upstream.send(url, method, data, headers, fresh) if fresh != key else refused
 
