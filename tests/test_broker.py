@@ -168,11 +168,25 @@ def test_the_pacer_keeps_under_the_window_and_backs_off_on_429s_aimd():
         pacer.wait_turn()
     assert clock.slept == [round(1 / 7, 3)] * 3  # spaced at the new rate from the cut on
     for _ in range(35):
-        pacer.succeeded()  # five seconds' worth of successes at 7/s: +0.1/s a second
-    assert round(pacer.rate, 1) == 7.5
+        pacer.succeeded()  # five seconds' worth of successes at 7/s: +0.2/s a second
+    assert round(pacer.rate, 1) == 7.9
     clock.now += 1.0
     pacer.throttled()
-    assert round(pacer.rate, 1) == 5.2  # 70% of 7.49
+    assert round(pacer.rate, 1) == 5.6  # 70% of 7.94
+
+
+def test_a_request_counts_from_its_answer_at_most_a_little_after_it_was_sent():
+    clock = FakeClock()
+    pacer = Pacer(10.0, clock=clock, sleep=clock.sleep)
+    turns = [pacer.wait_turn() for _ in range(10)]  # all at 100.0
+    clock.now = 100.1
+    pacer.answered(turns[0])  # answered 0.1 s after sending: counted from then
+    clock.now = 101.0
+    for turn in turns[1:]:
+        pacer.answered(turn)  # answered a second later: counted then (a second after sending at most)
+    clock.now = 100.5
+    pacer.wait_turn()
+    assert clock.slept == [round(100.1 + 1.02 - 100.5, 3)]
 
 
 def file_upstream(tmp_path, route) -> CannedServer:

@@ -28,7 +28,7 @@ UPSTREAM_TIMEOUT = 900.0  # seconds for connect and for each read: a long genera
 MIN_RECHECK = 30.0  # at most this many seconds between look-ups of a token inside the refresh margin
 GATEWAY_RATE = 10.0  # requests/s: FIRST's RATE_LIMIT_PER_SEC_PER_USER
 WINDOW = 1.02  # seconds: the gateway's one-second window, and a margin for the way there
-ANSWER_CREDIT = 0.3  # seconds: how late after sending a request the gateway may have counted it
+ANSWER_CREDIT = 1.0  # seconds: how late after sending a request the gateway may have counted it
 
 
 class KeyCache:
@@ -123,11 +123,11 @@ class Pacer:
 
     ``cap`` (requests/s, None: no cap) is never exceeded in any window of ``WINDOW`` seconds. After a
     429 the pacer also spaces requests at ``rate`` (below the cap), cut to 70% at most once a second
-    and raised by a tenth of a request/s per second of answers that succeed, up to the cap again.
+    and raised by a fifth of a request/s per second of answers that succeed, up to the cap again.
     """
 
     DECREASE = 0.7
-    INCREASE = 0.1  # requests/s gained per second of success: n brokers together gain n times this
+    INCREASE = 0.2  # requests/s gained per second of success: n brokers together gain n times this
     FLOOR = 0.2
 
     def __init__(self, cap: float | None, clock: Callable[[], float] = time.monotonic,
@@ -146,7 +146,11 @@ class Pacer:
         return f"Pacer(cap={self.cap!r}, rate={self.rate!r})"
 
     def wait_turn(self) -> list[float] | None:
-        """Block until a request may go -> its turn, to hand to ``answered`` once the answer came."""
+        """Block until a request may go -> its turn, to hand to ``answered`` once the answer came.
+
+        The turn is planned at once, then checked again when its moment comes: a request planned
+        earlier may have gone late (a busy host wakes threads late), and it is when requests really
+        went that the gateway's window counts."""
         with self._lock:
             if self.rate is None:
                 return None
@@ -157,23 +161,38 @@ class Pacer:
                 slot = max(slot, self._sent[-window][0] + WINDOW)
             turn = [slot]
             self._sent.append(turn)
-            while len(self._sent) > max(window, 1):
+            while len(self._sent) > 4 * max(window, 1):
                 self._sent.popleft()
             paced = self.cap is None or self.rate < self.cap
             self._next = slot + (1.0 / self.rate if paced else 0.0)
             self.waiting += 1
         try:
-            if slot > now:
+            while slot > now:
                 self._sleep(slot - now)
+                with self._lock:
+                    now = self._clock()
+                    slot = max(slot, self._window_opens(turn, window))
+                    if slot <= now:
+                        turn[0] = max(turn[0], now)  # when it really goes
         finally:
             with self._lock:
                 self.waiting -= 1
         return turn
 
+    def _window_opens(self, turn: list[float], window: int) -> float:
+        """When ``turn`` may go for the window's sake: a window after the turn ``window`` places before it."""
+        if not window:
+            return 0.0
+        for index in range(len(self._sent) - 1, -1, -1):
+            if self._sent[index] is turn:
+                return self._sent[index - window][0] + WINDOW if index >= window else 0.0
+        return 0.0
+
     def answered(self, turn: list[float] | None) -> None:
         """The answer to the request of ``turn`` came: the gateway counted it at some moment between
         sending and now. Counting it from there (at most ``ANSWER_CREDIT`` later than it was sent)
-        keeps a loaded network's jitter from pushing the eleventh request into the first one's second."""
+        keeps a loaded network's jitter from pushing the eleventh request into the first one's second;
+        a long generation costs nothing, its turn having left the last ``cap`` long before it ends."""
         if turn is None:
             return
         with self._lock:
