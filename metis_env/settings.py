@@ -44,6 +44,7 @@ _DEFAULTS = {
     "reauth_after_days": 27.0,
     "rate_limit": None,  # requests/s the broker sends at most; None: 10 for gateway endpoints, no cap for files
     "min_ttl": None,
+    "metis_compat": True,  # the broker adapts chat-completions requests to what Metis takes
 }
 
 
@@ -53,7 +54,8 @@ class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS], defaults=tuple
     ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``);
     ``gateway_url`` (ends in ``/``), ``globus_client_id``: str; ``token_refresh_margin`` (seconds),
     ``reauth_after_days``: float; ``min_ttl`` (seconds of token life export must hand out, or None);
-    ``rate_limit``: float | None (requests/s, the broker's cap)."""
+    ``rate_limit``: float | None (requests/s, the broker's cap); ``metis_compat``: bool (the broker
+    adapts requests to Metis endpoints)."""
 
     __slots__ = ()
 
@@ -115,6 +117,8 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         if not number > 0:
             raise UsageError(f"{_label(source, name)} must be a positive number")
         return number
+    if name == "metis_compat":
+        return _boolean(value, _label(source, name))
     if name == "min_ttl":
         return parse_duration(value, _label(source, "min_ttl"))
     if name == "aliases":
@@ -165,6 +169,18 @@ def _gateway_url(text: str, source: str) -> str:
     if not host or scheme.lower() not in ("https", "http") or (scheme.lower() == "http" and not loopback):
         raise UsageError(f"{_label(source, 'gateway_url')} must be an https:// URL (http:// only for localhost)")
     return text if text.endswith("/") else text + "/"
+
+
+def _boolean(value: Any, label: str) -> bool:
+    """``true``/``false`` (YAML's booleans, or the words ``true|false|yes|no|on|off|1|0``)."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("true", "yes", "on", "1"):
+        return True
+    if word in ("false", "no", "off", "0"):
+        return False
+    raise UsageError(f"{label} must be true or false")
 
 
 def _is_uuid(text: str) -> bool:
