@@ -1,15 +1,18 @@
 """The broker adapts chat-completions requests to what Metis takes (issue 16 item 6).
 
 First the transform itself, as a table of whole bodies; then for real: opencode and pi, as configure
-sets them up, through `metis-env run --proxy` against the endpoint-file stub answering 422 as Metis
-does to list-of-parts content. They get their reply with the adaptation, and Metis's 422 with the
-setting off (the control that shows the stand-in refuses what the tools send).
+sets them up but pointed at the broker, under `metis-env run --proxy` against the endpoint-file stub
+answering 422 as Metis does to list-of-parts content, with a prompt and a file (two text parts, which
+both send as a list). They get their reply with the adaptation, and Metis's 422 with the setting off
+(the control that shows the stand-in refuses what the tools send).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -112,10 +115,27 @@ def test_is_metis(case):
 KEY = "sk-stub-metis-compat-0123456789abcdef"
 MODELS = ["DeepSeek-R1", "Llama-3.3-70B-Instruct"]
 REPLY = "Hello from the metis-env stub endpoint."
+PROMPT = ["Say hi.", "Then stop."]  # two text parts of one user message (opencode: the second as a file)
 TOOLS_RUN = {
-    "opencode": [OPENCODE, "run", "-m", "metis-1/Llama-3.3-70B-Instruct", "hi"],
-    "pi": [PI, "--provider", "metis-1", "--model", "DeepSeek-R1", "-p", "hi"],
+    "opencode": [OPENCODE, "run", "-m", "metis-1/Llama-3.3-70B-Instruct", PROMPT[0], "-f", "NOTE"],
+    "pi": [PI, "--provider", "metis-1", "--model", "DeepSeek-R1", "-p", PROMPT[0], "@NOTE"],
 }
+
+
+def point_at_the_broker(tool: str, url: str, environ: dict) -> None:
+    """configure's provider, sent to the broker with the local key ``run --proxy`` gives
+    (configure's own config asks metis-env for the real key and goes to the endpoint directly)."""
+    home = Path(environ["HOME"])
+    if tool == "opencode":
+        path = home / ".config/opencode/opencode.json"
+        config = json.loads(path.read_text())
+        config["provider"]["metis-1"]["options"]["baseURL"] = url
+        (home / ".config/opencode/plugins/metis-env.js").unlink()  # it would send the real key
+    else:
+        path = home / ".pi/agent/models.json"
+        config = json.loads(path.read_text())
+        config["providers"]["metis-1"].update(baseUrl=url, apiKey="OPENAI_API_KEY")
+    path.write_text(json.dumps(config))
 
 
 @pytest.mark.parametrize("setting", ["true", "false"])
@@ -123,21 +143,29 @@ TOOLS_RUN = {
 def test_the_real_tool_works_on_metis_through_the_broker_only_with_the_adaptation(tool, setting, file_store, tmp_path, env_setup):
     if tool_path(tool) is None:
         pytest.skip(f"{tool} is not installed here (bash .ci/run installs it)")
-    with OpenAIStubServer(KEY, MODELS, reply=REPLY, metis_strict=True) as base_url:
+    server = OpenAIStubServer(KEY, MODELS, reply=REPLY, metis_strict=True)
+    with server as base_url:
         endpoint_file = tmp_path / "metis_endpoint_1.txt"
         endpoint_file.write_text(f"BASE_URL={base_url}/\nSAMBANOVA_API_KEY={KEY}\nMODELS={','.join(MODELS)}\n")
         assert metis("import", str(endpoint_file)).returncode == 0
         assert metis("configure", tool, "1").returncode == 0
+        env = {**tool_env(tmp_path), "METIS_ENV_METIS_COMPAT": setting}
+        started = metis("proxy", "start", "1", "--shell", "bash", env=env)
+        url = re.search(r"OPENAI_BASE_URL='([^']+)'", started.stdout.decode()).group(1)
+        point_at_the_broker(tool, url, env)
         work = tmp_path / "work"
         work.mkdir()
-        env = {**tool_env(tmp_path), "METIS_ENV_METIS_COMPAT": setting}
-        proc = subprocess.run(["metis-env", "run", "--proxy", "1", "--", *TOOLS_RUN[tool]], cwd=work, env=env,
+        (work / "note.txt").write_text(PROMPT[1] + "\n")
+        command = [word.replace("NOTE", str(work / "note.txt")) for word in TOOLS_RUN[tool]]
+        proc = subprocess.run(["metis-env", "run", "--proxy", "1", "--", *command], cwd=work, env=env,
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=240)
         seen = json.loads(metis("proxy", "status", "--json", env=env).stdout)["metis_compat"]
     output = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+    contents = [m.get("content") for r in server.requests if r.path == "/v1/chat/completions" for m in r.body["messages"]]
     if setting == "true":
         assert (proc.returncode, REPLY in output) == (0, True), output[-2000:]
         assert (seen["enabled"], seen["content_flattened"] > 0) == (True, True)
-    else:  # the control: what the tool sends is refused by Metis
-        assert (REPLY in output, "Input should be a valid string" in output or proc.returncode != 0) == (False, True), output[-2000:]
-        assert seen == {**NONE, "enabled": False}
+        assert [c for c in contents if not isinstance(c, str)] == []
+    else:  # the control: Metis refuses what the tool sends
+        assert (REPLY in output, seen) == (False, {**NONE, "enabled": False}), output[-2000:]
+        assert any(isinstance(c, list) for c in contents)
