@@ -84,11 +84,12 @@ def gateway_request(
     globus: GlobusStandIn, method: str, path: str, token: str | None = None, body: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> tuple[int, str, Any]:
-    """(status, content type, parsed JSON or text) of one gateway request over the stand-in's TLS."""
+    """(status, content type, parsed JSON or text) of one gateway request over the stand-in's TLS;
+    ``body`` is sent as JSON, or as it is when it is bytes."""
     headers = dict(headers or {})
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     if data is not None:
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(globus.gateway_url + path, data=data, method=method, headers=headers)
@@ -98,7 +99,7 @@ def gateway_request(
             status, ctype, raw = response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as exc:
         status, ctype, raw = exc.code, exc.headers["Content-Type"], exc.read()
-    return status, ctype, json.loads(raw) if ctype == "application/json" else raw.decode()
+    return status, ctype, json.loads(raw) if ctype.split(";")[0] == "application/json" else raw.decode()
 
 
 def gateway_get(globus: GlobusStandIn, path: str, token: str | None) -> tuple[int, Any]:

@@ -184,7 +184,7 @@ def test_check_of_a_gateway_endpoint_tells_each_case_apart(globus, logged_in):  
     globus.revoke_all()  # a logout elsewhere: the token still looks valid here
     assert cli(logged_in, "check", "metis")[::2] == (12, (
         "metis-env: error: check of endpoint metis: the gateway refused the Globus token (whoami: HTTP 401: "
-        "Token introspection: Token is either not active or invalid); run `metis-env login`\n"
+        "Token is either not active or invalid); run `metis-env login`\n"
     ))
 
 
