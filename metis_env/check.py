@@ -44,6 +44,7 @@ from .errors import (
     GatewayError,
     MetisEnvError,
     NotLiveError,
+    RateLimitedError,
     ReauthRequiredError,
 )
 
@@ -57,6 +58,7 @@ REAUTH_REQUIRED = "reauth_required"
 NOT_LIVE = "not_live"
 MAINTENANCE = "maintenance"
 GATEWAY_ERROR = "gateway_error"
+RATE_LIMITED = "rate_limited"
 
 ERRORS: dict[str, type[MetisEnvError]] = {
     UNAUTHORIZED: CheckUnauthorizedError,
@@ -67,6 +69,7 @@ ERRORS: dict[str, type[MetisEnvError]] = {
     NOT_LIVE: NotLiveError,
     MAINTENANCE: NotLiveError,
     GATEWAY_ERROR: GatewayError,
+    RATE_LIMITED: RateLimitedError,
 }
 """Status -> the error ``raise_for_result`` raises (and so the exit code)."""
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from . import actions, status_cache
 from .check import MAINTENANCE, NOT_LIVE, OK, CheckResult, check_endpoint, raise_for_result
 from .errors import MetisEnvError, StoreError
+from .text import shown
 
 VERSION = 1
 GATEWAY = "gateway"
@@ -137,6 +138,6 @@ def format_table(results: Sequence[CheckResult]) -> str:
     for r in results:
         for name, state in r.model_status.items():
             word = f"{state} (maintenance)" if r.status == MAINTENANCE else state if r.status in (OK, NOT_LIVE) else f"unknown ({r.status})"
-            rows.append((r.endpoint, name, word))
+            rows.append((shown(r.endpoint), shown(name), word))  # names from a gateway's jobs: one inert cell each
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     return "".join(f"{a.ljust(widths[0])}  {b.ljust(widths[1])}  {c}\n" for a, b, c in rows)

@@ -11,6 +11,7 @@ does) whose ``status`` tells apart what the user must do differently:
 | jobs 503 ``cluster_under_maintenance``, or every model listed as stopped with no status | maintenance | 21 |
 | 401 "Permission denied from internal policies" (high-assurance re-authentication) | reauth_required | 19 |
 | any other 401, or 403 | unauthorized | 12 |
+| 429, either of the gateway's shapes (requests per second, tokens per minute) | rate_limited | 23 |
 | HTML, 5xx, a JSON of the wrong shape, a redirect | gateway_error | 20 |
 | no answer | unreachable / timeout | 13 / 14 |
 
@@ -30,6 +31,7 @@ from ...check import (
     MAINTENANCE,
     NOT_LIVE,
     OK,
+    RATE_LIMITED,
     REAUTH_REQUIRED,
     UNAUTHORIZED,
     CheckResult,
@@ -39,6 +41,7 @@ from ...check import (
     _TransportError,
 )
 from ...errors import LoginRequiredError, NotLiveError, ReauthRequiredError
+from ...text import shown
 from .http import Answer, classify
 
 PROBE_WHOAMI = "GET /whoami"
@@ -96,13 +99,14 @@ def check_gateway(stored: Any, token: str, timeout: float = 10.0, wanted: str | 
     except ValueError as exc:
         return result(GATEWAY_ERROR, f"{jobs.url} answered 200 but {exc}; is gateway_url right?", http_status=200, probe=f"GET /{cluster}/jobs")
 
-    words = ", ".join(f"{name} {state}" for name, state in states.items()) or "no models listed"
+    # Names of {cluster}/jobs are the gateway's words: escaped, so that none can drive the terminal or forge a line.
+    words = ", ".join(f"{shown(name)} {state}" for name, state in states.items()) or "no models listed"
     head = f"signed in as {identity}; "
     if maintenance:
         status, message = MAINTENANCE, f"{head}cluster {cluster} is under maintenance (every model listed as stopped); try later"
     elif wanted is not None and states.get(wanted, OFFLINE) != LIVE:
         status = NOT_LIVE
-        message = f"{head}{words}; {wanted} (what export picks) is not live: see `metis-env status {stored.id}`"
+        message = f"{head}{words}; {shown(wanted)} (what export picks) is not live: see `metis-env status {stored.id}`"
     else:
         status, message = OK, f"{head}{words}"
     served = {name: state == LIVE for name, state in states.items()}
@@ -150,6 +154,12 @@ def _refusal(answer: Any, what: str) -> tuple[str, str] | None:
     """(status, message) for an answer that is not a 2xx, worded by the gateway client's classifier."""
     if 200 <= answer.status < 300:
         return None
+    if answer.status == 429:  # {"detail": "Too many requests."} or {"error": {"code": "too_many_requests", ...}}
+        said = Answer(answer.url, answer.status, answer.body, answer.content_type, answer.location).error_fields()[1]
+        return RATE_LIMITED, (
+            f"rate-limited by the gateway ({what}: HTTP 429{': ' + said if said else ''}); this user's requests per "
+            "second or tokens per minute are used up for now: wait a minute, or send fewer requests at once"
+        )
     error = classify(Answer(answer.url, answer.status, answer.body, answer.content_type, answer.location), what)
     if isinstance(error, ReauthRequiredError):
         return REAUTH_REQUIRED, str(error)
