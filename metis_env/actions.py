@@ -418,6 +418,9 @@ def list_rows(store: Store, settings: Settings) -> list[dict]:
                 "key": masked,
             }
         )
+        for name in ("routes", "capabilities"):  # a gateway endpoint's, where discovery found them
+            if name in stored.extra:
+                rows[-1][name] = stored.extra[name]
     return rows
 
 

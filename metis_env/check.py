@@ -101,6 +101,9 @@ class CheckResult:
     model_status: dict[str, str] = field(default_factory=dict)
     """Per model: live, starting, queued, offline (the gateway's jobs) or unknown; for an endpoint
     file, live when served and offline when not. Not in ``to_dict``: ``status --json`` has it."""
+    capabilities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per model, what the gateway's ``{cluster}/models`` said of it when the endpoint was stored
+    (``extra.capabilities``); empty for endpoint files and older gateways. ``status`` shows it."""
 
     @property
     def ok(self) -> bool:

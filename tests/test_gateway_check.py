@@ -289,3 +289,24 @@ def test_model_names_from_jobs_reach_the_terminal_escaped():
         "metis     x\\nmetis     fake-model  live  live\n"
         "metis     r\\u202eevil                    queued\n"
     )
+
+
+def test_status_shows_what_the_gateway_said_of_each_model(standin, token):
+    caps = {
+        "gpt-oss-120b": {"context_window_tokens": 131072, "tool_calling": False, "reasoning": True,
+                         "rate_limit_token_per_minute": 2000000, "rate_limit_token_per_minute_per_user": 200000},
+        "gemma-4-31B-it": {"tool_calling": True},
+    }
+    stored = gateway_endpoint(standin.gateway_url + "metis/api/v1")._replace(extra={"framework": "api", "capabilities": caps})
+    result = check_gateway(stored, token)
+    assert (result.status, result.capabilities) == ("ok", caps)
+    assert format_table([result]) == (
+        "ENDPOINT  MODEL                               STATUS  CONTEXT  TOOLS  REASONING  TPM (USER/MODEL)\n"
+        "metis     Mistral-Large-3-675B-Instruct-2512  live    -        -      -          -\n"
+        "metis     gemma-4-31B-it                      live    -        yes    -          -\n"
+        "metis     gpt-oss-120b                        live    131072   no     yes        200000/2000000\n"
+    )
+    assert json.loads(to_json([result]))["endpoints"][0]["capabilities"] == caps
+    older = check_gateway(gateway_endpoint(standin.gateway_url + "metis/api/v1")._replace(extra={"framework": "api"}), token)
+    assert ("capabilities" in json.loads(to_json([older]))["endpoints"][0], format_table([older]).splitlines()[0]) == (
+        False, "ENDPOINT  MODEL                               STATUS")

@@ -63,8 +63,25 @@ def check_gateway(stored: Any, token: str, timeout: float = 10.0, wanted: str | 
     """Check gateway endpoint ``stored`` (a StoredEndpoint) with access token ``token``.
 
     ``wanted`` is the model export would pick: check is ``not_live`` when it is not live; None
-    (``status``) only reports.
+    (``status``) only reports. The result carries the capabilities discovery stored, for ``status``.
     """
+    import dataclasses
+
+    result = _check(stored, token, timeout, wanted)
+    capabilities = stored_capabilities(stored)
+    return dataclasses.replace(result, capabilities=capabilities) if capabilities else result
+
+
+def stored_capabilities(stored: Any) -> dict[str, dict]:
+    """``extra.capabilities`` of a stored gateway endpoint, or {} (older stores and gateways)."""
+    extra = stored.extra if isinstance(stored.extra, dict) else {}
+    capabilities = extra.get("capabilities")
+    if not isinstance(capabilities, dict):
+        return {}
+    return {name: caps for name, caps in capabilities.items() if isinstance(name, str) and isinstance(caps, dict)}
+
+
+def _check(stored: Any, token: str, timeout: float, wanted: str | None) -> CheckResult:
     scrub = _Scrubber(token)
     models = tuple(stored.models)
     result = _ResultFactory(endpoint=stored.id, base_url=scrub(stored.base_url), models=models)
