@@ -310,3 +310,22 @@ def test_status_shows_what_the_gateway_said_of_each_model(standin, token):
     older = check_gateway(gateway_endpoint(standin.gateway_url + "metis/api/v1")._replace(extra={"framework": "api"}), token)
     assert ("capabilities" in json.loads(to_json([older]))["endpoints"][0], format_table([older]).splitlines()[0]) == (
         False, "ENDPOINT  MODEL                               STATUS")
+
+
+def test_check_asks_the_models_route_whether_this_identity_may_use_the_model(standin, metis, token):
+    assert check_gateway(metis, token, wanted="gpt-oss-120b").status == "ok"
+    standin.gateway.details[("metis", "gpt-oss-120b")] = {"id": "renamed", "object": "model"}
+    gone = check_gateway(metis, token, wanted="gpt-oss-120b")
+    assert outcome(gone)[:3] + (gone.message,) == ("failed", 404, "GET /metis/models", (
+        "signed in as demo@anl.gov; Mistral-Large-3-675B-Instruct-2512 live, gemma-4-31B-it live, gpt-oss-120b live; "
+        "gpt-oss-120b (what export picks) is not a model metis/models offers this identity: pick another with --model, "
+        "or run `metis-env sync --gateway`"))
+    unlisted = check_gateway(metis, token, wanted="gpt-oss-120b-old")
+    assert (unlisted.status, unlisted.message.split("; ")[-1]) == ("failed", (
+        "gpt-oss-120b-old (what export picks) is not a model metis/models offers this identity (an old name the gateway "
+        "reroutes cannot be told from here): pick another with --model, or run `metis-env sync --gateway`"))
+    standin.gateway.models_route = False  # an older gateway: jobs alone decide
+    assert check_gateway(metis, token, wanted="gpt-oss-120b").status == "ok"
+    assert [r.path for r in standin.requests][-2:] == ["/resource_server/metis/jobs", "/resource_server/metis/models"]
+    assert check_gateway(metis, token).status == "ok"  # status asks nothing more
+    assert standin.requests[-1].path == "/resource_server/metis/jobs"

@@ -1,6 +1,9 @@
-"""``check`` and ``status`` of a gateway endpoint: ``GET whoami``, then ``GET {cluster}/jobs``.
+"""``check`` and ``status`` of a gateway endpoint: ``GET whoami``, then ``GET {cluster}/jobs``, and for
+``check`` ``GET {cluster}/models?model_id=`` (the model export would pick).
 
-The gateway has no ``GET …/v1/models``; its ``{cluster}/jobs`` says, per model, whether it is live.
+The gateway has no ``GET …/v1/models``; its ``{cluster}/jobs`` says, per model, whether it is live,
+and ``{cluster}/models`` which models this identity may use (an older gateway without that route is
+asked nothing more). No chat request is ever sent: a check uses no allocation.
 ``check_gateway`` returns a ``check.CheckResult`` (never raises for what the network or the gateway
 does) whose ``status`` tells apart what the user must do differently:
 
@@ -8,6 +11,7 @@ does) whose ``status`` tells apart what the user must do differently:
 |---|---|---|
 | whoami 200 and jobs 200, the model export picks is live | ok | 0 |
 | … that model is starting, queued or offline | not_live | 21 |
+| ``{cluster}/models?model_id=`` answers 404 ``endpoint_not_found`` for that model | failed | 15 |
 | jobs 503 ``cluster_under_maintenance``, or every model listed as stopped with no status | maintenance | 21 |
 | 401 "Permission denied from internal policies" (high-assurance re-authentication) | reauth_required | 19 |
 | any other 401, or 403 | unauthorized | 12 |
@@ -27,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...check import (
+    FAILED,
     GATEWAY_ERROR,
     MAINTENANCE,
     NOT_LIVE,
@@ -119,6 +124,15 @@ def _check(stored: Any, token: str, timeout: float, wanted: str | None) -> Check
     # Names of {cluster}/jobs are the gateway's words: escaped, so that none can drive the terminal or forge a line.
     words = ", ".join(f"{shown(name)} {state}" for name, state in states.items()) or "no models listed"
     head = f"signed in as {identity}; "
+    offered = None if maintenance or wanted is None else _offered(client, cluster, wanted)
+    if offered is False:
+        old_name = "" if wanted in models else " (an old name the gateway reroutes cannot be told from here)"
+        return _with_states(result(
+            FAILED,
+            f"{head}{words}; {shown(wanted)} (what export picks) is not a model {cluster}/models offers this identity"
+            f"{old_name}: pick another with --model, or run `metis-env sync --gateway`",
+            http_status=404, probe=f"GET /{cluster}/models",
+        ), states)
     if maintenance:
         status, message = MAINTENANCE, f"{head}cluster {cluster} is under maintenance (every model listed as stopped); try later"
     elif wanted is not None and states.get(wanted, OFFLINE) != LIVE:
@@ -131,6 +145,24 @@ def _check(stored: Any, token: str, timeout: float, wanted: str | None) -> Check
         result(status, message, http_status=200, latency_ms=who.latency_ms + jobs.latency_ms, probe=f"GET /{cluster}/jobs", models=served),
         states,
     )
+
+
+def _offered(client: Any, cluster: str, model: str) -> bool | None:
+    """Does ``{cluster}/models?model_id=`` offer ``model`` to this identity? None when it cannot say
+    (an older gateway without the route, or any other answer): the jobs' answer stands then."""
+    from urllib.parse import quote
+
+    try:
+        answer = client.request("GET", f"{cluster}/models?model_id={quote(model, safe='')}")
+    except _TransportError:
+        return None
+    payload = _as_json(answer.body)
+    if answer.status == 200 and isinstance(payload, list):
+        return any(isinstance(item, dict) and item.get("id") == model for item in payload)
+    if answer.status == 404 and isinstance(payload, dict):
+        code = Answer(answer.url, answer.status, answer.body, answer.content_type, answer.location).error_fields()[0]
+        return False if code == "endpoint_not_found" else None
+    return None
 
 
 def model_states(payload: Any, models: Sequence[str]) -> tuple[dict[str, str], bool]:
