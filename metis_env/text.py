@@ -15,9 +15,9 @@ from __future__ import annotations
 MAX_SHOWN = 120
 
 
-def shown(name: str, limit: int = MAX_SHOWN) -> str:
+def shown(name: str, limit: int | None = MAX_SHOWN) -> str:
     """``name`` with every non-printable character escaped (``\\n``, ``\\x1b``, ``\\u202e``), cut to
-    ``limit`` characters with ``…``: one inert line, whatever the name holds."""
+    ``limit`` characters with ``…`` (None: not cut): one inert line, whatever the name holds."""
     if not name.isprintable():
         name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+    return name if limit is None or len(name) <= limit else name[: limit - 1] + "…"

@@ -14,6 +14,7 @@ does) whose ``status`` tells apart what the user must do differently:
 | ``{cluster}/models?model_id=`` answers 404 ``endpoint_not_found`` for that model | failed | 15 |
 | jobs 503 ``cluster_under_maintenance``, or every model listed as stopped with no status | maintenance | 21 |
 | 401 "Permission denied from internal policies" (high-assurance re-authentication) | reauth_required | 19 |
+| 401 "Permission denied. Must authenticate with ..." (an identity provider the gateway does not accept) | identity_not_authorized | 24 |
 | any other 401, or 403 | unauthorized | 12 |
 | 429, either of the gateway's shapes (requests per second, tokens per minute) | rate_limited | 23 |
 | HTML, 5xx, a JSON of the wrong shape, a redirect | gateway_error | 20 |
@@ -33,6 +34,7 @@ from typing import Any
 from ...check import (
     FAILED,
     GATEWAY_ERROR,
+    IDENTITY_NOT_AUTHORIZED,
     MAINTENANCE,
     NOT_LIVE,
     OK,
@@ -45,7 +47,7 @@ from ...check import (
     _Scrubber,
     _TransportError,
 )
-from ...errors import LoginRequiredError, NotLiveError, ReauthRequiredError
+from ...errors import IdentityNotAuthorizedError, LoginRequiredError, NotLiveError, ReauthRequiredError
 from ...text import shown
 from .http import Answer, classify
 
@@ -212,6 +214,8 @@ def _refusal(answer: Any, what: str) -> tuple[str, str] | None:
     error = classify(Answer(answer.url, answer.status, answer.body, answer.content_type, answer.location), what)
     if isinstance(error, ReauthRequiredError):
         return REAUTH_REQUIRED, str(error)
+    if isinstance(error, IdentityNotAuthorizedError):
+        return IDENTITY_NOT_AUTHORIZED, str(error)
     if isinstance(error, LoginRequiredError):
         return UNAUTHORIZED, str(error)
     if answer.status == 403:
