@@ -21,6 +21,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -105,3 +106,12 @@ def gateway_request(
 def gateway_get(globus: GlobusStandIn, path: str, token: str | None) -> tuple[int, Any]:
     status, _, body = gateway_request(globus, "GET", path, token)
     return status, body
+
+
+def logged_when(globus: GlobusStandIn, ready: Any, timeout: float = 30.0) -> list:
+    """The stand-in's request log once ``ready(log)`` holds (it logs each request just after answering,
+    so a client can see its answer before the log does): wait for that state, not for a time."""
+    deadline = time.monotonic() + timeout
+    while not ready(globus.requests) and time.monotonic() < deadline:
+        globus.wait(0.01)
+    return globus.requests

@@ -16,6 +16,7 @@ from metis_env.sources.gateway.check import check_gateway, gateway_paths, model_
 from metis_env.status import format_table, to_json
 from metis_env.store import StoredEndpoint
 from metis_env.testing.globus_standin import GlobusStandIn
+from tests._globus import logged_when
 from tests._http import Canned, CannedServer, SilentServer, closed_port
 
 METIS_MODELS = ("Mistral-Large-3-675B-Instruct-2512", "gemma-4-31B-it", "gpt-oss-120b")
@@ -326,6 +327,11 @@ def test_check_asks_the_models_route_whether_this_identity_may_use_the_model(sta
         "reroutes cannot be told from here): pick another with --model, or run `metis-env sync --gateway`"))
     standin.gateway.models_route = False  # an older gateway: jobs alone decide
     assert check_gateway(metis, token, wanted="gpt-oss-120b").status == "ok"
-    assert [r.path for r in standin.requests][-2:] == ["/resource_server/metis/jobs", "/resource_server/metis/models"]
+    assert [r.path for r in logged(standin, 12)[9:]] == [  # three checks of three requests each before this one
+        "/resource_server/whoami", "/resource_server/metis/jobs", "/resource_server/metis/models"]
     assert check_gateway(metis, token).status == "ok"  # status asks nothing more
-    assert standin.requests[-1].path == "/resource_server/metis/jobs"
+    assert [r.path for r in logged(standin, 14)[12:]] == ["/resource_server/whoami", "/resource_server/metis/jobs"]
+
+
+def logged(standin, count):
+    return logged_when(standin, lambda log: len(log) >= count)

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from metis_env.demo_gateway import drive_login
-from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
+from tests._globus import globus, globus_env, logged_when  # noqa: F401  (fixtures)
 from tests.conftest import REPO
 
 METIS = ("Mistral-Large-3-675B-Instruct-2512", "gemma-4-31B-it", "gpt-oss-120b")
@@ -157,7 +157,8 @@ def test_check_of_a_gateway_endpoint_tells_each_case_apart(globus, logged_in):  
         "metis: ok in N ms: signed in as demo@anl.gov; Mistral-Large-3-675B-Instruct-2512 live, gemma-4-31B-it live, gpt-oss-120b live\n"
     ), "")
     assert not any(r.path.endswith("/v1/models") or r.path.endswith("/chat/completions") for r in globus.requests)  # no chat
-    assert [r.path for r in globus.requests][-3:] == [
+    log = logged_when(globus, lambda log: log and log[-1].path.endswith("/models"))
+    assert [r.path for r in log][-3:] == [
         "/resource_server/whoami", "/resource_server/metis/jobs", "/resource_server/metis/models"]
 
     globus.set_model_status("metis", "Mistral-Large-3-675B-Instruct-2512", "Queued")  # the model export picks

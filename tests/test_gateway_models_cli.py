@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from tests._gateway import gateway_env, logged_in  # noqa: F401  (fixtures)
-from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
+from tests._globus import globus, globus_env, logged_when  # noqa: F401  (fixtures)
 from tests.conftest import REPO
 
 REPLY = "Hello from the metis-env stand-in gateway."
@@ -96,5 +96,6 @@ def test_the_seeds_curl_line_works_on_the_exported_base_url(logged_in):  # noqa:
                           env={"PYTHONPATH": str(REPO), **env, "PYTHON": sys.executable, "CA": globus.ca_file})
     assert (proc.returncode, proc.stderr, json.loads(proc.stdout or "{}").get("choices", [{}])[0].get("message")) == (
         0, "", {"role": "assistant", "content": REPLY})
-    assert [r.path for r in globus.requests if r.method == "POST" and "/v1/" in r.path] == [
+    log = logged_when(globus, lambda log: any(r.path.endswith("/completions") for r in log))
+    assert [r.path for r in log if r.method == "POST" and "/v1/" in r.path] == [
         "/resource_server/metis/api/v1/chat/completions"]
