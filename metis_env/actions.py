@@ -73,6 +73,11 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
         if spec in (stem, stored.file_name):
             return stored, None
     serving = [e for e in endpoints.values() if spec in e.models]
+    if not serving:  # the gateway matches its names in any case: so do its endpoints here
+        spelled = {e.id: _any_case(spec, e.models) for e in endpoints.values() if e.source == "gateway"}
+        serving = [endpoints[i] for i, name in spelled.items() if name is not None]
+        if len(serving) == 1:
+            return serving[0], spelled[serving[0].id]
     if len(serving) == 1:
         return serving[0], spec
     if len(serving) > 1:
