@@ -676,6 +676,40 @@ def logout_command(ctx: click.Context) -> None:
         click.echo(line, err=True)
 
 
+@cli.group("kernel", context_settings=CONTEXT)
+def kernel_group() -> None:
+    """Jupyter kernels that stay logged in: they run under metis-env run --proxy."""
+
+
+@kernel_group.command("install")
+@endpoint_argument
+@click.option("--name", help="The kernel's name (default: metis-env-ENDPOINT, or metis-env).")
+@click.option("--display-name", help="The name Jupyter shows (default: Python 3 (metis-env ENDPOINT)).")
+@click.option("--user", "sys_prefix", flag_value=False, default=False, help="Install for this user (the default).")
+@click.option("--sys-prefix", "sys_prefix", flag_value=True, help="Install into the kernel Python's sys.prefix (a venv or conda env of your own).")
+@click.option("--python", metavar="PATH", help="The Python the kernel runs, with ipykernel (default: metis-env's own).")
+@click.pass_context
+def kernel_install_command(ctx: click.Context, endpoint: str | None, name: str | None, display_name: str | None,
+                           sys_prefix: bool, python: str | None) -> None:
+    """Write a Jupyter kernelspec whose kernel stays logged in for as long as it runs.
+
+    The kernel starts under metis-env run --proxy ENDPOINT: it gets OPENAI_BASE_URL (a proxy on
+    127.0.0.1), a local key and MODEL_NAME, and the real key or gateway token, refreshed before it
+    expires, stays in metis-env. kernel.json holds no key or token.
+
+    \b
+    Example:
+      metis-env kernel install metis
+      metis-env kernel install sophia --name sophia --display-name "Python (Sophia)" --sys-prefix
+    """
+    from .kernel import install_kernel
+
+    settings = settings_from(ctx)  # a kernel for an endpoint that is not stored would die as it starts
+    actions.choose_endpoint(open_store(settings).endpoints(), endpoint, settings, "kernel install")
+    folder = install_kernel(endpoint, name=name, display_name=display_name, sys_prefix=sys_prefix, python=python)
+    click.echo(f"metis-env: installed kernel {os.path.basename(folder)} in {folder}", err=True)
+
+
 def _shell_named(command: Sequence[str]) -> str | None:
     """The --shell an export command line names, if it names a known one."""
     for i, token in enumerate(command):
