@@ -36,25 +36,68 @@ metis-unuse() {
 
 # Tab completion: metis-env answers at TAB time through click's completion protocol (bash form:
 # one "type,value" line per candidate); endpoint ids and models come from the metadata file alone.
-# readline inserts a candidate as it is: each is quoted (%q), so that a model name like
-# zz$(touch PWNED) from an endpoint file is typed as text, never run on Enter. A word the user began
-# with a quote is left to readline, which closes that quote itself.
+# readline inserts a candidate as it is, inside whatever quote the user opened: each is quoted for
+# that place (_metis_env_quote_for), so that a model name like zz$(touch PWNED) from an endpoint
+# file is typed as text, never run on Enter.
 _metis_env_complete() {
-  local type value quoted
+  local type value line=${COMP_LINE-} quote
   COMPREPLY=()
+  _metis_env_open_quote "${line:0:${COMP_POINT:-${#line}}}"
+  quote=$REPLY
   while IFS=, read -r type value; do
     case $type in
       plain)
-        case ${COMP_WORDS[COMP_CWORD]-} in
-          \'*|\"*) COMPREPLY+=("$value") ;;
-          *) printf -v quoted '%q' "$value"; COMPREPLY+=("$quoted") ;;
-        esac ;;
+        _metis_env_quote_for "$quote" "$value" && COMPREPLY+=("$REPLY") ;;
       dir) compopt -o dirnames 2>/dev/null ;;
       file) compopt -o default 2>/dev/null ;;
     esac
   done < <(COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD="$COMP_CWORD" _METIS_ENV_COMPLETE=bash_complete \
     command metis-env 2>/dev/null)
   return 0
+}
+
+# Usage: _metis_env_open_quote TEXT
+#
+# Sets REPLY to the quote TEXT (the line up to the cursor) leaves open, as readline finds it to
+# insert a candidate after it: empty, ' or ". REPLY is ? where readline's reading and the shell's
+# may differ ($'...', whose \' readline does not know, and $( ${ ` whose nested quotes it does not
+# see): there no candidate can be quoted for sure, and only names that need no quoting are offered.
+_metis_env_open_quote() {
+  local text=$1 state='' i=0 c
+  case $text in
+    *"\$'"* | *"\$("* | *"\${"* | *'`'*) REPLY='?'; return 0 ;;
+  esac
+  while ((i < ${#text})); do
+    c=${text:i:1}
+    i=$((i + 1))
+    case $state$c in
+      \\ | \"\\) i=$((i + 1)) ;;  # the next character is escaped (in "..." too)
+      \' | \") state=$c ;;
+      \'\' | \"\") state='' ;;
+    esac
+  done
+  REPLY=$state
+}
+
+# Usage: _metis_env_quote_for QUOTE VALUE
+#
+# Sets REPLY to VALUE written so that, typed after the open QUOTE (see _metis_env_open_quote), the
+# shell reads it back as VALUE and runs nothing; fails for a VALUE that cannot be (QUOTE ?).
+_metis_env_quote_for() {
+  local value=$2
+  case $1 in
+    '') printf -v REPLY '%q' "$value" ;;
+    \') REPLY=${value//\'/\'\\\'\'} ;;  # ' -> '\''
+    \")
+      value=${value//\\/\\\\}
+      value=${value//\$/\\\$}
+      value=${value//\`/\\\`}
+      value=${value//\"/\\\"}
+      REPLY=${value//!/\"\'!\'\"} ;;  # ! -> "'!'": history expansion stops only at single quotes
+    *)
+      [[ $value != *[!A-Za-z0-9_.,/@%+=:-]* ]] || return 1
+      REPLY=$value ;;
+  esac
 }
 
 # metis-use takes what metis-env export takes: complete it as "metis-env export ...".

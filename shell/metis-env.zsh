@@ -51,7 +51,11 @@ _metis_env_completion() {
         if [[ $descr == _ ]]; then
           plain+=("$key")
         else
-          described+=("$key:$descr")
+          # _describe reads \ and \: as escapes: click escapes only the colons, so a name holding a
+          # backslash would lose it. Written again with both escaped, it arrives byte for byte.
+          key=${key//\\:/:}
+          key=${key//\\/\\\\}
+          described+=("${key//:/\\:}:$descr")
         fi
         ;;
       dir) _path_files -/ ;;
