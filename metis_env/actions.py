@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from collections import namedtuple
 
 from . import render, status_cache
+from .reserved_variables import why_reserved
 from .errors import BusyError, CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
 from .settings import Settings, env_name, load_settings
 from .store import Change, Store, StoredEndpoint, natural_key, open_store
@@ -205,6 +206,9 @@ def parse_aliases(text: str, source: str) -> list[tuple[str, str]]:
                 f"{source}: {item.strip()!r} is not NEW_NAME=EXPORTED_NAME (a new variable name, then one of: "
                 f"{', '.join(EXPORTED_NAMES)}); e.g. GROQ_API_KEY=OPENAI_API_KEY"
             )
+        reason = why_reserved(alias)
+        if reason is not None:
+            raise UsageError(f"{source}: {alias} cannot be an alias: {reason}; use a name of your own, e.g. GROQ_API_KEY=OPENAI_API_KEY")
         pairs.append((alias, name))
     return pairs
 
