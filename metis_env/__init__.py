@@ -11,14 +11,14 @@ In IPython or Jupyter: ``%load_ext metis_env``, then ``%metis 1``. The names are
 
 __version__ = "0.1.0"
 
-__all__ = ["environ", "load", "openai_client", "async_openai_client", "MetisEnvError", "load_ipython_extension"]
+__all__ = ["environ", "load", "unload", "openai_client", "async_openai_client", "MetisEnvError", "load_ipython_extension"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .api import async_openai_client, environ, load, openai_client
+    from .api import async_openai_client, environ, load, openai_client, unload
     from .errors import MetisEnvError
 
-_API_NAMES = ("environ", "load", "openai_client", "async_openai_client")
+_API_NAMES = ("environ", "load", "unload", "openai_client", "async_openai_client")
 
 
 def __getattr__(name: str):

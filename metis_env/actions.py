@@ -28,6 +28,7 @@ EXPORTED_NAMES = (
     "SAMBANOVA_API_KEY",
     "SAMBANOVA_API_BASE",
     "SAMBA_NOVA_BASE_URL",
+    "ALCF_AI_TOKEN",
     "OPENAI_AGENTS_DISABLE_TRACING",
     "LITELLM_LOCAL_MODEL_COST_MAP",
     "METIS_ENV_ENDPOINT",
@@ -181,6 +182,8 @@ def environment_for(selection: Selection, api_key: str, settings: Settings | Non
         env["SAMBANOVA_API_KEY"] = api_key
         env["SAMBANOVA_API_BASE"] = endpoint.base_url
         env["SAMBA_NOVA_BASE_URL"] = endpoint.base_url
+    else:  # the name ALCF's own docs configure opencode and codex with
+        env["ALCF_AI_TOKEN"] = api_key
     env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     env["METIS_ENV_ENDPOINT"] = endpoint.id
@@ -211,6 +214,12 @@ def parse_aliases(text: str, source: str) -> list[tuple[str, str]]:
             raise UsageError(f"{source}: {alias} cannot be an alias: {reason}; use a name of your own, e.g. GROQ_API_KEY=OPENAI_API_KEY")
         pairs.append((alias, name))
     return pairs
+
+
+def every_exported_name(settings: Settings) -> tuple[str, ...]:
+    """Every name export may set: EXPORTED_NAMES, then the ``aliases`` setting's new names. What
+    ``--unset`` removes, and what an export of one endpoint removes where it sets nothing."""
+    return EXPORTED_NAMES + tuple(alias for alias, _name in parse_aliases(settings.aliases or "", "aliases"))
 
 
 def _is_variable_name(name: str) -> bool:
@@ -286,13 +295,13 @@ def export_code(store: Store, settings: Settings, spec: str | None, model: str |
     """The code export prints, and the warnings it prints on stderr; ``portable``: no --shell was
     named, so refuse what fish could not read the same way (render.check_portable)."""
     if unset:  # the same names whatever the endpoint, so ENDPOINT and --model are accepted and ignored
-        aliases = [alias for alias, _name in parse_aliases(settings.aliases or "", "aliases")]
-        return render.render_unset(shell, EXPORTED_NAMES + tuple(aliases)), ()
+        return render.render_unset(shell, every_exported_name(settings)), ()
     selection, key = select_with_key(store, spec, model, settings)
     env = environment_for(selection, key, settings)
     if portable:
         render.check_portable(env)
-    return render.render(shell, env), selection.warnings
+    others = [name for name in every_exported_name(settings) if name not in env]  # left by an earlier export
+    return render.render_switch(shell, env, others, portable), selection.warnings
 
 
 GET_FIELDS = ("key", "url", "models")
@@ -323,8 +332,11 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
     selection, key = select_with_key(store, spec, model, settings, "run")
     for warning in selection.warnings:
         warn(warning)
-    env = dict(os.environ)
-    env.update(environment_for(selection, key, settings))
+    ours = environment_for(selection, key, settings)
+    # An earlier export of another endpoint must not reach the command (its key under SAMBANOVA_API_KEY).
+    others = set(every_exported_name(settings)) - set(ours)
+    env = {name: value for name, value in os.environ.items() if name not in others}
+    env.update(ours)
     sys.stdout.flush()
     sys.stderr.flush()
     from .coredump import restore_core_limit

@@ -89,6 +89,25 @@ def test_fast_path_and_click_give_the_same_answer(two_endpoints, argv):
     assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr)
 
 
+REMOVALS = [
+    # what export removes after setting endpoint 1 (the gateway's names and an alias only they feed)
+    (("export", "1"), "test '\\\\' = \"\\\\\" || unset ALCF_AI_TOKEN METIS_ENV_TOKEN_EXPIRES OLD_EXPIRES;\n"),
+    (("export", "1", "--shell", "bash"), "unset ALCF_AI_TOKEN;\nunset METIS_ENV_TOKEN_EXPIRES;\nunset OLD_EXPIRES;\n"),
+    (("export", "1", "--shell", "fish"), "if set -q OLD_EXPIRES; set -e OLD_EXPIRES; end;\n"),
+    (("export", "1", "--shell", "powershell"), "Remove-Item -ErrorAction SilentlyContinue Env:OLD_EXPIRES;\n"),
+    (("export", "1", "--shell", "json"), "}\n"),
+]
+
+
+@pytest.mark.parametrize("argv, ending", REMOVALS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_fast_path_and_click_agree_on_what_an_export_removes(two_endpoints, argv, ending, monkeypatch):
+    monkeypatch.setenv("METIS_ENV_ALIASES", "GROQ_API_KEY=OPENAI_API_KEY,OLD_EXPIRES=METIS_ENV_TOKEN_EXPIRES")
+    assert parse_fast(list(argv)) is not None
+    fast, slow = metis(*argv), run_click(*argv)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr)
+    assert (fast.returncode, fast.stdout.decode().endswith(ending)) == (0, True)
+
+
 def test_the_table_covers_failures_too(two_endpoints):
     """The table above is not only happy paths: the comparisons include errors with suggestions."""
     result = metis("export", "2", "--model", "Llama-3.3-70B-Instruc")
