@@ -275,9 +275,19 @@ def write_private_file(path: str, text: str) -> None:
         raise
 
 
-def get_command(what: str, spec: str | None, settings: Settings | None = None) -> int:
+def get_command(what: str, spec: str | None, settings: Settings | None = None, as_json: bool = False) -> int:
+    """``metis-env get``; with ``as_json`` (key only): ``{"key": ..., "expires_at": ...}`` on one line,
+    ``expires_at`` the token's expiry (ISO 8601 UTC) or null for an endpoint file's key."""
     settings = settings or load_settings()
-    sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+    if not as_json:
+        sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+        return 0
+    if what != "key":
+        raise UsageError(f"--json applies to get key only; get {what} prints one plain value")
+    import json
+
+    key, expires_at = get_key(open_store(settings), settings, spec)
+    sys.stdout.write(json.dumps({"key": key, "expires_at": expires_at}, ensure_ascii=False) + "\n")
     return 0
 
 
@@ -315,14 +325,20 @@ def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> 
         return endpoint.base_url
     if what == "models":
         return ",".join(endpoint.models)
+    return get_key(store, settings, spec)[0]
+
+
+def get_key(store: Store, settings: Settings, spec: str | None) -> tuple[str, str | None]:
+    """The endpoint's current key and when it expires (None for an endpoint file's key)."""
+    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings, "get key")
     if endpoint.source == "gateway":
         from .sources.gateway.tokens import fresh_key
 
         selection, key = fresh_key(store, Selection(endpoint, ""), settings)
         for warning in selection.warnings:
             warn(warning)
-        return key
-    return store.api_key(endpoint)
+        return key, selection.expires_at
+    return store.api_key(endpoint), None
 
 
 def run_command(store: Store, settings: Settings, spec: str | None, model: str | None, argv: Sequence[str]) -> int:

@@ -226,15 +226,16 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
 @cli.command("get")
 @click.argument("what", type=click.Choice(actions.GET_FIELDS))
 @endpoint_argument
+@click.option("--json", "as_json", is_flag=True, help='With key: {"key": ..., "expires_at": ...} (null for endpoint files).')
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, as_json: bool) -> int:
     """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
 
     \b
     Example:
       curl -H "Authorization: Bearer $(metis-env get key 1)" "$(metis-env get url 1)models"
     """
-    return actions.get_command(what, endpoint, settings_from(ctx))
+    return actions.get_command(what, endpoint, settings_from(ctx), as_json)
 
 
 @cli.command("check")

@@ -20,7 +20,7 @@ from .reporting import debug_requested, report_error
 FAST_PATH_FORMS = {
     # command: (options taking a value -> canonical name, flags, positional arguments allowed)
     "export": ({"--model": "model", "-m": "model", "--shell": "shell", "-s": "shell"}, {"--unset": "unset"}, 1),
-    "get": ({}, {}, 2),
+    "get": ({}, {"--json": "json"}, 2),
     "run": ({"--model": "model", "-m": "model"}, {"--proxy": "proxy"}, 1),
 }
 
@@ -71,7 +71,7 @@ def serve_fast(command: str, options: dict, positionals: list[str], tail: list[s
         spec = positionals[0] if positionals else None
         return actions.export_command(spec, options.get("model"), options.get("shell"), options.get("unset", False))
     if command == "get":
-        return actions.get_command(positionals[0], positionals[1] if len(positionals) > 1 else None)
+        return actions.get_command(positionals[0], positionals[1] if len(positionals) > 1 else None, as_json=options.get("json", False))
     return actions.run_subcommand(positionals[0] if positionals else None, options.get("model"), tail, proxy=options.get("proxy", False))
 
 

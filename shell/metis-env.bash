@@ -34,6 +34,36 @@ metis-unuse() {
   eval "$code"
 }
 
+# Usage: metis-prompt   (from PROMPT_COMMAND; then ${metis_prompt} in PS1)
+#
+# Sets metis_prompt to a prompt segment for the variables metis-use set: the endpoint, the hours
+# its token has left, and ! once it is inside the refresh margin (METIS_ENV_TOKEN_REFRESH_MARGIN,
+# else 3600 s), e.g. "metis 46h" or "metis 0h!"; the endpoint alone for an endpoint file's key,
+# nothing when none is set. Computed in bash from METIS_ENV_ENDPOINT and METIS_ENV_TOKEN_EXPIRES:
+# it starts no program, so it costs nothing at each prompt. It keeps $?.
+#
+# Example (~/.bashrc):
+#   PROMPT_COMMAND="metis-prompt${PROMPT_COMMAND:+;$PROMPT_COMMAND}"
+#   PS1='${metis_prompt:+($metis_prompt) }'$PS1
+metis-prompt() {
+  local status=$? expires=${METIS_ENV_TOKEN_EXPIRES-} margin=${METIS_ENV_TOKEN_REFRESH_MARGIN-} now era y m d left
+  metis_prompt=${METIS_ENV_ENDPOINT-}
+  if [[ -n $metis_prompt && $expires =~ ^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z$ ]]; then
+    y=$((10#${BASH_REMATCH[1]})) m=$((10#${BASH_REMATCH[2]})) d=$((10#${BASH_REMATCH[3]}))
+    ((m <= 2)) && y=$((y - 1))
+    # days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil)
+    era=$((y / 400)) y=$((y % 400))
+    d=$((era * 146097 + y * 365 + y / 4 - y / 100 + (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1 - 719468))
+    printf -v now '%(%s)T' -1
+    left=$((d * 86400 + 10#${BASH_REMATCH[4]} * 3600 + 10#${BASH_REMATCH[5]} * 60 + 10#${BASH_REMATCH[6]} - now))
+    margin=${margin%%.*}
+    [[ $margin =~ ^[0-9]+$ ]] || margin=3600
+    metis_prompt+=" $((left > 0 ? left / 3600 : 0))h"
+    ((left >= 10#$margin)) || metis_prompt+='!'
+  fi
+  return "$status"
+}
+
 # Tab completion: metis-env answers at TAB time through click's completion protocol (bash form:
 # one "type,value" line per candidate); endpoint ids and models come from the metadata file alone.
 # readline inserts a candidate as it is, inside whatever quote the user opened: each is quoted for

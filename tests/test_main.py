@@ -72,6 +72,9 @@ FORMS = [
     ("get", "url", "2"),
     ("get", "models", "2"),
     ("get", "url"),  # several endpoints, no default
+    ("get", "key", "1", "--json"),
+    ("get", "--json", "key", "2"),
+    ("get", "url", "2", "--json"),  # --json is for key only
     ("run", "1", "--", sys.executable, "-c", "import os; print(os.environ['MODEL_NAME'], os.environ['OPENAI_BASE_URL'])"),
     ("run", "2", "-m", "Llama-3.3-70B-Instruct", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
     ("run", "-m", "Llama-3.3-70B-Instruct", "2", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
@@ -249,6 +252,7 @@ GATEWAY_FORMS = [
     ("export", "gpt-oss-120b"),  # a model only metis serves
     ("export", "metis", "--model", "gpt-oss-12b"),  # close match
     ("get", "key", "metis"),
+    ("get", "key", "metis", "--json"),
     ("get", "models", "sophia"),
     ("run", "metis", "--", sys.executable, "-c", "import os; print(os.environ['METIS_ENV_TOKEN_EXPIRES'][-1])"),
 ]
