@@ -8,11 +8,19 @@ but its plugins can: configure also writes a small plugin (``plugins/metis-env.j
 config dir, loaded by opencode at start) whose ``chat.headers`` hook asks ``metis-env get key ID``
 for each request to a ``metis-*`` provider. No key is written; the provider's ``apiKey`` is
 ``{env:OPENAI_API_KEY}`` as well, which ``metis-env run`` sets, should the plugin be removed.
+
+opencode substitutes ``{env:VAR}``, ``{file:PATH}``, ``{json:PATH#/ptr}`` and ``{toml:PATH#/ptr}`` in
+the text of its config before it parses the JSON, wherever they stand (keys, model names, URLs). A
+base URL or model name from an endpoint file or the gateway is not ours to trust, so every ``{`` in
+the strings metis-env writes (but its own ``{env:OPENAI_API_KEY}``) is written ``\u007b``: the same
+string to a JSON parser, no token to opencode's substitution.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from collections.abc import Mapping
 
 from . import formats
@@ -47,9 +55,9 @@ def global_dir(environ: Mapping[str, str]) -> str:
     return os.path.join(xdg if xdg and os.path.isabs(xdg) else os.path.join(home(environ), ".config"), "opencode")
 
 
-def extra_files(environ: Mapping[str, str]) -> list:
+def extra_edits(environ: Mapping[str, str], entry: Entry) -> list:
     """Files wholly metis-env's that the config needs: the key plugin."""
-    return [(os.path.join(global_dir(environ), "plugins", "metis-env.js"), PLUGIN)]
+    return [(os.path.join(global_dir(environ), "plugins", "metis-env.js"), lambda _old, _path: PLUGIN)]
 
 
 def config_path(environ: Mapping[str, str]) -> str:
@@ -68,13 +76,30 @@ def provider_config(entry: Entry) -> dict:
         "npm": "@ai-sdk/openai-compatible",
         "name": entry.label,
         "options": {"baseURL": entry.base_url, "apiKey": KEY_REFERENCE},
-        "models": {model: {"name": model} for model in entry.models},
+        "models": {model: model_config(entry, model) for model in entry.models},
     }
+
+
+def model_config(entry: Entry, model: str) -> dict:
+    """The model's name, and whether it calls tools and reasons where the gateway said so. Not its
+    context window: opencode's ``limit`` needs an output cap too (it sends it as max_tokens), and the
+    gateway publishes none."""
+    config = {"name": model}
+    for ours, theirs in (("tool_call", "tool_calling"), ("reasoning", "reasoning")):
+        value = entry.capability(theirs, model)
+        if isinstance(value, bool):
+            config[ours] = value
+    return config
+
+
+def inert(token: str) -> str:
+    """A JSON string token that opencode's ``{kind:...}`` substitution leaves alone (but our key reference)."""
+    return token if token == json.dumps(KEY_REFERENCE) else token.replace("{", "\\u007b")
 
 
 def apply(text: str | None, entry: Entry, path: str) -> str:
     return formats.json_set(
-        text, ["provider", entry.provider], provider_config(entry), NAME, path, comments=True, new_doc={"$schema": SCHEMA}
+        text, ["provider", entry.provider], provider_config(entry), NAME, path, comments=True, new_doc={"$schema": SCHEMA}, escape=inert
     )
 
 
@@ -83,4 +108,4 @@ def section(text: str | None, entry: Entry, path: str):
 
 
 def usage(entry: Entry) -> str:
-    return f"opencode run -m {entry.provider}/{entry.model} 'hi'"
+    return f"opencode run -m {shlex.quote(entry.provider + '/' + entry.model)} 'hi'"

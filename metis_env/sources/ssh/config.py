@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import glob
-import hashlib
 import os
+import pwd
 import re
 import shutil
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ...errors import UsageError
 
 from ._paramiko import paramiko
+from .expansion import expand_tokens, expand_value, expansion_tokens
 from .openssh_config import known_hosts_files as openssh_known_hosts
 from .openssh_config import openssh_client, run_ssh_g
 
@@ -144,6 +143,8 @@ def _read_config_text(path: str, base: str, depth: int) -> str:
                 for included in sorted(glob.glob(pattern)):
                     out.append(_read_config_text(included, base, depth + 1))
             out.append(block)
+        elif keyword == "identityfile":
+            out.append(_identity_line(match.group(2)))
         elif keyword in _WORD_LIST_KEYWORDS:
             # paramiko strips one pair of outer quotes (`"a b" "c d"` -> `a b" "c d`); a trailing
             # comment word keeps the value whole for split_config_words, which drops it.
@@ -184,6 +185,19 @@ def _match_lowercased(criteria: str) -> str:
 
 
 _WORD_LIST_KEYWORDS = ("userknownhostsfile", "globalknownhostsfile")
+# paramiko replaces every ~ and a few % tokens in IdentityFile its own way (no %p, no %%, ~ anywhere):
+# the value reaches it masked, and identity_paths expands it as OpenSSH does.
+_MASK = str.maketrans({"%": "\ue000", "~": "\ue001"})
+_UNMASK = str.maketrans({"\ue000": "%", "\ue001": "~"})
+
+
+def _identity_line(value: str) -> str:
+    words = split_config_words(value)
+    return f'  IdentityFile "{words[0].translate(_MASK)}"' if words else "  IdentityFile"
+
+
+def _unmasked(value: str) -> str:
+    return value.translate(_UNMASK)
 
 
 def resolve_target(
@@ -245,10 +259,11 @@ def resolve_target(
         proxy_command=options.get("proxycommand"),
         host_key_alias=options.get("hostkeyalias"),
         known_hosts_files=known_hosts_paths(options.get("userknownhostsfile"), tokens) or DEFAULT_KNOWN_HOSTS,
-        global_known_hosts_files=known_hosts_paths(options.get("globalknownhostsfile"), tokens) or DEFAULT_GLOBAL_KNOWN_HOSTS,
+        global_known_hosts_files=known_hosts_paths(options.get("globalknownhostsfile"), tokens, keyword="GlobalKnownHostsFile")
+        or DEFAULT_GLOBAL_KNOWN_HOSTS,
         hash_known_hosts=str(options.get("hashknownhosts", "no")).lower() == "yes",
         strict_host_key_checking=_strictness(options.get("stricthostkeychecking", "ask")),
-        identity_files=tuple(options.get("identityfile", ())) or DEFAULT_IDENTITIES,
+        identity_files=identity_paths([_unmasked(v) for v in options.get("identityfile", ())], tokens) or DEFAULT_IDENTITIES,
         identities_only=str(options.get("identitiesonly", "no")).lower() == "yes",
     )
 
@@ -258,7 +273,8 @@ def _target_from_openssh(host: str, port: int | None, user: str | None, config: 
     prints them as written); a User equal to the local name counts as unset (OpenSSH prints it as the
     default), so that sync asks once."""
     config_file = None if len(config.paths) != 1 else config.paths[0]
-    options = run_ssh_g(config.openssh, host, port=port, user=user, config_file=config_file)
+    answer = run_ssh_g(config.openssh, host, port=port, user=user, config_file=config_file)
+    options = answer.options
 
     def one(key: str) -> str | None:
         values = options.get(key)
@@ -275,17 +291,17 @@ def _target_from_openssh(host: str, port: int | None, user: str | None, config: 
         final_user = None
     alias = one("hostkeyalias")
     tokens = expansion_tokens(alias=host, hostname=hostname, port=final_port, user=final_user, host_key_alias=alias)
-    own_user_files: tuple[str, ...] = ()
-    own_global_files: tuple[str, ...] = ()
-    if config.parsed is not None:
-        with contextlib.suppress(Exception):  # only to read quoted paths with spaces; OpenSSH decides
-            raw = config.parsed.lookup(host)
-            own_user_files = known_hosts_paths(raw.get("userknownhostsfile"), tokens) or DEFAULT_KNOWN_HOSTS
-            own_global_files = known_hosts_paths(raw.get("globalknownhostsfile"), tokens) or DEFAULT_GLOBAL_KNOWN_HOSTS
-    identities = tuple(
-        expand_tokens(path, tokens) if not path.startswith("~") else "~" + expand_tokens(path[1:], tokens)
-        for path in options.get("identityfile", [])
+    read = config.paths if config_file is None else (config_file,)
+    user_files = openssh_known_hosts(
+        one_line(options, "userknownhostsfile"), answer.expanded_user_known_hosts,
+        [*keyword_values(read, "UserKnownHostsFile"), list(DEFAULT_KNOWN_HOSTS)],
     )
+    global_files = openssh_known_hosts(
+        one_line(options, "globalknownhostsfile"), (),
+        [*keyword_values(read, "GlobalKnownHostsFile"), list(DEFAULT_GLOBAL_KNOWN_HOSTS)], keyword="GlobalKnownHostsFile",
+    )
+    # OpenSSH takes ~ from the password database (``$HOME`` is the same here unless a test forces OpenSSH).
+    identities = tuple(_tilde_for_display(_openssh_tilde(p)) for p in identity_paths(options.get("identityfile", []), tokens))
     return Target(
         alias=host,
         hostname=hostname,
@@ -295,13 +311,42 @@ def _target_from_openssh(host: str, port: int | None, user: str | None, config: 
         proxy_jump=one("proxyjump"),
         proxy_command=one("proxycommand"),
         host_key_alias=alias,
-        known_hosts_files=openssh_known_hosts(one("userknownhostsfile"), own_user_files) or ("/dev/null",),
-        global_known_hosts_files=openssh_known_hosts(one("globalknownhostsfile"), own_global_files) or ("/dev/null",),
+        known_hosts_files=tuple(_tilde_for_display(path) for path in user_files) or ("/dev/null",),
+        global_known_hosts_files=tuple(_tilde_for_display(_openssh_tilde(p)) for p in global_files) or ("/dev/null",),
         hash_known_hosts=(one("hashknownhosts") or "no").lower() == "yes",
         strict_host_key_checking=_strictness(one("stricthostkeychecking") or "ask"),
         identity_files=identities or DEFAULT_IDENTITIES,
         identities_only=(one("identitiesonly") or "no").lower() == "yes",
     )
+
+
+def one_line(options: dict[str, list[str]], key: str) -> str | None:
+    values = options.get(key)
+    return values[0] if values else None
+
+
+def _openssh_tilde(path: str) -> str:
+    """A leading ``~`` or ``~user`` as OpenSSH's ``tilde_expand`` reads it: from the password database."""
+    if not path.startswith("~"):
+        return path
+    name, slash, rest = path[1:].partition("/")
+    try:
+        home = (pwd.getpwnam(name) if name else pwd.getpwuid(os.getuid())).pw_dir
+    except KeyError:
+        return path
+    return home.rstrip("/") + "/" + rest.lstrip("/") if slash else home
+
+
+def _tilde_for_display(path: str) -> str:
+    """OpenSSH's expanded ``/home/ada/.ssh/known_hosts`` shown as ``~/.ssh/known_hosts``, where ``~``
+    opens the same file (``$HOME`` is the password database's home, as OpenSSH takes it)."""
+    try:
+        home = pwd.getpwuid(os.getuid()).pw_dir.rstrip("/")
+    except KeyError:
+        return path
+    if home and path.startswith(home + "/") and os.path.realpath(os.path.expanduser("~")) == os.path.realpath(home):
+        return "~" + path[len(home):]
+    return path
 
 
 def _strictness(value: str) -> str:
@@ -343,50 +388,44 @@ def split_config_words(value: str) -> list[str]:
     return words
 
 
-def expansion_tokens(*, alias: str, hostname: str, port: int, user: str | None, host_key_alias: str | None) -> dict[str, str]:
-    """The ``%`` tokens OpenSSH expands in UserKnownHostsFile, IdentityFile and the like (ssh_config(5)
-    TOKENS), for one connection. ``%C`` is OpenSSH 9.2's hash of ``%l%h%p%r``."""
-    local_user = getpass.getuser()
-    remote_user = user or local_user
-    local_host = socket.gethostname()
-    return {
-        "%": "%",
-        "C": hashlib.sha1(f"{local_host}{hostname}{port}{remote_user}".encode()).hexdigest(),
-        "d": os.path.expanduser("~"),
-        "h": hostname,
-        "i": str(os.getuid()),
-        "k": host_key_alias or alias,
-        "L": local_host.split(".")[0],
-        "l": local_host,
-        "n": alias,
-        "p": str(port),
-        "r": remote_user,
-        "u": local_user,
-    }
-
-
-def expand_tokens(value: str, tokens: dict[str, str]) -> str:
-    """``%x`` replaced from ``tokens`` (``%%`` is ``%``); an unknown token is an error, as in OpenSSH."""
-
-    def one(match: re.Match) -> str:
-        if match.group(1) not in tokens:
-            raise UsageError(f"ssh config: unknown token %{match.group(1)} in {value!r}")
-        return tokens[match.group(1)]
-
-    if value.endswith("%") and not value.endswith("%%"):
-        raise UsageError(f"ssh config: a lone % ends {value!r}")
-    return re.sub(r"%(.)", one, value)
-
-
-def known_hosts_paths(value: str | None, tokens: dict[str, str]) -> tuple[str, ...]:
+def known_hosts_paths(value: str | None, tokens: dict[str, str], *, keyword: str = "UserKnownHostsFile") -> tuple[str, ...]:
     """UserKnownHostsFile/GlobalKnownHostsFile as OpenSSH reads them: several files, quoted paths with
-    spaces, ``%`` tokens expanded. A leading ``~`` stays for display (expanded when opened)."""
+    spaces; in UserKnownHostsFile ``${VAR}`` and ``%`` tokens expanded (OpenSSH expands neither in
+    GlobalKnownHostsFile). A leading ``~`` stays for display (expanded when opened)."""
     if value is None:
         return ()
     words = split_config_words(value)
     if [w.lower() for w in words] == ["none"]:
         return ("/dev/null",)
-    return tuple(expand_tokens(word, tokens) for word in words)
+    if keyword != "UserKnownHostsFile":
+        return tuple(words)
+    return tuple(expand_value(word, tokens, os.environ, keyword=keyword) for word in words)
+
+
+def identity_paths(values: Sequence[str], tokens: dict[str, str]) -> tuple[str, ...]:
+    """IdentityFile values as OpenSSH opens them: ``none`` skipped, ``~`` leading only, ``${VAR}`` and
+    ``%`` tokens expanded (an unset variable stops, as OpenSSH stops)."""
+    return tuple(expand_value(v, tokens, os.environ, keyword="IdentityFile") for v in values if v.lower() != "none")
+
+
+def keyword_values(paths: Sequence[str], keyword: str) -> list[list[str]]:
+    """Every value ``keyword`` has anywhere in these config files (Include followed, whatever block),
+    split into words as OpenSSH splits them: what an ``ssh -G`` answer can have come from."""
+    values = []
+    for path in paths:
+        full = os.path.expanduser(path)
+        try:
+            text = _read_config_text(full, os.path.dirname(full), depth=0)
+        except UsageError:
+            continue
+        for line in text.splitlines():
+            match = _KEYWORD.match(line)
+            if match and match.group(1).lower() == keyword.lower():
+                try:
+                    values.append(split_config_words(match.group(2)))
+                except UsageError:
+                    continue
+    return values
 
 
 def _parse_jump(spec: str, config: SSHConfig) -> tuple[Target, str]:
