@@ -38,8 +38,9 @@ def both(logged_in, tmp_path, monkeypatch):  # noqa: F811
     env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", METIS_ENV_ALIASES=ALIASES)
     for name, value in env.items():  # for load(), %metis and direnv, in this process
         monkeypatch.setenv(name, value)
-    for name in NAMES:
-        monkeypatch.delenv(name, raising=False)
+    for name in NAMES:  # set first, so that monkeypatch removes what load() and %metis set here
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return env
 
 
