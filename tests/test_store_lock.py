@@ -21,7 +21,7 @@ import pytest
 from metis_env import locks
 from metis_env.errors import BusyError
 from metis_env.settings import load_settings
-from tests._gateway import exported_json, logged_in  # noqa: F401  (fixture)
+from tests._gateway import exported_json, keys_file, logged_in, metadata  # noqa: F401  (fixture)
 from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests._sshd import real_sshd, sshd  # noqa: F401  (fixtures)
 from tests.conftest import REPO, metis
@@ -211,3 +211,26 @@ def test_a_live_holder_renews_its_lease_and_keeps_it(env_setup, monkeypatch):
     held.release()
     locks.acquire(path, "file", "busy").release()
     assert sorted(os.listdir(env_setup)) == []
+
+
+@pytest.mark.parametrize("step", ["before-secrets", "before-metadata", "after-metadata", "after-cleanup"])
+def test_a_refresh_killed_at_any_step_without_flock_leaves_a_usable_token_and_a_breakable_lease(no_flock, logged_in, step):
+    """The commit protocol on the lease: a refresh killed -9 holding it; the next one breaks the dead
+    holder's lease at once (this host) and cleans what the killed one left."""
+    from tests._trust import start_metis, wait_for_line
+
+    env, globus = logged_in
+    env = {**env, **no_flock}
+    old = exported_json(metis("export", "metis", "--shell", "json", env=env))["OPENAI_API_KEY"]
+    process = start_metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL, "METIS_ENV_TEST_PAUSE_AT": step})
+    wait_for_line(process.stderr, f"metis-env: paused at {step}")
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    lease = lease_path(Path(env["METIS_ENV_CONFIG_DIR"]))
+    assert lease.exists()  # the killed holder's
+    now = exported_json(metis("export", "metis", "--shell", "json", env=env))["OPENAI_API_KEY"]
+    assert ((now == old), globus.token_status(now)) == (step in ("before-secrets", "before-metadata"), "valid")
+    refreshed = metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL})
+    assert (refreshed.returncode, refreshed.stderr) == (0, b"")
+    section = metadata(env)["gateway"]
+    assert (sorted(keys_file(env)), lease.exists()) == (sorted([section["access"], section["refresh"]]), False)
