@@ -11,14 +11,74 @@ In IPython or Jupyter: ``%load_ext metis_env``, then ``%metis 1``. The names are
 
 __version__ = "0.1.0"
 
-__all__ = ["environ", "load", "openai_client", "async_openai_client", "MetisEnvError", "load_ipython_extension"]
+_API_NAMES = ("environ", "load", "openai_client", "async_openai_client")
+_ERROR_NAMES = (
+    "MetisEnvError",
+    "UsageError",
+    "NotFoundError",
+    "EndpointFileError",
+    "StoreUnavailableError",
+    "StoreError",
+    "ConnectionFailedError",
+    "UnknownHostKeyError",
+    "HostKeyChangedError",
+    "AuthenticationError",
+    "RemoteFilesError",
+    "CheckUnauthorizedError",
+    "CheckUnreachableError",
+    "CheckTimeoutError",
+    "CheckFailedError",
+    "BusyError",
+    "DoctorProblemsError",
+    "LoginRequiredError",
+    "ReauthRequiredError",
+    "GatewayError",
+    "NotLiveError",
+    "ToolConfigError",
+    "RateLimitedError",
+    "IdentityNotAuthorizedError",
+    "ServiceAccountError",
+    "BrokerError",
+    "Interrupted",
+    "CommandNotFoundError",
+)
+"""The MetisEnvError family, importable from the package (``from metis_env import NotFoundError``)."""
+
+__all__ = [*_API_NAMES, *_ERROR_NAMES, "load_ipython_extension"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .api import async_openai_client, environ, load, openai_client
-    from .errors import MetisEnvError
-
-_API_NAMES = ("environ", "load", "openai_client", "async_openai_client")
+    from .errors import (
+        AuthenticationError,
+        BrokerError,
+        BusyError,
+        CheckFailedError,
+        CheckTimeoutError,
+        CheckUnauthorizedError,
+        CheckUnreachableError,
+        CommandNotFoundError,
+        ConnectionFailedError,
+        DoctorProblemsError,
+        EndpointFileError,
+        GatewayError,
+        HostKeyChangedError,
+        IdentityNotAuthorizedError,
+        Interrupted,
+        LoginRequiredError,
+        MetisEnvError,
+        NotFoundError,
+        NotLiveError,
+        RateLimitedError,
+        ReauthRequiredError,
+        RemoteFilesError,
+        ServiceAccountError,
+        StoreError,
+        StoreUnavailableError,
+        ToolConfigError,
+        UnknownHostKeyError,
+        UsageError,
+    )
 
 
 def __getattr__(name: str):
@@ -26,8 +86,10 @@ def __getattr__(name: str):
         from . import api
 
         value = getattr(api, name)
-    elif name == "MetisEnvError":
-        from .errors import MetisEnvError as value
+    elif name in _ERROR_NAMES:
+        from . import errors
+
+        value = getattr(errors, name)
     else:
         raise AttributeError(f"module 'metis_env' has no attribute {name!r}")
     globals()[name] = value

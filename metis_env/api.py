@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Environment", "environ", "load", "openai_client", "async_openai_client"]
 
-OPENAI_EXTRA_HINT = "pip install 'metis-env[openai]'"
+OPENAI_EXTRA_HINT = "pip install openai"
 
 
 class Environment(dict):
@@ -247,7 +247,7 @@ def openai_client(endpoint: Endpoint = None, model: str | None = None, **kwargs:
         >>> client.chat.completions.create(model=metis_env.environ(1)["MODEL_NAME"], messages=[...])
 
     The key is read again when a sync or import rotates it, and a gateway token before it expires,
-    so a notebook or a job running for days never sends a dead key. Needs ``metis-env[openai]``.
+    so a notebook or a job running for days never sends a dead key. Needs the openai package.
     """
     openai = _import_openai()
     return _build_client(openai.OpenAI, endpoint, model, dict(kwargs))

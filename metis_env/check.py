@@ -42,6 +42,7 @@ from .errors import (
     CheckUnauthorizedError,
     CheckUnreachableError,
     GatewayError,
+    IdentityNotAuthorizedError,
     MetisEnvError,
     NotLiveError,
     ReauthRequiredError,
@@ -54,6 +55,7 @@ TIMEOUT = "timeout"
 FAILED = "failed"
 # Only gateway endpoints (sources/gateway/check.py) end in these:
 REAUTH_REQUIRED = "reauth_required"
+IDENTITY_NOT_AUTHORIZED = "identity_not_authorized"
 NOT_LIVE = "not_live"
 MAINTENANCE = "maintenance"
 GATEWAY_ERROR = "gateway_error"
@@ -64,6 +66,7 @@ ERRORS: dict[str, type[MetisEnvError]] = {
     TIMEOUT: CheckTimeoutError,
     FAILED: CheckFailedError,
     REAUTH_REQUIRED: ReauthRequiredError,
+    IDENTITY_NOT_AUTHORIZED: IdentityNotAuthorizedError,
     NOT_LIVE: NotLiveError,
     MAINTENANCE: NotLiveError,
     GATEWAY_ERROR: GatewayError,

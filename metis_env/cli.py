@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
 import click
 
 from . import __version__, actions, hooks
-from .errors import MetisEnvError
+from .errors import MetisEnvError, UsageError
 from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code, normalize_shell
-from .settings import SETTING_NAMES, STORES, Settings, env_name, load_settings, save_setting, with_overrides
+from .settings import SETTING_NAMES, STORES, Settings, coerce_setting, env_name, load_settings, save_setting, with_overrides
 from .store import open_store
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -31,13 +32,17 @@ def settings_from(ctx: click.Context, **overrides) -> Settings:
     return with_overrides(base, **overrides)
 
 
-def store_option(func):
+def store_option(func, kept: str = "API keys"):
     return click.option(
         "--store",
         type=click.Choice(STORES),
         default=None,
-        help="Where API keys are kept: the OS keyring (default) or a 0600 file in the config dir (for headless machines).",
+        help=f"Where {kept} are kept: the OS keyring (default) or a 0600 file in the config dir (for headless machines).",
     )(func)
+
+
+def token_store_option(func):
+    return store_option(func, kept="Globus tokens")
 
 
 def complete_endpoint(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
@@ -89,6 +94,24 @@ def complete_shell(ctx: click.Context, param: click.Parameter, incomplete: str) 
 
 def endpoint_argument(func):
     return click.argument("endpoint", required=False, shell_complete=complete_endpoint)(func)
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from .settings import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, "duration")
+    except MetisEnvError:
+        raise click.BadParameter("expected a duration such as 90m, 12h or 2d (or seconds)") from None
+
+
+def min_ttl_option(func):
+    return click.option(
+        "--min-ttl", "min_ttl", metavar="DURATION", callback=_duration,
+        help="Refresh a gateway token now unless it has at least this much life left (90m, 12h, 2d; setting min_ttl).",
+    )(func)
 
 
 def model_option(func):
@@ -159,9 +182,10 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), shell_complete=complete_shell, help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
 @click.option("--unset", is_flag=True, help="Print the code that removes the same variables.")
 @click.option("--output", "-o", metavar="FILE", help="Write the code to FILE (mode 0600, atomically) instead of stdout, e.g. a .env file.")
+@min_ttl_option
 @click.pass_context
 def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool,
-                   output: str | None) -> int:
+                   output: str | None, min_ttl: float | None) -> int:
     """Print shell code that sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME and the names other
     clients read (OPENAI_API_BASE, SAMBANOVA_API_KEY with SAMBANOVA_API_BASE, ...; see the README).
 
@@ -175,8 +199,9 @@ def export_command(ctx: click.Context, endpoint: str | None, model: str | None, 
       metis-env export 2 --model Llama-4-Maverick-17B-128E-Instruct --shell fish | source
       eval "$(metis-env export --unset)"
       metis-env export 1 --shell dotenv --output .env
+      eval "$(metis-env export metis --min-ttl 40h)"   # a job of 40 h: no refresh needed
     """
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, min_ttl=min_ttl)
     return actions.export_command(endpoint, model, shell, unset, settings, output)
 
 
@@ -190,22 +215,26 @@ class RunCommand(click.Command):
             ctx.meta["metis_env.run_argv"] = args[cut + 1 :]
             args = args[:cut]
         elif not ctx.resilient_parsing and not any(a in ("--help", "-h") for a in args):
-            words = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m"))]
+            words = [i for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in ("--model", "-m", "--min-ttl"))]
             if len(words) <= 1:  # `run 1`: an endpoint and no command at all
                 raise click.UsageError("nothing to run: give the command after --: metis-env run [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...", ctx)
-            raise click.UsageError(f"put -- before the command: metis-env run {words[0]} -- {' '.join(words[1:])}", ctx)
+            cut = words[1]  # the command starts at the second plain word: keep all of it, quoted
+            ours, theirs = (" ".join(shlex.quote(a) for a in part) for part in (args[:cut], args[cut:]))
+            raise click.UsageError(f"put -- before the command: metis-env run {ours} -- {theirs}", ctx)
         return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...")
 
 
 @cli.command("run", cls=RunCommand)
 @endpoint_argument
 @model_option
 @click.option("--proxy", is_flag=True, help="Give the command a loopback proxy and a local key instead of the real key (long jobs: the token is refreshed).")
+@min_ttl_option
 @click.pass_context
-def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool) -> int:
+def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool, min_ttl: float | None) -> int:
     """Run a command with the endpoint's variables in its environment (never in its arguments).
-
-    Usage: metis-env run [--proxy] [ENDPOINT] [--model NAME] -- COMMAND [ARGS]...
 
     The command replaces metis-env, so its signals and exit status pass straight through. With
     --proxy, metis-env stays the parent: the command gets OPENAI_BASE_URL = a proxy on 127.0.0.1 and
@@ -219,22 +248,24 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
       metis-env run 2 --model Llama-3.3-70B-Instruct -- ./my_agent.sh
       metis-env run --proxy metis -- python long_job.py      # runs for days; the token is refreshed
     """
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, min_ttl=min_ttl)
     return actions.run_subcommand(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy)
 
 
 @cli.command("get")
 @click.argument("what", type=click.Choice(actions.GET_FIELDS))
 @endpoint_argument
+@min_ttl_option
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None) -> int:
     """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
 
     \b
     Example:
-      curl -H "Authorization: Bearer $(metis-env get key 1)" "$(metis-env get url 1)models"
+      url=$(metis-env get url 1)   # with or without a trailing /
+      curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
     """
-    return actions.get_command(what, endpoint, settings_from(ctx))
+    return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl))
 
 
 @cli.command("check")
@@ -321,7 +352,8 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command("demo")
 @click.option("--yes", "-y", is_flag=True, help="Type the demo passcode, accept the demo host key and approve the demo Globus login without asking (CI).")
-def demo_command(yes: bool) -> int:
+@click.option("--serve", is_flag=True, help="Only start the demo Globus login, gateway and endpoints, until Ctrl-C, to try login, status and export by hand.")
+def demo_command(yes: bool, serve: bool) -> int:
     """See the whole flow work on this machine, with no ALCF account: sync, login, status, export.
 
     A login node (SSH with one-time codes, SFTP), two OpenAI-compatible endpoints, a Globus login
@@ -333,7 +365,12 @@ def demo_command(yes: bool) -> int:
     Example:
       metis-env demo          # you type the one-time code it shows
       metis-env demo --yes    # no questions (CI), a few seconds
+      metis-env demo --serve  # then, in another shell: . /tmp/metis-env-demo-.../env.sh; metis-env login
     """
+    if serve:
+        from .demo_serve import serve_demo
+
+        return serve_demo(sys.stderr)
     from .demo import run_demo
 
     return run_demo(yes=yes)
@@ -357,6 +394,20 @@ def forget_command(ctx: click.Context, endpoints: Sequence[str], forget_all: boo
     changes = open_store(settings).forget(None if forget_all else list(endpoints))
     for line in actions.describe_changes(changes):
         click.echo(line, err=True)
+    _drop_forgotten_default(settings, {c.id for c in changes if c.status == "removed"})
+
+
+def _drop_forgotten_default(settings: Settings, forgotten: set) -> None:
+    """A default_endpoint that names a forgotten endpoint goes with it, so export does not point at nothing."""
+    from .settings import read_config_file
+
+    if settings.default_endpoint not in forgotten:
+        return
+    if os.environ.get(env_name("default_endpoint")):
+        actions.warn(f"{env_name('default_endpoint')}={settings.default_endpoint} names an endpoint that is forgotten now; unset it")
+    elif read_config_file(config_path(settings)).get("default_endpoint") == settings.default_endpoint:
+        save_setting(settings.config_dir, "default_endpoint", None)
+        click.echo(f"metis-env: default_endpoint {settings.default_endpoint} removed from {config_path(settings)} (that endpoint is forgotten)", err=True)
 
 
 @cli.group("config", context_settings=CONTEXT)
@@ -381,7 +432,7 @@ def config_list(ctx: click.Context) -> None:
 
 
 @config_group.command("get")
-@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.argument("name", type=click.Choice(SETTING_NAMES), metavar="NAME")
 @click.pass_context
 def config_get(ctx: click.Context, name: str) -> None:
     """Print one setting's effective value."""
@@ -389,7 +440,7 @@ def config_get(ctx: click.Context, name: str) -> None:
 
 
 @config_group.command("set")
-@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.argument("name", type=click.Choice(SETTING_NAMES), metavar="NAME")
 @click.argument("value")
 def config_set(name: str, value: str) -> None:
     """Set a setting in config.yaml, and say what was written where.
@@ -415,12 +466,17 @@ def config_set(name: str, value: str) -> None:
 
 
 @config_group.command("unset")
-@click.argument("name", type=click.Choice(SETTING_NAMES))
+@click.argument("name", type=click.Choice(SETTING_NAMES), metavar="NAME")
 def config_unset(name: str) -> None:
     """Remove a setting from config.yaml (back to its default)."""
+    from .settings import read_config_file
+
     settings = load_settings()
-    save_setting(settings.config_dir, name, None)
     default = format_setting(getattr(Settings(config_dir=settings.config_dir), name)) or "none"
+    if name not in read_config_file(config_path(settings)):
+        click.echo(f"metis-env: {name} is not set in {config_path(settings)}; its default is {default}", err=True)
+        return
+    save_setting(settings.config_dir, name, None)
     click.echo(f"metis-env: {name} removed from {config_path(settings)}; its default is {default}", err=True)
 
 
@@ -564,9 +620,12 @@ def _remember_user(settings: Settings, user: str | None) -> None:
 @click.option("--no-browser", is_flag=True, help="Print the login URL on stderr and read the code from stdin (SSH, scripts, no terminal).")
 @click.option("--force", is_flag=True, help="Log in again even if a login is stored (after ALCF's 30-day re-authentication).")
 @click.option("--from-alcf-tokens", is_flag=True, help="Adopt the login alcf-tokens keeps in ~/.globus (read only; its file is never written).")
-@store_option
+@click.option("--service-account", "service_account", metavar="CLIENT_ID", help="Log in as a Globus service account (a confidential client ALCF allow-listed): no browser, no 30-day re-login.")
+@click.option("--secret-stdin", is_flag=True, help="Read the service account's client secret from stdin (else a hidden prompt).")
+@token_store_option
 @click.pass_context
-def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, store: str | None) -> None:
+def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, service_account: str | None,
+                  secret_stdin: bool, store: str | None) -> None:
     """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (metis, sophia).
 
     A browser opens where one can (never over SSH); otherwise the URL is printed on stderr and the
@@ -578,12 +637,22 @@ def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_t
       metis-env login
       metis-env login --no-browser            # on a login node: open the URL anywhere, paste the code
       metis-env login --from-alcf-tokens      # already logged in with alcf-tokens
+      metis-env login --service-account CLIENT_ID --secret-stdin < secret.txt   # cron, jobs
       eval "$(metis-env export metis)"
     """
-    from .sources.gateway.session import login
+    from .sources.gateway import session
 
     settings = settings_from(ctx, store=store)
-    changes = login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
+    if service_account is None:
+        if secret_stdin:
+            raise UsageError("--secret-stdin goes with --service-account CLIENT_ID")
+        changes = session.login(settings, open_store(settings), no_browser=no_browser, force=force, from_alcf_tokens=from_alcf_tokens)
+    else:
+        if from_alcf_tokens:
+            raise UsageError("--service-account and --from-alcf-tokens are two different logins; give one")
+        client_id = coerce_setting("globus_client_id", service_account, "--service-account")
+        secret = session.read_client_secret(secret_stdin, client_id)
+        changes = session.login_service_account(settings, open_store(settings), client_id, secret, force=force)
     for line in actions.describe_changes(changes):
         click.echo(line, err=True)
     _refresh_tool_configs(settings)

@@ -29,6 +29,7 @@ from typing import IO
 
 from . import actions, render
 from .check import check_endpoint
+from .demo_gateway import NO_OPENAI_HINT
 from .errors import CheckFailedError, Interrupted, MetisEnvError, UsageError
 from .settings import Settings
 from .store import open_store
@@ -131,7 +132,7 @@ class DemoPrompter:
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (a closed terminal, a CI timeout) cleans up as Ctrl-C does."""
     if threading_is_main():
 
@@ -173,7 +174,7 @@ def run_demo(yes: bool = False, ui=None, err: IO[str] | None = None, python: str
     workdir = Path(tempfile.mkdtemp(prefix="metis-env-demo-"))
     servers: list = []
     try:
-        with _terminate_as_interrupt():
+        with terminate_as_interrupt():
             _run_steps(workdir, servers, yes, ui, narrator, python)
     except KeyboardInterrupt:
         raise Interrupted("demo interrupted; its servers were stopped and its files deleted") from None
@@ -273,7 +274,7 @@ def _run_steps(workdir: Path, servers: list, yes: bool, ui, narrator: Narrator, 
 def _run_chat_script(workdir: Path, store, settings: Settings, narrator: Narrator, python: str) -> Path | None:
     """Run the seed page's example against endpoint 1; its path (None without the openai package)."""
     if importlib.util.find_spec("openai") is None:
-        narrator.detail("(the openai package is not installed here: pip install openai, then run it after export)")
+        narrator.detail(NO_OPENAI_HINT)
         return None
     script = workdir / "chat_completion.py"
     script.write_text(CHAT_SCRIPT)

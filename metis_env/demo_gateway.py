@@ -24,6 +24,9 @@ from pathlib import Path
 
 from .errors import MetisEnvError
 
+NO_OPENAI_HINT = "(the openai package is not installed here: pip install openai, then run it after export)"
+"""What the demo shows in place of the seed page's example when it cannot run it."""
+
 AUTHORIZE_URL = re.compile(r"https?://\S+/v2/oauth2/authorize\?\S+")
 STEPS = 4
 
@@ -130,6 +133,7 @@ def run_gateway_steps(workdir: Path, servers: list, yes: bool, ui, narrator, pyt
     narrator.step('eval "$(metis-env export metis)"   then the seed page\'s example, against the demo gateway')
     _show(narrator, [*metis_env, "export", "metis", "--shell", shell], env)
     if script is None:
+        narrator.detail(NO_OPENAI_HINT)
         return
     narrator.detail(f"$ python chat_completion.py '{question}'   # with the variables export sets")
     started = time.monotonic()

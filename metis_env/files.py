@@ -40,9 +40,10 @@ def ensure_private_dir(directory: str | os.PathLike) -> str | os.PathLike:
     return directory
 
 
-def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None = None) -> None:
+def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None = None, tighten: bool = True) -> None:
     """Refuse a symlink, a non-directory or another user's directory; tighten one that others can write
-    to (0700), readers included: in a 0777 directory anyone can swap or plant files beside ours."""
+    to (0700), readers included: in a 0777 directory anyone can swap or plant files beside ours
+    (``tighten=False``: a directory of another tool's, which we only read)."""
     info = info or os.lstat(directory)
     if stat.S_ISLNK(info.st_mode):
         raise StoreError(f"{directory} is a symbolic link; refusing to keep credentials there (remove the link)")
@@ -50,22 +51,25 @@ def check_private_dir(directory: str | os.PathLike, info: os.stat_result | None 
         raise StoreError(f"{directory} is not a directory; move it away or set METIS_ENV_CONFIG_DIR")
     if info.st_uid != os.geteuid():
         raise StoreError(f"{directory} belongs to another user (uid {info.st_uid}); refusing to use it")
-    if stat.S_IMODE(info.st_mode) & 0o022 and TIGHTEN_ON_READ:
+    if stat.S_IMODE(info.st_mode) & 0o022 and TIGHTEN_ON_READ and tighten:
         try:
             os.chmod(directory, DIR_MODE)
         except OSError as exc:
             raise StoreError(f"{directory} is writable by other users and cannot be made private: {exc.strerror}; run: chmod 700 {directory}") from None
 
 
-def read_private_text(path: str | os.PathLike, *, secret: bool = False) -> str | None:
+def read_private_text(path: str | os.PathLike, *, secret: bool = False, foreign: bool = False,
+                      max_bytes: int | None = None) -> str | None:
     """Read one of our files, or None if it does not exist.
 
-    A symlink or a file owned by someone else is refused; a secret file readable by group or others is
-    refused too (a metadata file with loose modes is only tightened on the next write). So is a file in
-    a directory that is a symlink or another user's: readers refuse what writers refuse.
+    A symlink, a FIFO or device, or a file owned by someone else is refused; a secret file readable by
+    group or others is refused too (a metadata file with loose modes is only tightened on the next
+    write). So is a file in a directory that is a symlink or another user's: readers refuse what
+    writers refuse. ``foreign``: another tool's file (alcf-tokens'), read only, its directory left as
+    it is; ``max_bytes``: refuse a larger file.
     """
     try:
-        check_private_dir(os.path.dirname(os.path.abspath(path)))
+        check_private_dir(os.path.dirname(os.path.abspath(path)), tighten=not foreign)
     except FileNotFoundError:
         return None
     try:
@@ -89,7 +93,9 @@ def read_private_text(path: str | os.PathLike, *, secret: bool = False) -> str |
                 f"{path} is readable by other users (mode {stat.S_IMODE(info.st_mode):o}); "
                 f"run: chmod 600 {path}"
             )
-        data = handle.read()
+        data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise StoreError(f"{path} is larger than {max_bytes} bytes; refusing to read it")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -213,8 +219,15 @@ def parse_flat_yaml(text: str) -> dict[str, Any] | None:
 
 
 def dump_flat_yaml(data: dict[str, Any]) -> str:
-    """The inverse of parse_flat_yaml: every value a JSON scalar (strings double-quoted)."""
-    return "".join(f"{key}: {json.dumps(value, ensure_ascii=False)}\n" for key, value in data.items())
+    """The inverse of parse_flat_yaml: a string that reads the same plain (``host: sambanova.alcf.anl.gov``)
+    is written plain, as the README shows it; anything else as a JSON scalar (``default_endpoint: "1"``)."""
+    return "".join(f"{key}: {_flat_scalar(value)}\n" for key, value in data.items())
+
+
+def _flat_scalar(value: Any) -> str:
+    if isinstance(value, str) and _PLAIN_WORD.match(value) and value.lower() not in _YAML_SPECIAL and not value.startswith("~"):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def load_structured(text: str, path: str | os.PathLike) -> Any:

@@ -15,13 +15,15 @@ from collections.abc import Sequence
 
 from . import actions
 from .coredump import no_core_dumps
+from .errors import MetisEnvError
+from .settings import load_settings, parse_duration, with_overrides
 from .reporting import debug_requested, report_error
 
 FAST_PATH_FORMS = {
     # command: (options taking a value -> canonical name, flags, positional arguments allowed)
-    "export": ({"--model": "model", "-m": "model", "--shell": "shell", "-s": "shell"}, {"--unset": "unset"}, 1),
-    "get": ({}, {}, 2),
-    "run": ({"--model": "model", "-m": "model"}, {"--proxy": "proxy"}, 1),
+    "export": ({"--model": "model", "-m": "model", "--shell": "shell", "-s": "shell", "--min-ttl": "min_ttl"}, {"--unset": "unset"}, 1),
+    "get": ({"--min-ttl": "min_ttl"}, {}, 2),
+    "run": ({"--model": "model", "-m": "model", "--min-ttl": "min_ttl"}, {"--proxy": "proxy"}, 1),
 }
 
 
@@ -62,17 +64,25 @@ def parse_fast(argv: Sequence[str]) -> tuple[str, dict, list[str], list[str]] | 
         return None
     if command == "get" and (not positionals or positionals[0] not in actions.GET_FIELDS):
         return None  # click words a bad choice better (usage line, the choices)
+    if "min_ttl" in options:
+        try:
+            options["min_ttl"] = parse_duration(options["min_ttl"], "--min-ttl")
+        except MetisEnvError:
+            return None  # click words a bad value (usage line)
     return command, options, positionals, tail
 
 
 def serve_fast(command: str, options: dict, positionals: list[str], tail: list[str]) -> int:
     no_core_dumps()  # the key is about to be in this process's memory
+    # --min-ttl is a setting given on the command line, as click's path makes it (settings_from)
+    settings = with_overrides(load_settings(), min_ttl=options["min_ttl"]) if "min_ttl" in options else None
     if command == "export":
         spec = positionals[0] if positionals else None
-        return actions.export_command(spec, options.get("model"), options.get("shell"), options.get("unset", False))
+        return actions.export_command(spec, options.get("model"), options.get("shell"), options.get("unset", False), settings)
     if command == "get":
-        return actions.get_command(positionals[0], positionals[1] if len(positionals) > 1 else None)
-    return actions.run_subcommand(positionals[0] if positionals else None, options.get("model"), tail, proxy=options.get("proxy", False))
+        return actions.get_command(positionals[0], positionals[1] if len(positionals) > 1 else None, settings)
+    return actions.run_subcommand(positionals[0] if positionals else None, options.get("model"), tail, settings,
+                                  proxy=options.get("proxy", False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 from . import actions
 from .supervise import supervise
 from .errors import MetisEnvError, UsageError
-from .sources.gateway.http import POLICY_WORDS, REAUTH_MESSAGE
+from .sources.gateway.http import IDP_WORDS, POLICY_WORDS, REAUTH_MESSAGE, idp_refusal
 
 LOCAL_KEY_PREFIX = "metis-env-local-"
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # the gateway takes 10 MB; an endpoint file's server may take more
@@ -328,6 +328,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 refused = _Buffered(answer)
                 if POLICY_WORDS.encode() in refused.peek().lower():
                     self.keys.warn_once(REAUTH_MESSAGE)  # no new token cures it: the user must act
+                elif any(words.encode() in refused.peek().lower() for words in IDP_WORDS):
+                    self.keys.warn_once(idp_refusal(refused.peek().decode("utf-8", "replace")))
                 fresh = self.keys.get(endpoint_id, refused=key)
                 answer = _open(url, method, data, headers, fresh) if fresh != key else refused
         except MetisEnvError as exc:

@@ -39,6 +39,9 @@ def usage_error_line(message: str, command_path: str | None) -> str:
     """A command-line mistake (click's Usage/Try/Error block) as one line, the help hint at its end:
     ``No such option '--bogus'.`` -> ``metis-env: error: no such option '--bogus'; see metis-env check --help``."""
     text = printable(" ".join(message.split()))  # click's "Choose from:\n\tbash,\n\t..." too
+    head, said, tail = text.partition(". Did you mean ")
+    if said and tail.endswith("?"):  # "No such command 'exprot'. Did you mean 'export'?" -> "... 'exprot' (did you mean 'export'?)"
+        text = f"{head} (did you mean {tail})"
     if text.endswith(".") and not text.endswith(".."):
         text = text[:-1]
     if text[:1].isupper() and not text[1:2].isupper():

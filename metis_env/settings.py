@@ -44,6 +44,7 @@ _DEFAULTS = {
     "globus_client_id": ALCF_TOKENS_CLIENT_ID,
     "token_refresh_margin": 3600.0,
     "reauth_after_days": 27.0,
+    "min_ttl": None,
 }
 
 
@@ -52,8 +53,8 @@ class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS], defaults=tuple
     ("keyring"|"file"), pattern, transport ("paramiko"|"openssh"): str``; ``port: int | None``;
     ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``);
     ``gateway_url`` (ends in ``/``), ``globus_client_id``: str; ``token_refresh_margin`` (seconds),
-    ``reauth_after_days``: float; ``lock`` ("auto"|"flock"|"file"): how the store's writers exclude
-    each other (locks.py)."""
+    ``reauth_after_days``: float; ``min_ttl`` (seconds of token life export must hand out, or None);
+    ``lock`` ("auto"|"flock"|"file"): how the store's writers exclude each other (locks.py)."""
 
     __slots__ = ()
 
@@ -115,6 +116,8 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         if not number > 0:
             raise UsageError(f"{_label(source, name)} must be a positive number")
         return number
+    if name == "min_ttl":
+        return parse_duration(value, _label(source, "min_ttl"))
     if name == "aliases":
         if isinstance(value, dict):  # `aliases: {GROQ_API_KEY: OPENAI_API_KEY}` in config.yaml reads as well
             value = ",".join(f"{k}={v}" for k, v in value.items())
@@ -137,6 +140,23 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
     if name == "globus_client_id" and not _is_uuid(text):
         raise UsageError(f"{_label(source, 'globus_client_id')} must be a Globus client id (a UUID)")
     return text
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any, label: str) -> float:
+    """``90m``, ``12h``, ``2d``, ``45s`` or plain seconds -> seconds; UsageError naming ``label``."""
+    text = str(value).strip().lower()
+    unit = text[-1:] if text[-1:] in _DURATION_UNITS else "s"
+    number = text[:-1] if text[-1:] in _DURATION_UNITS else text
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit] if not isinstance(value, bool) else -1.0
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{label} must be a duration such as 90m, 12h or 2d (or seconds)")
+    return seconds
 
 
 def _gateway_url(text: str, source: str) -> str:

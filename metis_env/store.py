@@ -381,11 +381,12 @@ class Store:
 
 
 def references(data: dict) -> set[tuple[str, str]]:
-    """Every (store, entry name) a metadata file points at: the endpoints' keys and the gateway's tokens."""
+    """Every (store, entry name) a metadata file points at: the endpoints' keys and the gateway's tokens
+    (and a service account's client secret)."""
     refs = {(r.get("store", "keyring"), r.get("secret")) for r in data.get("endpoints", {}).values()}
     gateway = data.get(GATEWAY)
     if isinstance(gateway, dict):
-        refs.update((gateway.get("store", "keyring"), gateway[k]) for k in ("access", "refresh") if gateway.get(k))
+        refs.update((gateway.get("store", "keyring"), gateway[k]) for k in ("access", "refresh", "secret") if gateway.get(k))
     return refs
 
 

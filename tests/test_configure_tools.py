@@ -53,6 +53,21 @@ def tool_path(tool: str) -> str | None:
     return shutil.which(command, path=str(VENV_BIN)) if tool == "llm" else (command if os.access(command, os.X_OK) else None)
 
 
+def tool_env(tmp_path: Path) -> dict:
+    """The environment the tools run in: this checkout's metis-env and the tools on PATH, no OPENAI_*
+    or SAMBANOVA_* variable, their data and caches under ``tmp_path``, nothing from the network."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("OPENAI_", "SAMBANOVA_"))}
+    env.update(
+        PATH=os.pathsep.join([str(VENV_BIN), str(NPM_BIN), "/usr/local/bin", "/usr/bin", "/bin"]),
+        PYTHONPATH=str(REPO),
+        XDG_DATA_HOME=str(tmp_path / "data"), XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_STATE_HOME=str(tmp_path / "state"),
+        # offline: no model catalogue, price list or update check from the network
+        OPENCODE_DISABLE_MODELS_FETCH="1", OPENCODE_DISABLE_AUTOUPDATE="1", LITELLM_LOCAL_MODEL_COST_MAP="True",
+        NO_COLOR="1", TERM="dumb",
+    )
+    return env
+
+
 @pytest.fixture
 def stub():
     server = OpenAIStubServer(KEY, MODELS, reply=REPLY)
@@ -73,15 +88,7 @@ def test_the_real_tool_reaches_the_endpoint_with_its_key_and_model(tool, stub, f
 
     work = tmp_path / "work"
     work.mkdir()
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("OPENAI_", "SAMBANOVA_"))}
-    env.update(
-        PATH=os.pathsep.join([str(VENV_BIN), str(NPM_BIN), "/usr/local/bin", "/usr/bin", "/bin"]),
-        PYTHONPATH=str(REPO),
-        XDG_DATA_HOME=str(tmp_path / "data"), XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_STATE_HOME=str(tmp_path / "state"),
-        # offline: no model catalogue, price list or update check from the network
-        OPENCODE_DISABLE_MODELS_FETCH="1", OPENCODE_DISABLE_AUTOUPDATE="1", LITELLM_LOCAL_MODEL_COST_MAP="True",
-        NO_COLOR="1", TERM="dumb",
-    )
+    env = tool_env(tmp_path)
     argv = [str(VENV_BIN / "metis-env"), "run", "1", "--", *command] if under_run else command
     proc = subprocess.run(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=240)
     output = proc.stdout.decode(errors="replace")

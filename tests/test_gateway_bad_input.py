@@ -156,12 +156,55 @@ def test_a_foreign_owned_or_symlinked_alcf_tokens_cache_is_refused(globus, globu
     if os.geteuid() == 0:
         os.chown(path, 65534, 65534)
         assert result(metis("login", "--from-alcf-tokens", env=env)) == (6, "", (
-            f"metis-env: error: {path} belongs to another user (uid 65534); refusing to adopt its tokens\n"
+            f"metis-env: error: {path} belongs to another user (uid 65534); refusing to read it\n"
         ))
     os.unlink(path)
     (tmp_path / "elsewhere.json").write_text("{}")
     os.symlink(tmp_path / "elsewhere.json", path)
     assert result(metis("login", "--from-alcf-tokens", env=env)) == (6, "", (
-        f"metis-env: error: {path} is a symbolic link; refusing to read tokens through it\n"
+        f"metis-env: error: {path} is a symbolic link; refusing to read it (remove the link)\n"
     ))
     assert nothing_stored(env)
+
+
+def test_a_fifo_in_place_of_the_alcf_tokens_cache_is_refused_at_once(globus, globus_env):
+    """Without O_NONBLOCK, open() of a FIFO waits for a writer for ever."""
+    env = gateway_env(globus_env)
+    path = write_cache(env, "{}")
+    os.unlink(path)
+    os.mkfifo(path, 0o600)
+    proc = metis("login", "--from-alcf-tokens", env=env)  # before the fix: a hang, ended by metis()'s timeout
+    assert result(proc) == (6, "", f"metis-env: error: {path} is not a regular file; move it away\n")
+    assert nothing_stored(env)
+
+
+def test_a_hostile_identity_reaches_the_terminal_escaped(globus, globus_env):
+    """An identity from alcf-tokens' file (or Globus) with an escape sequence and a forged line."""
+    env = gateway_env(globus_env)
+    entry = {**globus.issue_tokens(), "identity_id": "x\x1b]0;pwned\x07\nmetis-env: logged in as admin\u202e"}
+    write_cache(env, json.dumps({"data": {"DEFAULT": {"681c10cc-f684-4540-bcd7-0b4df3bc26ef": entry}}}))
+    assert metis("login", "--from-alcf-tokens", env=env).returncode == 0
+    proc = metis("login", env=env)
+    assert result(proc) == (0, "", (
+        "metis-env: already logged in to the ALCF gateway as x\\x1b]0;pwned\\x07\\nmetis-env: logged in as admin\\u202e "
+        f"(token valid until {metadata(env)['gateway']['expires']}, login 0 days ago); `metis-env login --force` logs in again\n"
+    ))
+    doctor = metis("doctor", env=env).stdout.decode()
+    assert "logged in as x\\x1b]0;pwned\\x07\\nmetis-env: logged in as admin\\u202e (file store)" in doctor
+
+
+def test_a_gateway_listing_too_many_clusters_and_models_is_stored_cut_to_the_caps(globus, globus_env):
+    from metis_env.testing.gateway_standin import make_clusters
+
+    env = gateway_env(globus_env)
+    globus.clusters = make_clusters({f"c{i:03}": ("api", {f"m{j:03}": "Live" for j in range(300)}) for i in range(70)})
+    code, out, err, _url = login_headless(env, globus)
+    assert (code, out) == (0, b"")
+    assert err.splitlines()[3:5] == [
+        f"metis-env: warning: {globus.gateway_url}list-endpoints: cluster c000, c001, c002 and 67 more list(s) more than 256 models; "
+        "only the first 256 of each are kept",
+        f"metis-env: warning: {globus.gateway_url}list-endpoints lists 70 clusters with models; only the first 64 are kept",
+    ]
+    stored = {k: v["models"] for k, v in metadata(env)["endpoints"].items()}
+    assert stored == {f"c{i:03}": [f"m{j:03}" for j in range(256)] for i in range(64)}
+    assert exported_json(metis("export", "c063", "--shell", "json", env=env))["MODEL_NAME"] == "m000"

@@ -211,3 +211,26 @@ def test_run_proxy_when_the_refresh_is_refused_gives_the_child_metis_envs_line(g
     message = second.split(" ", 2)[2]
     assert message.startswith("metis-env proxy: ") and "metis-env login" in message
     assert f"metis-env: warning: proxy: {message[len('metis-env proxy: '):]}\n" in err
+
+
+IDP = (
+    "the gateway does not accept the identity provider of your Globus login (Demo User (demo@anl.gov)); it accepts "
+    "anl.gov, alcf.anl.gov: log out at https://app.globus.org/logout, then run `metis-env login --force` and log in "
+    "with an ALCF or Argonne identity"
+)
+
+
+def test_an_identity_provider_the_gateway_refuses_is_told_apart_everywhere(globus, logged_in):  # noqa: F811
+    """FIRST's 401 "Permission denied. Must authenticate with ..." (about 330 characters, its advice at
+    the end): exit 24 and one line of advice from check, status, sync --gateway and login; a warning
+    from run --proxy, whose child sees the gateway's own 401."""
+    globus.idp_ok = False
+    assert cli(logged_in, "check", "metis")[::2] == (24, f"metis-env: error: check of endpoint metis: {IDP}\n")
+    assert cli(logged_in, "sync", "--gateway") == (24, "", f"metis-env: error: {IDP}\n")
+    code, out, err = cli(logged_in, "status", "metis", "--json")
+    assert (code, [(e["status"], e["message"]) for e in json.loads(out)["endpoints"]]) == (24, [("identity_not_authorized", IDP)])
+    code, out, err = cli(logged_in, "run", "--proxy", "metis", "--", sys.executable, "-c", STATUS_CHILD, "gpt-oss-120b")
+    assert (code, out[:4], err) == (0, "401 ", f"metis-env: warning: {IDP}\n")
+    lines = []
+    code = drive_login([sys.executable, "-m", "metis_env", "login", "--no-browser", "--force"], logged_in, globus.approve, lines.append)
+    assert (code, lines[-1]) == (24, f"metis-env: error: {IDP}")

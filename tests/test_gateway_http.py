@@ -269,3 +269,17 @@ def test_hostile_model_names_that_are_still_names_are_kept_verbatim():
     """Quotes, $ and spaces inside are a shell's problem, solved by quoting (tests/test_gateway_cli.py)."""
     names = ["it's $(rm -rf ~)", "`id`; \"x\"", "naïve model"]
     assert parse_list_endpoints(cluster(models=names), GW)[0].models == tuple(names)
+
+
+def test_a_listing_of_88000_clusters_and_1000_models_each_is_cut_to_the_caps(capsys):
+    """A hostile gateway cannot make every export slow: what is kept is bounded, and said."""
+    clusters = {f"c{i}": {"base_url": f"/resource_server/c{i}", "frameworks": {"api": {"models": ["m"]}}} for i in range(88_000)}
+    clusters["c0"]["frameworks"]["api"]["models"] = [f"m{j}" for j in range(1000)]
+    records = parse_list_endpoints({"clusters": clusters}, GW)
+    assert [r.id for r in records] == sorted(f"c{i}" for i in range(http.MAX_CLUSTERS))
+    assert [len(r.models) for r in records if r.id == "c0"] == [http.MAX_MODELS] and (http.MAX_CLUSTERS, http.MAX_MODELS) == (64, 256)
+    assert records[0].models == tuple(f"m{j}" for j in range(256))
+    assert capsys.readouterr().err == (
+        "metis-env: warning: list-endpoints: cluster c0 list(s) more than 256 models; only the first 256 of each are kept\n"
+        "metis-env: warning: list-endpoints lists 88000 clusters with models; only the first 64 are kept\n"
+    )

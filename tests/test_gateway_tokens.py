@@ -4,7 +4,9 @@ endpoint files. Nothing here reaches Globus or ALCF."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,12 +181,64 @@ def test_an_expired_token_offline_fails_with_the_login_line(globus, globus_env):
     assert proc.stderr.decode().endswith("; run `metis-env login`\n") and proc.stderr.count(b"\n") == 1
 
 
-def test_a_refused_refresh_is_the_login_line(logged_in):
+def test_a_refused_refresh_while_the_token_works_hands_it_out_with_a_warning(logged_in):
     env, globus = logged_in
+    old = exported_json(export_metis(env))
     globus.refresh_fails = True
-    assert result(metis("export", "metis", env={**env, **MARGIN_ALL})) == (18, "false\n", (
+    proc = export_metis(env, **MARGIN_ALL)
+    assert (proc.returncode, exported_json(proc), proc.stderr.decode()) == (0, old, (
+        "metis-env: warning: Globus refused the refresh (invalid_grant: the login expired or was revoked); "
+        "run `metis-env login` before it expires; using the current token, valid for 48 h more\n"
+    ))
+
+
+def test_a_refused_refresh_of_an_expired_token_is_the_login_line(globus, globus_env):
+    env = gateway_env(globus_env)
+    globus.access_lifetime = 1
+    assert login_headless(env, globus)[0] == 0
+    wait_until(lambda: time.time() > metadata(env)["gateway"]["expires_at"], "the stored token's expiry")
+    globus.refresh_fails = True
+    assert result(metis("export", "metis", env=env)) == (18, "false\n", (
         "metis-env: error: Globus refused the refresh (invalid_grant: the login expired or was revoked); run `metis-env login`\n"
     ))
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
+    """Poll a state (not a time): fail naming ``what`` if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
+def test_a_globus_answering_one_byte_every_5_s_holds_the_lock_no_longer_than_the_refresh_deadline(logged_in):
+    from metis_env.sources.gateway.tokens import REFRESH_TIMEOUT
+
+    env, globus = logged_in
+    old = exported_json(export_metis(env))["OPENAI_API_KEY"]
+    globus.token_drip = 5.0  # the status line alone would take a minute; the whole answer half an hour
+    first = start_metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL})
+    wait_until(lambda: globus.drips_started == 1, "the first exporter's refresh reached the slow Globus")
+    dripping = time.monotonic()
+    second = start_metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL})  # waits for the lock
+    out, err = first.communicate(timeout=120)
+    first_done = time.monotonic()
+    out2, err2 = second.communicate(timeout=120)
+    second_done = time.monotonic()
+    slack = 20.0  # a busy CI machine; without the deadline the first one takes half an hour
+    assert first_done - dripping < REFRESH_TIMEOUT + slack
+    assert second_done - first_done < slack  # it did not spend another deadline on the same Globus
+    assert (first.returncode, json.loads(out)["OPENAI_API_KEY"], second.returncode, json.loads(out2)["OPENAI_API_KEY"]) == (
+        0, old, 0, old)
+    assert err.decode() == (
+        "metis-env: warning: the Globus token could not be refreshed (Globus Auth did not finish the refresh within "
+        f"{REFRESH_TIMEOUT:g} s; check your network and try again); using the current token, valid for 48 h more\n"
+    )
+    assert re.fullmatch(
+        r"metis-env: warning: the Globus token could not be refreshed \(Globus Auth did not finish the refresh within "
+        r"10 s; check your network and try again\) \d+ s ago; the next try is after 60 s; using the current token, "
+        r"valid for 48 h more\n", err2.decode()), err2
+    assert globus.drips_started == 1
 
 
 def test_fifty_concurrent_exports_inside_the_margin_refresh_once(logged_in):
@@ -264,7 +318,9 @@ def test_logout_revokes_and_forgets_but_keeps_endpoint_files(logged_in, endpoint
     assert metis("import", *map(str, endpoint_files), env=env).returncode == 0
     token = exported_json(export_metis(env))["OPENAI_API_KEY"]
     assert result(metis("logout", env=env)) == (0, "", (
-        "metis-env: logged out: the tokens are revoked at Globus and forgotten here\nendpoint metis: removed\nendpoint sophia: removed\n"
+        "metis-env: logged out: the tokens are revoked at Globus and forgotten here\n"
+        "metis-env: the gateway may accept the old access token for up to 10 minutes more (it caches token checks)\n"
+        "endpoint metis: removed\nendpoint sophia: removed\n"
     ))
     assert globus.token_status(token) == "revoked"
     assert ("gateway" in metadata(env), list(metadata(env)["endpoints"])) == (False, ["1", "2"])
@@ -275,11 +331,13 @@ def test_logout_revokes_and_forgets_but_keeps_endpoint_files(logged_in, endpoint
 
 def test_logout_offline_forgets_anyway_with_a_warning(logged_in):
     env, globus = logged_in
+    expires = metadata(env)["gateway"]["expires"]
     globus.stop()
     proc = metis("logout", env=env)
     assert proc.returncode == 0
     lines = proc.stderr.decode().splitlines()
     assert lines[0].startswith("metis-env: warning: the tokens are forgotten here, but Globus could not revoke them (")
+    assert lines[0].endswith(f"); a copy of the access token elsewhere keeps working until it expires ({expires})")
     assert lines[1:] == ["endpoint metis: removed", "endpoint sophia: removed"]
     assert keys_file(env) == {}
 
@@ -473,3 +531,51 @@ def test_sync_gateway_and_login_refresh_the_tool_configs_configure_wrote(logged_
     globus.set_model_status("metis", "new-model-2", "Live")
     code, _out, err, _url = login_headless(env, globus, "--force")
     assert (code, err.splitlines()[-1]) == (0, "configure: pi: refreshed ~/.pi/agent/models.json for endpoint metis")
+
+
+# --- --min-ttl and min_ttl (issue 17 item 4) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, seconds", [("90m", 5400), ("12h", 43200), ("2d", 172800), ("45s", 45), ("3600", 3600), (" 1.5H ", 5400)])
+def test_durations(text, seconds):
+    from metis_env.settings import parse_duration
+
+    assert parse_duration(text, "--min-ttl") == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-1h", "soon", "1w", "", "h", "inf", "nanm"])
+def test_bad_durations_are_one_line(text):
+    from metis_env.errors import UsageError
+    from metis_env.settings import parse_duration
+
+    with pytest.raises(UsageError) as caught:
+        parse_duration(text, "--min-ttl")
+    assert str(caught.value) == "--min-ttl must be a duration such as 90m, 12h or 2d (or seconds)"
+
+
+def test_min_ttl_refreshes_unless_that_much_life_is_left(globus, globus_env):
+    env = gateway_env(globus_env)
+    globus.access_lifetime = 12 * 3600  # the stored token: 12 h
+    assert login_headless(env, globus)[0] == 0
+    globus.access_lifetime = 172800
+    old = exported_json(export_metis(env))["OPENAI_API_KEY"]
+    kept = [exported_json(metis("export", "metis", "--shell", "json", "--min-ttl", "11h", env=env))["OPENAI_API_KEY"],
+            metis("get", "key", "metis", "--min-ttl", "90m", env=env).stdout.decode().strip()]
+    assert (kept, globus.grants("refresh_token")) == ([old, old], 0)
+    proc = metis("export", "metis", "--shell", "json", "--min-ttl", "13h", env=env)
+    new = exported_json(proc)["OPENAI_API_KEY"]
+    assert (proc.stderr, new != old, globus.grants("refresh_token")) == (b"", True, 1)
+    # now 48 h left: the setting and its variable ask the same, and more than Globus gives is said
+    assert exported_json(export_metis(env, METIS_ENV_MIN_TTL="47h"))["OPENAI_API_KEY"] == new
+    proc = export_metis(env, METIS_ENV_MIN_TTL="3d")
+    assert (proc.returncode, globus.grants("refresh_token"), proc.stderr.decode()) == (0, 2, (
+        "metis-env: warning: the Globus token lives 48 h after a refresh, less than the 72 h --min-ttl (min_ttl) "
+        "asks for: Globus decides its lifetime (48 h)\n"
+    ))
+    child = "import os; print(os.environ['OPENAI_API_KEY'])"
+    ran = metis("run", "--min-ttl", "49h", "metis", "--", sys.executable, "-c", child, env=env)
+    assert (ran.returncode, globus.grants("refresh_token"), globus.token_status(ran.stdout.decode().strip())) == (0, 3, "valid")
+    assert result(metis("export", "metis", "--min-ttl", "soon", env=env)) == (2, "false\n", (
+        "metis-env: error: invalid value for '--min-ttl': expected a duration such as 90m, 12h or 2d (or seconds); "
+        "see metis-env export --help\n"
+    ))

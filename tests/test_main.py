@@ -105,6 +105,8 @@ def test_the_table_covers_failures_too(two_endpoints):
         ("export", "--model"),
         ("export", "1", "--model", "a", "--model", "b"),
         ("export", "--", "1"),
+        ("export", "1", "--min-ttl", "soon"),  # click words a bad duration
+        ("get", "key", "--min-ttl", "0"),
         ("get",),
         ("get", "colour", "1"),
         ("run", "1"),
@@ -232,6 +234,9 @@ GATEWAY_FORMS = [
     ("get", "key", "metis"),
     ("get", "models", "sophia"),
     ("run", "metis", "--", sys.executable, "-c", "import os; print(os.environ['METIS_ENV_TOKEN_EXPIRES'][-1])"),
+    ("export", "metis", "--min-ttl", "12h", "--shell", "json"),  # 48 h left: no refresh on either path
+    ("get", "key", "metis", "--min-ttl=90m"),
+    ("run", "--min-ttl", "1d", "metis", "--", sys.executable, "-c", "import os; print(os.environ['MODEL_NAME'])"),
 ]
 
 

@@ -34,3 +34,20 @@ def test_the_first_command_installs_what_the_demo_runs_and_development_says_how_
     development = README[README.index("## Development"):]
     assert (extras["openai"], "pip install '.[openai]' && metis-env demo" in setup,
             development.index("pip install -e '.[test]'") < development.index("python3 -m pytest -q")) == (["openai>=1"], True, True)
+
+
+def test_every_word_status_can_print_for_an_endpoint_it_could_not_ask_is_documented():
+    from metis_env import check
+
+    words = {v for k, v in vars(check).items() if k.isupper() and isinstance(v, str) and v.islower() and " " not in v
+             and "/" not in v and "-" not in v and v not in (check.OK, check.NOT_LIVE, check.MAINTENANCE) and len(v) > 2}
+    assert sorted(w for w in words if f"`unknown ({w})`" not in README) == []
+
+
+def test_every_change_word_sync_and_import_print_is_documented_with_its_dry_run_form():
+    from metis_env.actions import describe_changes
+    from metis_env.store import Change
+
+    words = ["new", "unchanged", "key rotated", "models changed", "updated", "removed"]
+    said = [line.split(": ", 1)[1] for dry in (False, True) for line in describe_changes([Change("1", w) for w in words], dry)]
+    assert [w for w in said if f"`{w}`" not in README] == []

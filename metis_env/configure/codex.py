@@ -12,6 +12,7 @@ own default provider is left alone: ``codex -c model_provider=metis-ID -m MODEL`
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 
 from . import formats
@@ -48,4 +49,4 @@ def section(text: str | None, entry: Entry, path: str):
 
 
 def usage(entry: Entry) -> str:
-    return f"codex -c model_provider={entry.provider} -m {entry.model} exec 'hi'   (needs a Responses API in front of Metis)"
+    return f"codex -c model_provider={entry.provider} -m {shlex.quote(entry.model)} exec 'hi'   (needs a Responses API in front of Metis)"

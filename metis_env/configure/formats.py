@@ -56,15 +56,16 @@ def json_get(text: str | None, keys: list[str], tool: str, path: str, comments: 
     return node.to_python()
 
 
-def json_set(text: str | None, keys: list[str], value: Any, tool: str, path: str, comments: bool, new_doc: dict) -> str:
-    """``text`` with ``keys`` (a path of object members) set to ``value``; ``new_doc`` for a new file."""
+def json_set(text: str | None, keys: list[str], value: Any, tool: str, path: str, comments: bool, new_doc: dict, escape=None) -> str:
+    """``text`` with ``keys`` (a path of object members) set to ``value``; ``new_doc`` for a new file;
+    ``escape`` rewrites each JSON string token metis-env writes (see jsonc.render)."""
     if text is None or not text.strip():
         doc = copy.deepcopy(new_doc)
         target = doc
         for key in keys[:-1]:
             target = target.setdefault(key, {})
         target[keys[-1]] = value
-        return jsonc.render(doc, "  ", "") + "\n"
+        return jsonc.render(doc, "  ", "", escape) + "\n"
     root = json_tree(text, tool, path, comments)
     node, depth = root, 0
     for key in keys[:-1]:
@@ -77,7 +78,7 @@ def json_set(text: str | None, keys: list[str], value: Any, tool: str, path: str
     rest = value
     for key in reversed(keys[depth + 1 :]):
         rest = {key: rest}
-    new = jsonc.set_member(text, node, keys[depth], rest)
+    new = jsonc.set_member(text, node, keys[depth], rest, escape)
     expected = root.to_python()
     target = expected
     for key in keys[:-1]:
@@ -105,8 +106,17 @@ def toml_load(text: str | None, tool: str, path: str) -> dict:
         raise _refuse(tool, path, int(match.group(1)) if match else None, "TOML", detail) from None
 
 
+def toml_string(value: str) -> str:
+    """A TOML basic string: backslash, quote and every control character escaped (TOML allows none raw)."""
+    return '"' + _TOML_ESCAPE.sub(lambda m: _TOML_SHORT.get(m.group(), f"\\u{ord(m.group()):04X}"), value) + '"'
+
+
+_TOML_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
+_TOML_SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
 def toml_key(name: str) -> str:
-    return name if _BARE.match(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return name if _BARE.match(name) else toml_string(name)
 
 
 def toml_value(value: Any) -> str:
@@ -115,7 +125,7 @@ def toml_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        return toml_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML form for {type(value).__name__}")

@@ -170,29 +170,33 @@ def line_indent(text: str, pos: int) -> str:
     return re.match(r"[ \t]*", text[start:]).group()
 
 
-def render(value: Any, indent: str, base: str) -> str:
-    """``value`` as JSON indented by ``indent`` per level, its continuation lines starting at ``base``."""
+def render(value: Any, indent: str, base: str, escape=None) -> str:
+    """``value`` as JSON indented by ``indent`` per level, its continuation lines starting at ``base``;
+    ``escape`` (if given) rewrites each string token (keys and values, quotes included)."""
     dumped = json.dumps(value, indent=indent, ensure_ascii=False)
+    if escape is not None:
+        dumped = _STRING.sub(lambda match: escape(match.group()), dumped)
     return dumped.replace("\n", "\n" + base)
 
 
-def set_member(text: str, obj: Node, key: str, value: Any) -> str:
+def set_member(text: str, obj: Node, key: str, value: Any, escape=None) -> str:
     """``text`` with member ``key`` of object ``obj`` set to ``value``; all other text unchanged."""
     unit = indent_unit(text)
+    render_key = lambda name: render(name, unit, "", escape)  # noqa: E731
     existing = next((m for m in obj.members if m[0] == key), None)
     if existing is not None:
         node = existing[2]
         base = line_indent(text, existing[1])
-        return text[: node.start] + render(value, unit, base) + text[node.end :]
+        return text[: node.start] + render(value, unit, base, escape) + text[node.end :]
     if obj.members:
         last_key_start, last, comma_end = obj.members[-1][1], obj.members[-1][2], obj.members[-1][3]
         base = line_indent(text, last_key_start)
-        member = f'{json.dumps(key, ensure_ascii=False)}: {render(value, unit, base)}'
+        member = f'{render_key(key)}: {render(value, unit, base, escape)}'
         if comma_end is not None:  # JSONC's trailing comma: keep it, and give ours one too
             return text[:comma_end] + "\n" + base + member + "," + text[comma_end:]
         return text[: last.end] + ",\n" + base + member + text[last.end :]
     outer = line_indent(text, obj.start)
     base = outer + unit
-    member = f'{json.dumps(key, ensure_ascii=False)}: {render(value, unit, base)}'
+    member = f'{render_key(key)}: {render(value, unit, base, escape)}'
     return text[: obj.start] + "{\n" + base + member + "\n" + outer + "}" + text[obj.end :]
 

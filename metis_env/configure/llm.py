@@ -11,6 +11,7 @@ around them are kept byte for byte.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Mapping
 
@@ -97,4 +98,4 @@ def section(text: str | None, entry: Entry, path: str):
 
 
 def usage(entry: Entry) -> str:
-    return f"metis-env run {entry.endpoint} -- llm -m {entry.provider}/{entry.model} 'hi'"
+    return f"metis-env run {entry.endpoint} -- llm -m {shlex.quote(entry.provider + '/' + entry.model)} 'hi'"

@@ -8,11 +8,19 @@ but its plugins can: configure also writes a small plugin (``plugins/metis-env.j
 config dir, loaded by opencode at start) whose ``chat.headers`` hook asks ``metis-env get key ID``
 for each request to a ``metis-*`` provider. No key is written; the provider's ``apiKey`` is
 ``{env:OPENAI_API_KEY}`` as well, which ``metis-env run`` sets, should the plugin be removed.
+
+opencode substitutes ``{env:VAR}``, ``{file:PATH}``, ``{json:PATH#/ptr}`` and ``{toml:PATH#/ptr}`` in
+the text of its config before it parses the JSON, wherever they stand (keys, model names, URLs). A
+base URL or model name from an endpoint file or the gateway is not ours to trust, so every ``{`` in
+the strings metis-env writes (but its own ``{env:OPENAI_API_KEY}``) is written ``\u007b``: the same
+string to a JSON parser, no token to opencode's substitution.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from collections.abc import Mapping
 
 from . import formats
@@ -72,9 +80,14 @@ def provider_config(entry: Entry) -> dict:
     }
 
 
+def inert(token: str) -> str:
+    """A JSON string token that opencode's ``{kind:...}`` substitution leaves alone (but our key reference)."""
+    return token if token == json.dumps(KEY_REFERENCE) else token.replace("{", "\\u007b")
+
+
 def apply(text: str | None, entry: Entry, path: str) -> str:
     return formats.json_set(
-        text, ["provider", entry.provider], provider_config(entry), NAME, path, comments=True, new_doc={"$schema": SCHEMA}
+        text, ["provider", entry.provider], provider_config(entry), NAME, path, comments=True, new_doc={"$schema": SCHEMA}, escape=inert
     )
 
 
@@ -83,4 +96,4 @@ def section(text: str | None, entry: Entry, path: str):
 
 
 def usage(entry: Entry) -> str:
-    return f"opencode run -m {entry.provider}/{entry.model} 'hi'"
+    return f"opencode run -m {shlex.quote(entry.provider + '/' + entry.model)} 'hi'"

@@ -44,4 +44,4 @@ def section(text: str | None, entry: Entry, path: str):
 
 
 def usage(entry: Entry) -> str:
-    return f"pi --provider {entry.provider} --model {entry.model} -p 'hi'"
+    return f"pi --provider {entry.provider} --model {shlex.quote(entry.model)} -p 'hi'"

@@ -3,7 +3,8 @@
 What the real globus-sdk calls (``NativeAppAuthClient``, ``UserApp``, the login flow managers, the
 id_token decoder): the OpenID configuration and JWKS, ``/v2/oauth2/authorize`` (a 302 to the
 ``redirect_uri`` with ``code`` and ``state``), the auth-code page native apps redirect to, the token
-endpoint (authorization_code with PKCE S256, refresh_token), revoke, introspect and userinfo.
+endpoint (authorization_code with PKCE S256, refresh_token, and a service account's client_credentials
+with HTTP Basic client authentication), revoke, introspect and userinfo.
 Token state lives in the ``GlobusStandIn``; these functions hold its lock while they change it.
 """
 
@@ -133,9 +134,21 @@ def _authorize(standin: GlobusStandIn, h: _Handler, query: dict[str, str]) -> in
 def _token(standin: GlobusStandIn, h: _Handler, form: dict[str, str]) -> int:
     grant = form.get("grant_type", "")
     h.grant_type = grant
-    client_id = form.get("client_id", "")
-    if client_id not in standin.client_ids:
-        return h.send_json(401, {"error": "invalid_client"})
+    basic = h.basic_auth()  # a confidential client (ConfidentialAppAuthClient: HTTP Basic, id and secret)
+    if basic is not None:
+        client_id = basic[0]
+        with standin._lock:
+            known = standin.service_accounts.get(client_id)
+        if known is None or not secrets.compare_digest(known.encode(), basic[1].encode()):
+            return h.send_json(401, {"error": "invalid_client"})
+    else:
+        client_id = form.get("client_id", "")
+        if client_id not in standin.client_ids:
+            return h.send_json(401, {"error": "invalid_client"})
+    if grant == "client_credentials":
+        if basic is None:
+            return h.send_json(401, {"error": "invalid_client"})
+        return _client_credentials(standin, h, form, client_id)
     if grant == "authorization_code":
         return _exchange_code(standin, h, form, client_id)
     if grant == "refresh_token":
@@ -155,6 +168,20 @@ def _token(standin: GlobusStandIn, h: _Handler, form: dict[str, str]) -> int:
             standin._access[token["access_token"]]["refresh"] = refresh
         return h.send_json(200, {**token, "refresh_token": refresh, "other_tokens": []})
     return h.send_json(400, {"error": "unsupported_grant_type"})
+
+
+def _client_credentials(standin: GlobusStandIn, h: _Handler, form: dict[str, str], client_id: str) -> int:
+    """What Globus answers a confidential client's client-credentials grant: a token per resource
+    server asked for, the first on top and the others in ``other_tokens``, never a refresh token."""
+    scopes = form.get("scope", "").split()
+    if not scopes or any(resource_server_of(s) is None for s in scopes):
+        return h.send_json(400, {"error": "invalid_scope"})
+    by_rs: dict[str, list[str]] = {}
+    for scope in scopes:
+        by_rs.setdefault(resource_server_of(scope) or "", []).append(scope)
+    with standin._lock:
+        tokens = [standin._issue(rs, " ".join(s), client_id, refresh=False) for rs, s in by_rs.items()]
+    return h.send_json(200, {**tokens[0], "other_tokens": [{**t, "other_tokens": []} for t in tokens[1:]]})
 
 
 def _exchange_code(standin: GlobusStandIn, h: _Handler, form: dict[str, str], client_id: str) -> int:

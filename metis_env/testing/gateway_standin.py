@@ -33,6 +33,23 @@ POLICY_MESSAGE = (
     "'python3 inference_auth_token.py authenticate --force'. "
     "Make sure you authenticate with an authorized identity provider: anl.gov, alcf.anl.gov."
 )
+AUTHORIZED_IDP_DOMAINS = "anl.gov, alcf.anl.gov"
+
+
+def idp_message(user: str) -> str:
+    """FIRST's auth.check_session_info refusal, word for word (argonne-lcf/FIRST 329c0cd); ``user`` is
+    ``"Name (username)"``, or ``"Unknown (no active session found)"`` for a token with no session (a
+    service account the gateway has not allow-listed)."""
+    return (
+        f"Error: Permission denied. Must authenticate with {AUTHORIZED_IDP_DOMAINS}. "
+        f"Currently authenticated as {user}. "
+        "If you are passing an access token directly to this API, "
+        "please logout from Globus by visiting https://app.globus.org/logout "
+        "and re-authenticate with the following command: "
+        "'python3 inference_auth_token.py authenticate --force'."
+    )
+
+
 NOT_FOUND_PAGE = (
     '<!doctype html>\n<html lang="en">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n'
     "  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n"
@@ -99,6 +116,13 @@ def _authenticate(standin: GlobusStandIn, h: _Handler) -> int:
                    and standin.token_resource_server(token) == INFERENCE_RESOURCE_SERVER)
     if not h.bearer_ok:
         return _error(h, 401, "unauthorized", "Token introspection: Token is either not active or invalid")
+    client = standin.token_client(token)
+    if client in standin.service_accounts:  # FIRST: an allow-listed service account skips the IdP and policy checks
+        if client in standin.allow_listed:
+            return 0
+        return _error(h, 401, "unauthorized", idp_message("Unknown (no active session found)"))
+    if not standin.idp_ok:  # FIRST checks the session's identity provider before the policies
+        return _error(h, 401, "unauthorized", idp_message(f"{standin.identity['name']} ({standin.identity['preferred_username']})"))
     if not standin.policy_ok:
         return _error(h, 401, "unauthorized", POLICY_MESSAGE)
     return 0

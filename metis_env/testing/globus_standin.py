@@ -20,6 +20,7 @@ top when ``openid`` is asked. Tokens never appear in ``repr`` or in the request 
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
 import secrets
@@ -94,9 +95,11 @@ class GlobusStandIn:
     refresh_lifetime = _knob("refresh_lifetime", "seconds a refresh token lives from its issue; None: forever")
     refresh_fails = _knob("refresh_fails", "every refresh grant answers 400 invalid_grant")
     rotate_refresh = _knob("rotate_refresh", "a refresh returns a new refresh token and kills the old one")
+    idp_ok = _knob("idp_ok", "False: the gateway answers FIRST's unauthorised-identity-provider 401 to every valid token")
     policy_ok = _knob("policy_ok", "False: the gateway answers the high-assurance 401 to every valid token")
     refresh_delay = _knob("refresh_delay", "seconds the token endpoint waits before answering a refresh")
     dead = _knob("dead", "accept every connection and never answer")
+    token_drip = _knob("token_drip", "seconds between the bytes of each token-endpoint answer (0: all at once)")
     gateway_fault = _knob("gateway_fault", 'None; "html" or "5xx": every gateway route answers such a page, '
                                            'token or not; "wrong_shape": a 200 JSON of the wrong shape')
     clock_offset = _knob("clock_offset", "seconds the stand-in's clock is ahead of this machine's")
@@ -120,6 +123,8 @@ class GlobusStandIn:
         self._address = (host, port)
         self.client_ids = tuple(client_ids)
         self.identity = dict(identity or DEFAULT_IDENTITY)
+        self.service_accounts: dict[str, str] = {}
+        self.allow_listed: set[str] = set()
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._knobs: dict[str, Any] = {
@@ -128,8 +133,10 @@ class GlobusStandIn:
             "refresh_fails": False,
             "rotate_refresh": False,
             "policy_ok": True,
+            "idp_ok": True,
             "refresh_delay": 0.0,
             "dead": False,
+            "token_drip": 0.0,
             "gateway_fault": None,
             "clock_offset": 0.0,
         }
@@ -139,6 +146,7 @@ class GlobusStandIn:
         self._access: dict[str, dict[str, Any]] = {}
         self._refresh: dict[str, dict[str, Any]] = {}
         self._log: list[LoggedRequest] = []
+        self._drips_started = 0
         self._authorizations: list[dict[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -265,6 +273,22 @@ class GlobusStandIn:
             "identity_id": self.identity["sub"],
         }
 
+    def add_service_account(self, client_id: str, secret: str, *, allow_listed: bool = True) -> None:
+        """A confidential client (a Globus service account) that may use the client-credentials grant;
+        ``allow_listed``: the gateway accepts its tokens (ALCF's AUTHORIZED_GLOBUS_SERVICE_USERNAMES)."""
+        with self._lock:
+            self.service_accounts[client_id] = secret
+            if allow_listed:
+                self.allow_listed.add(client_id)
+            else:
+                self.allow_listed.discard(client_id)
+
+    def token_client(self, access_token: str) -> str | None:
+        """The client id an access token was issued to."""
+        with self._lock:
+            record = self._access.get(access_token)
+            return None if record is None else record["client_id"]
+
     def revoke_all(self) -> None:
         """Revoke every token issued so far (as a Globus logout of all sessions would)."""
         with self._lock:
@@ -310,6 +334,12 @@ class GlobusStandIn:
         """The query of every ``/v2/oauth2/authorize`` request (scope, prompt, session_required_policies…)."""
         with self._lock:
             return [dict(query) for query in self._authorizations]
+
+    @property
+    def drips_started(self) -> int:
+        """How many token answers began to be sent byte by byte (``token_drip``)."""
+        with self._lock:
+            return self._drips_started
 
     def grants(self, grant_type: str) -> int:
         """How many token requests of ``grant_type`` arrived (answered or refused)."""
@@ -429,6 +459,20 @@ class _Handler(BaseHTTPRequestHandler):
     def form(self) -> dict[str, str]:
         return dict(urllib.parse.parse_qsl(self.body().decode(errors="replace"), keep_blank_values=True))
 
+    def basic_auth(self) -> tuple[str, str] | None:
+        """(client id, secret) of an ``Authorization: Basic`` header, else None."""
+        import base64
+        import binascii
+
+        scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme != "Basic":
+            return None
+        try:
+            user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return (user, password) if sep else None  # globus-sdk's BasicAuthorizer does not URL-encode
+
     def bearer(self) -> str | None:
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
         return token.strip() if scheme == "Bearer" and token.strip() else None
@@ -436,6 +480,25 @@ class _Handler(BaseHTTPRequestHandler):
     # -- response helpers (each returns the status, for the log) ------------------------------
 
     def send_bytes(self, status: int, data: bytes, content_type: str, headers: Mapping[str, str] = {}) -> int:
+        drip = self.standin.token_drip if self.grant_type else 0.0
+        if drip:  # a slow Globus: the whole answer, status line included, one byte at a time
+            real, self.wfile = self.wfile, io.BytesIO()
+            try:
+                self._send_now(status, data, content_type, headers)
+            finally:
+                raw, self.wfile = self.wfile.getvalue(), real
+            with self.standin._lock:
+                self.standin._drips_started += 1
+            for i in range(len(raw)):
+                real.write(raw[i:i + 1])
+                real.flush()
+                if self.standin.wait(drip):
+                    self.close_connection = True
+                    return 0
+            return status
+        return self._send_now(status, data, content_type, headers)
+
+    def _send_now(self, status: int, data: bytes, content_type: str, headers: Mapping[str, str]) -> int:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

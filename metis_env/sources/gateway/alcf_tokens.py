@@ -1,8 +1,8 @@
 """Read, never write, the token cache of ALCF's ``alcf-tokens`` (globus-sdk's JSON format 2.0).
 
 alcf-tokens rewrites the file in place with no lock and no rename, so a reader can meet it empty or
-cut short: such a read is retried a few times, never taken for "logged out". A symlink or a file of
-another user is refused in one line. Standard library only.
+cut short: such a read is retried a few times, never taken for "logged out". A symlink, a FIFO or a
+file of another user is refused in one line (files.read_private_text). Standard library only.
 
 Example::
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import time
 
 from ...errors import LoginRequiredError, StoreError
+from ...files import read_private_text
 from .constants import ALCF_TOKENS_CLIENT_ID, INFERENCE_RESOURCE_SERVER
 
 ATTEMPTS = 8
@@ -64,19 +64,9 @@ def read_cache(path: str) -> tuple[dict, str]:
 
 
 def _read_once(path: str) -> str:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise LoginRequiredError(f"alcf-tokens is not logged in here ({path} does not exist); run `metis-env login`") from None
-    except OSError as exc:
-        if os.path.islink(path):
-            raise StoreError(f"{path} is a symbolic link; refusing to read tokens through it") from None
-        raise StoreError(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if info.st_uid != os.geteuid():
-            raise StoreError(f"{path} belongs to another user (uid {info.st_uid}); refusing to adopt its tokens")
-        if not stat.S_ISREG(info.st_mode):
-            raise StoreError(f"{path} is not a regular file; refusing to read it")
-        data = handle.read(MAX_BYTES)
-    return data.decode("utf-8", "replace")
+    # The project's one private reader: O_NONBLOCK|O_NOFOLLOW, so a FIFO or a symlink planted there
+    # is refused at once instead of hanging `login` in open().
+    text = read_private_text(path, foreign=True, max_bytes=MAX_BYTES)
+    if text is None:
+        raise LoginRequiredError(f"alcf-tokens is not logged in here ({path} does not exist); run `metis-env login`")
+    return text

@@ -10,6 +10,7 @@ does) whose ``status`` tells apart what the user must do differently:
 | … that model is starting, queued or offline | not_live | 21 |
 | jobs 503 ``cluster_under_maintenance``, or every model listed as stopped with no status | maintenance | 21 |
 | 401 "Permission denied from internal policies" (high-assurance re-authentication) | reauth_required | 19 |
+| 401 "Permission denied. Must authenticate with ..." (an identity provider the gateway does not accept) | identity_not_authorized | 24 |
 | any other 401, or 403 | unauthorized | 12 |
 | HTML, 5xx, a JSON of the wrong shape, a redirect | gateway_error | 20 |
 | no answer | unreachable / timeout | 13 / 14 |
@@ -27,6 +28,7 @@ from typing import Any
 
 from ...check import (
     GATEWAY_ERROR,
+    IDENTITY_NOT_AUTHORIZED,
     MAINTENANCE,
     NOT_LIVE,
     OK,
@@ -38,7 +40,7 @@ from ...check import (
     _Scrubber,
     _TransportError,
 )
-from ...errors import LoginRequiredError, NotLiveError, ReauthRequiredError
+from ...errors import IdentityNotAuthorizedError, LoginRequiredError, NotLiveError, ReauthRequiredError
 from .http import Answer, classify
 
 PROBE_WHOAMI = "GET /whoami"
@@ -153,6 +155,8 @@ def _refusal(answer: Any, what: str) -> tuple[str, str] | None:
     error = classify(Answer(answer.url, answer.status, answer.body, answer.content_type, answer.location), what)
     if isinstance(error, ReauthRequiredError):
         return REAUTH_REQUIRED, str(error)
+    if isinstance(error, IdentityNotAuthorizedError):
+        return IDENTITY_NOT_AUTHORIZED, str(error)
     if isinstance(error, LoginRequiredError):
         return UNAUTHORIZED, str(error)
     if answer.status == 403:

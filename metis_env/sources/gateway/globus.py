@@ -1,4 +1,5 @@
-"""Globus Auth through globus-sdk: the native-app login, the refresh grant and revocation.
+"""Globus Auth through globus-sdk: the native-app login, the refresh grant, a service account's
+client-credentials grant and revocation.
 
 The only module of metis-env that imports ``globus_sdk`` (about 100 ms), and never on the hot path:
 ``tokens.fresh_key`` comes here only inside the refresh margin, about once in 47 hours. Every
@@ -24,7 +25,8 @@ from globus_sdk.login_flows import CommandLineLoginFlowManager, LocalServerLogin
 from globus_sdk.token_storage import TokenStorage, TokenStorageData
 from globus_sdk.transport import RequestsTransport, RetryConfig
 
-from ...errors import ConnectionFailedError, GatewayError, LoginRequiredError, MetisEnvError, UsageError
+from ...errors import ConnectionFailedError, GatewayError, LoginRequiredError, MetisEnvError, ServiceAccountError, UsageError
+from ...render import printable
 from .constants import INFERENCE_RESOURCE_SERVER, INFERENCE_SCOPE, INFERENCE_SESSION_POLICY
 
 APP_NAME = "metis-env"
@@ -81,9 +83,29 @@ def refresh(settings: Any, client_id: str, refresh_token: str, timeout: float) -
     return dict(data)
 
 
-def revoke(settings: Any, client_id: str, tokens: Mapping[str, str], timeout: float = 10.0) -> None:
-    """Revoke each token at Globus; raises the first failure (after trying them all)."""
-    client = auth_client(client_id, timeout)
+def client_credentials(client_id: str, secret: str, timeout: float) -> dict[str, Any]:
+    """One client-credentials grant of a confidential client (a Globus service account) for the
+    inference scope -> the inference token data (``access_token``, ``expires_at_seconds``, ``scope``;
+    never a refresh token: minted again when needed). Refused -> ServiceAccountError."""
+    failure: MetisEnvError | None = None
+    try:
+        client = globus_sdk.ConfidentialAppAuthClient(client_id=client_id, client_secret=secret, app_name=APP_NAME, **_transport(timeout))
+        response = client.oauth2_client_credentials_tokens(requested_scopes=INFERENCE_SCOPE)
+        data = response.by_resource_server.get(INFERENCE_RESOURCE_SERVER)
+    except Exception as exc:  # noqa: BLE001 - worded below, never chained
+        failure = describe_error(exc, "the service account's token")
+    if failure is not None:
+        raise failure
+    if not data:
+        raise ServiceAccountError("Globus gave the service account no token for the inference service; check the client's scopes")
+    return dict(data)
+
+
+def revoke(settings: Any, client_id: str, tokens: Mapping[str, str], timeout: float = 10.0, secret: str | None = None) -> None:
+    """Revoke each token at Globus (as the confidential client ``client_id`` given its ``secret``);
+    raises the first failure (after trying them all)."""
+    client = auth_client(client_id, timeout) if secret is None else globus_sdk.ConfidentialAppAuthClient(
+        client_id=client_id, client_secret=secret, app_name=APP_NAME, **_transport(timeout))
     failure: MetisEnvError | None = None
     for token in tokens.values():
         try:
@@ -98,8 +120,13 @@ def describe_error(exc: BaseException, what: str) -> MetisEnvError:
     if isinstance(exc, MetisEnvError):
         return exc
     if isinstance(exc, globus_sdk.AuthAPIError):
-        code = exc.code if isinstance(exc.code, str) else ""
+        code = printable(exc.code[:60]) if isinstance(exc.code, str) else ""  # Globus's words reach a terminal
         body = str(getattr(exc, "text", "") or "")[:500]
+        if exc.http_status in (400, 401) and (code == "invalid_client" or "invalid_client" in body):
+            return ServiceAccountError(
+                f"Globus refused the service account's client id or secret for {what} (invalid_client); check them "
+                "(app.globus.org, Settings, Developers), then `metis-env login --service-account CLIENT_ID --force`"
+            )
         if exc.http_status in (400, 401) and (code == "invalid_grant" or "invalid_grant" in body):
             return LoginRequiredError(f"Globus refused {what} (invalid_grant: the login expired or was revoked); run `metis-env login`")
         return GatewayError(f"Globus Auth answered {what} with HTTP {exc.http_status} ({code or 'no error code'}); try again later")

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from ...errors import (
     ConnectionFailedError,
     GatewayError,
+    IdentityNotAuthorizedError,
     LoginRequiredError,
     MetisEnvError,
     NotLiveError,
@@ -52,6 +53,10 @@ REAUTH_MESSAGE = (
     f"log out at {LOGOUT_URL}, then run `metis-env login --force`"
 )
 POLICY_WORDS = "permission denied from internal policies"
+# FIRST's auth.py: the session's identity provider is not one the gateway authorises ("Error: Permission
+# denied. Must authenticate with {domains}. Currently authenticated as {user}. ...") or check_permission's
+# "Permission denied due to IdP domain restrictions.". A refresh cannot cure either.
+IDP_WORDS = ("permission denied. must authenticate with", "permission denied due to idp domain restrictions")
 NOT_LIVE_CODES = ("cluster_under_maintenance",)
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
@@ -61,6 +66,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 # A model name reaches shells (quoted) and comma-joined lists (`get models`): no controls, no commas.
 _BAD_MODEL = re.compile(r"[\x00-\x1f\x7f-\x9f,]|^\s|\s$")
 MAX_NAME = 200
+# Every export reads every stored record: a hostile listing must not make them all slow (88,000
+# clusters took export from 0.05 s to 3 s). ALCF serves 4 clusters and a few dozen models each.
+MAX_CLUSTERS = 64
+MAX_MODELS = 256
 
 
 class Answer(namedtuple("Answer", "url status body content_type location")):
@@ -217,15 +226,51 @@ def classify(answer: Answer, what: str) -> MetisEnvError | None:
     code, message = answer.error_fields()
     detail = f": {message}" if message else ""
     if status == 401:
-        if POLICY_WORDS in message.lower() or POLICY_WORDS in answer.body[:2000].decode("utf-8", "replace").lower():
-            return ReauthRequiredError(REAUTH_MESSAGE)
-        return LoginRequiredError(f"the gateway refused the Globus token ({what}: HTTP 401{detail}); run `metis-env login`")
+        return refusal_401(answer, what)
     if status == 503 and (code in NOT_LIVE_CODES or "not currently live" in message.lower() or "not live" in message.lower()):
         return NotLiveError(f"{what}: {message or code} (HTTP 503); see `metis-env status`")
     if 300 <= status < 400:
         target = f" to {answer.location}" if answer.location else ""
         return GatewayError(f"{answer.url} redirected{target} (HTTP {status}), not followed; check the gateway_url setting")
     return GatewayError(f"{answer.url} answered HTTP {status}{detail} ({answer.describe_body()})")
+
+
+def refusal_401(answer: Answer, what: str) -> MetisEnvError:
+    """What a gateway 401 means: the policy's re-authentication (19), an identity provider the
+    gateway does not accept (24), or a token it does not take (18), with the gateway's words kept
+    whole enough that its advice survives."""
+    body = answer.body[:4000].decode("utf-8", "replace")
+    lowered = body.lower()
+    if POLICY_WORDS in lowered:
+        return ReauthRequiredError(REAUTH_MESSAGE)
+    if any(words in lowered for words in IDP_WORDS):
+        return IdentityNotAuthorizedError(idp_refusal(_full_message(answer) or body))
+    message = _full_message(answer)
+    detail = f": {_clean(message, 400)}" if message else ""
+    return LoginRequiredError(f"the gateway refused the Globus token ({what}: HTTP 401{detail}); run `metis-env login`")
+
+
+def idp_refusal(message: str) -> str:
+    """FIRST's unauthorised-IdP message -> one line of advice, naming who was refused and what is accepted."""
+    accepted = re.search(r"must authenticate with (.+?)\.(?: |$)", message, re.IGNORECASE)
+    current = re.search(r"currently authenticated as (.+?)\.(?: if |$| )", message, re.IGNORECASE)
+    who = f" ({_clean(current.group(1), 160)})" if current else ""
+    takes = f"; it accepts {_clean(accepted.group(1), 120)}" if accepted else ""
+    return (
+        f"the gateway does not accept the identity provider of your Globus login{who}{takes}: log out at {LOGOUT_URL}, "
+        "then run `metis-env login --force` and log in with an ALCF or Argonne identity"
+    )
+
+
+def _full_message(answer: Answer) -> str:
+    payload = answer.json()
+    if not isinstance(payload, dict):
+        return ""
+    error = payload.get("error", payload.get("detail"))
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str):
+        message = payload.get("message") if isinstance(payload.get("message"), str) else ""
+    return _clean(message, 2000)
 
 
 def expect_json(answer: Answer, what: str) -> Any:
@@ -266,6 +311,7 @@ def parse_list_endpoints(payload: Any, gateway_url: str, shown_url: str = "list-
     base = gateway_url if gateway_url.endswith("/") else gateway_url + "/"
     prefix = urlsplit(base).path
     records = []
+    crowded: list[str] = []
     for name, cluster in clusters.items():
         _check_name(name, "cluster name", shown_url)
         if name.isdigit():
@@ -290,10 +336,23 @@ def parse_list_endpoints(payload: Any, gateway_url: str, shown_url: str = "list-
             if len(set(models)) != len(models):
                 raise GatewayError(f"{shown_url}: cluster {name} lists a model twice")
             if models:
+                if len(models) > MAX_MODELS:
+                    crowded.append(name)
                 url = base + "/".join(segments) + f"/{framework}/v1/"
-                records.append(GatewayEndpoint(name, url, tuple(models), framework))
+                records.append(GatewayEndpoint(name, url, tuple(models[:MAX_MODELS]), framework))
                 break
-    return sorted(records, key=lambda r: r.id)
+    if crowded:
+        more = f" and {len(crowded) - 3} more" if len(crowded) > 3 else ""
+        _warn(f"{shown_url}: cluster {', '.join(crowded[:3])}{more} list(s) more than {MAX_MODELS} models; only the first {MAX_MODELS} of each are kept")
+    if len(records) > MAX_CLUSTERS:
+        _warn(f"{shown_url} lists {len(records)} clusters with models; only the first {MAX_CLUSTERS} are kept")
+    return sorted(records[:MAX_CLUSTERS], key=lambda r: r.id)
+
+
+def _warn(line: str) -> None:
+    import sys
+
+    sys.stderr.write(f"metis-env: warning: {line}\n")
 
 
 def _check_name(value: Any, what: str, shown_url: str) -> None:

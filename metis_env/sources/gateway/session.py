@@ -5,6 +5,7 @@ Messages for the user go to stderr through ``say``; stdout stays empty.
 Example::
 
     login(settings, store, no_browser=True)   # URL on stderr, code from stdin, endpoints stored
+    login_service_account(settings, store, CLIENT_ID, secret)   # client credentials, no browser
     sync_gateway(settings, store)              # the endpoint list again, same token
     logout(settings, store)                    # revoked at Globus, forgotten here
 """
@@ -16,7 +17,16 @@ import sys
 import time
 from collections.abc import Callable
 
-from ...errors import ConnectionFailedError, GatewayError, LoginRequiredError, MetisEnvError
+from ...errors import (
+    ConnectionFailedError,
+    GatewayError,
+    IdentityNotAuthorizedError,
+    LoginRequiredError,
+    MetisEnvError,
+    ServiceAccountError,
+    UsageError,
+)
+from ...render import printable
 from ...store import Change
 from . import alcf_tokens, http, tokens
 
@@ -44,7 +54,7 @@ def login(
     both in one update; nothing is stored if any step fails."""
     state = tokens.read_state(store)
     if state is not None and not force and state.seconds_left() > 0:
-        who = f" as {state.identity}" if state.identity else ""
+        who = f" as {printable(state.identity)}" if state.identity else ""  # from Globus or alcf-tokens' file
         say(
             f"already logged in to the ALCF gateway{who} (token valid until {tokens.iso_utc(state.expires_at)}, "
             f"login {state.login_age_days():.0f} days ago); `metis-env login --force` logs in again"
@@ -81,13 +91,74 @@ def login(
     return changes
 
 
+ALLOW_LIST_ADVICE = (
+    "the ALCF gateway accepts a Globus service account only once ALCF has allow-listed it: ask ALCF support "
+    "(support@alcf.anl.gov) to allow {username} for the Inference Service"
+)
+
+
+def service_account_username(client_id: str) -> str:
+    """The Globus username of a confidential client: what ALCF's allow-list holds."""
+    return f"{client_id}@clients.auth.globus.org"
+
+
+def login_service_account(
+    settings: Settings, store: Store, client_id: str, secret: str, *, force: bool = False, say: Callable[[str], None] = _say
+) -> list[Change]:
+    """Log in as a Globus service account (a confidential client's client-credentials grant for the
+    inference scope): no browser, no refresh token, no 30-day re-login; export mints a new token
+    inside the refresh margin. The client secret is kept in the store like a key."""
+    state = tokens.read_state(store)
+    if state is not None and not force and state.seconds_left() > 0:
+        return login(settings, store, say=say)  # says "already logged in as ..."
+    if not secret.strip():
+        raise UsageError("the client secret is empty; paste it at the prompt, or pipe it with --secret-stdin")
+    store.check_writable()
+    from . import globus
+
+    secret = secret.strip()
+    data = tokens.within(tokens.REFRESH_TIMEOUT, "the service account's token",
+                         lambda: globus.client_credentials(client_id, secret, tokens.REFRESH_TIMEOUT))
+    username = service_account_username(client_id)
+    try:
+        endpoints = http.list_endpoints(settings.gateway_url, data["access_token"])
+    except IdentityNotAuthorizedError:
+        raise ServiceAccountError(f"the gateway refused the service account {client_id}: " + ALLOW_LIST_ADVICE.format(username=username)) from None
+    before = {k for k, v in store.endpoints().items() if v.source == "gateway"}
+    tokens.save_login(store, settings, data, username, endpoints, service_account=(client_id, secret))
+    after = {k for k, v in store.endpoints().items() if v.source == "gateway"}
+    changes = [Change(i, "new" if i not in before else "updated") for i in sorted(after)]
+    changes += [Change(i, "removed") for i in sorted(before - after)]
+    say(
+        f"logged in to the ALCF gateway as service account {client_id}; token valid until "
+        f"{tokens.iso_utc(data['expires_at_seconds'])}, minted again when needed"
+    )
+    return changes
+
+
+def read_client_secret(from_stdin: bool, client_id: str) -> str:
+    """The service account's client secret: one line from stdin (``--secret-stdin``), else a hidden
+    prompt on the terminal. Never argv or the environment."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line.strip():
+            raise UsageError("--secret-stdin: no client secret on stdin")
+        return line.strip()
+    from ...prompt import TerminalPrompter
+
+    try:
+        return TerminalPrompter().secret(f"Globus client secret of {client_id}: ")
+    except UsageError:
+        raise UsageError("no terminal to ask for the client secret on; pipe it with --secret-stdin") from None
+
+
 def current_token(settings: Settings, store: Store) -> str:
     """An access token valid for at least the margin (refreshed if needed), for gateway calls
     outside export (``sync --gateway``, status, check)."""
     state = tokens.read_state(store)
     if state is None:
         raise LoginRequiredError(f"not logged in to the ALCF gateway; {tokens.LOGIN_HINT}")
-    if state.seconds_left() <= settings.token_refresh_margin:
+    if state.seconds_left() <= tokens.refresh_margin(settings):
         state, note = tokens.refresh_if_due(store, settings, state)
         if note:
             if state.seconds_left() <= 0:
@@ -113,15 +184,19 @@ def logout(settings: Settings, store: Store, say: Callable[[str], None] = _say) 
         say("not logged in to the ALCF gateway; nothing to do")
         return []
     removed, values = tokens.forget_login(store)
+    secret = values.pop("secret", None)  # a service account's: forgotten, never sent to be revoked
     if values:
         from . import globus
 
+        until = f"a copy of the access token elsewhere keeps working until it expires ({tokens.iso_utc(state.expires_at)})"
         try:
-            globus.revoke(settings, state.client_id or settings.globus_client_id, values)
+            globus.revoke(settings, state.client_id or settings.globus_client_id, values, secret=secret)
         except (ConnectionFailedError, GatewayError, LoginRequiredError) as exc:
-            say(f"warning: the tokens are forgotten here, but Globus could not revoke them ({exc})")
+            say(f"warning: the tokens are forgotten here, but Globus could not revoke them ({exc}); {until}")
         except MetisEnvError as exc:
-            say(f"warning: the tokens are forgotten here, but revoking them failed ({exc})")
+            say(f"warning: the tokens are forgotten here, but revoking them failed ({exc}); {until}")
         else:
             say("logged out: the tokens are revoked at Globus and forgotten here")
+            # FIRST caches a good introspection for 600 s: a revoked token is not refused at once.
+            say("the gateway may accept the old access token for up to 10 minutes more (it caches token checks)")
     return [Change(i, "removed") for i in removed]

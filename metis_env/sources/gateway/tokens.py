@@ -22,8 +22,9 @@ import os
 import sys
 import time
 from collections import namedtuple
+from collections.abc import Callable
 
-from ...errors import BusyError, LoginRequiredError, MetisEnvError
+from ...errors import BusyError, ConnectionFailedError, LoginRequiredError, MetisEnvError
 from ...store import GATEWAY, natural_key, utc_now
 
 TYPE_CHECKING = False
@@ -36,20 +37,26 @@ if TYPE_CHECKING:
 
 REFRESH_TIMEOUT = 10.0
 """Seconds one refresh at Globus may take (connect to last byte)."""
+RETRY_AFTER = 60.0
+"""Seconds after a failed refresh (the token still valid) before another exporter tries again."""
 LOCK_WAIT = REFRESH_TIMEOUT + 5.0
 """Seconds an exporter waits for another one's refresh (or a sync) to release the store's lock."""
 LOGIN_HINT = "run `metis-env login`"
 
-_STATE_FIELDS = "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url"
+_STATE_FIELDS = "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url secret"
 
 
 class TokenState(namedtuple("TokenState", _STATE_FIELDS)):
     """The gateway section of endpoints.yaml: ``store`` ("keyring"|"file"), ``backend``, ``access`` and
     ``refresh`` (entry names, never tokens), ``fingerprint`` (of the access token), ``expires_at``
     (epoch seconds), ``login_at`` (epoch seconds), ``scope``, ``identity``, ``client_id``,
-    ``gateway_url``."""
+    ``gateway_url``, ``secret`` (a service account's client-secret entry name; "" for a user's login)."""
 
     __slots__ = ()
+
+    @property
+    def service_account(self) -> bool:
+        return bool(self.secret)
 
     def seconds_left(self, now: float | None = None) -> float:
         return self.expires_at - (time.time() if now is None else now)
@@ -76,6 +83,7 @@ def read_state(store: Store) -> TokenState | None:
             identity=str(section.get("identity", "")),
             client_id=str(section.get("client_id", "")),
             gateway_url=str(section.get("gateway_url", "")),
+            secret=str(section.get("secret") or ""),
         )
     except (KeyError, TypeError, ValueError):
         from ...errors import StoreError
@@ -103,13 +111,13 @@ def fresh_key(store: Store, selection: Any, settings: Settings) -> tuple[Any, st
         raise LoginRequiredError(f"not logged in to the ALCF gateway (endpoint {selection.endpoint.id}); {LOGIN_HINT}")
     warnings = list(selection.warnings)
     now = time.time()
-    if state.login_age_days(now) > settings.reauth_after_days:
+    if state.login_age_days(now) > settings.reauth_after_days and not state.service_account:
         warnings.append(
             f"your Globus login is {state.login_age_days(now):.0f} days old; ALCF asks for a new one every 30 days: "
             "run `metis-env login --force` before the gateway refuses the token"
         )
     endpoint = selection.endpoint
-    if state.seconds_left(now) <= settings.token_refresh_margin or endpoint.secret_ref != state.access:
+    if state.seconds_left(now) <= refresh_margin(settings) or endpoint.secret_ref != state.access:
         state, note = refresh_if_due(store, settings, state)
         if note:
             if state.seconds_left() <= 0:
@@ -119,8 +127,20 @@ def fresh_key(store: Store, selection: Any, settings: Settings) -> tuple[Any, st
         if current is None:
             raise LoginRequiredError(f"the gateway endpoint {endpoint.id} is gone (a logout?); {LOGIN_HINT}")
         endpoint = current
+        min_ttl = getattr(settings, "min_ttl", None)
+        if not note and min_ttl and state.seconds_left() < min_ttl:
+            warnings.append(
+                f"the Globus token lives {_duration(state.seconds_left())} after a refresh, less than the "
+                f"{_duration(min_ttl)} --min-ttl (min_ttl) asks for: Globus decides its lifetime (48 h)"
+            )
     key = store.api_key(endpoint)
     return selection._replace(endpoint=endpoint, expires_at=iso_utc(state.expires_at), warnings=tuple(warnings)), key
+
+
+def refresh_margin(settings: Settings) -> float:
+    """Refresh when less than this is left: ``token_refresh_margin``, or more with ``min_ttl``
+    (``--min-ttl``, as aws-vault's AWS_MIN_TTL: a job that needs 40 h starts with at least 40 h)."""
+    return max(settings.token_refresh_margin, getattr(settings, "min_ttl", None) or 0.0)
 
 
 def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple[TokenState, str | None]:
@@ -133,7 +153,7 @@ def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple
                 current = read_state(store)
                 if current is None:
                     raise LoginRequiredError(f"the gateway login was removed meanwhile; {LOGIN_HINT}")
-                if current.seconds_left() > settings.token_refresh_margin:
+                if current.seconds_left() > refresh_margin(settings):
                     return current, None  # another exporter refreshed while we waited
                 return _refresh_locked(store, settings, current)
         except BusyError:
@@ -143,23 +163,93 @@ def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple
 
 
 def _refresh_locked(store: Store, settings: Settings, state: TokenState) -> tuple[TokenState, str | None]:
-    if not state.refresh:
-        return state, "the Globus login has no refresh token"
-    refresh_token = store.secrets(state.store).get(state.refresh)
-    if refresh_token is None:
-        return state, "the Globus refresh token is missing from the store"
+    failed = _recent_failure(store) if state.seconds_left() > 0 else None
+    if failed:  # another exporter just spent REFRESH_TIMEOUT on it: do not make this shell wait too
+        return state, failed
+    if state.service_account:  # no refresh token: a service account mints a new token instead
+        grant, what = store.secrets(state.store).get(state.secret), "the service account's token"
+    else:
+        grant, what = (store.secrets(state.store).get(state.refresh) if state.refresh else None), "the refresh"
+    if grant is None:
+        if state.service_account:
+            return state, "the service account's client secret is missing from the store"
+        return state, "the Globus refresh token is missing from the store" if state.refresh else "the Globus login has no refresh token"
     from . import globus  # the only importer of globus_sdk: paid for about once in 47 h
 
+    client_id = state.client_id or settings.globus_client_id
+
+    def grant_now() -> dict:
+        if state.service_account:
+            return globus.client_credentials(client_id, grant, REFRESH_TIMEOUT)
+        return globus.refresh(settings, client_id, grant, REFRESH_TIMEOUT)
+
     try:
-        data = globus.refresh(settings, state.client_id or settings.globus_client_id, refresh_token, REFRESH_TIMEOUT)
-    except LoginRequiredError:
-        raise
+        data = within(REFRESH_TIMEOUT, what, grant_now)
+    except LoginRequiredError as exc:
+        if state.seconds_left() <= 0:
+            raise
+        # Refused (invalid_grant) while the access token still works: the gateway accepts it for its
+        # remaining life, so a user in the middle of work keeps it, and is told to log in.
+        note = f"{str(exc).split('; run ')[0]}; run `metis-env login` before it expires"
+        _remember_failure(store, note)
+        return state, note
     except MetisEnvError as exc:
-        return state, f"the Globus token could not be refreshed ({exc})"
+        note = f"the Globus token could not be refreshed ({exc})"
+        _remember_failure(store, note)
+        return state, note
     try:
         return save_refresh(store, state, data), None
     except MetisEnvError as exc:  # the old token is still stored, and still valid at Globus
         return state, f"the refreshed Globus token could not be stored ({exc})"
+
+
+def within(seconds: float, what: str, call: Callable[[], Any]) -> Any:
+    """``call()``, or ConnectionFailedError once ``seconds`` have passed, whatever the call is doing.
+
+    A per-socket timeout does not bound a server that answers one byte every few seconds; this does,
+    from connect to last byte, for globus-sdk's requests and anything else alike. The call runs in a
+    daemon thread that is left behind at the deadline (its answer is dropped; the process goes on,
+    and the store's lock is released by the caller)."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="metis-env-deadline", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise ConnectionFailedError(f"Globus Auth did not finish {what} within {seconds:g} s; check your network and try again")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _recent_failure(store: Store) -> str | None:
+    section = store.metadata().get(GATEWAY)
+    if not isinstance(section, dict):
+        return None
+    when, note = section.get("refresh_failed_at"), section.get("refresh_failure")
+    if not isinstance(when, (int, float)) or not isinstance(note, str) or not 0 <= time.time() - when < RETRY_AFTER:
+        return None
+    return f"{note} {time.time() - when:.0f} s ago; the next try is after {RETRY_AFTER:g} s"
+
+
+def _remember_failure(store: Store, note: str) -> None:
+    def change(old: dict) -> dict:
+        if isinstance(old.get(GATEWAY), dict):
+            old[GATEWAY] = {**old[GATEWAY], "refresh_failed_at": int(time.time()), "refresh_failure": note}
+        return old
+
+    try:
+        store.rewrite({}, change)
+    except MetisEnvError:
+        pass  # only a courtesy to the next exporter
 
 
 # --- writers ---------------------------------------------------------------------------------------
@@ -171,15 +261,21 @@ def token_fingerprint(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
 
 
-def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint]) -> TokenState:
+def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint],
+               service_account: tuple[str, str] | None = None) -> TokenState:
     """Store a new login (``data``: globus-sdk's token data for the inference resource server:
     ``access_token``, ``refresh_token``, ``expires_at_seconds``, ``scope``) and the gateway endpoints,
-    replacing any previous login and every gateway record, in one update."""
+    replacing any previous login and every gateway record, in one update. ``service_account``:
+    (client id, client secret), the secret kept in the store like a key."""
     secrets = store.secrets()
     to_write, section = _section(data, secrets.kind, secrets.backend, None)
     section.update(
         login_at=int(time.time()), identity=identity, client_id=settings.globus_client_id, gateway_url=settings.gateway_url
     )
+    if service_account is not None:
+        client_id, secret = service_account
+        section.update(client_id=client_id, secret=f"gateway/secret/{token_fingerprint(secret)}")
+        to_write[section["secret"]] = secret
 
     def change(old: dict) -> dict:
         old[GATEWAY] = section
@@ -197,6 +293,8 @@ def save_refresh(store: Store, state: TokenState, data: dict) -> TokenState:
 
     def change(old: dict) -> dict:
         merged = {**old.get(GATEWAY, {}), **section}
+        merged.pop("refresh_failed_at", None)
+        merged.pop("refresh_failure", None)
         old[GATEWAY] = merged
         for record in old.get("endpoints", {}).values():
             if record.get("source") == GATEWAY:
@@ -239,11 +337,12 @@ def save_endpoints(store: Store, endpoints: list[GatewayEndpoint]) -> list[Any]:
 
 def forget_login(store: Store) -> tuple[list[str], dict[str, str]]:
     """Remove the login and every gateway record; (the ids removed, the tokens as they were, for
-    revocation). The tokens are deleted from the store after the metadata stops naming them."""
+    revocation, and a service account's client ``secret``). The tokens and the secret are deleted
+    from the store after the metadata stops naming them."""
     state = read_state(store)
     tokens: dict[str, str] = {}
     if state is not None:
-        for name, ref in (("access", state.access), ("refresh", state.refresh)):
+        for name, ref in (("access", state.access), ("refresh", state.refresh), ("secret", state.secret)):
             try:
                 value = store.secrets(state.store).get(ref) if ref else None
             except MetisEnvError:
