@@ -151,9 +151,9 @@ class LeaseHeld:
     kind = "file"
 
     def __init__(self, path: str, busy: str) -> None:
+        import _thread  # not threading: Thread.start() and join() each wait for the other thread to run
         import secrets
         import socket
-        import threading  # only for the lease: the hot path (export) never takes the lock at all
 
         self.path = path
         self.host = socket.gethostname()
@@ -176,9 +176,9 @@ class LeaseHeld:
             break
         else:
             raise BusyError(f"{busy} (lease {path} changes hands too often)")
-        self.stop = threading.Event()
-        self.renewer = threading.Thread(target=self._renew, name="metis-env-lease", daemon=True)
-        self.renewer.start()
+        self.held = _thread.allocate_lock()  # released by release(): the renewer's signal to stop
+        self.held.acquire()
+        _thread.start_new_thread(self._renew, ())
 
     def ours(self) -> bool:
         try:
@@ -188,7 +188,7 @@ class LeaseHeld:
         return holder is not None and holder.token == self.token
 
     def _renew(self) -> None:
-        while not self.stop.wait(RENEW_SECONDS):
+        while not self.held.acquire(timeout=RENEW_SECONDS):
             if not self.ours():
                 return  # broken (we hung past the lease): touching it would extend another's
             try:
@@ -197,8 +197,9 @@ class LeaseHeld:
                 return
 
     def release(self) -> None:
-        self.stop.set()
-        self.renewer.join()
+        # No join: a renewal racing this unlink touches nothing (gone) or the next holder's lease
+        # (which it only extends); waiting for the renewer to be scheduled costs a busy machine most.
+        self.held.release()
         if self.ours():
             try:
                 os.unlink(self.path)
