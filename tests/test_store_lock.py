@@ -7,6 +7,7 @@ the stand-in and fifty concurrent exports then run on the lease file (locks.py),
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -151,9 +152,9 @@ with open_store(load_settings()).locked():
 """
 
 
-def on_node(node: str | None, argv: list[str], **popen) -> subprocess.Popen:
+def on_node(node: str | None, argv: list[str], extra: dict[str, str] | None = None, **popen) -> subprocess.Popen:
     """argv in a process whose host name is ``node`` (its own UTS namespace), or this host's."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "METIS_ENV_LOCK": "file", "METIS_ENV_STORE": "file"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "METIS_ENV_LOCK": "file", "METIS_ENV_STORE": "file", **(extra or {})}
     if node is not None:
         argv = ["unshare", "--uts", "sh", "-c", f'hostname {node} && exec "$@"', "sh", *argv]
     return subprocess.Popen(argv, env=env, **popen)
@@ -187,6 +188,21 @@ def test_a_lease_held_on_one_node_stops_a_writer_on_another_until_broken_when_st
     os.utime(lease, (expired, expired))  # as if node-a has not renewed it for a lease's time
     assert import_on("node-b", endpoint_files) == (0, "", "endpoint 1: new\nendpoint 2: new\n")
     assert not lease.exists()
+
+
+def test_exports_on_two_nodes_sharing_the_home_make_one_refresh(logged_in):
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare --uts (root)")
+    env, globus = logged_in
+    globus.access_lifetime = 1200  # the stored token: 20 min left, inside the default 1 h margin
+    exported_json(metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL}))
+    globus.access_lifetime = 172800
+    argv = [sys.executable, "-m", "metis_env", "export", "metis", "--shell", "json"]
+    runs = [on_node(node, argv, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for node in ("node-a", "node-b") * 4]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [(run.returncode, err) for run, (_, err) in zip(runs, outputs)] == [(0, b"")] * 8
+    tokens = {json.loads(out)["OPENAI_API_KEY"] for out, _ in outputs}
+    assert (globus.grants("refresh_token"), len(tokens)) == (2, 1)  # the one above, and one for both nodes
 
 
 def test_a_dead_holder_on_this_host_is_broken_at_once(env_setup, endpoint_files):
