@@ -495,14 +495,20 @@ def config_path(settings: Settings) -> str:
     return str(config_file(settings.config_dir))
 
 
+def complete_tool(_ctx, _param, incomplete: str) -> list[str]:
+    from .configure import TOOLS
+
+    return [tool for tool in TOOLS if tool.startswith(incomplete)]
+
+
 @cli.command("configure")
-@click.argument("tool", metavar="TOOL")
+@click.argument("tool", metavar="TOOL", shell_complete=complete_tool)
 @endpoint_argument
 @model_option
 @click.option("--dry-run", is_flag=True, help="Show the diff only; write nothing.")
 @click.pass_context
 def configure_command(ctx: click.Context, tool: str, endpoint: str | None, model: str | None, dry_run: bool) -> None:
-    """Write an AI tool's own config for an endpoint: aider, codex, llm, opencode or pi.
+    """Write an AI tool's own config for an endpoint: aider, claude, codex, llm, opencode or pi.
 
     Merges metis-env's entries into the tool's config file (where the tool looks, its own variables
     honoured), keeps everything else, shows a unified diff on stderr first, keeps a backup
@@ -674,6 +680,40 @@ def logout_command(ctx: click.Context) -> None:
     settings = settings_from(ctx)
     for line in actions.describe_changes(logout(settings, open_store(settings))):
         click.echo(line, err=True)
+
+
+@cli.group("kernel", context_settings=CONTEXT)
+def kernel_group() -> None:
+    """Jupyter kernels that stay logged in: they run under metis-env run --proxy."""
+
+
+@kernel_group.command("install")
+@endpoint_argument
+@click.option("--name", help="The kernel's name (default: metis-env-ENDPOINT, or metis-env).")
+@click.option("--display-name", help="The name Jupyter shows (default: Python 3 (metis-env ENDPOINT)).")
+@click.option("--user", "sys_prefix", flag_value=False, default=False, help="Install for this user (the default).")
+@click.option("--sys-prefix", "sys_prefix", flag_value=True, help="Install into the kernel Python's sys.prefix (a venv or conda env of your own).")
+@click.option("--python", metavar="PATH", help="The Python the kernel runs, with ipykernel (default: metis-env's own).")
+@click.pass_context
+def kernel_install_command(ctx: click.Context, endpoint: str | None, name: str | None, display_name: str | None,
+                           sys_prefix: bool, python: str | None) -> None:
+    """Write a Jupyter kernelspec whose kernel stays logged in for as long as it runs.
+
+    The kernel starts under metis-env run --proxy ENDPOINT: it gets OPENAI_BASE_URL (a proxy on
+    127.0.0.1), a local key and MODEL_NAME, and the real key or gateway token, refreshed before it
+    expires, stays in metis-env. kernel.json holds no key or token.
+
+    \b
+    Example:
+      metis-env kernel install metis
+      metis-env kernel install sophia --name sophia --display-name "Python (Sophia)" --sys-prefix
+    """
+    from .kernel import install_kernel
+
+    settings = settings_from(ctx)  # a kernel for an endpoint that is not stored would die as it starts
+    actions.choose_endpoint(open_store(settings).endpoints(), endpoint, settings, "kernel install")
+    folder = install_kernel(endpoint, name=name, display_name=display_name, sys_prefix=sys_prefix, python=python)
+    click.echo(f"metis-env: installed kernel {os.path.basename(folder)} in {folder}", err=True)
 
 
 def _shell_named(command: Sequence[str]) -> str | None:

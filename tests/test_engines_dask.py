@@ -1,0 +1,61 @@
+"""README "Batch jobs and long runs", Dask: a real LocalCluster (two worker processes, two threads each)
+whose tasks call metis_env.openai_client() inside, while the gateway token expires between two phases.
+No request fails, the expiry costs one refresh for all workers, and no token is in any process's argv
+or environment or in Dask's scratch space."""
+
+from __future__ import annotations
+
+import os
+
+from distributed import Client, LocalCluster
+
+from metis_env.testing.gateway_standin import REPLY
+from tests._engine_tasks import chat
+from tests._engines import chat_statuses, process_ids, scan_files, scan_processes, short_login, tokens, wait_until_expired
+from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
+
+WORKERS, THREADS = 2, 2
+PARTIES = WORKERS * THREADS  # every thread of every worker in each phase, at once
+
+
+def test_dask_tasks_keep_working_across_a_token_expiry(globus, globus_env, monkeypatch, tmp_path):  # noqa: F811
+    env = short_login(globus, globus_env, monkeypatch)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    scratch = tmp_path / "dask"
+    with LocalCluster(n_workers=WORKERS, threads_per_worker=THREADS, processes=True, host="127.0.0.1",
+                      dashboard_address=None, local_directory=str(scratch)) as cluster, Client(cluster) as client:
+
+        def phase(name: str) -> list[tuple[list[str], int]]:
+            futures = [client.submit(chat, str(barrier), name, i, PARTIES, pure=False) for i in range(PARTIES)]
+            return client.gather(futures)
+
+        first = phase("before")
+        refreshes_before = globus.grants("refresh_token")
+        seen = wait_until_expired(globus, env)
+        second = phase("after")
+        secrets = seen | tokens(env)
+        worker_pids = {pid for _, pid in first + second}
+        leaks = scan_processes(secrets)
+        alive = worker_pids <= process_ids()
+
+    replies = [reply for replies, _ in first + second for reply in replies]
+    assert (replies, globus.grants("refresh_token") - refreshes_before) == ([REPLY] * 2 * PARTIES * 2, 1)
+    assert set(chat_statuses(globus)) == {(200, True)}
+    assert (len(worker_pids), os.getpid() in worker_pids, alive) == (WORKERS, False, True)
+    assert (len(secrets) >= 3, leaks, scan_files(scratch, secrets)[1]) == (True, [], [])
+
+
+def test_the_scans_find_a_token_where_one_is(tmp_path):
+    """The scans above can fail: a token in a child's argv, in its environment, in a file."""
+    import subprocess
+
+    secret = "a-token-that-must-be-found-0123456789"
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "submit.sh").write_text(f"export T={secret}\n")
+    child = subprocess.Popen(["sh", "-c", "read line", secret], env={"T": secret}, stdin=subprocess.PIPE)
+    try:
+        found = sorted(scan_processes({secret}))
+    finally:
+        child.communicate(b"\n")
+    assert (found, scan_files(tmp_path, {secret})) == ([(child.pid, "cmdline"), (child.pid, "environ")], (1, [str(tmp_path / "deep" / "submit.sh")]))
