@@ -314,8 +314,9 @@ def proxy_status_command(as_json: bool) -> int:
 @click.argument("what", type=click.Choice(actions.GET_FIELDS))
 @endpoint_argument
 @min_ttl_option
+@click.option("--json", "as_json", is_flag=True, help='With key: {"key": ..., "expires_at": ...} (null for endpoint files).')
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None, as_json: bool) -> int:
     """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
 
     \b
@@ -323,7 +324,7 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: fl
       url=$(metis-env get url 1)   # with or without a trailing /
       curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
     """
-    return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl))
+    return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl), as_json)
 
 
 @cli.command("check")
