@@ -195,7 +195,9 @@ def route(standin: GlobusStandIn, h: _Handler, method: str, path: str, query: di
         if refused:
             return refused
     # FIRST's AuthRateThrottle (per user) and AnonRateThrottle (10/s), django-ninja's: no Retry-After
-    if not throttle_of(standin).allow_request("anonymous" if public else standin.identity["sub"]):
+    throttle = throttle_of(standin)
+    counted = throttle.every_route or handler is _inference
+    if counted and not throttle.allow_request("anonymous" if public else standin.identity["sub"]):
         return _send(h, 429, {"detail": "Too many requests."})
     if fault == "wrong_shape":  # a gateway that changed its schema
         return _send(h, 200, {"result": ["this is not the shape you expect"], "clusters": None})
@@ -434,10 +436,13 @@ class Throttle:
     start at a model's first use and expire 60 s later; at or over either, 429 with
     ``{"error": {"code": "too_many_requests", "message": "Tokens/minute limit exceeded", "info": ...}}``.
     Neither answer has ``Retry-After``. ``refused`` counts the 429s sent, ``allowed`` the requests let through.
+    FIRST counts every route; the stand-in counts inference requests only unless ``every_route`` (so that
+    tests of check and status, which make several listing requests in a row, do not depend on speed).
     """
 
-    def __init__(self, per_second: float | None = 10, clock=time.monotonic) -> None:
+    def __init__(self, per_second: float | None = 10, clock=time.monotonic, every_route: bool = False) -> None:
         self.per_second = per_second
+        self.every_route = every_route
         self.tokens_per_minute: dict[str, tuple[int, int]] = {}
         self._clock = clock
         self._lock = threading.Lock()
