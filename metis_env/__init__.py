@@ -10,22 +10,25 @@ In IPython or Jupyter: ``%load_ext metis_env``, then ``%metis 1``. The names are
 
 The package in layers, each importing only from its own layer or below (``tests/test_main.py`` holds it)::
 
-    faces        main.py (console entry, stdlib fast path), cli.py + cli_options.py (click), api.py, magic.py
+    faces        main.py (console entry, stdlib fast path), cli.py + cli_options.py + cli_proxy.py (click),
+                 api.py, magic.py, llm_plugin.py
     commands/    export/get/run, import/list, sync/login/logout, config, status/check, doctor, hooks, kernel,
-                 demo; proxy.py (run --proxy)
-    sources/     ssh/ (paramiko), gateway/ (login, discovery, probes); configure/ (AI tools' configs)
+                 demo, proxy start/stop/status; proxy.py (run --proxy)
+    sources/     ssh/ (paramiko), gateway/ (login, discovery, probes); configure/ (AI tools' configs);
+                 broker/ (the node broker's engine, used by commands/proxy.py, proxy.py and api.py)
     credentials  a stored endpoint -> its current key (the one place that asks a record's source);
                  selection.py: which endpoint and model
     store        endpoints.yaml records (the only writer) and the commit protocol
     settings     settings.py, keystore.py (keyring / keys.json), status_cache.py
-    primitives   endpoint, render, files, http, check, records, variables, prompt, reporting, supervise,
+    primitives   endpoint, render, files, http, check, records, variables, prompt, reporting, supervise, locks,
                  sources/gateway/globus.py (the only globus_sdk user)
-    leaves       errors, paths, text, findings, alcf, structs, secret_service, coredump
+    leaves       errors, paths, text, findings, alcf, structs, secret_service, coredump, reserved_variables,
+                 noproxy
 """
 
 __version__ = "0.1.0"
 
-_API_NAMES = ("environ", "load", "openai_client", "async_openai_client")
+_API_NAMES = ("environ", "load", "unload", "openai_client", "async_openai_client")
 _ERROR_NAMES = (
     "MetisEnvError",
     "UsageError",
@@ -62,7 +65,7 @@ __all__ = [*_API_NAMES, *_ERROR_NAMES, "load_ipython_extension"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .api import async_openai_client, environ, load, openai_client
+    from .api import async_openai_client, environ, load, openai_client, unload
     from .errors import (
         AuthenticationError,
         BrokerError,

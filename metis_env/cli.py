@@ -11,17 +11,15 @@ from collections.abc import Sequence
 
 import click
 
-from . import __version__
+from . import __version__, cli_proxy
 from .commands import endpoints, export as commands, hooks, sessions
 from .commands.config import format_setting
 from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code
 from .settings import SETTING_NAMES
-from .cli_options import RunCommand, complete_endpoint_id, complete_shell, complete_tool, endpoint_argument, model_option, min_ttl_option, settings_from, store_option, token_store_option
+from .cli_options import CONTEXT, RunCommand, complete_endpoint_id, complete_shell, complete_tool, endpoint_argument, model_option, min_ttl_option, settings_from, store_option, token_store_option
 from .store import open_store
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.group(context_settings=CONTEXT)
@@ -36,6 +34,9 @@ def cli(debug: bool, store: str | None) -> None:
     eval "$(metis-env export 1)"       # OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME in this shell
     metis-env run 1 -- python chat.py  # or only for one command
     """
+
+
+cli.add_command(cli_proxy.proxy_group)  # proxy start / stop / status
 
 
 @cli.command("import")
@@ -119,10 +120,11 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
     """Run a command with the endpoint's variables in its environment (never in its arguments).
 
     The command replaces metis-env, so its signals and exit status pass straight through. With
-    --proxy, metis-env stays the parent: the command gets OPENAI_BASE_URL = a proxy on 127.0.0.1 and
-    OPENAI_API_KEY = a random key for this run only; the proxy sends the real key (a gateway token
-    refreshed before it expires) and routes each request by its model. Signals are forwarded, the
-    exit status passed on, and the proxy stops with the command.
+    --proxy, metis-env stays the parent: the command gets OPENAI_BASE_URL = this host's broker on
+    127.0.0.1 (joined, or started when none runs: see metis-env proxy) and OPENAI_API_KEY = its local
+    key; the broker sends the real key (a gateway token refreshed before it expires), routes each
+    request by its model and paces requests under the gateway's rate limit. Signals are forwarded and
+    the exit status passed on.
 
     \b
     Example:
@@ -138,8 +140,9 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
 @click.argument("what", type=click.Choice(commands.GET_FIELDS))
 @endpoint_argument
 @min_ttl_option
+@click.option("--json", "as_json", is_flag=True, help='With key: {"key": ..., "expires_at": ...} (null for endpoint files).')
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None, as_json: bool) -> int:
     """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
 
     \b
@@ -147,7 +150,7 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: fl
       url=$(metis-env get url 1)   # with or without a trailing /
       curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
     """
-    return commands.get(what, endpoint, settings_from(ctx, min_ttl=min_ttl))
+    return commands.get(what, endpoint, settings_from(ctx, min_ttl=min_ttl), as_json)
 
 
 @cli.command("check")
@@ -159,12 +162,12 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
     """Prove the stored key works: ask the endpoint for its models and report which are served.
     Without ENDPOINT, every stored endpoint is checked (all at once).
 
-    A gateway endpoint (metis, sophia) is asked who you are (whoami) and which models are live
-    ({cluster}/jobs); the model export would pick must be live.
+    A gateway endpoint (one per cluster the gateway lists) is asked who you are (whoami) and which
+    models are live ({cluster}/jobs); the model export would pick must be live.
 
     Exit status (the first failed endpoint's): 0 ok, 12 key or token refused (sync, or login), 13
     unreachable, 14 timeout, 15 bad answer; gateway endpoints also 19 re-authentication required,
-    20 bad gateway answer, 21 not live or under maintenance.
+    20 bad gateway answer, 21 not live or under maintenance, 23 rate-limited.
 
     \b
     Example:
@@ -405,7 +408,7 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
 @click.pass_context
 def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, service_account: str | None,
                   secret_stdin: bool, store: str | None) -> None:
-    """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (metis, sophia).
+    """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (one per cluster it lists).
 
     A browser opens where one can (never over SSH); otherwise the URL is printed on stderr and the
     code it shows is read from stdin. The tokens go to the OS keyring (or the file store); the

@@ -32,6 +32,7 @@ from .variables import environment, parse_aliases
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from .records import StoredEndpoint
@@ -63,9 +64,21 @@ def sync_command(endpoint: StoredEndpoint) -> str:
     return "metis-env sync --gateway" if uses_login(endpoint) else "metis-env sync"
 
 
+def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, settings: Settings,
+                    command: str = "export") -> tuple[StoredEndpoint, str | None]:
+    """``selection.choose_endpoint``, a gateway endpoint's model names matched in any case."""
+    return selecting.choose_endpoint(endpoints, spec, settings, command, uses_login)
+
+
+def pick_model(endpoint: StoredEndpoint, model: str | None, settings: Settings,
+               seen: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """``selection.pick_model``, a gateway endpoint's model names matched in any case."""
+    return selecting.pick_model(endpoint, model, settings, seen, uses_login(endpoint))
+
+
 def select(store: Store, spec: str | None, model: str | None, settings: Settings, command: str = "export") -> Selection:
     """``selection.select``, its stale-data warning naming the right sync."""
-    return selecting.select(store, spec, model, settings, command, sync_command)
+    return selecting.select(store, spec, model, settings, command, sync_command, uses_login)
 
 
 def select_with_key(store: Store, spec: str | None, model: str | None, settings: Settings,

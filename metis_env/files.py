@@ -254,7 +254,7 @@ _WORD_REST = _KEY_REST | frozenset("./@~-")
 
 
 def _flat_line(line: str) -> tuple[str, str] | None:
-    """``key: value`` -> (key, value without the blanks around it), or None: what the regular expression
+    r"""``key: value`` -> (key, value without the blanks around it), or None: what the regular expression
     ``([A-Za-z_][A-Za-z0-9_]*):[ \t]*(.*?)[ \t]*\Z`` matches."""
     key, colon, value = line.partition(":")
     if not colon or not key or key[0] not in _KEY_FIRST or not all(c in _KEY_REST for c in key):

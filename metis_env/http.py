@@ -33,8 +33,8 @@ from .render import printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any
+    from collections.abc import Callable, Iterable
+    from typing import Any, AnyStr
 
 # What a request that got no HTTP answer ends in (TransportError.status; check's statuses too).
 UNREACHABLE = "unreachable"
@@ -47,6 +47,18 @@ CERT_HINT = "if your network inspects TLS with its own CA, point SSL_CERT_FILE a
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 # What RFC 9110 allows in a header value, minus the whitespace a key never has.
 HEADER_SAFE = re.compile(r"[\x21-\x7e]+\Z")
+
+
+def redact(data: AnyStr, keys: Iterable[str]) -> AnyStr:
+    """``data`` (text or bytes) with every non-empty key in ``keys`` replaced by ``<key>``: the one rule
+    for keeping a key out of what is shown (check's messages) or relayed (the proxy's answers)."""
+    for key in keys:
+        if key:
+            if isinstance(data, bytes):
+                data = data.replace(key.encode(), b"<key>")
+            else:
+                data = data.replace(key, "<key>")
+    return data
 
 
 class Scrubber:

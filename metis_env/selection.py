@@ -34,9 +34,12 @@ class Selection(record_type("Selection", "endpoint model warnings expires_at", d
 
 
 def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, settings: Settings,
-                    command: str = "export") -> tuple[StoredEndpoint, str | None]:
+                    command: str = "export", any_case: Callable[[StoredEndpoint], bool] = lambda endpoint: False,
+                    ) -> tuple[StoredEndpoint, str | None]:
     """ENDPOINT as typed (number, file stem or a model name) -> the endpoint, and the model it named;
-    ``command`` is how the suggestion to name one is worded (``run 1 -- ...``, ``get key 1``)."""
+    ``command`` is how the suggestion to name one is worded (``run 1 -- ...``, ``get key 1``);
+    ``any_case``: whether an endpoint matches its model names in any case (credentials.uses_login:
+    the gateway's do, as the gateway itself does)."""
     if not endpoints:
         raise NotFoundError("no endpoints are stored yet; run metis-env sync (or metis-env import FILE)")
     listed = ", ".join(endpoints)
@@ -61,6 +64,11 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
         if spec in (stem, stored.file_name):
             return stored, None
     serving = [e for e in endpoints.values() if spec in e.models]
+    if not serving:  # the gateway matches its names in any case: so do its endpoints here
+        spelled = {e.id: _any_case(spec, e.models) for e in endpoints.values() if any_case(e)}
+        serving = [endpoints[i] for i, name in spelled.items() if name is not None]
+        if len(serving) == 1:
+            return serving[0], spelled[serving[0].id]
     if len(serving) == 1:
         return serving[0], spec
     if len(serving) > 1:
@@ -76,18 +84,55 @@ def _example(command: str, endpoint_id: str) -> str:
     return f"metis-env {command} {endpoint_id}"
 
 
-def choose_model(endpoint: StoredEndpoint, model: str | None, settings: Settings) -> str:
+def choose_model(endpoint: StoredEndpoint, model: str | None, settings: Settings, any_case: bool = False) -> str:
     """``--model`` if the endpoint serves it, else ``default_model`` if it does, else its first model."""
+    return pick_model(endpoint, model, settings, any_case=any_case)[0]
+
+
+def pick_model(endpoint: StoredEndpoint, model: str | None, settings: Settings,
+               seen: Mapping[str, str] | None = None, any_case: bool = False) -> tuple[str, str | None]:
+    """The model a command uses on ``endpoint``, and a warning to print (or None).
+
+    ``model`` (``--model``) or else ``default_model`` if the endpoint serves it, else the first model.
+    A gateway endpoint (``any_case``) takes its names in any case (the gateway matches them so) and
+    spells them as it does; a name it did not list goes through with a warning, since its alias table
+    may still serve an old name. With no model asked for, a gateway endpoint takes the first model
+    that was live at the status cache's last look (``seen``: model -> word), rather than an offline one.
+    """
+    gateway = any_case
     if model is not None:
-        if model not in endpoint.models:
-            raise NotFoundError(
-                f"endpoint {endpoint.id} does not serve model {model!r}{_suggest(model, endpoint.models)}; "
-                f"it serves: {', '.join(endpoint.models)}"
+        if model in endpoint.models:
+            return model, None
+        if gateway:
+            spelled = _any_case(model, endpoint.models)
+            if spelled is not None:
+                return spelled, None
+            return model, (
+                f"model {model!r} is not among the models the gateway listed for endpoint {endpoint.id} "
+                f"({', '.join(endpoint.models)}); passing it on as it is (the gateway may serve it under an old name): "
+                f"metis-env sync --gateway asks for the list again"
             )
-        return model
-    if settings.default_model in endpoint.models:
-        return settings.default_model
-    return endpoint.models[0]
+        raise NotFoundError(
+            f"endpoint {endpoint.id} does not serve model {model!r}{_suggest(model, endpoint.models)}; "
+            f"it serves: {', '.join(endpoint.models)}"
+        )
+    default = settings.default_model
+    if default in endpoint.models:
+        return default, None
+    if gateway and default is not None:
+        spelled = _any_case(default, endpoint.models)
+        if spelled is not None:
+            return spelled, None
+    if gateway and seen:
+        live = [name for name in endpoint.models if seen.get(name) == "live"]
+        if live:
+            return live[0], None
+    return endpoint.models[0], None
+
+
+def _any_case(name: str, models: Sequence[str]) -> str | None:
+    lowered = name.lower()
+    return next((m for m in models if m.lower() == lowered), None)
 
 
 def _names(endpoints: Mapping[str, StoredEndpoint]) -> list[str]:
@@ -108,22 +153,25 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
 
 
 def select(store: Store, spec: str | None, model: str | None, settings: Settings, command: str = "export",
-           sync_command: Callable[[StoredEndpoint], str] = lambda endpoint: "metis-env sync") -> Selection:
+           sync_command: Callable[[StoredEndpoint], str] = lambda endpoint: "metis-env sync",
+           any_case: Callable[[StoredEndpoint], bool] = lambda endpoint: False) -> Selection:
     """The endpoint and model ``spec`` and ``model`` mean, with the warnings that go with them;
-    ``sync_command`` words how a stale endpoint is refreshed (credentials knows which source it is)."""
+    ``sync_command`` words how a stale endpoint is refreshed and ``any_case`` says whose model names
+    match in any case (credentials knows which source it is)."""
     endpoints = store.endpoints()
     if spec is None and model is not None and settings.default_endpoint is None and len(endpoints) > 1:
         spec = model  # `export --model X`: the one endpoint that serves X, as `export X` would pick
-    endpoint, named_model = choose_endpoint(endpoints, spec, settings, command)
+    endpoint, named_model = choose_endpoint(endpoints, spec, settings, command, any_case)
     if named_model is not None and model is not None and model != named_model:
         raise UsageError(f"{spec!r} names model {named_model!r}, but --model asks for {model!r}; give one of them")
-    chosen = choose_model(endpoint, model or named_model, settings)
-    warnings = []
+    seen = status_cache.recent(settings.config_dir, endpoint.id)  # cached, never the network
+    chosen, note = pick_model(endpoint, model or named_model, settings, status_cache.model_words(seen), any_case(endpoint))
+    warnings = [note] if note else []
     if endpoint.is_older_than(settings.stale_after_days):
         age = endpoint.age_days() or 0.0
         warnings.append(
             f"endpoint {endpoint.id} was last synced {age:.0f} days ago (stale_after_days is "
             f"{settings.stale_after_days:g}); run {sync_command(endpoint)} to refresh it"
         )
-    warnings.extend(status_cache.warnings_for(settings.config_dir, endpoint.id, chosen))  # cached, never the network
+    warnings.extend(status_cache.warnings_from(seen, endpoint.id, chosen))
     return Selection(endpoint, chosen, tuple(warnings))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 
 from .errors import UsageError
+from .reserved_variables import why_reserved
 
 # annotations only (PEP 563): `collections` costs every shell start-up
 TYPE_CHECKING = False
@@ -25,6 +26,7 @@ EXPORTED_NAMES = (
     "SAMBANOVA_API_KEY",
     "SAMBANOVA_API_BASE",
     "SAMBA_NOVA_BASE_URL",
+    "ALCF_AI_TOKEN",
     "OPENAI_AGENTS_DISABLE_TRACING",
     "LITELLM_LOCAL_MODEL_COST_MAP",
     "METIS_ENV_ENDPOINT",
@@ -59,6 +61,8 @@ def environment(base_url: str, api_key: str, model: str, endpoint_id: str, *, ex
         env["SAMBANOVA_API_KEY"] = api_key
         env["SAMBANOVA_API_BASE"] = base_url
         env["SAMBA_NOVA_BASE_URL"] = base_url
+    else:  # the name ALCF's own docs configure opencode and codex with
+        env["ALCF_AI_TOKEN"] = api_key
     env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     env["METIS_ENV_ENDPOINT"] = endpoint_id
@@ -83,8 +87,17 @@ def parse_aliases(text: str, source: str) -> list[tuple[str, str]]:
                 f"{source}: {item.strip()!r} is not NEW_NAME=EXPORTED_NAME (a new variable name, then one of: "
                 f"{', '.join(EXPORTED_NAMES)}); e.g. GROQ_API_KEY=OPENAI_API_KEY"
             )
+        reason = why_reserved(alias)
+        if reason is not None:
+            raise UsageError(f"{source}: {alias} cannot be an alias: {reason}; use a name of your own, e.g. GROQ_API_KEY=OPENAI_API_KEY")
         pairs.append((alias, name))
     return pairs
+
+
+def every_exported_name(aliases: str | None) -> tuple[str, ...]:
+    """Every name export may set: EXPORTED_NAMES, then the ``aliases`` setting's new names. What
+    ``--unset`` removes, and what an export of one endpoint removes where it sets nothing."""
+    return EXPORTED_NAMES + tuple(alias for alias, _name in parse_aliases(aliases or "", "aliases"))
 
 
 def is_variable_name(name: str) -> bool:

@@ -74,6 +74,9 @@ FORMS = [
     ("get", "url", "2"),
     ("get", "models", "2"),
     ("get", "url"),  # several endpoints, no default
+    ("get", "key", "1", "--json"),
+    ("get", "--json", "key", "2"),
+    ("get", "url", "2", "--json"),  # --json is for key only
     ("run", "1", "--", sys.executable, "-c", "import os; print(os.environ['MODEL_NAME'], os.environ['OPENAI_BASE_URL'])"),
     ("run", "2", "-m", "Llama-3.3-70B-Instruct", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
     ("run", "-m", "Llama-3.3-70B-Instruct", "2", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
@@ -89,6 +92,25 @@ def test_fast_path_and_click_give_the_same_answer(two_endpoints, argv):
     assert parse_fast(list(argv)) is not None, "the fast path should serve this form"
     fast, slow = metis(*argv), run_click(*argv)
     assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr)
+
+
+REMOVALS = [
+    # what export removes after setting endpoint 1 (the gateway's names and an alias only they feed)
+    (("export", "1"), "test '\\\\' = \"\\\\\" || unset ALCF_AI_TOKEN METIS_ENV_TOKEN_EXPIRES OLD_EXPIRES;\n"),
+    (("export", "1", "--shell", "bash"), "unset ALCF_AI_TOKEN;\nunset METIS_ENV_TOKEN_EXPIRES;\nunset OLD_EXPIRES;\n"),
+    (("export", "1", "--shell", "fish"), "if set -q OLD_EXPIRES; set -e OLD_EXPIRES; end;\n"),
+    (("export", "1", "--shell", "powershell"), "Remove-Item -ErrorAction SilentlyContinue Env:OLD_EXPIRES;\n"),
+    (("export", "1", "--shell", "json"), "}\n"),
+]
+
+
+@pytest.mark.parametrize("argv, ending", REMOVALS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_fast_path_and_click_agree_on_what_an_export_removes(two_endpoints, argv, ending, monkeypatch):
+    monkeypatch.setenv("METIS_ENV_ALIASES", "GROQ_API_KEY=OPENAI_API_KEY,OLD_EXPIRES=METIS_ENV_TOKEN_EXPIRES")
+    assert parse_fast(list(argv)) is not None
+    fast, slow = metis(*argv), run_click(*argv)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr)
+    assert (fast.returncode, fast.stdout.decode().endswith(ending)) == (0, True)
 
 
 def test_the_table_covers_failures_too(two_endpoints):
@@ -168,7 +190,7 @@ def test_click_path_does_import_click(two_endpoints):
 ALLOWED = {
     "paramiko": ("metis_env/sources/ssh/", "metis_env/testing/"),
     "globus_sdk": ("metis_env/sources/gateway/globus.py",),
-    "click": ("metis_env/cli.py", "metis_env/cli_options.py"),
+    "click": ("metis_env/cli.py", "metis_env/cli_options.py", "metis_env/cli_proxy.py"),
     "keyring": ("metis_env/keystore.py", "metis_env/commands/doctor.py"),
     "yaml": ("metis_env/files.py",),
     "jeepney": ("metis_env/secret_service.py",),
@@ -213,15 +235,16 @@ def test_cli_does_not_import_main():
 # --- the direction: each layer imports only from its own layer or below ----------------------------
 
 LAYERS = (  # top to bottom; a module is in the first layer that names it (a name ending in "." is a package)
-    ("faces", ("__main__", "main", "cli", "cli_options", "api", "magic", "llm_plugin", "actions", "")),
+    ("faces", ("__main__", "main", "cli", "cli_options", "cli_proxy", "api", "magic", "llm_plugin", "actions", "")),
     ("commands", ("commands.", "proxy")),
-    ("sources", ("sources.gateway.globus@primitives", "sources.", "configure.", "testing.")),
+    ("sources", ("sources.gateway.globus@primitives", "sources.", "broker.", "configure.", "testing.")),
     ("credentials", ("credentials", "selection")),
     ("store", ("store",)),
     ("settings", ("settings", "keystore", "status_cache")),
     ("primitives", ("endpoint", "render", "files", "http", "check", "records", "prompt", "reporting", "variables",
-                    "supervise")),
-    ("leaves", ("errors", "paths", "text", "findings", "alcf", "structs", "secret_service", "coredump")),
+                    "supervise", "locks")),
+    ("leaves", ("errors", "paths", "text", "findings", "alcf", "structs", "secret_service", "coredump",
+                "reserved_variables", "noproxy")),
 )
 RANK = {name: rank for rank, (name, _members) in enumerate(LAYERS)}
 
@@ -293,7 +316,7 @@ def test_every_import_of_ours_names_a_module_that_exists():
 
 
 def test_each_module_imports_only_from_its_own_layer_or_below():
-    """faces -> commands -> sources/configure -> credentials/selection -> store -> settings/keystore ->
+    """faces -> commands -> sources/configure/broker -> credentials/selection -> store -> settings/keystore ->
     primitives -> leaves (README, Development). So sources/ never imports commands/, and the hot path's
     modules cannot reach click through an import of their own."""
     upward = []
@@ -387,6 +410,7 @@ GATEWAY_FORMS = [
     ("export", "gpt-oss-120b"),  # a model only metis serves
     ("export", "metis", "--model", "gpt-oss-12b"),  # close match
     ("get", "key", "metis"),
+    ("get", "key", "metis", "--json"),
     ("get", "models", "sophia"),
     ("run", "metis", "--", sys.executable, "-c", "import os; print(os.environ['METIS_ENV_TOKEN_EXPIRES'][-1])"),
     ("export", "metis", "--min-ttl", "12h", "--shell", "json"),  # 48 h left: no refresh on either path

@@ -11,6 +11,7 @@ no click (``cli.py`` is the only click module and wraps these; ``main.py``'s fas
     hooks.py         hook, and the completion candidates
     kernel.py        kernel install
     demo.py          demo (demo_gateway.py: its gateway half; demo_serve.py: demo --serve)
+    proxy.py         proxy start / stop / status (the node broker, ``metis_env/broker/``)
 
 The proxy of ``run --proxy`` is ``metis_env/proxy.py``, in this layer too.
 """

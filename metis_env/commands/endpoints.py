@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import EndpointFileError, MetisEnvError, NotFoundError, UsageError
 from ..records import Change, natural_key
-from ..selection import choose_model
+from ..credentials import pick_model
 from ..settings import Settings
 from ..store import Store
 from ..text import format_age, warn
@@ -91,7 +91,7 @@ def list_rows(store: Store, settings: Settings) -> list[dict]:
                 "id": stored.id,
                 "base_url": stored.base_url,
                 "models": list(stored.models),
-                "model": choose_model(stored, None, settings),
+                "model": pick_model(stored, None, settings)[0],
                 "default": stored.id == settings.default_endpoint,
                 "file_name": stored.file_name,
                 "source": stored.source,
@@ -103,6 +103,9 @@ def list_rows(store: Store, settings: Settings) -> list[dict]:
                 "key": masked,
             }
         )
+        for name in ("routes", "capabilities"):  # a gateway endpoint's, where discovery found them
+            if name in stored.extra:
+                rows[-1][name] = stored.extra[name]
     return rows
 
 

@@ -17,11 +17,12 @@ from .. import render
 from ..credentials import current_key, environment_for, select_with_key
 from ..errors import CommandNotFoundError, MetisEnvError, UsageError
 from ..files import FILE_MODE, replace_file
-from ..selection import Selection, choose_endpoint
+from ..credentials import choose_endpoint
+from ..selection import Selection
 from ..settings import Settings, load_settings
 from ..store import Store, open_store
 from ..text import warn
-from ..variables import EXPORTED_NAMES, parse_aliases
+from ..variables import every_exported_name
 
 # annotations only (PEP 563): `collections` costs every shell start-up
 TYPE_CHECKING = False
@@ -56,10 +57,20 @@ def export(spec: str | None, model: str | None, shell: str | None, unset: bool, 
     return 0
 
 
-def get(what: str, spec: str | None, settings: Settings | None = None) -> int:
-    """``metis-env get``: one raw value on stdout."""
+def get(what: str, spec: str | None, settings: Settings | None = None, as_json: bool = False) -> int:
+    """``metis-env get``: one raw value on stdout; with ``as_json`` (key only): ``{"key": ...,
+    "expires_at": ...}`` on one line, ``expires_at`` the token's expiry (ISO 8601 UTC) or null for an
+    endpoint file's key."""
     settings = settings or load_settings()
-    sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+    if not as_json:
+        sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+        return 0
+    if what != "key":
+        raise UsageError(f"--json applies to get key only; get {what} prints one plain value")
+    import json
+
+    key, expires_at = get_key(open_store(settings), settings, spec)
+    sys.stdout.write(json.dumps({"key": key, "expires_at": expires_at}, ensure_ascii=False) + "\n")
     return 0
 
 
@@ -78,13 +89,13 @@ def export_code(store: Store, settings: Settings, spec: str | None, model: str |
     """The code export prints, and the warnings it prints on stderr; ``portable``: no --shell was
     named, so refuse what fish could not read the same way (render.check_portable)."""
     if unset:  # the same names whatever the endpoint, so ENDPOINT and --model are accepted and ignored
-        aliases = [alias for alias, _name in parse_aliases(settings.aliases or "", "aliases")]
-        return render.render_unset(shell, EXPORTED_NAMES + tuple(aliases)), ()
+        return render.render_unset(shell, every_exported_name(settings.aliases)), ()
     selection, key = select_with_key(store, spec, model, settings)
     env = environment_for(selection, key, settings)
     if portable:
         render.check_portable(env)
-    return render.render(shell, env), selection.warnings
+    others = [name for name in every_exported_name(settings.aliases) if name not in env]  # left by an earlier export
+    return render.render_switch(shell, env, others, portable), selection.warnings
 
 
 GET_FIELDS = ("key", "url", "models")
@@ -98,10 +109,16 @@ def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> 
         return endpoint.base_url
     if what == "models":
         return ",".join(endpoint.models)
+    return get_key(store, settings, spec)[0]
+
+
+def get_key(store: Store, settings: Settings, spec: str | None) -> tuple[str, str | None]:
+    """The endpoint's current key and when it expires (None for an endpoint file's key)."""
+    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings, "get key")
     selection, key = current_key(store, Selection(endpoint, ""), settings)
     for warning in selection.warnings:
         warn(warning)
-    return key
+    return key, selection.expires_at
 
 
 def exec_with_key(store: Store, settings: Settings, spec: str | None, model: str | None, argv: Sequence[str]) -> int:
@@ -111,8 +128,11 @@ def exec_with_key(store: Store, settings: Settings, spec: str | None, model: str
     selection, key = select_with_key(store, spec, model, settings, "run")
     for warning in selection.warnings:
         warn(warning)
-    env = dict(os.environ)
-    env.update(environment_for(selection, key, settings))
+    ours = environment_for(selection, key, settings)
+    # An earlier export of another endpoint must not reach the command (its key under SAMBANOVA_API_KEY).
+    others = set(every_exported_name(settings.aliases)) - set(ours)
+    env = {name: value for name, value in os.environ.items() if name not in others}
+    env.update(ours)
     sys.stdout.flush()
     sys.stderr.flush()
     from ..coredump import restore_core_limit

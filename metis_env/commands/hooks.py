@@ -168,7 +168,7 @@ def model_candidates(incomplete: str, endpoint_spec: str | None) -> list[tuple[s
     endpoints = _stored_endpoints()
     if endpoints is None:
         return []
-    from ..selection import choose_endpoint
+    from ..credentials import choose_endpoint
     from ..errors import MetisEnvError
     from ..settings import load_settings
 

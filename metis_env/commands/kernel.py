@@ -105,7 +105,7 @@ def install(settings: Settings, endpoint: str | None, name: str | None, display_
             python: str | None) -> None:
     """``kernel install``: the kernelspec for a stored endpoint (a kernel for one that is not stored
     would die as it starts), and a line on stderr saying where it went."""
-    from ..selection import choose_endpoint
+    from ..credentials import choose_endpoint
     from ..store import open_store
     from ..text import say
 

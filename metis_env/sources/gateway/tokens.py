@@ -43,7 +43,7 @@ COLLISION = "gateway cluster {} not stored: an endpoint file already uses that i
 
 def listed(endpoints: list[GatewayEndpoint]) -> list[Listed]:
     """The clusters list-endpoints gave, as the store's records take them."""
-    return [Listed(e.id, e.base_url, e.models, "", {"framework": e.framework}) for e in endpoints]
+    return [Listed(e.id, e.base_url, e.models, "", gateway_extra(e)) for e in endpoints]
 
 
 def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint],
@@ -79,7 +79,8 @@ def save_endpoints(store: Store, endpoints: list[GatewayEndpoint]) -> list[Any]:
             added = [f"+{m}" for m in endpoint.models if m not in previous.models]
             status, detail = "models changed", ", ".join(added + [f"-{m}" for m in previous.models if m not in endpoint.models])
         else:
-            status, detail = ("updated" if previous.base_url != endpoint.base_url else "unchanged"), ""
+            changed = previous.base_url != endpoint.base_url or previous.extra != gateway_extra(endpoint)
+            status, detail = ("updated" if changed else "unchanged"), ""
         changes.append(Change(endpoint.id, status, detail))
     given = {e.id for e in endpoints}
     changes += [Change(i, "removed") for i in before if i not in given]
@@ -102,3 +103,17 @@ def forget_login(store: Store) -> tuple[list[str], dict[str, str]]:
                 tokens[name] = value
     removed = store.forget_login(GATEWAY, state.store if state else None)
     return removed, tokens
+
+
+def gateway_extra(endpoint: GatewayEndpoint) -> dict[str, Any]:
+    """A gateway record's ``extra``: ``framework``; ``routes`` (the paths list-endpoints says its
+    framework serves) and ``capabilities`` (model -> ``{cluster}/models``' details), each only where
+    the gateway gave them. Readers must do without either (older stores, older gateways)."""
+    extra: dict[str, Any] = {"framework": endpoint.framework}
+    routes = getattr(endpoint, "routes", ())
+    if routes:
+        extra["routes"] = list(routes)
+    capabilities = getattr(endpoint, "capabilities", None)
+    if capabilities is not None:
+        extra["capabilities"] = {name: dict(caps) for name, caps in capabilities.items()}
+    return extra
