@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from collections import namedtuple
 from . import paths
-from .errors import BusyError, NotFoundError, StoreError
+from .errors import BusyError, NotFoundError, StoreError, UsageError
 from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, read_private_text, remove_stale_temp_files
 from .keystore import SERVICE, FileSecrets, KeyringSecrets, _checkpoint, _read_secret_fast  # noqa: F401  (SERVICE: re-exported)
 from .settings import Settings
@@ -260,6 +260,7 @@ class Store:
             ensure_private_dir(self.directory)
             data = self._load_metadata()
             old = self.endpoints()
+            refuse_gateway_ids(old, ids, source)
             secrets = self.secrets()
             backend = secrets.backend
             now = utc_now()
@@ -297,7 +298,9 @@ class Store:
 
     def preview_replace_all(self, endpoints: list[Endpoint]) -> list[Change]:
         """What ``replace_all(endpoints)`` would report, touching neither the keys nor the files."""
-        return plan_changes(_file_records(self.endpoints()), endpoints, self.settings.store, remove_others=True)
+        old = self.endpoints()
+        refuse_gateway_ids(old, [e.id for e in endpoints], "sync")
+        return plan_changes(_file_records(old), endpoints, self.settings.store, remove_others=True)
 
     def metadata(self) -> dict[str, Any]:
         """The whole metadata file (endpoints and other sections, such as the gateway's tokens)."""
@@ -395,6 +398,18 @@ def references(data: dict) -> set[tuple[str, str]]:
     if isinstance(gateway, dict):
         refs.update((gateway.get("store", "keyring"), gateway[k]) for k in ("access", "refresh", "secret") if gateway.get(k))
     return refs
+
+
+def refuse_gateway_ids(old: dict[str, StoredEndpoint], ids: Iterable[str], source: str) -> None:
+    """sync and import change the endpoint files' endpoints only: an id a gateway endpoint holds is
+    login's and logout's, never silently replaced by a file."""
+    taken = [i for i in ids if i in old and old[i].source == GATEWAY]
+    if taken:
+        how = "import it with --id ANOTHER_NAME" if source == "import" else "rename the endpoint file"
+        raise UsageError(
+            f"endpoint {taken[0]} is a gateway endpoint (from metis-env login); {how}, "
+            f"or run metis-env logout first to remove the gateway's endpoints"
+        )
 
 
 def _file_records(old: dict[str, StoredEndpoint]) -> dict[str, StoredEndpoint]:

@@ -227,3 +227,39 @@ def test_a_hand_edited_yaml_metadata_file_still_reads(env_setup, store):
     )
     (env_setup / "endpoints.yaml").write_text(yaml_text)
     assert store.endpoints()["1"].models == ("DeepSeek-R1",)
+
+
+# --- sync and import change the endpoint files' endpoints only ------------------------------------
+
+
+def logged_in_store(store):
+    """A store holding a gateway login and its endpoint ``metis``, as `metis-env login` leaves it."""
+    import time
+
+    from metis_env.sources.gateway.http import GatewayEndpoint
+    from metis_env.sources.gateway.tokens import save_login
+
+    data = {"access_token": "gw-access-token", "refresh_token": "gw-refresh-token", "expires_at_seconds": int(time.time()) + 3600}
+    save_login(store, store.settings, data, "alice@example.org", [GatewayEndpoint("metis", "https://gw.example/metis/v1/", ("m1",), "api")])
+    return store
+
+
+@pytest.mark.parametrize("action, message", [
+    ("import", "endpoint metis is a gateway endpoint (from metis-env login); import it with --id ANOTHER_NAME, "
+               "or run metis-env logout first to remove the gateway's endpoints"),
+    ("sync", "endpoint metis is a gateway endpoint (from metis-env login); rename the endpoint file, "
+             "or run metis-env logout first to remove the gateway's endpoints"),
+    ("sync --dry-run", "endpoint metis is a gateway endpoint (from metis-env login); rename the endpoint file, "
+                       "or run metis-env logout first to remove the gateway's endpoints"),
+])
+def test_an_endpoint_file_never_replaces_a_gateway_endpoint(store, memory_keyring, env_setup, action, message):
+    from metis_env.errors import UsageError
+
+    logged_in_store(store)
+    before = snapshot(env_setup, memory_keyring)
+    file = parse_endpoint_file(ENDPOINT_1, "<stdin>", "metis")
+    run = {"import": lambda: store.merge([file], "import"), "sync": lambda: store.replace_all([file], "sync:alice@host"),
+           "sync --dry-run": lambda: store.preview_replace_all([file])}[action]
+    with pytest.raises(UsageError) as caught:
+        run()
+    assert (str(caught.value), snapshot(env_setup, memory_keyring)) == (message, before)
