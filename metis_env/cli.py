@@ -676,6 +676,35 @@ def logout_command(ctx: click.Context) -> None:
         click.echo(line, err=True)
 
 
+@cli.group("store", context_settings=CONTEXT)
+def store_group() -> None:
+    """Where the keys are kept: the OS keyring or the file store (keys.json)."""
+
+
+@store_group.command("move")
+@click.argument("endpoints", nargs=-1, metavar="[ENDPOINT...]", shell_complete=complete_endpoint_id)
+@click.option("--to", "to", type=click.Choice(STORES), required=True, help="The store to move the keys into.")
+@click.pass_context
+def store_move_command(ctx: click.Context, endpoints: Sequence[str], to: str) -> None:
+    """Move keys (default: every endpoint's, and the gateway's tokens) into the other store.
+
+    For a laptop about to be used over ssh, where no keyring answers: move the keys into the file
+    store while the keyring is unlocked. All or nothing; the old entries are deleted only after the
+    new ones are in place. A gateway endpoint takes the login's tokens, so all gateway endpoints move
+    together. Later syncs, imports and logins write where the store setting says (config set store).
+
+    \b
+    Example:
+      metis-env store move --to file
+      metis-env store move --to keyring 1 2
+    """
+    from .store_move import describe_moves, move_keys
+
+    settings = settings_from(ctx)
+    for line in describe_moves(move_keys(open_store(settings), to, list(endpoints)), to):
+        click.echo(line, err=True)
+
+
 @cli.group("kernel", context_settings=CONTEXT)
 def kernel_group() -> None:
     """Jupyter kernels that stay logged in: they run under metis-env run --proxy."""

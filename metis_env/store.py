@@ -16,9 +16,9 @@ import time
 from collections.abc import Iterable, Iterator
 from collections import namedtuple
 from . import paths
-from .errors import BusyError, NotFoundError, StoreError, UsageError
+from .errors import BusyError, NotFoundError, StoreError, StoreUnavailableError, UsageError
 from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, read_private_text, remove_stale_temp_files
-from .keystore import SERVICE, FileSecrets, KeyringSecrets, _checkpoint, _read_secret_fast  # noqa: F401  (SERVICE: re-exported)
+from .keystore import SERVICE, FileSecrets, KeyringSecrets, _checkpoint, _read_secret_fast, unreadable_keyring_message  # noqa: F401  (SERVICE: re-exported)
 from .settings import Settings
 
 # typing costs ~3 ms of every shell start-up; the annotations are strings (PEP 563), so only
@@ -163,7 +163,7 @@ class Store:
         for _attempt in range(3):
             key = _read_secret_fast(stored) if stored.store == "keyring" else None
             if key is None:
-                key = self.secrets(stored.store).get(stored.secret_ref)
+                key = self._read_secret(stored)
             if key is not None:
                 return key
             current = self.endpoints().get(stored.id)
@@ -173,6 +173,15 @@ class Store:
             time.sleep(0.05)
         where = "the OS keyring" if stored.store == "keyring" else str(paths.keys_file(self.directory))
         raise StoreError(f"the key of endpoint {stored.id} is missing from {where}; run metis-env sync to fetch it again")
+
+    def _read_secret(self, stored: StoredEndpoint) -> str | None:
+        try:
+            return self.secrets(stored.store).get(stored.secret_ref)
+        except StoreUnavailableError as exc:
+            reason = getattr(exc, "reason", None)
+            if stored.store != "keyring" or reason is None:
+                raise
+            raise StoreUnavailableError(unreadable_keyring_message(f"the key of endpoint {stored.id}", reason)) from None
 
     # writing ---------------------------------------------------------------------------------------
 

@@ -202,8 +202,9 @@ def test_a_keyring_that_cannot_be_read_is_the_one_line_error(tmp_path, monkeypat
         metis_env.environ(1)
     assert (type(caught.value).__name__, str(caught.value)) == (
         "StoreUnavailableError",
-        "no OS keyring is available here (usual on HPC nodes, containers and CI); use the file store instead: "
-        "--store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml",
+        "the key of endpoint 1 is in the OS keyring, and no OS keyring is available here (usual on HPC nodes, "
+        "containers and CI): unlock the keyring (then metis-env store move --to file makes the keys usable without "
+        "it), or fetch the key again into the file store (metis-env --store file sync, import or login)",
     )
 
 

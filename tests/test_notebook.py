@@ -118,8 +118,10 @@ def test_a_kernel_without_the_stores_backend_shows_one_line(tmp_path):
                 "error",
                 "StoreUnavailableError",
                 [
-                    "metis-env: error: no OS keyring is available here (usual on HPC nodes, containers and CI); use the "
-                    "file store instead: --store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"
+                    "metis-env: error: the key of endpoint 1 is in the OS keyring, and no OS keyring is available here "
+                    "(usual on HPC nodes, containers and CI): unlock the keyring (then metis-env store move --to file "
+                    "makes the keys usable without it), or fetch the key again into the file store "
+                    "(metis-env --store file sync, import or login)"
                 ],
             )
         ],
