@@ -292,12 +292,14 @@ def check_endpoints(settings: Settings, store: Store, broken_stores: frozenset[s
             changed = f"key changed at the last {event} ({stored.previous_fingerprint} -> {stored.fingerprint})"
         else:
             changed = f"key unchanged at the last {event}"
-        if stored.store not in broken_stores:
-            try:
-                store.api_key(stored)
-            except MetisEnvError as exc:
-                findings.append(Finding(name, PROBLEM, f"{when}; {exc}", "metis-env sync"))
-                continue
+        if stored.store in broken_stores:  # not read again, but never "ok": export would fail
+            findings.append(unreadable_key_finding(name, when, stored.store, None, WARN))  # one cause, one problem
+            continue
+        try:
+            store.api_key(stored)
+        except MetisEnvError as exc:
+            findings.append(unreadable_key_finding(name, when, stored.store, exc))
+            continue
         if age is None:
             findings.append(Finding(name, WARN, f"no valid sync time recorded; {changed}", "metis-env sync"))
         elif age > settings.stale_after_days:
@@ -312,6 +314,15 @@ def check_endpoints(settings: Settings, store: Store, broken_stores: frozenset[s
         else:
             findings.append(Finding(name, OK, f"{when}; {changed}"))
     return findings
+
+
+def unreadable_key_finding(name: str, when: str, kind: str, error: MetisEnvError | None, status: str = PROBLEM) -> Finding:
+    """An endpoint whose key cannot be read: the error, or (``error`` None) the store found broken above."""
+    where = "the OS keyring" if kind == "keyring" else "keys.json"
+    said = str(error) if error is not None else f"its key is in {where}, which cannot be read (see {kind if kind == 'keyring' else 'keys.json'} above)"
+    fix = ("unlock the keyring (then metis-env store move --to file), or fetch the key again into the file store: "
+           "metis-env --store file sync (import or login)") if kind == "keyring" else "metis-env sync"
+    return Finding(name, status, f"{when}; {said}", fix)
 
 
 # --- shell hooks -----------------------------------------------------------------------------------
@@ -464,7 +475,7 @@ def run_checks(
         # default store would be a second, spurious problem for the one cause.
         findings = [f for f in findings if f.name not in ("store", "keyring")]
     findings += files
-    findings += check_ssh(settings)
+    findings += check_ssh(settings, ssh_used=uses_ssh(store))
     broken = {"keyring"} if any(f.status == PROBLEM for f in keyring_findings) else set()
     if any(f.name == "keys.json" and f.status == PROBLEM for f in findings):
         broken.add("file")
@@ -489,7 +500,15 @@ def check_tool_configs(settings: Settings, store: Store) -> list[Finding]:
         return [Finding("configure", WARN, f"cannot check the tool configs metis-env wrote: {exc}", "metis-env doctor --debug")]
 
 
-def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None) -> list[Finding]:
+def uses_ssh(store: Store) -> bool:
+    """Whether any stored endpoint came from a sync over SSH: a missing host key matters only then."""
+    try:
+        return any(stored.source.startswith("sync:") for stored in store.endpoints().values())
+    except MetisEnvError:
+        return True  # the endpoints finding reports the damage; say what a sync would meet
+
+
+def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None, ssh_used: bool = True) -> list[Finding]:
     """How the ssh config resolves the login host, and whether known_hosts has its key (sources/ssh reads both,
     as sync does)."""
     from .sources import ssh  # paramiko: only doctor and sync pay for it
@@ -540,6 +559,8 @@ def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None) -> li
     if plain:
         where = ", ".join(f"{ssh.key_label(k.key_type)} in {k.where}" for k in plain)
         findings.append(Finding("known_hosts", OK, f"{name}: {where}" + (f"; {len(revoked)} revoked" if revoked else "")))
+    elif not ssh_used:  # gateway users and hand imports never meet the login node's host key
+        findings.append(Finding("known_hosts", OK, f"no host key for {name} yet; needed only by sync over SSH, whose first run shows its fingerprint"))
     else:
         findings.append(
             Finding(
