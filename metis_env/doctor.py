@@ -33,7 +33,7 @@ from .store import Store
 OK, WARN, PROBLEM = "ok", "warn", "problem"
 STATUSES = (OK, WARN, PROBLEM)
 JSON_VERSION = 1
-KEYRING_PROBE_TIMEOUT = 3.0
+KEYRING_PROBE_TIMEOUT = None  # the store's own bound (METIS_ENV_KEYRING_TIMEOUT, 10 s): a keyring export waits for is not broken
 SSH_CHECK_TIMEOUT = 5.0
 
 FAIL_BACKEND = "keyring.backends.fail.Keyring"
@@ -104,11 +104,12 @@ def _probe(backend) -> tuple[tuple[str, ...], str] | None:
     return None
 
 
-def check_keyring(settings: Settings, environ: Mapping[str, str] = os.environ, timeout: float = KEYRING_PROBE_TIMEOUT) -> list[Finding]:
+def check_keyring(settings: Settings, environ: Mapping[str, str] = os.environ, timeout: float | None = KEYRING_PROBE_TIMEOUT) -> list[Finding]:
     """The backend keyring chose and why; with the keyring store, whether it answers a read."""
     in_use = settings.store == "keyring"
     reason = keyring_choice_reason(environ)
     secrets = KeyringSecrets(timeout=timeout)
+    timeout = secrets.timeout
     try:
         backend, failure = secrets._call(_load_backend)
     except MetisEnvError:

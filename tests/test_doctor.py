@@ -447,3 +447,34 @@ def test_an_endpoint_whose_keyring_cannot_be_read_is_not_ok(env_setup):
                     "metis-env store move --to file), or fetch the key again into the file store: metis-env --store "
                     "file sync (import or login)",
         }[store]), lines
+
+
+def test_the_keyring_probe_waits_as_long_as_the_store_would(monkeypatch):
+    """A busy machine: keyring's import alone took most of 3 s. doctor's bound is the store's own, so a
+    keyring export would wait for is never called broken."""
+    import keyring
+
+    class Hanging(keyring.backend.KeyringBackend):
+        priority = 1
+
+        def get_password(self, service, username):
+            threading.Event().wait()
+
+        def set_password(self, service, username, password):
+            raise NotImplementedError
+
+        def delete_password(self, service, username):
+            raise NotImplementedError
+
+    import threading
+
+    from metis_env.keystore import KeyringSecrets
+
+    keyring.set_keyring(Hanging())
+    monkeypatch.setenv("METIS_ENV_KEYRING_TIMEOUT", "0.5")
+    findings = doctor.check_keyring(load_settings(), environ={})
+    monkeypatch.delenv("METIS_ENV_KEYRING_TIMEOUT")
+    assert (doctor.KEYRING_PROBE_TIMEOUT, KeyringSecrets().timeout, [f.message for f in findings]) == (
+        None, 10.0,
+        [f"{Hanging.__module__}.Hanging (auto-detected) did not answer within 0.5 s: locked, or waiting for an unlock dialog"],
+    )
