@@ -437,7 +437,10 @@ def load_settings_or_defaults(load: Callable[[], Settings], environ: Mapping[str
     """The settings, or (when config.yaml or a METIS_ENV_* value is bad) the defaults and a finding saying why:
     doctor must work on exactly the machines where the rest does not."""
     try:
-        return load(), []
+        settings = load()
+        return settings, [Finding("settings", PROBLEM, f"{message}; sync refuses it (the other commands do not use it)",
+                                  "fix the value named (metis-env config list shows where it comes from)")
+                          for _name, message in settings.invalid]
     except MetisEnvError as exc:
         values = {}
         with contextlib.suppress(MetisEnvError, OSError):  # config.yaml's valid values still count: one

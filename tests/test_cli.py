@@ -421,3 +421,36 @@ def test_a_bad_alias_is_refused_with_one_line(value):
     assert result(metis("export", "1", env={"METIS_ENV_ALIASES": value})) == (
         2, "false\n", f"metis-env: error: {message.replace('aliases:', 'METIS_ENV_ALIASES:', 1)}\n"
     )
+
+
+@pytest.mark.parametrize("where, error", [
+    ("config.yaml", "{config}: port must be a number from 1 to 65535"),
+    ("METIS_ENV_PORT", "METIS_ENV_PORT: port must be a number from 1 to 65535"),
+])
+def test_a_bad_sync_only_setting_breaks_sync_only(endpoint_files, env_setup, file_store, where, error):
+    metis("import", str(endpoint_files[0]), check=True)
+    env = {}
+    if where == "config.yaml":
+        (env_setup / "config.yaml").write_text("port: 70000\n")
+        os.chmod(env_setup / "config.yaml", 0o600)
+    else:
+        env["METIS_ENV_PORT"] = "0"
+    said = [(lambda r: (r[0], r[2]))(result(metis(*args, env=env))) for args in (
+        ("export", "1", "--shell", "dotenv"), ("list",), ("run", "1", "--", "true"), ("get", "url", "1"),
+        ("sync", "--user", "alice", "--passcode-stdin"),
+    )]
+    assert said == [(0, ""), (0, ""), (0, ""), (0, ""), (2, "metis-env: error: " + error.format(config=env_setup / "config.yaml") + "\n")]
+
+
+def test_an_option_replaces_a_bad_sync_only_setting(monkeypatch):
+    from metis_env.errors import UsageError
+    from metis_env.settings import load_settings, require_sync_settings, with_overrides
+
+    monkeypatch.setenv("METIS_ENV_PORT", "0")
+    settings = load_settings()
+    with pytest.raises(UsageError) as caught:
+        require_sync_settings(settings)
+    assert (settings.port, settings.invalid, str(caught.value)) == (
+        None, (("port", "METIS_ENV_PORT: port must be a number from 1 to 65535"),), "METIS_ENV_PORT: port must be a number from 1 to 65535")
+    overridden = with_overrides(settings, port="2222")  # sync --port 2222
+    assert (require_sync_settings(settings, ["port"]), overridden.port, overridden.invalid) == (None, 2222, ())

@@ -315,8 +315,8 @@ def test_a_bad_setting_is_reported_and_doctor_goes_on(file_store):
     code, lines, stderr = run_doctor(env={"METIS_ENV_PORT": "seventy"})
     assert (code, stderr) == (17, PROBLEMS_STDERR.format("settings"))
     assert lines[0] == (
-        "problem  settings: METIS_ENV_PORT: port must be a number from 1 to 65535; doctor goes on with the valid settings and defaults for the rest; "
-        "fix: fix the value named, or delete config.yaml"
+        "problem  settings: METIS_ENV_PORT: port must be a number from 1 to 65535; sync refuses it (the other commands "
+        "do not use it); fix: fix the value named (metis-env config list shows where it comes from)"
     )
 
 
