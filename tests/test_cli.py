@@ -454,3 +454,29 @@ def test_an_option_replaces_a_bad_sync_only_setting(monkeypatch):
         None, (("port", "METIS_ENV_PORT: port must be a number from 1 to 65535"),), "METIS_ENV_PORT: port must be a number from 1 to 65535")
     overridden = with_overrides(settings, port="2222")  # sync --port 2222
     assert (require_sync_settings(settings, ["port"]), overridden.port, overridden.invalid) == (None, 2222, ())
+
+
+@pytest.mark.parametrize("stored_before, imported, warning", [
+    ({}, ["7"], ""),  # nothing synced here: nothing to warn of
+    ({"1": "sync:alice@sambanova.alcf.anl.gov"}, ["1"], ""),  # a synced endpoint's new key: sync brings it again
+    ({"1": "sync:alice@sambanova.alcf.anl.gov"}, ["7"],
+     "metis-env: warning: endpoint 7 did not come from a sync: the next metis-env sync removes it unless the login "
+     "node has the file (import again after it)\n"),
+    ({"1": "sync:alice@sambanova.alcf.anl.gov", "7": "import"}, ["7", "8"],
+     "metis-env: warning: endpoints 7, 8 did not come from a sync: the next metis-env sync removes them unless the "
+     "login node has the file (import again after it)\n"),
+])
+def test_import_warns_of_what_the_next_sync_removes(tmp_path, file_store, capsys, stored_before, imported, warning):
+    from metis_env.actions import import_files
+    from metis_env.endpoint import parse_endpoint_file
+    from metis_env.settings import load_settings
+    from metis_env.store import Store
+
+    store = Store(load_settings())
+    for endpoint_id, source in stored_before.items():
+        store.merge([parse_endpoint_file(ENDPOINT_1, "<stdin>", endpoint_id)], source)
+    for endpoint_id in imported:
+        (tmp_path / f"metis_endpoint_{endpoint_id}.txt").write_text(ENDPOINT_2)
+    capsys.readouterr()
+    import_files(store, [str(tmp_path / f"metis_endpoint_{i}.txt") for i in imported], None)
+    assert capsys.readouterr().err == warning
