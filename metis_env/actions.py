@@ -83,8 +83,14 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
 
 
 def _example(command: str, endpoint_id: str) -> str:
-    if command == "run":
-        return f"metis-env run {endpoint_id} -- COMMAND"
+    """How to name the endpoint in the words of what the user ran (``command``: a CLI command, or
+    ``python`` for the Python API)."""
+    if command in ("run", "run --proxy"):
+        return f"metis-env {command} {endpoint_id} -- COMMAND"
+    if command == "configure":
+        return f"metis-env configure TOOL {endpoint_id}"
+    if command == "python":
+        return f"metis_env.load({endpoint_id!r})"
     return f"metis-env {command} {endpoint_id}"
 
 

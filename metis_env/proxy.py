@@ -59,7 +59,7 @@ def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: S
     """``metis-env run --proxy [ENDPOINT] [--model NAME] -- CMD``: the child's exit status."""
     if not argv:
         raise UsageError("nothing to run; usage: metis-env run --proxy [ENDPOINT] [--model NAME] -- COMMAND [ARGS...]")
-    selection, key = actions.select_with_key(store, spec, model, settings)
+    selection, key = actions.select_with_key(store, spec, model, settings, "run --proxy")
     for warning in selection.warnings:
         actions.warn(warning)
     keys = KeyCache(store, settings)

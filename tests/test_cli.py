@@ -308,7 +308,9 @@ SEVERAL = "metis-env: error: several endpoints are stored (1, 2) and none is the
 @pytest.mark.parametrize(
     "args, example",
     [(["get", "key"], "metis-env get key 1"), (["get", "url"], "metis-env get url 1"),
-     (["run", "--", "true"], "metis-env run 1 -- COMMAND"), (["export"], "metis-env export 1")],
+     (["run", "--", "true"], "metis-env run 1 -- COMMAND"), (["export"], "metis-env export 1"),
+     (["run", "--proxy", "--", "true"], "metis-env run --proxy 1 -- COMMAND"),
+     (["configure", "aider", "--dry-run"], "metis-env configure TOOL 1")],
 )
 def test_several_endpoints_and_no_default_suggest_the_command_that_was_typed(endpoint_files, args, example):
     metis("import", *map(str, endpoint_files), check=True)
@@ -480,3 +482,13 @@ def test_import_warns_of_what_the_next_sync_removes(tmp_path, file_store, capsys
     capsys.readouterr()
     import_files(store, [str(tmp_path / f"metis_endpoint_{i}.txt") for i in imported], None)
     assert capsys.readouterr().err == warning
+
+
+def test_several_endpoints_and_no_default_suggest_python_to_the_python_api(endpoint_files):
+    import metis_env
+    from metis_env.errors import UsageError
+
+    metis("import", *map(str, endpoint_files), check=True)
+    with pytest.raises(UsageError) as caught:
+        metis_env.environ()
+    assert "metis-env: error: " + str(caught.value) + "\n" == SEVERAL.format("metis_env.load('1')")

@@ -54,7 +54,7 @@ def configure_tool(store, settings, name: str, spec: str | None, model: str | No
 
     err = err or sys.stderr
     module = tool_module(name)
-    selection = actions.select(store, spec, model, settings)
+    selection = actions.select(store, spec, model, settings, "configure")
     for warning in selection.warnings:
         err.write(f"metis-env: warning: {warning}\n")
     path, old, mode, new, notes, entry = plan(module, selection.endpoint, selection.model, environ)
