@@ -37,6 +37,10 @@ names of the ``aliases`` setting)."""
 
 
 # A namedtuple, not a dataclass: see StoredEndpoint in store.py.
+EMPTY_STORE = ("no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login "
+               "(the ALCF gateway), or metis-env import FILE")
+
+
 class Selection(namedtuple("Selection", "endpoint model warnings expires_at", defaults=((), None))):
     """The endpoint and model export, get and run use (``endpoint: StoredEndpoint, model: str,
     warnings: tuple[str, ...]``, ``expires_at``: when the key expires, ISO 8601 UTC, for gateway
@@ -50,7 +54,7 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
     """ENDPOINT as typed (number, file stem or a model name) -> the endpoint, and the model it named;
     ``command`` is how the suggestion to name one is worded (``run 1 -- ...``, ``get key 1``)."""
     if not endpoints:
-        raise NotFoundError("no endpoints are stored yet; run metis-env sync (or metis-env import FILE)")
+        raise NotFoundError(EMPTY_STORE)
     listed = ", ".join(endpoints)
     if spec is None:
         spec = settings.default_endpoint

@@ -173,7 +173,7 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
     elif rows:
         click.echo(actions.format_list(rows), nl=False)
     else:
-        click.echo("no endpoints stored yet; run metis-env sync (or metis-env import FILE)", err=True)
+        click.echo(actions.EMPTY_STORE, err=True)
 
 
 @cli.command("export")

@@ -98,7 +98,7 @@ def test_eval_of_a_failing_export_fails_in_the_shell():
     proc = subprocess.run(["bash", "-c", f'eval "$({sys.executable} -m metis_env export 1)"'], capture_output=True, timeout=60)
     assert (proc.returncode, proc.stderr.decode()) == (
         1,
-        "metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)\n",
+        "metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE\n",
     )
 
 

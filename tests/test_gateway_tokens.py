@@ -131,7 +131,7 @@ def test_login_without_a_code_stores_nothing(globus, globus_env):
 def test_export_without_a_login_says_metis_env_login(globus_env, file_store, endpoint_files):
     assert result(metis("export", "metis")) == (
         3, "false\n",
-        "metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)\n",
+        "metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE\n",
     )
 
 

@@ -135,7 +135,7 @@ def test_a_bad_magic_line_is_one_line_too(file_store, tmp_path):
     assert [outputs(cell) for cell in notebook.cells] == [
         [],
         [("error", "UsageError", ["metis-env: error: %metis: unexpected '2'; usage: %metis [ENDPOINT] [--model NAME] | %metis --unset"])],
-        [("error", "NotFoundError", ["metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)"])],
+        [("error", "NotFoundError", ["metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE"])],
     ]
 
 

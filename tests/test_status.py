@@ -106,4 +106,4 @@ def test_a_failing_endpoint_is_shown_and_gives_the_exit_code(stored):
 
 
 def test_status_with_nothing_stored(file_store):
-    assert run("status") == (3, "", "metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)\n")
+    assert run("status") == (3, "", "metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE\n")
