@@ -495,14 +495,20 @@ def config_path(settings: Settings) -> str:
     return str(config_file(settings.config_dir))
 
 
+def complete_tool(_ctx, _param, incomplete: str) -> list[str]:
+    from .configure import TOOLS
+
+    return [tool for tool in TOOLS if tool.startswith(incomplete)]
+
+
 @cli.command("configure")
-@click.argument("tool", metavar="TOOL")
+@click.argument("tool", metavar="TOOL", shell_complete=complete_tool)
 @endpoint_argument
 @model_option
 @click.option("--dry-run", is_flag=True, help="Show the diff only; write nothing.")
 @click.pass_context
 def configure_command(ctx: click.Context, tool: str, endpoint: str | None, model: str | None, dry_run: bool) -> None:
-    """Write an AI tool's own config for an endpoint: aider, codex, llm, opencode or pi.
+    """Write an AI tool's own config for an endpoint: aider, claude, codex, llm, opencode or pi.
 
     Merges metis-env's entries into the tool's config file (where the tool looks, its own variables
     honoured), keeps everything else, shows a unified diff on stderr first, keeps a backup

@@ -372,8 +372,11 @@ def test_import_metis_env_and_environ_import_nothing_heavy(two_endpoints):
 
 
 def test_the_names_are_exported_and_typed():
+    from metis_env import errors
+
+    family = sorted(cls.__name__ for cls in errors.EXIT_CODES.values())
     assert (sorted(metis_env.__all__), metis_env.MetisEnvError is MetisEnvError, metis_env.load is api.load) == (
-        ["MetisEnvError", "async_openai_client", "environ", "load", "load_ipython_extension", "openai_client"],
+        sorted(["async_openai_client", "environ", "load", "load_ipython_extension", "openai_client", *family]),
         True,
         True,
     )

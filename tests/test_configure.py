@@ -29,10 +29,10 @@ FRESH = {
     ),
     "llm": (
         ".config/io.datasette.llm/extra-openai-models.yaml",
-        BEGIN + f"- model_id: metis-1/DeepSeek-R1\n  model_name: DeepSeek-R1\n  api_base: {BASE}\n"
+        BEGIN + "- model_id: metis-1/DeepSeek-R1\n  model_name: DeepSeek-R1\n"
         "  api_key_name: metis-1\n  can_stream: true\n" + END,
     ),
-    "aider": (".aider.conf.yml", BEGIN + f"model: openai/DeepSeek-R1\nopenai-api-base: {BASE}\n" + END),
+    "aider": (".aider.conf.yml", BEGIN + "model: openai/DeepSeek-R1\n" + END),
     "pi": (
         ".pi/agent/models.json",
         '{\n  "providers": {\n    "metis-1": {\n'
@@ -44,36 +44,66 @@ FRESH = {
     "codex": (
         ".codex/config.toml",
         f'[model_providers.metis-1]\nname = "ALCF Metis (metis-env endpoint 1)"\nbase_url = "{BASE}"\nwire_api = "responses"\n\n'
-        '[model_providers.metis-1.auth]\ncommand = "metis-env"\nargs = ["get", "key", "1"]\n',
+        '[model_providers.metis-1.auth]\ncommand = "metis-env"\nargs = ["get", "key", "1"]\ntimeout_ms = 30000\nrefresh_interval_ms = 300000\n',
+    ),
+    "claude": (
+        ".claude/settings.json",
+        '{\n  "apiKeyHelper": "metis-env get key 1",\n  "env": {\n    "ANTHROPIC_BASE_URL": "https://metis.alcf.anl.gov",\n'
+        '    "ANTHROPIC_MODEL": "DeepSeek-R1",\n    "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": "300000"\n  }\n}\n',
     ),
 }
 
 USAGE = {
     "opencode": "opencode run -m metis-1/DeepSeek-R1 'hi'",
-    "llm": "metis-env run 1 -- llm -m metis-1/DeepSeek-R1 'hi'",
+    "llm": "llm -m metis-1/DeepSeek-R1 'hi'",  # metis-env's llm plugin is beside llm here
     "aider": "metis-env run 1 -- aider",
     "pi": "pi --provider metis-1 --model DeepSeek-R1 -p 'hi'",
-    "codex": "codex -c model_provider=metis-1 -m DeepSeek-R1 exec 'hi'   (needs a Responses API in front of Metis)",
+    "codex": "codex -c model_provider=metis-1 -m DeepSeek-R1 exec 'hi'",
+    "claude": "claude -p 'hi'",
 }
 
 
 PLUGIN_REL = ".config/opencode/plugins/metis-env.js"
 
 
+PI_SETTINGS_REL = ".pi/agent/settings.json"
+PI_SETTINGS = '{\n  "defaultProvider": "metis-1",\n  "defaultModel": "DeepSeek-R1"\n}\n'
+
+
 def extra_diff(tool: str) -> str:
-    """opencode also gets its key plugin (a file wholly metis-env's)."""
+    """opencode also gets its key plugin (a file wholly metis-env's), pi its default provider."""
     from metis_env.configure.opencode import PLUGIN
 
-    return diff_new(PLUGIN_REL, PLUGIN) if tool == "opencode" else ""
+    return {"opencode": diff_new(PLUGIN_REL, PLUGIN), "pi": diff_new(PI_SETTINGS_REL, PI_SETTINGS)}.get(tool, "")
 
 
 def extra_wrote(tool: str) -> str:
-    return f"{tool}: wrote ~/{PLUGIN_REL}\n" if tool == "opencode" else ""
+    return {"opencode": f"{tool}: wrote ~/{PLUGIN_REL}\n", "pi": f"{tool}: wrote ~/{PI_SETTINGS_REL}\n"}.get(tool, "")
+
+
+ROUTES = ["/v1/chat/completions", "/v1/responses", "/v1/messages"]
+
+
+def as_gateway_cluster(endpoint_id: str, routes=ROUTES, capabilities=None) -> None:
+    """Make a stored endpoint look as a gateway cluster's record does (``extra.routes``, and
+    ``extra.capabilities`` when given, as discovery writes them): codex and claude need the routes."""
+    path = Path(os.environ["METIS_ENV_CONFIG_DIR"]) / "endpoints.yaml"
+    data = json.loads(path.read_text())
+    record = data["endpoints"][endpoint_id]
+    record["source"] = "gateway"
+    record.setdefault("extra", {})
+    if routes is not None:
+        record["extra"]["routes"] = list(routes)
+    if capabilities is not None:
+        record["extra"]["capabilities"] = capabilities
+    path.write_text(json.dumps(data))
 
 
 @pytest.fixture
 def stored(file_store, endpoint_files):
+    """Endpoint 1, as a gateway cluster that serves every route (codex and claude need theirs)."""
     assert metis("import", str(endpoint_files[0])).returncode == 0
+    as_gateway_cluster("1")
 
 
 def home() -> Path:
@@ -108,7 +138,7 @@ def test_fresh_config_then_a_second_run_changes_nothing(tool, stored, tmp_path):
     path = home() / rel
     assert (path.read_text(), stat.S_IMODE(path.stat().st_mode)) == (text, 0o600)
     assert run("configure", tool, "1") == (0, "", f"{tool}: ~/{rel} is already up to date; nothing changed\n{tool}: use it: {USAGE[tool]}\n")
-    assert (path.read_text(), sorted(p.name for p in path.parent.iterdir())) == (text, [path.name] + (["plugins"] if tool == "opencode" else []))
+    assert (path.read_text(), sorted(p.name for p in path.parent.iterdir())) == (text, sorted([path.name, *{"opencode": ["plugins"], "pi": ["settings.json"]}.get(tool, [])]))
     no_key_anywhere(home())
     no_key_anywhere(tmp_path / "config")
 
@@ -220,8 +250,7 @@ def test_the_users_own_entries_are_kept_byte_for_byte(tool, rel, original, expec
     os.chmod(path, 0o640)
     code, out, err = run("configure", tool, "1")
     assert (code, out, err.splitlines()[-2:]) == (
-        0, "", [f"{tool}: wrote ~/{rel} (backup: ~/{rel}.metis-env.bak)" if tool != "opencode" else f"{tool}: wrote ~/{PLUGIN_REL}",
-                f"{tool}: use it: {USAGE[tool]}"]
+        0, "", [extra_wrote(tool).rstrip("\n") or f"{tool}: wrote ~/{rel} (backup: ~/{rel}.metis-env.bak)", f"{tool}: use it: {USAGE[tool]}"]
     )
     assert path.read_text() == expected
     backup = Path(str(path) + ".metis-env.bak")
@@ -229,6 +258,16 @@ def test_the_users_own_entries_are_kept_byte_for_byte(tool, rel, original, expec
     assert run("configure", tool, "1")[2].startswith(f"{tool}: ~/{rel} is already up to date; nothing changed\n")
     assert (path.read_text(), sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name))) == (
         expected, [path.name, path.name + ".metis-env.bak"]
+    )
+
+
+def test_pi_becomes_the_default_and_the_users_other_settings_stay(stored):
+    path = home() / PI_SETTINGS_REL
+    path.parent.mkdir(parents=True)
+    path.write_text('{\n  "theme": "dark",\n  "defaultProvider": "openai",\n  "defaultModel": "gpt-5"\n}\n')
+    assert run("configure", "pi", "1")[0] == 0
+    assert (path.read_text(), Path(str(path) + ".metis-env.bak").exists()) == (
+        '{\n  "theme": "dark",\n  "defaultProvider": "metis-1",\n  "defaultModel": "DeepSeek-R1"\n}\n', True,
     )
 
 
@@ -252,7 +291,7 @@ def test_a_second_endpoint_adds_its_own_entries(stored, endpoint_files):
     assert run("configure", "aider", "2", "--model", "Llama-3.3-70B-Instruct")[0] == 0
     assert (home() / ".aider.conf.yml").read_text() == (
         "# >>> metis-env metis-2 (written by metis-env configure; edits here are replaced) >>>\n"
-        "model: openai/Llama-3.3-70B-Instruct\nopenai-api-base: https://metis.alcf.anl.gov/v2\n# <<< metis-env metis-2 <<<\n"
+        "model: openai/Llama-3.3-70B-Instruct\n# <<< metis-env metis-2 <<<\n"
     )
 
 
@@ -360,7 +399,7 @@ def test_a_file_of_another_user_is_refused(stored):
 
 
 def test_an_unknown_tool_lists_the_known_ones(stored):
-    assert run("configure", "cursor", "1") == (2, "", "metis-env: error: unknown tool 'cursor'; metis-env configure knows: aider, codex, llm, opencode, pi\n")
+    assert run("configure", "cursor", "1") == (2, "", "metis-env: error: unknown tool 'cursor'; metis-env configure knows: aider, claude, codex, llm, opencode, pi\n")
 
 
 def test_an_unknown_model_is_the_selections_error(stored):
@@ -372,3 +411,95 @@ def test_an_unknown_model_is_the_selections_error(stored):
 
 def test_no_endpoint_stored_yet(file_store):
     assert run("configure", "pi") == (3, "", "metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE\n")
+
+
+# --- tools that need a route: codex (/responses) and Claude Code (/v1/messages) ------------------
+
+
+@pytest.mark.parametrize(
+    "tool, record, routes, expected",
+    [
+        ("codex", "file", None,
+         "codex: endpoint 1 is Metis, which serves chat completions only, and codex speaks only the Responses API; "
+         "use a cluster that serves it: metis-env configure codex 2"),
+        ("codex", "metis", ROUTES,
+         "codex: endpoint metis is Metis, which serves chat completions only, and codex speaks only the Responses API; "
+         "use a cluster that serves it: metis-env configure codex 2"),
+        ("codex", "gateway", ["/v1/chat/completions"],
+         "codex: gateway cluster 1 serves chat completions only (its routes have no /responses), and codex speaks only the "
+         "Responses API; use a cluster that serves it: metis-env configure codex 2"),
+        ("claude", "file", None,
+         "claude: endpoint 1 is Metis, which serves chat completions only, and Claude Code speaks only the Messages API; "
+         "use a cluster that has one: metis-env configure claude 2"),
+        ("claude", "gateway", ["/v1/chat/completions", "/v1/responses"],
+         "claude: gateway cluster 1 has no Anthropic Messages route (/v1/messages), and Claude Code speaks only the "
+         "Messages API; use a cluster that has one: metis-env configure claude 2"),
+        ("claude", "gateway", None,
+         "claude: the gateway did not say which routes cluster 1 serves (run metis-env sync --gateway), and Claude Code "
+         "speaks only the Messages API; use a cluster that has one: metis-env configure claude 2"),
+    ],
+)
+def test_an_endpoint_without_the_tools_route_is_refused_naming_one_that_has_it(tool, record, routes, expected, file_store, endpoint_files):
+    for path in endpoint_files:
+        assert metis("import", str(path)).returncode == 0
+    as_gateway_cluster("2")
+    endpoint = "1"
+    if record == "metis":
+        endpoint = "metis"
+        assert metis("import", "--id", "metis", str(endpoint_files[0])).returncode == 0
+        as_gateway_cluster("metis", routes)
+    elif record == "gateway":
+        as_gateway_cluster("1", routes)
+    assert run("configure", tool, endpoint) == (22, "", f"metis-env: error: {expected}; nothing was changed\n")
+    assert sorted(p.name for p in home().iterdir()) == []
+
+
+def test_with_no_cluster_that_serves_it_the_refusal_says_where_to_find_one(stored, endpoint_files):
+    as_gateway_cluster("1", ["/v1/chat/completions"])
+    assert run("configure", "codex", "1") == (22, "", (
+        "metis-env: error: codex: gateway cluster 1 serves chat completions only (its routes have no /responses), and codex "
+        "speaks only the Responses API; use a gateway cluster that serves /responses (metis-env login lists the gateway's "
+        "clusters); nothing was changed\n"
+    ))
+
+
+# --- what the gateway says of a model: context window, tool calling, reasoning --------------------
+
+CAPABILITIES = {"DeepSeek-R1": {"context_window_tokens": 131072, "tool_calling": False, "reasoning": True, "streaming": True}}
+
+
+@pytest.mark.parametrize(
+    "tool, read, expected",
+    [
+        ("pi", lambda text: json.loads(text)["providers"]["metis-1"]["models"],
+         [{"id": "DeepSeek-R1", "name": "DeepSeek-R1", "contextWindow": 131072, "reasoning": True}]),
+        ("opencode", lambda text: json.loads(text)["provider"]["metis-1"]["models"],
+         {"DeepSeek-R1": {"name": "DeepSeek-R1", "tool_call": False, "reasoning": True}}),
+        ("llm", lambda text: [sorted(m) for m in __import__("yaml").safe_load(text)],
+         [["api_key_name", "can_stream", "model_id", "model_name"]]),
+    ],
+)
+def test_the_gateways_capabilities_reach_the_tools_that_take_them(tool, read, expected, stored):
+    as_gateway_cluster("1", capabilities=CAPABILITIES)
+    code, _out, err = run("configure", tool, "1")
+    assert (code, read((home() / FRESH[tool][0]).read_text())) == (0, expected), err
+
+
+@pytest.mark.parametrize("tool, warned", [("opencode", True), ("pi", True), ("codex", True), ("claude", True), ("aider", True), ("llm", False)])
+def test_an_agent_is_configured_with_a_warning_for_a_model_without_tool_calling(tool, warned, stored):
+    as_gateway_cluster("1", capabilities=CAPABILITIES)
+    code, _out, err = run("configure", tool, "1", "--dry-run")
+    warning = ("metis-env: warning: DeepSeek-R1 on endpoint 1 does not support tool calling (the gateway says so); "
+               f"{tool} is an agent that needs it and may fail: pick another model with --model\n")
+    assert (code, err.startswith(warning)) == (0, warned)
+
+
+def test_llm_marks_the_models_that_call_tools(stored):
+    as_gateway_cluster("1", capabilities={"DeepSeek-R1": {"tool_calling": {"supported": True}}})
+    assert run("configure", "llm", "1")[0] == 0
+    assert __import__("yaml").safe_load((home() / FRESH["llm"][0]).read_text())[0]["supports_tools"] is True
+
+
+def test_configure_completes_the_tool_names(stored):
+    proc = metis(env={"_METIS_ENV_COMPLETE": "bash_complete", "COMP_WORDS": "metis-env configure c", "COMP_CWORD": "2"})
+    assert (proc.returncode, proc.stdout.decode()) == (0, "plain,claude\nplain,codex\n")

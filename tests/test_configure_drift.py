@@ -55,16 +55,16 @@ def test_doctor_ok_then_edited_then_refused_refresh(file_store, tmp_path):
 
 def test_import_refreshes_every_config_whose_endpoint_changed(file_store, tmp_path):
     assert import_text(tmp_path, ENDPOINT_1).returncode == 0
-    for tool in ("opencode", "codex"):
+    for tool in ("opencode", "pi"):
         assert metis("configure", tool, "1").returncode == 0
     proc = import_text(tmp_path, ENDPOINT_1.replace("/v1/", "/v2/"))
     assert (proc.returncode, proc.stderr.decode()) == (
         0,
         "endpoint 1: updated\n"
         f"configure: opencode: refreshed ~/{OPENCODE} for endpoint 1\n"
-        "configure: codex: refreshed ~/.codex/config.toml for endpoint 1\n",
+        "configure: pi: refreshed ~/.pi/agent/models.json for endpoint 1\n",
     )
-    assert (base_url(), 'base_url = "https://metis.alcf.anl.gov/v2"\n' in (home() / ".codex/config.toml").read_text()) == (
+    assert (base_url(), '"baseUrl": "https://metis.alcf.anl.gov/v2",\n' in (home() / ".pi/agent/models.json").read_text()) == (
         "https://metis.alcf.anl.gov/v2", True,
     )
     assert [f[1] for f in configure_findings()] == ["ok", "ok"]
@@ -104,3 +104,15 @@ def test_sync_refreshes_configs_when_the_base_url_changes(make_node, login_home,
         0, "", ["endpoint 1: updated", "endpoint 2: unchanged", f"configure: opencode: refreshed ~/{OPENCODE} for endpoint 1"],
     )
     assert base_url() == "https://metis.alcf.anl.gov/v3"
+
+
+def test_a_refresh_moves_pis_default_off_a_model_that_is_gone_and_leaves_a_default_of_yours(file_store, tmp_path):
+    two = ENDPOINT_1.replace("MODELS=DeepSeek-R1", "MODELS=DeepSeek-R1,Llama-3.3-70B-Instruct")
+    assert import_text(tmp_path, two).returncode == 0
+    assert metis("configure", "pi", "1", "--model", "Llama-3.3-70B-Instruct").returncode == 0
+    settings = home() / ".pi/agent/settings.json"
+    assert import_text(tmp_path, ENDPOINT_1).returncode == 0
+    assert json.loads(settings.read_text()) == {"defaultProvider": "metis-1", "defaultModel": "DeepSeek-R1"}
+    settings.write_text('{"defaultProvider": "openai", "defaultModel": "gpt-5"}\n')
+    assert import_text(tmp_path, two).returncode == 0
+    assert settings.read_text() == '{"defaultProvider": "openai", "defaultModel": "gpt-5"}\n'

@@ -22,6 +22,7 @@ from metis_env.testing.openai_server import OpenAIStubServer
 from tests._gateway import gateway_env, login_headless
 from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests.conftest import metis
+from tests.test_configure import as_gateway_cluster
 from tests.test_configure_tools import NPM_BIN, tool_env, tool_path
 
 KEY = "sk-stub-inert-0123456789abcdef"
@@ -46,6 +47,7 @@ FILES = {
     "codex": ".codex/config.toml",
     "llm": ".config/io.datasette.llm/extra-openai-models.yaml",
     "aider": ".aider.conf.yml",
+    "claude": ".claude/settings.json",
 }
 
 
@@ -60,11 +62,14 @@ def read_back(tool: str, text: str):
     if tool == "codex":
         provider = tomllib.loads(text)["model_providers"]["metis-1"]
         return provider["base_url"], []
-    if tool == "llm":
+    if tool == "llm":  # the base URL comes from the environment `metis-env run` sets
         entries = yaml.safe_load(text)
-        return entries[0]["api_base"], [e["model_name"] for e in entries]
+        return entries[0].get("api_base"), [e["model_name"] for e in entries]
+    if tool == "claude":
+        env = json.loads(text)["env"]
+        return env["ANTHROPIC_BASE_URL"] + "/v1", [env["ANTHROPIC_MODEL"]]
     data = yaml.safe_load(text)
-    return data["openai-api-base"], [data["model"].removeprefix("openai/")]
+    return data.get("openai-api-base"), [data["model"].removeprefix("openai/")]
 
 
 def expanded_by_the_tool(tool: str, text: str) -> list[str]:
@@ -79,6 +84,8 @@ def expanded_by_the_tool(tool: str, text: str) -> list[str]:
     if tool == "codex":
         provider = tomllib.loads(text)["model_providers"]["metis-1"]
         return [provider["auth"]["command"], *provider["auth"]["args"], *[k for k in provider if k in ("env_key", "env_http_headers")]]
+    if tool == "claude":
+        return [json.loads(text)["apiKeyHelper"]]
     return []
 
 
@@ -88,8 +95,9 @@ EXPANDED = {
     "codex": ["metis-env", "get", "key", "1"],
     "llm": [],
     "aider": [],
+    "claude": ["metis-env get key 1"],
 }
-MODELS_WRITTEN = {"opencode": HOSTILE_MODELS, "pi": HOSTILE_MODELS, "codex": [], "llm": HOSTILE_MODELS, "aider": [CHOSEN]}
+MODELS_WRITTEN = {"opencode": HOSTILE_MODELS, "pi": HOSTILE_MODELS, "codex": [], "llm": HOSTILE_MODELS, "aider": [CHOSEN], "claude": [CHOSEN]}
 
 
 @pytest.fixture
@@ -97,6 +105,7 @@ def hostile_endpoint(file_store, tmp_path, env_setup):
     endpoint_file = tmp_path / "metis_endpoint_1.txt"
     endpoint_file.write_text(f"BASE_URL={HOSTILE_BASE}/\nSAMBANOVA_API_KEY={KEY}\nMODELS={','.join(HOSTILE_MODELS)}\n")
     assert metis("import", str(endpoint_file)).returncode == 0
+    as_gateway_cluster("1")  # codex and claude need a cluster with their routes
 
 
 @pytest.mark.parametrize("tool", sorted(FILES))
@@ -104,7 +113,8 @@ def test_a_hostile_endpoint_file_is_written_inert(tool, hostile_endpoint, tmp_pa
     proc = metis("configure", tool, "1", "--model", CHOSEN, env={"METIS_TEST_SECRET": SECRET})
     assert proc.returncode == 0, proc.stderr
     text = (Path(os.environ["HOME"]) / FILES[tool]).read_text()
-    assert (read_back(tool, text), expanded_by_the_tool(tool, text)) == ((HOSTILE_BASE, MODELS_WRITTEN[tool]), EXPANDED[tool])
+    base = None if tool in ("llm", "aider") else HOSTILE_BASE
+    assert (read_back(tool, text), expanded_by_the_tool(tool, text)) == ((base, MODELS_WRITTEN[tool]), EXPANDED[tool])
     assert [p.name for p in tmp_path.rglob("PWNED")] == []
 
 
@@ -112,8 +122,9 @@ USE_IT = {
     "opencode": ["opencode", "run", "-m", f"metis-1/{CHOSEN}", "hi"],
     "pi": ["pi", "--provider", "metis-1", "--model", CHOSEN, "-p", "hi"],
     "codex": ["codex", "-c", "model_provider=metis-1", "-m", CHOSEN, "exec", "hi"],
-    "llm": ["metis-env", "run", "1", "--", "llm", "-m", f"metis-1/{CHOSEN}", "hi"],
+    "llm": ["llm", "-m", f"metis-1/{CHOSEN}", "hi"],
     "aider": ["metis-env", "run", "1", "--", "aider"],
+    "claude": ["claude", "-p", "hi"],
 }
 
 

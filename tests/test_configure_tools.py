@@ -2,13 +2,17 @@
 
 Each tool runs for real against the loopback OpenAI stub (metis_env/testing/openai_server.py), from
 the place .ci/run installs it: llm from the test extra, aider in its own venv (.ci-tools/aider),
-opencode, codex and pi from npm (.ci-tools/npm). llm and aider get the key from the variables
-`metis-env run` sets; pi, codex and opencode (through configure's plugin) run `metis-env get key 1`
-themselves, so they run without `metis-env run` and with no OPENAI_* variable at all.
+opencode, codex and pi from npm (.ci-tools/npm). pi, codex and opencode (through configure's
+plugin) run `metis-env get key 1` themselves, and llm asks metis-env's llm plugin, so they run on
+their own with no OPENAI_* variable at all; aider (and llm without the plugin) take the key and the
+base URL from the variables `metis-env run` sets. Every one also works under `metis-env run` and
+`run --proxy` (whose variables the broker gives too): a config must never part a key from its URL.
+codex needs a cluster that serves /responses: a gateway cluster, with the gateway's token.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from metis_env.testing.openai_server import OpenAIStubServer
+from tests._gateway import gateway_env, login_headless
+from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests.conftest import REPO, metis
 
 KEY = "sk-stub-configure-0123456789abcdef"
@@ -27,29 +33,37 @@ NPM_BIN = REPO / ".ci-tools" / "npm" / "node_modules" / ".bin"
 AIDER = REPO / ".ci-tools" / "aider" / "bin" / "aider"
 VENV_BIN = Path(sys.executable).parent
 
-# tool: (configure's extra arguments, the command, run under `metis-env run 1`?, the model it must ask for)
-CASES = {
-    "llm": ([], ["llm", "-m", "metis-1/DeepSeek-R1", "hi"], True, "DeepSeek-R1"),
-    "aider": (
-        ["--model", "Llama-3.3-70B-Instruct"],
-        [str(AIDER), "--message", "hi", "--yes", "--no-git", "--no-check-update", "--analytics-disable",
-         "--no-show-model-warnings", "--no-pretty", "--no-stream"],
-        True, "Llama-3.3-70B-Instruct",
-    ),
-    # no `metis-env run`: the key comes from configure's plugin, which runs `metis-env get key 1`
-    "opencode": ([], [str(NPM_BIN / "opencode"), "run", "-m", "metis-1/Llama-3.3-70B-Instruct", "hi"], False, "Llama-3.3-70B-Instruct"),
-    "pi": ([], [str(NPM_BIN / "pi"), "--provider", "metis-1", "--model", "DeepSeek-R1", "-p", "hi"], False, "DeepSeek-R1"),
-    "codex": (
-        [],
-        [str(NPM_BIN / "codex"), "-c", "model_provider=metis-1", "-m", "DeepSeek-R1", "exec", "--skip-git-repo-check", "hi"],
-        False, "DeepSeek-R1",
-    ),
-}
+PI = str(NPM_BIN / "pi")
+OPENCODE = str(NPM_BIN / "opencode")
+AIDER_ARGS = ["--message", "hi", "--yes", "--no-git", "--no-check-update", "--analytics-disable",
+              "--no-show-model-warnings", "--no-pretty", "--no-stream"]
 ROUTE = {"codex": "/v1/responses"}
+
+# case: (tool, configure's extra arguments, the command, the model it must ask for, extra environment)
+CASES = {
+    "llm (metis-env's plugin)": ("llm", [], ["llm", "-m", "metis-1/DeepSeek-R1", "hi"], "DeepSeek-R1", {}),
+    # llm without metis-env's plugin (installed elsewhere): only configure's yaml, key and URL from `run`
+    "llm (yaml only)": ("llm", [], ["llm", "-m", "metis-1/DeepSeek-R1", "hi"], "DeepSeek-R1", {"LLM_LOAD_PLUGINS": ""}),
+    "aider": ("aider", ["--model", "Llama-3.3-70B-Instruct"], [str(AIDER), *AIDER_ARGS], "Llama-3.3-70B-Instruct", {}),
+    # the key comes from configure's plugin, which runs `metis-env get key 1`
+    "opencode": ("opencode", [], [OPENCODE, "run", "-m", "metis-1/Llama-3.3-70B-Instruct", "hi"], "Llama-3.3-70B-Instruct", {}),
+    "pi": ("pi", [], [PI, "--provider", "metis-1", "--model", "DeepSeek-R1", "-p", "hi"], "DeepSeek-R1", {}),
+    # plain `pi -p` with someone else's OPENAI_API_KEY about: configure made metis-1 pi's default
+    "pi (its default)": ("pi", [], [PI, "-p", "hi"], "DeepSeek-R1", {"OPENAI_API_KEY": "sk-not-for-this-endpoint"}),
+}
+# how each is started: on its own (the tools that ask metis-env for the key), under `metis-env run`,
+# and under `run --proxy` (the broker gives a command the same variables)
+WAYS = {
+    "on its own": [],
+    "metis-env run": ["metis-env", "run", "1", "--"],
+    "metis-env run --proxy": ["metis-env", "run", "--proxy", "1", "--"],
+}
+NEEDS_RUN = {"llm (yaml only)", "aider"}
+PARAMS = [(case, way) for case in CASES for way in WAYS if not (case in NEEDS_RUN and way == "on its own")]
 
 
 def tool_path(tool: str) -> str | None:
-    command = CASES[tool][1][0]
+    command = {"llm": "llm", "aider": str(AIDER), "opencode": OPENCODE, "pi": PI, "codex": str(NPM_BIN / "codex")}[tool]
     return shutil.which(command, path=str(VENV_BIN)) if tool == "llm" else (command if os.access(command, os.X_OK) else None)
 
 
@@ -76,11 +90,11 @@ def stub():
     server.stop()
 
 
-@pytest.mark.parametrize("tool", list(CASES))
-def test_the_real_tool_reaches_the_endpoint_with_its_key_and_model(tool, stub, file_store, tmp_path, env_setup):
+@pytest.mark.parametrize("case, way", PARAMS)
+def test_the_real_tool_reaches_the_endpoint_with_its_key_and_model(case, way, stub, file_store, tmp_path, env_setup):
+    tool, extra, command, model, extra_env = CASES[case]
     if tool_path(tool) is None:
         pytest.skip(f"{tool} is not installed here (bash .ci/run installs it)")
-    extra, command, under_run, model = CASES[tool]
     endpoint_file = tmp_path / "metis_endpoint_1.txt"
     endpoint_file.write_text(f"BASE_URL={stub.base_url}/\nSAMBANOVA_API_KEY={KEY}\nMODELS={','.join(MODELS)}\n")
     assert metis("import", str(endpoint_file)).returncode == 0
@@ -88,15 +102,15 @@ def test_the_real_tool_reaches_the_endpoint_with_its_key_and_model(tool, stub, f
 
     work = tmp_path / "work"
     work.mkdir()
-    env = tool_env(tmp_path)
-    argv = [str(VENV_BIN / "metis-env"), "run", "1", "--", *command] if under_run else command
-    proc = subprocess.run(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=240)
+    env = {**tool_env(tmp_path), **extra_env}
+    proc = subprocess.run([*WAYS[way], *command], cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=240)
     output = proc.stdout.decode(errors="replace")
     assert (proc.returncode, REPLY in output) == (0, True), proc.stderr.decode(errors="replace")[-2000:]
     asked = {(r.path, r.authorized, r.body.get("model")) for r in stub.requests if r.method == "POST"}
     assert asked == {(ROUTE.get(tool, "/v1/chat/completions"), True, model)}
     assert [r.path for r in stub.requests if not r.authorized] == []
     assert KEY not in (Path(os.environ["HOME"]) / CASES_FILES[tool]).read_text()
+    assert not (Path(os.environ["HOME"]) / ".config/io.datasette.llm/keys.json").exists()
 
 
 CASES_FILES = {
@@ -106,3 +120,86 @@ CASES_FILES = {
     "pi": ".pi/agent/models.json",
     "codex": ".codex/config.toml",
 }
+
+
+def test_the_real_codex_reaches_a_cluster_that_serves_responses_with_the_gateway_token(globus, globus_env, tmp_path):  # noqa: F811
+    """codex's key command (`metis-env get key sophia`) hands it the Globus token; the cluster's record
+    says it serves /v1/responses (as discovery writes `extra.routes`) and points at the stub."""
+    if tool_path("codex") is None:
+        pytest.skip("codex is not installed here (bash .ci/run installs it)")
+    env = gateway_env(globus_env)
+    code, _out, err, _url = login_headless(env, globus)
+    assert code == 0, err
+    token = metis("get", "key", "sophia", env=env).stdout.decode().strip()
+    stub = OpenAIStubServer(token, ["openai/gpt-oss-120b"], reply=REPLY)
+    stub.start()
+    try:
+        path = Path(env["METIS_ENV_CONFIG_DIR"]) / "endpoints.yaml"
+        data = json.loads(path.read_text())
+        data["endpoints"]["sophia"]["base_url"] = stub.base_url
+        data["endpoints"]["sophia"].setdefault("extra", {})["routes"] = ["/v1/chat/completions", "/v1/responses"]
+        path.write_text(json.dumps(data))
+        assert metis("configure", "codex", "metis", env=env).returncode == 22  # Metis: chat completions only
+        assert metis("configure", "codex", "sophia", "--model", "openai/gpt-oss-120b", env=env).returncode == 0
+        work = tmp_path / "work"
+        work.mkdir()
+        command = [str(NPM_BIN / "codex"), "-c", "model_provider=metis-sophia", "-m", "openai/gpt-oss-120b", "exec",
+                   "--skip-git-repo-check", "hi"]
+        proc = subprocess.run(command, cwd=work, env={**tool_env(tmp_path), **globus.env()}, stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=240)
+    finally:
+        stub.stop()
+    assert (proc.returncode, REPLY in proc.stdout.decode(errors="replace")) == (0, True), proc.stderr.decode(errors="replace")[-2000:]
+    asked = {(r.path, r.authorized, r.body.get("model")) for r in stub.requests if r.method == "POST"}
+    assert (asked, token in (Path(env["HOME"]) / CASES_FILES["codex"]).read_text()) == ({("/v1/responses", True, "openai/gpt-oss-120b")}, False)
+
+
+def test_llm_keeps_working_when_metis_envs_store_cannot_be_read(file_store, tmp_path, env_setup):
+    """llm loads every plugin for every command: a damaged store hides metis-env's models, nothing more."""
+    if tool_path("llm") is None:
+        pytest.skip("llm is not installed here")
+    config = Path(os.environ["METIS_ENV_CONFIG_DIR"])
+    config.mkdir(mode=0o700, exist_ok=True)
+    (config / "endpoints.yaml").write_text("{not json")
+    os.chmod(config / "endpoints.yaml", 0o600)
+    proc = subprocess.run(["llm", "models"], env=tool_env(tmp_path), capture_output=True, timeout=120)
+    assert (proc.returncode, [line for line in proc.stdout.decode().splitlines() if "metis-" in line]) == (0, []), proc.stderr
+
+
+WRITTEN_CAPABILITIES = {
+    "pi": lambda text: json.loads(text)["providers"]["metis-1"]["models"][0],
+    "opencode": lambda text: json.loads(text)["provider"]["metis-1"]["models"]["Llama-3.3-70B-Instruct"],
+    "llm": lambda text: [entry.get("supports_tools") for entry in __import__("yaml").safe_load(text)],
+}
+EXPECTED_CAPABILITIES = {
+    "pi": {"id": "DeepSeek-R1", "name": "DeepSeek-R1", "contextWindow": 131072, "reasoning": True},
+    "opencode": {"name": "Llama-3.3-70B-Instruct", "tool_call": True, "reasoning": False},
+    "llm": [True, True],
+}
+
+
+@pytest.mark.parametrize("case", ["opencode", "pi", "llm (metis-env's plugin)"])
+def test_the_real_tool_takes_the_capabilities_configure_writes(case, stub, file_store, tmp_path, env_setup):
+    """What the gateway says of a model (context window, tool calling, reasoning) is written in each
+    tool's own terms, and the tool still loads its config and reaches the endpoint."""
+    tool, extra, command, model, extra_env = CASES[case]
+    if tool_path(tool) is None:
+        pytest.skip(f"{tool} is not installed here (bash .ci/run installs it)")
+    endpoint_file = tmp_path / "metis_endpoint_1.txt"
+    endpoint_file.write_text(f"BASE_URL={stub.base_url}/\nSAMBANOVA_API_KEY={KEY}\nMODELS={','.join(MODELS)}\n")
+    assert metis("import", str(endpoint_file)).returncode == 0
+    path = Path(os.environ["METIS_ENV_CONFIG_DIR"]) / "endpoints.yaml"
+    data = json.loads(path.read_text())
+    data["endpoints"]["1"]["extra"] = {"capabilities": {
+        name: {"context_window_tokens": 131072, "tool_calling": True, "reasoning": name == "DeepSeek-R1"} for name in MODELS
+    }}
+    path.write_text(json.dumps(data))
+    assert metis("configure", tool, "1", *extra).returncode == 0
+    written = (Path(os.environ["HOME"]) / CASES_FILES[tool]).read_text()
+    assert WRITTEN_CAPABILITIES[tool](written) == EXPECTED_CAPABILITIES[tool]
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(command, cwd=work, env={**tool_env(tmp_path), **extra_env}, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=240)
+    assert (proc.returncode, REPLY in proc.stdout.decode(errors="replace")) == (0, True), proc.stderr.decode(errors="replace")[-2000:]
+    assert {(r.path, r.authorized, r.body.get("model")) for r in stub.requests if r.method == "POST"} == {("/v1/chat/completions", True, model)}

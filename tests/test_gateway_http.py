@@ -283,3 +283,31 @@ def test_a_listing_of_88000_clusters_and_1000_models_each_is_cut_to_the_caps(cap
         "metis-env: warning: list-endpoints: cluster c0 list(s) more than 256 models; only the first 256 of each are kept\n"
         "metis-env: warning: list-endpoints lists 88000 clusters with models; only the first 64 are kept\n"
     )
+
+
+def test_headers_that_drip_are_cut_at_the_deadline_too():
+    """http.client reads the status line and headers with a per-read timeout: one byte per 0.1 s of
+    headers must not keep a login or a sync for minutes either."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"y" * 1000:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.1)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        start = time.monotonic()
+        with pytest.raises(ConnectionFailedError) as caught:
+            http.request("GET", f"http://127.0.0.1:{server.server_address[1]}/", TOKEN, timeout=0.5)
+        assert time.monotonic() - start < 5  # without the bound: 100 s
+        assert str(caught.value) == f"127.0.0.1:{server.server_address[1]} did not answer within 0.5 s; check your network and try again"
+    finally:
+        server.shutdown()
+        server.server_close()

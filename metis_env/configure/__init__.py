@@ -2,7 +2,8 @@
 
 Each tool module has ``NAME``, ``config_path(environ)``, ``apply(text, entry, path)`` (the new text,
 or ``(text, notes)``), ``section(text, entry, path)`` (the parsed entries metis-env owns there, or
-None) and ``usage(entry)``. ``configure_tool`` is the one flow they share: read safely, merge, show a
+None) and ``usage(entry)``; optionally ``check(entry, candidates)`` (raises ToolConfigError for an endpoint the
+tool cannot use) and ``extra_edits(environ, entry)`` (other files it needs, see ``extra_edits``). ``configure_tool`` is the one flow they share: read safely, merge, show a
 unified diff on stderr, back up, write atomically, record what was written (records.py).
 
     metis-env configure opencode 1 --dry-run
@@ -19,11 +20,14 @@ from collections.abc import Mapping
 from ..errors import UsageError
 from .core import check_parent_writable, describe, entry_for, read_config, section_hash, unified_diff, write_config
 
-TOOLS = ("aider", "codex", "llm", "opencode", "pi")
+TOOLS = ("aider", "claude", "codex", "llm", "opencode", "pi")
 """The tools configure knows, each a module of this package."""
 
-EXCLUSIVE = {"aider"}
-"""Tools whose file holds one endpoint at a time (aider has one model and one base URL)."""
+AGENTS = {"aider", "claude", "codex", "opencode", "pi"}
+"""Tools that work by calling tools (edit a file, run a command): they need a model with tool calling."""
+
+EXCLUSIVE = {"aider", "claude"}
+"""Tools whose file holds one endpoint at a time (aider and Claude Code have one model and one base URL)."""
 
 
 class Outcome(namedtuple("Outcome", "tool path changed written backup usage notes extras")):
@@ -36,14 +40,30 @@ def tool_module(name: str):
     return importlib.import_module(f".{name}", __name__)
 
 
-def plan(module, stored, model: str, environ: Mapping[str, str]):
-    """(path, old text, old mode, new text, notes, entry) for one tool and one stored endpoint."""
-    entry = entry_for(stored.id, stored.base_url, stored.models, model)
+def plan(module, stored, model: str, environ: Mapping[str, str], candidates=()):
+    """(path, old text, old mode, new text, notes, entry) for one tool and one stored endpoint;
+    ``candidates`` (entries of the other stored endpoints) let a refusal name one that works."""
+    entry = entry_for(stored.id, stored.base_url, stored.models, model, stored)
+    getattr(module, "check", lambda _entry, _candidates: None)(entry, candidates)
     path = module.config_path(environ)
     old, mode = read_config(path, module.NAME)
     result = module.apply(old, entry, path)
     new, notes = result if isinstance(result, tuple) else (result, [])
     return path, old, mode, new, notes, entry
+
+
+def extra_edits(module, environ: Mapping[str, str], entry) -> list:
+    """``(path, edit)`` for the other files a tool's config needs; ``edit(old text or None, path)`` is
+    the new text (a file wholly metis-env's ignores the old one)."""
+    return getattr(module, "extra_edits", lambda _environ, _entry: [])(environ, entry)
+
+
+def tool_calling_warning(name: str, entry) -> str | None:
+    """An agent that works by calling tools, configured for a model the gateway says cannot."""
+    if name in AGENTS and entry.capability("tool_calling") is False:
+        return (f"{entry.model} on endpoint {entry.endpoint} does not support tool calling (the gateway says so); "
+                f"{name} is an agent that needs it and may fail: pick another model with --model")
+    return None
 
 
 def configure_tool(store, settings, name: str, spec: str | None, model: str | None, dry_run: bool = False,
@@ -57,12 +77,17 @@ def configure_tool(store, settings, name: str, spec: str | None, model: str | No
     selection = actions.select(store, spec, model, settings, "configure")
     for warning in selection.warnings:
         err.write(f"metis-env: warning: {warning}\n")
-    path, old, mode, new, notes, entry = plan(module, selection.endpoint, selection.model, environ)
+    candidates = [entry_for(e.id, e.base_url, e.models, e.models[0], e) for e in store.endpoints().values() if e.models]
+    path, old, mode, new, notes, entry = plan(module, selection.endpoint, selection.model, environ, candidates)
+    warning = tool_calling_warning(name, entry)
+    if warning:
+        err.write(f"metis-env: warning: {warning}\n")
     for note in notes:
         err.write(f"metis-env: note: {note}\n")
     extras = []
-    for extra_path, extra_text in getattr(module, "extra_files", lambda _environ: [])(environ):
+    for extra_path, edit in extra_edits(module, environ, entry):
         extra_old, extra_mode = read_config(extra_path, module.NAME)
+        extra_text = edit(extra_old, extra_path)
         if extra_old != extra_text:
             extras.append((extra_path, extra_old, extra_mode, extra_text))
     changed = new != old or bool(extras)

@@ -1,11 +1,13 @@
-"""aider (Aider-AI/aider): ``model: openai/<model>`` and ``openai-api-base`` in ``~/.aider.conf.yml``.
+"""aider (Aider-AI/aider): ``model: openai/<model>`` in ``~/.aider.conf.yml``.
 
 aider reads ``.aider.conf.yml`` from the home directory, then the git root, then the current
 directory (a later one wins; ``--config FILE`` replaces the search). It cannot run a command for its
-key; it reads ``$OPENAI_API_KEY``, which ``metis-env run`` sets, so no key is written:
-``metis-env run 1 -- aider``. Our two keys sit between marker comments at the end; a ``model:`` or
+key; it reads ``$OPENAI_API_KEY`` and the base URL from ``$OPENAI_API_BASE``/``$OPENAI_BASE_URL``,
+which ``metis-env run`` (and ``export``) set together: ``metis-env run 1 -- aider``. The base URL is
+not written, so that under ``run --proxy`` (or the broker) the proxy's local key goes to the proxy,
+never to the endpoint. Our key sits between marker comments at the end; a ``model:`` or
 ``openai-api-base:`` line of the user's elsewhere is commented out (not deleted), as YAML allows a
-key once.
+key once and a base URL of the user's would part the key from its endpoint.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def config_path(environ: Mapping[str, str]) -> str:
 
 
 def settings_for(entry: Entry) -> dict:
-    return {"model": f"openai/{entry.model}", "openai-api-base": entry.base_url}
+    return {"model": f"openai/{entry.model}"}
 
 
 def _load_mapping(text: str | None, path: str) -> dict:

@@ -1,12 +1,14 @@
 """codex (openai/codex): a model provider ``metis-<id>`` in ``$CODEX_HOME/config.toml`` (default
 ``~/.codex/config.toml``).
 
-codex gets the key by running ``auth.command`` (``metis-env get key ID``): no key is written. But
-codex speaks only OpenAI's Responses API (``wire_api = "responses"``, ``POST {base_url}/responses``),
-and Metis serves Chat Completions only: codex needs a server that translates Responses to Chat
-Completions in front of Metis (for example LiteLLM's proxy) before it works against Metis. codex's
-own default provider is left alone: ``codex -c model_provider=metis-ID -m MODEL`` picks ours (codex
-0.169 keeps profiles in files of their own and refuses ``[profiles.*]`` tables in config.toml).
+codex gets the key by running ``auth.command`` (``metis-env get key ID``, codex's key command since its
+pull request 16288; 0.169 has it), again every ``refresh_interval_ms`` and after a 401: no key is
+written, and a Globus token metis-env refreshes reaches codex without a restart. codex speaks only
+OpenAI's Responses API (``POST {base_url}/responses``), so configure refuses an endpoint that serves
+chat completions only: Metis (the endpoint files' and the gateway's ``metis``) and any gateway cluster
+whose routes (``list-endpoints``) lack ``/responses``, naming a stored cluster that serves it.
+codex's own default provider is left alone: ``codex -c model_provider=metis-ID -m MODEL`` picks ours
+(codex 0.169 keeps profiles in files of their own and refuses ``[profiles.*]`` tables in config.toml).
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ import os
 import shlex
 from collections.abc import Mapping
 
+from ..errors import ToolConfigError
 from . import formats
 from .core import Entry, home, key_command
 
 NAME = "codex"
+ROUTE = "/responses"
+REFRESH_INTERVAL_MS = 300_000
+"""codex asks metis-env again after 5 minutes: a gateway token refreshed meanwhile is picked up."""
+TIMEOUT_MS = 30_000
+"""``metis-env get key`` may refresh a Globus token over the network first."""
 
 
 def config_path(environ: Mapping[str, str]) -> str:
@@ -27,11 +35,31 @@ def config_path(environ: Mapping[str, str]) -> str:
     return os.path.join(directory, "config.toml")
 
 
+def is_metis(entry: Entry) -> bool:
+    return entry.source == "file" or entry.endpoint == "metis"
+
+
+def check(entry: Entry, candidates=()) -> None:
+    """Refuse an endpoint without a Responses route, in one line naming one that has it."""
+    if is_metis(entry):
+        why = f"endpoint {entry.endpoint} is Metis, which serves chat completions only"
+    elif entry.serves(ROUTE) is False:
+        why = f"gateway cluster {entry.endpoint} serves chat completions only (its routes have no {ROUTE})"
+    else:
+        return
+    working = [c.endpoint for c in candidates if not is_metis(c) and c.serves(ROUTE)]
+    instead = (f"use a cluster that serves it: metis-env configure codex {working[0]}" if working else
+               f"use a gateway cluster that serves {ROUTE} (metis-env login lists the gateway's clusters)")
+    raise ToolConfigError(f"codex: {why}, and codex speaks only the Responses API; {instead}; nothing was changed")
+
+
 def tables(entry: Entry) -> list:
     command = key_command(entry.endpoint)
     return [
         (("model_providers", entry.provider), {"name": entry.label, "base_url": entry.base_url, "wire_api": "responses"}),
-        (("model_providers", entry.provider, "auth"), {"command": command[0], "args": command[1:]}),
+        (("model_providers", entry.provider, "auth"), {
+            "command": command[0], "args": command[1:], "timeout_ms": TIMEOUT_MS, "refresh_interval_ms": REFRESH_INTERVAL_MS,
+        }),
     ]
 
 
@@ -49,4 +77,4 @@ def section(text: str | None, entry: Entry, path: str):
 
 
 def usage(entry: Entry) -> str:
-    return f"codex -c model_provider={entry.provider} -m {shlex.quote(entry.model)} exec 'hi'   (needs a Responses API in front of Metis)"
+    return f"codex -c model_provider={entry.provider} -m {shlex.quote(entry.model)} exec 'hi'"

@@ -25,15 +25,37 @@ NEW_DIR_MODE = 0o700
 BACKUP_SUFFIX = ".metis-env.bak"
 
 
-class Entry(namedtuple("Entry", "endpoint provider base_url models model label")):
+class Entry(namedtuple("Entry", "endpoint provider base_url models model label source routes capabilities",
+                       defaults=("file", None, None))):
     """What configure writes for one endpoint: ``endpoint`` (its id), ``provider`` (the name the tool
     knows it by, ``metis-<id>``), ``base_url`` (no trailing slash: every client appends
-    ``/chat/completions``), ``models`` (tuple), ``model`` (the chosen one), ``label`` (for people)."""
+    ``/chat/completions``), ``models`` (tuple), ``model`` (the chosen one), ``label`` (for people),
+    ``source`` ("file" or "gateway"), ``routes`` (the route paths the gateway says the cluster serves,
+    or None when it did not say) and ``capabilities`` (model id -> what ``{cluster}/models`` said of
+    it; empty when it said nothing)."""
 
     __slots__ = ()
 
+    def capability(self, name: str, model: str | None = None):
+        """What the gateway said of ``model`` (default: the chosen one) under ``name``, or None."""
+        found = (self.capabilities or {}).get(model or self.model)
+        value = found.get(name) if isinstance(found, dict) else None
+        # the gateway's own form of a flag is {"supported": bool}; discovery stores the bool
+        return value.get("supported") if isinstance(value, dict) else value
 
-def entry_for(endpoint_id: str, base_url: str, models, model: str) -> Entry:
+    def serves(self, route: str) -> bool | None:
+        """Whether the cluster serves ``route`` (a path ending, e.g. ``/responses``); None: not known."""
+        if self.routes is None:
+            return None
+        return any(str(path).rstrip("/").endswith(route) for path in self.routes)
+
+
+def entry_for(endpoint_id: str, base_url: str, models, model: str, stored=None) -> Entry:
+    """The entry for a stored endpoint; ``stored`` (its StoredEndpoint) adds where it came from and
+    what the gateway said of its routes and models (``extra``)."""
+    extra = dict(getattr(stored, "extra", None) or {})
+    routes = extra.get("routes")
+    capabilities = extra.get("capabilities")
     return Entry(
         endpoint=endpoint_id,
         provider=provider_name(endpoint_id),
@@ -41,6 +63,9 @@ def entry_for(endpoint_id: str, base_url: str, models, model: str) -> Entry:
         models=tuple(models),
         model=model,
         label=f"ALCF Metis (metis-env endpoint {endpoint_id})",
+        source="gateway" if getattr(stored, "source", None) == "gateway" else "file",
+        routes=tuple(routes) if isinstance(routes, (list, tuple)) else None,
+        capabilities=capabilities if isinstance(capabilities, dict) else {},
     )
 
 

@@ -1,11 +1,16 @@
 """llm (simonw/llm): one model ``metis-<id>/<model>`` per served model in ``extra-openai-models.yaml``.
 
 llm reads ``$LLM_USER_PATH/extra-openai-models.yaml``, default its app dir (``~/.config/io.datasette.llm``
-on Linux, as click's ``get_app_dir`` puts it). Each entry has ``api_base`` and ``api_key_name:
-metis-<id>``; with no key stored under that name in llm's own ``keys.json``, llm takes
-``$OPENAI_API_KEY``, which ``metis-env run`` sets: ``metis-env run 1 -- llm -m metis-1/MODEL 'hi'``.
-No key is written. Our entries sit between two marker comments; the user's entries and comments
-around them are kept byte for byte.
+on Linux, as click's ``get_app_dir`` puts it). Each entry has ``api_key_name: metis-<id>`` and no
+``api_base``: with no key stored under that name in llm's own ``keys.json``, llm takes
+``$OPENAI_API_KEY``, and the OpenAI client ``$OPENAI_BASE_URL``, which ``metis-env run`` sets
+together (``run --proxy`` and the broker: the proxy's URL with its local key), so the two never part:
+``metis-env run 1 -- llm -m metis-1/MODEL 'hi'``. No key is written. Our entries sit between two
+marker comments; the user's entries and comments around them are kept byte for byte.
+
+Where llm runs in metis-env's own environment, metis-env's llm plugin (metis_env/llm_plugin.py)
+replaces these entries with models that ask metis-env for the base URL and key per request (the
+proxy's when started under one): then plain ``llm -m metis-1/MODEL 'hi'`` works.
 """
 
 from __future__ import annotations
@@ -43,9 +48,9 @@ def models_config(entry: Entry) -> list:
         {
             "model_id": f"{entry.provider}/{model}",
             "model_name": model,
-            "api_base": entry.base_url,
             "api_key_name": entry.provider,
             "can_stream": True,
+            **({"supports_tools": True} if entry.capability("tool_calling", model) is True else {}),
         }
         for model in entry.models
     ]
@@ -97,5 +102,13 @@ def section(text: str | None, entry: Entry, path: str):
     return found or None
 
 
+def plugin_beside_llm() -> bool:
+    """llm is importable where metis-env runs, so it loads metis-env's plugin (entry point group llm)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llm") is not None
+
+
 def usage(entry: Entry) -> str:
-    return f"metis-env run {entry.endpoint} -- llm -m {shlex.quote(entry.provider + '/' + entry.model)} 'hi'"
+    command = f"llm -m {shlex.quote(entry.provider + '/' + entry.model)} 'hi'"
+    return command if plugin_beside_llm() else f"metis-env run {entry.endpoint} -- {command}"

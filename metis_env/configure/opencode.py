@@ -55,9 +55,9 @@ def global_dir(environ: Mapping[str, str]) -> str:
     return os.path.join(xdg if xdg and os.path.isabs(xdg) else os.path.join(home(environ), ".config"), "opencode")
 
 
-def extra_files(environ: Mapping[str, str]) -> list:
+def extra_edits(environ: Mapping[str, str], entry: Entry) -> list:
     """Files wholly metis-env's that the config needs: the key plugin."""
-    return [(os.path.join(global_dir(environ), "plugins", "metis-env.js"), PLUGIN)]
+    return [(os.path.join(global_dir(environ), "plugins", "metis-env.js"), lambda _old, _path: PLUGIN)]
 
 
 def config_path(environ: Mapping[str, str]) -> str:
@@ -76,8 +76,20 @@ def provider_config(entry: Entry) -> dict:
         "npm": "@ai-sdk/openai-compatible",
         "name": entry.label,
         "options": {"baseURL": entry.base_url, "apiKey": KEY_REFERENCE},
-        "models": {model: {"name": model} for model in entry.models},
+        "models": {model: model_config(entry, model) for model in entry.models},
     }
+
+
+def model_config(entry: Entry, model: str) -> dict:
+    """The model's name, and whether it calls tools and reasons where the gateway said so. Not its
+    context window: opencode's ``limit`` needs an output cap too (it sends it as max_tokens), and the
+    gateway publishes none."""
+    config = {"name": model}
+    for ours, theirs in (("tool_call", "tool_calling"), ("reasoning", "reasoning")):
+        value = entry.capability(theirs, model)
+        if isinstance(value, bool):
+            config[ours] = value
+    return config
 
 
 def inert(token: str) -> str:

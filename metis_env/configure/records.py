@@ -88,7 +88,7 @@ def _current_section(module, record: dict, stored) -> tuple[str | None, str | No
         return None, str(exc)
     if text is None:
         return None, "missing"
-    entry = entry_for(record["endpoint"], record["base_url"], record["models"], record["model"])
+    entry = entry_for(record["endpoint"], record["base_url"], record["models"], record["model"], stored)
     try:
         section = module.section(text, entry, record["path"])
     except MetisEnvError as exc:
@@ -157,13 +157,19 @@ def refresh(store, settings, environ: Mapping[str, str] = os.environ) -> list[st
             updated.append(record)
             continue
         model = record.get("model") if record.get("model") in stored.models else stored.models[0]
-        entry = entry_for(stored.id, stored.base_url, stored.models, model)
+        entry = entry_for(stored.id, stored.base_url, stored.models, model, stored)
         try:
             text, mode = read_config(record["path"], module.NAME)
             result = module.apply(text, entry, record["path"])
             new = result[0] if isinstance(result, tuple) else result
             if new != text:
                 write_config(record["path"], text, mode, new)
+            # files beside it that name the model (pi's default), where they still name ours
+            for extra_path, edit in getattr(module, "refreshed_extras", lambda _path, _entry: [])(record["path"], entry):
+                extra_old, extra_mode = read_config(extra_path, module.NAME)
+                extra_new = edit(extra_old, extra_path)
+                if extra_new != extra_old:
+                    write_config(extra_path, extra_old, extra_mode, extra_new)
         except (MetisEnvError, OSError) as exc:
             lines.append(f"configure: {tool}: {where} not refreshed: {exc}")
             updated.append(record)

@@ -60,6 +60,16 @@ def _transport(timeout: float) -> dict[str, Any]:
     return {"transport": RequestsTransport(http_timeout=timeout), "retry_config": RetryConfig(max_retries=0)}
 
 
+def _bounded(timeout: float, what: str, call: Callable[[], Any]) -> Any:
+    """``call()`` (one request to Globus Auth), bounded as a whole, connect to last byte, by
+    ``timeout``: requests' own timeout is per read, and a Globus answering one byte every few seconds
+    would otherwise hold the caller (and the store's lock) for as long as it likes."""
+    from .http import call_within
+
+    return call_within(timeout, call, lambda: ConnectionFailedError(
+        f"Globus Auth did not finish {what} within {timeout:g} s; check your network and try again"))
+
+
 def auth_client(client_id: str, timeout: float) -> globus_sdk.NativeAppAuthClient:
     return globus_sdk.NativeAppAuthClient(client_id=client_id, app_name=APP_NAME, **_transport(timeout))
 
@@ -72,7 +82,8 @@ def refresh(settings: Any, client_id: str, refresh_token: str, timeout: float) -
     ``refresh_token``, ``scope``). Refused (invalid_grant) -> LoginRequiredError."""
     failure: MetisEnvError | None = None
     try:
-        response = auth_client(client_id, timeout).oauth2_refresh_token(refresh_token)
+        client = auth_client(client_id, timeout)  # CPU only: outside the network's deadline
+        response = _bounded(timeout, "the refresh", lambda: client.oauth2_refresh_token(refresh_token))
         data = response.by_resource_server.get(INFERENCE_RESOURCE_SERVER)
     except Exception as exc:  # noqa: BLE001 - worded below, never chained
         failure = describe_error(exc, "the refresh")
@@ -90,7 +101,8 @@ def client_credentials(client_id: str, secret: str, timeout: float) -> dict[str,
     failure: MetisEnvError | None = None
     try:
         client = globus_sdk.ConfidentialAppAuthClient(client_id=client_id, client_secret=secret, app_name=APP_NAME, **_transport(timeout))
-        response = client.oauth2_client_credentials_tokens(requested_scopes=INFERENCE_SCOPE)
+        response = _bounded(timeout, "the service account's token",
+                            lambda: client.oauth2_client_credentials_tokens(requested_scopes=INFERENCE_SCOPE))
         data = response.by_resource_server.get(INFERENCE_RESOURCE_SERVER)
     except Exception as exc:  # noqa: BLE001 - worded below, never chained
         failure = describe_error(exc, "the service account's token")

@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import namedtuple
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ...errors import (
@@ -139,19 +140,25 @@ def request(method: str, url: str, token: str, body: Any = None, timeout: float 
     where = scrub(f"{host}:{parts.port}" if parts.port else host, 80)
     req = json_request(url, method, token, body, USER_AGENT)
     deadline = time.monotonic() + timeout
+
+    def exchange() -> tuple[int, Any, bytes]:
+        try:
+            with opener.open(req, timeout=timeout) as response:
+                return response.status, response.headers, _read_bounded(response, deadline)
+        except urllib.error.HTTPError as exc:
+            try:
+                payload = _read_bounded(exc, deadline)
+            except (OSError, http.client.HTTPException):
+                payload = b""
+            finally:
+                exc.close()
+            return exc.code, exc.headers, payload
+
     failure: MetisEnvError | None = None
     try:
-        with opener.open(req, timeout=timeout) as response:
-            payload = _read_bounded(response, deadline)
-            status, headers = response.status, response.headers
-    except urllib.error.HTTPError as exc:
-        status, headers = exc.code, exc.headers
-        try:
-            payload = _read_bounded(exc, deadline)
-        except (OSError, http.client.HTTPException):
-            payload = b""
-        finally:
-            exc.close()
+        # The body's reads are bounded by the deadline, but connect and the status line and headers
+        # are read by http.client with a per-read timeout: a server dripping its headers is cut here.
+        status, headers, payload = call_within(timeout, exchange, lambda: TimeoutError("no answer in time"))
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line, worded below
         failure = _describe_failure(exc, where, timeout, " through a proxy" if proxy else "", scrub)
     if failure is not None:
@@ -165,6 +172,30 @@ def request(method: str, url: str, token: str, body: Any = None, timeout: float 
         content_type=scrub((headers.get("Content-Type") or "").split(";")[0], 60),
         location=scrub(headers.get("Location") or "", 160),
     )
+
+
+def call_within(seconds: float, call: Callable[[], Any], late: Callable[[], BaseException]) -> Any:
+    """``call()``'s value (or its exception), or ``late()`` raised once ``seconds`` have passed,
+    whatever the call is doing: a per-read timeout does not bound a server that answers one byte at a
+    time. The call runs in a daemon thread that is left behind at the deadline, its answer dropped."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="metis-env-deadline", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise late()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _read_bounded(response: Any, deadline: float) -> bytes:

@@ -117,8 +117,7 @@ def login_service_account(
     from . import globus
 
     secret = secret.strip()
-    data = tokens.within(tokens.REFRESH_TIMEOUT, "the service account's token",
-                         lambda: globus.client_credentials(client_id, secret, tokens.REFRESH_TIMEOUT))
+    data = globus.client_credentials(client_id, secret, tokens.REFRESH_TIMEOUT)
     username = service_account_username(client_id)
     try:
         endpoints = http.list_endpoints(settings.gateway_url, data["access_token"])

@@ -22,9 +22,8 @@ import os
 import sys
 import time
 from collections import namedtuple
-from collections.abc import Callable
 
-from ...errors import BusyError, ConnectionFailedError, LoginRequiredError, MetisEnvError
+from ...errors import BusyError, LoginRequiredError, MetisEnvError
 from ...store import GATEWAY, natural_key, utc_now
 
 TYPE_CHECKING = False
@@ -167,9 +166,9 @@ def _refresh_locked(store: Store, settings: Settings, state: TokenState) -> tupl
     if failed:  # another exporter just spent REFRESH_TIMEOUT on it: do not make this shell wait too
         return state, failed
     if state.service_account:  # no refresh token: a service account mints a new token instead
-        grant, what = store.secrets(state.store).get(state.secret), "the service account's token"
+        grant = store.secrets(state.store).get(state.secret)
     else:
-        grant, what = (store.secrets(state.store).get(state.refresh) if state.refresh else None), "the refresh"
+        grant = store.secrets(state.store).get(state.refresh) if state.refresh else None
     if grant is None:
         if state.service_account:
             return state, "the service account's client secret is missing from the store"
@@ -184,7 +183,7 @@ def _refresh_locked(store: Store, settings: Settings, state: TokenState) -> tupl
         return globus.refresh(settings, client_id, grant, REFRESH_TIMEOUT)
 
     try:
-        data = within(REFRESH_TIMEOUT, what, grant_now)
+        data = grant_now()  # bounded as a whole by REFRESH_TIMEOUT (globus._bounded)
     except LoginRequiredError as exc:
         if state.seconds_left() <= 0:
             raise
@@ -201,33 +200,6 @@ def _refresh_locked(store: Store, settings: Settings, state: TokenState) -> tupl
         return save_refresh(store, state, data), None
     except MetisEnvError as exc:  # the old token is still stored, and still valid at Globus
         return state, f"the refreshed Globus token could not be stored ({exc})"
-
-
-def within(seconds: float, what: str, call: Callable[[], Any]) -> Any:
-    """``call()``, or ConnectionFailedError once ``seconds`` have passed, whatever the call is doing.
-
-    A per-socket timeout does not bound a server that answers one byte every few seconds; this does,
-    from connect to last byte, for globus-sdk's requests and anything else alike. The call runs in a
-    daemon thread that is left behind at the deadline (its answer is dropped; the process goes on,
-    and the store's lock is released by the caller)."""
-    import threading
-
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["value"] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-            box["error"] = exc
-
-    worker = threading.Thread(target=work, name="metis-env-deadline", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        raise ConnectionFailedError(f"Globus Auth did not finish {what} within {seconds:g} s; check your network and try again")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def _recent_failure(store: Store) -> str | None:
