@@ -278,11 +278,11 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
     Without ENDPOINT, every stored endpoint is checked (all at once).
 
     A gateway endpoint (metis, sophia) is asked who you are (whoami) and which models are live
-    ({cluster}/jobs); the model export would pick must be live.
+    ({cluster}/jobs); for every endpoint the model export would pick must be live (served).
 
     Exit status (the first failed endpoint's): 0 ok, 12 key or token refused (sync, or login), 13
-    unreachable, 14 timeout, 15 bad answer; gateway endpoints also 19 re-authentication required,
-    20 bad gateway answer, 21 not live or under maintenance.
+    unreachable, 14 timeout, 15 bad answer, 21 the model export would pick is not served; gateway
+    endpoints also 19 re-authentication required, 20 bad gateway answer, 21 not live or under maintenance.
 
     \b
     Example:

@@ -49,8 +49,27 @@ def check_targets(store, settings, specs: Sequence[str | None]) -> list[tuple]:
         target = (stored.id, stored.base_url, key, stored.models)
         if stored.source == GATEWAY:
             target += (_gateway_probe(stored, selection.model),)
+        else:
+            target += (_file_probe(selection.model),)
         targets.append(target)
     return targets
+
+
+def _file_probe(wanted: str):
+    """check_endpoint, and the model export would pick must be among the served: a key that works for a
+    model export does not hand out is no working setup (gateway endpoints exit 21 there too)."""
+
+    def probe(base_url, key, models, timeout, endpoint=None) -> CheckResult:
+        import dataclasses
+
+        result = check_endpoint(base_url, key, models, timeout, endpoint=endpoint)
+        if not result.ok or result.models.get(wanted) is not False:
+            return result
+        return dataclasses.replace(result, status=NOT_LIVE, message=(
+            f"{result.message}; {wanted}, the model export picks, is not served: pick a served one "
+            f"(export --model NAME, or metis-env config set default_model NAME)"))
+
+    return probe
 
 
 def _gateway_probe(stored, wanted: str):
