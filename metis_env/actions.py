@@ -356,8 +356,10 @@ def read_endpoint_source(source: str, endpoint_id: str | None, stdin=None) -> En
     if source == "-":
         if not endpoint_id:
             raise UsageError("give the endpoint id for stdin: metis-env import --id 1 -")
+        from .prompt import read_pasted
+
         stream = stdin if stdin is not None else sys.stdin.buffer
-        return parse_endpoint_file(stream.read(MAX_FILE_BYTES + 1), "<stdin>", endpoint_id)
+        return parse_endpoint_file(read_pasted(stream, MAX_FILE_BYTES + 1), "<stdin>", endpoint_id)
     try:
         with open(source, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)

@@ -492,3 +492,39 @@ def test_several_endpoints_and_no_default_suggest_python_to_the_python_api(endpo
     with pytest.raises(UsageError) as caught:
         metis_env.environ()
     assert "metis-env: error: " + str(caught.value) + "\n" == SEVERAL.format("metis_env.load('1')")
+
+
+def test_import_from_a_terminal_says_what_to_do_and_never_shows_the_key(file_store):
+    """`import --id 1 -` typed at a terminal: one line of instructions, the pasted file not echoed."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "metis_env", "import", "--id", "1", "-"], stdin=slave, stdout=slave,
+                            stderr=slave, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, start_new_session=True)
+    os.close(slave)
+    seen = b""
+
+    def read_until(done) -> None:
+        nonlocal seen
+        while not done(seen):
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, seen  # nothing for a minute: a hang, not a slow machine
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child is gone and the terminal closed
+                return
+            if not chunk:
+                return
+            seen += chunk
+
+    prompt = b"metis-env: paste the endpoint file (it is not shown), then press Enter and Ctrl-D\r\n"
+    read_until(lambda text: prompt in text)
+    for line in ENDPOINT_1.encode().splitlines(keepends=True):
+        os.write(master, line)
+    os.write(master, b"\x04")  # Ctrl-D at the start of a line: end of file
+    read_until(lambda text: b"endpoint 1: new" in text)
+    assert proc.wait(timeout=60) == 0
+    read_until(lambda text: text.endswith(b"\n"))
+    os.close(master)
+    assert (seen, b"sk-test" in seen) == (prompt + b"endpoint 1: new\r\n", False)
