@@ -152,6 +152,7 @@ def import_command(ctx: click.Context, files: Sequence[str], endpoint_id: str | 
     changes = actions.import_files(open_store(settings), list(files), endpoint_id)
     for line in actions.describe_changes(changes):
         click.echo(line, err=True)
+    _remember_store(ctx, settings, store)
     _refresh_tool_configs(settings)
 
 
@@ -608,6 +609,7 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
     if not dry_run:
         _refresh_tool_configs(settings)
         _remember_user(settings, user)
+        _remember_store(ctx, settings, store)
 
 
 def _remember_user(settings: Settings, user: str | None) -> None:
@@ -620,6 +622,21 @@ def _remember_user(settings: Settings, user: str | None) -> None:
     if not user or os.environ.get(env_name("user")) or read_config_file(config_file(settings.config_dir)).get("user"):
         return
     save_setting(settings.config_dir, "user", user)
+
+
+def _remember_store(ctx: click.Context, settings: Settings, store: str | None) -> None:
+    """A --store that wrote keys (import, sync, login) is remembered in config.yaml, as --user is: the
+    next export must look where the keys went. Said on stderr, since it changes later commands."""
+    from .settings import read_config_file
+
+    given = store or ctx.find_root().params.get("store")
+    if not given or os.environ.get(env_name("store")):
+        return
+    path = config_path(settings)
+    if read_config_file(path).get("store", "keyring") == given:
+        return
+    save_setting(settings.config_dir, "store", given)
+    click.echo(f"metis-env: store: {given} saved in {path} (later commands use it; metis-env config set store ... changes it)", err=True)
 
 
 @cli.command("login")
@@ -661,6 +678,7 @@ def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_t
         changes = session.login_service_account(settings, open_store(settings), client_id, secret, force=force)
     for line in actions.describe_changes(changes):
         click.echo(line, err=True)
+    _remember_store(ctx, settings, store)
     _refresh_tool_configs(settings)
 
 

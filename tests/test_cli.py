@@ -200,7 +200,7 @@ def test_forget_one_and_all(endpoint_files):
     assert result(metis("forget", "1")) == (3, "", "metis-env: error: no endpoint '1' is stored; metis-env list shows what is\n")
 
 
-def test_no_keyring_gives_one_line_naming_the_file_store(endpoint_files, monkeypatch):
+def test_no_keyring_gives_one_line_naming_the_file_store(endpoint_files, monkeypatch, env_setup):
     monkeypatch.delenv("METIS_ENV_STORE")
     assert result(metis("import", str(endpoint_files[0]))) == (
         5,
@@ -208,7 +208,11 @@ def test_no_keyring_gives_one_line_naming_the_file_store(endpoint_files, monkeyp
         "metis-env: error: no OS keyring is available here (usual on HPC nodes, containers and CI); use the "
         "file store instead: --store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml\n",
     )
-    assert result(metis("import", "--store", "file", str(endpoint_files[0]))) == (0, "", "endpoint 1: new\n")
+    config = env_setup / "config.yaml"
+    assert result(metis("import", "--store", "file", str(endpoint_files[0]))) == (
+        0, "", f"endpoint 1: new\nmetis-env: store: file saved in {config} (later commands use it; metis-env config set store ... changes it)\n")
+    assert (config.read_text(), result(metis("get", "key", "1"))) == ("store: file\n", (0, "sk-test-one-0123456789abcdef\n", ""))
+    assert result(metis("import", "--store", "file", str(endpoint_files[0]))) == (0, "", "endpoint 1: unchanged\n")
 
 
 def test_a_damaged_metadata_entry_is_one_line(endpoint_files, env_setup):
