@@ -425,11 +425,40 @@ def config_group() -> None:
 @config_group.command("list")
 @click.pass_context
 def config_list(ctx: click.Context) -> None:
-    """Show every setting's effective value."""
+    """Show every setting's effective value, and where it comes from (a YAML comment: default,
+    config.yaml, METIS_ENV_<NAME>, or --store).
+
+    \b
+    Example:
+      metis-env config list
+      metis-env config list | grep -v '# default$'
+    """
     settings = settings_from(ctx)
     click.echo(f"config_dir: {settings.config_dir}")
+    sources = setting_sources(settings, ctx.find_root().params.get("store"))
     for name in SETTING_NAMES:
-        click.echo(f"{name}: {format_setting(getattr(settings, name))}")
+        click.echo(f"{name}: {format_setting(getattr(settings, name))}  # {sources[name]}")
+
+
+def setting_sources(settings: Settings, store_option: str | None = None) -> dict[str, str]:
+    """Where each setting's effective value comes from, the way load_settings layers them."""
+    from .settings import read_config_file
+
+    in_file = read_config_file(config_path(settings))
+    invalid = dict(settings.invalid)
+    sources = {}
+    for name in SETTING_NAMES:
+        if name == "store" and store_option:
+            sources[name] = "--store"
+        elif name in invalid:
+            sources[name] = f"default; not valid, only sync refuses it: {invalid[name]}"
+        elif os.environ.get(env_name(name)):
+            sources[name] = env_name(name)
+        elif name in in_file:
+            sources[name] = "config.yaml"
+        else:
+            sources[name] = "default"
+    return sources
 
 
 @config_group.command("get")

@@ -334,9 +334,13 @@ def test_config_set_validates_says_what_it_did_and_list_shows_whole_numbers(endp
         (0, "", f"metis-env: timeout set to 45 in {config}\n"),
         (0, "", f"metis-env: timeout removed from {config}; its default is 30\n"),
     ]
-    listed = metis("config", "list").stdout.decode().splitlines()
-    assert [line for line in listed if line.startswith(("stale_after_days", "timeout", "default_endpoint"))] == [
-        "default_endpoint: 2", "stale_after_days: 30", "timeout: 30"]
+    listed = metis("config", "list", env={"METIS_ENV_STORE": "file", "METIS_ENV_PORT": "0"}).stdout.decode().splitlines()
+    assert [line for line in listed if line.startswith(("stale_after_days", "timeout", "default_endpoint", "store", "port"))] == [
+        "port:   # default; not valid, only sync refuses it: METIS_ENV_PORT: port must be a number from 1 to 65535",
+        "default_endpoint: 2  # config.yaml", "store: file  # METIS_ENV_STORE", "stale_after_days: 30  # default",
+        "timeout: 30  # default"]
+    listed = metis("--store", "keyring", "config", "list").stdout.decode().splitlines()
+    assert [line for line in listed if line.startswith("store:")] == ["store: keyring  # --store"]
 
 
 def test_import_refuses_a_file_not_named_like_an_endpoint_file_unless_given_an_id(tmp_path, env_setup):
