@@ -301,13 +301,15 @@ def export_code(store: Store, settings: Settings, spec: str | None, model: str |
     return render.render(shell, env), selection.warnings
 
 
-GET_FIELDS = ("key", "url", "models")
+GET_FIELDS = ("key", "url", "models", "model")
 
 
 def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> str:
     if what not in GET_FIELDS:
         raise UsageError(f"metis-env get takes one of: {', '.join(GET_FIELDS)}")
-    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings, f"get {what}")
+    endpoint, named_model = choose_endpoint(store.endpoints(), spec, settings, f"get {what}")
+    if what == "model":  # the one export would put in MODEL_NAME
+        return choose_model(endpoint, named_model, settings)
     if what == "url":
         return endpoint.base_url
     if what == "models":

@@ -259,10 +259,12 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
 @min_ttl_option
 @click.pass_context
 def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None) -> int:
-    """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
+    """Print one raw value of an endpoint, for other tools' credential helpers: key, url, models
+    (comma-separated), or model (the one export would pick: default_model, else the first).
 
     \b
     Example:
+      metis-env get model 1
       url=$(metis-env get url 1)   # with or without a trailing /
       curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
     """

@@ -150,10 +150,16 @@ def test_run_without_a_command_and_with_a_missing_one(endpoint_files):
     )
 
 
-@pytest.mark.parametrize("what, value", [("key", KEY_1), ("url", "https://metis.alcf.anl.gov/v1/"), ("models", "DeepSeek-R1")])
-def test_get_prints_one_raw_value(endpoint_files, what, value):
-    metis("import", str(endpoint_files[0]), check=True)
-    assert result(metis("get", what, "1")) == (0, value + "\n", "")
+@pytest.mark.parametrize("what, spec, env, value", [
+    ("key", "1", {}, KEY_1), ("url", "1", {}, "https://metis.alcf.anl.gov/v1/"), ("models", "1", {}, "DeepSeek-R1"),
+    ("models", "2", {}, "Llama-4-Maverick-17B-128E-Instruct,Llama-3.3-70B-Instruct"),
+    ("model", "2", {}, "Llama-4-Maverick-17B-128E-Instruct"),  # what export would pick: the first
+    ("model", "2", {"METIS_ENV_DEFAULT_MODEL": "Llama-3.3-70B-Instruct"}, "Llama-3.3-70B-Instruct"),
+    ("model", "Llama-3.3-70B-Instruct", {}, "Llama-3.3-70B-Instruct"),  # ENDPOINT named by its model
+])
+def test_get_prints_one_raw_value(endpoint_files, what, spec, env, value):
+    metis("import", *map(str, endpoint_files), check=True)
+    assert result(metis("get", what, spec, env=env)) == (0, value + "\n", "")
 
 
 def test_list_masks_the_key_and_json_has_a_stable_schema(endpoint_files):

@@ -71,6 +71,7 @@ FORMS = [
     ("get", "key", "1"),
     ("get", "url", "2"),
     ("get", "models", "2"),
+    ("get", "model", "2"),
     ("get", "url"),  # several endpoints, no default
     ("run", "1", "--", sys.executable, "-c", "import os; print(os.environ['MODEL_NAME'], os.environ['OPENAI_BASE_URL'])"),
     ("run", "2", "-m", "Llama-3.3-70B-Instruct", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
