@@ -77,6 +77,11 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
         if spec in (stem, stored.file_name):
             return stored, None
     serving = [e for e in endpoints.values() if spec in e.models]
+    if not serving:  # the gateway matches its names in any case: so do its endpoints here
+        spelled = {e.id: _any_case(spec, e.models) for e in endpoints.values() if e.source == "gateway"}
+        serving = [endpoints[i] for i, name in spelled.items() if name is not None]
+        if len(serving) == 1:
+            return serving[0], spelled[serving[0].id]
     if len(serving) == 1:
         return serving[0], spec
     if len(serving) > 1:
@@ -99,16 +104,53 @@ def _example(command: str, endpoint_id: str) -> str:
 
 
 def choose_model(endpoint: StoredEndpoint, model: str | None, settings: Settings) -> str:
+    return pick_model(endpoint, model, settings)[0]
+
+
+def pick_model(endpoint: StoredEndpoint, model: str | None, settings: Settings,
+               seen: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """The model a command uses on ``endpoint``, and a warning to print (or None).
+
+    ``model`` (``--model``) or else ``default_model`` if the endpoint serves it, else the first model.
+    A gateway endpoint takes its names in any case (the gateway matches them so) and spells them as
+    it does; a name it did not list goes through with a warning, since its alias table may still
+    serve an old name. With no model asked for, a gateway endpoint takes the first model that was
+    live at the status cache's last look (``seen``: model -> word), rather than an offline one.
+    """
+    gateway = endpoint.source == "gateway"
     if model is not None:
-        if model not in endpoint.models:
-            raise NotFoundError(
-                f"endpoint {endpoint.id} does not serve model {model!r}{_suggest(model, endpoint.models)}; "
-                f"it serves: {', '.join(endpoint.models)}"
+        if model in endpoint.models:
+            return model, None
+        if gateway:
+            spelled = _any_case(model, endpoint.models)
+            if spelled is not None:
+                return spelled, None
+            return model, (
+                f"model {model!r} is not among the models the gateway listed for endpoint {endpoint.id} "
+                f"({', '.join(endpoint.models)}); passing it on as it is (the gateway may serve it under an old name): "
+                f"metis-env sync --gateway asks for the list again"
             )
-        return model
-    if settings.default_model in endpoint.models:
-        return settings.default_model
-    return endpoint.models[0]
+        raise NotFoundError(
+            f"endpoint {endpoint.id} does not serve model {model!r}{_suggest(model, endpoint.models)}; "
+            f"it serves: {', '.join(endpoint.models)}"
+        )
+    default = settings.default_model
+    if default in endpoint.models:
+        return default, None
+    if gateway and default is not None:
+        spelled = _any_case(default, endpoint.models)
+        if spelled is not None:
+            return spelled, None
+    if gateway and seen:
+        live = [name for name in endpoint.models if seen.get(name) == "live"]
+        if live:
+            return live[0], None
+    return endpoint.models[0], None
+
+
+def _any_case(name: str, models: Sequence[str]) -> str | None:
+    lowered = name.lower()
+    return next((m for m in models if m.lower() == lowered), None)
 
 
 def _names(endpoints: Mapping[str, StoredEndpoint]) -> list[str]:
@@ -135,15 +177,16 @@ def select(store: Store, spec: str | None, model: str | None, settings: Settings
     endpoint, named_model = choose_endpoint(endpoints, spec, settings, command)
     if named_model is not None and model is not None and model != named_model:
         raise UsageError(f"{spec!r} names model {named_model!r}, but --model asks for {model!r}; give one of them")
-    chosen = choose_model(endpoint, model or named_model, settings)
-    warnings = []
+    seen = status_cache.recent(settings.config_dir, endpoint.id)  # cached, never the network
+    chosen, note = pick_model(endpoint, model or named_model, settings, status_cache.model_words(seen))
+    warnings = [note] if note else []
     if endpoint.is_older_than(settings.stale_after_days):
         age = endpoint.age_days() or 0.0
         warnings.append(
             f"endpoint {endpoint.id} was last synced {age:.0f} days ago (stale_after_days is "
             f"{settings.stale_after_days:g}); run metis-env sync{' --gateway' if endpoint.source == 'gateway' else ''} to refresh it"
         )
-    warnings.extend(status_cache.warnings_for(settings.config_dir, endpoint.id, chosen))  # cached, never the network
+    warnings.extend(status_cache.warnings_from(seen, endpoint.id, chosen))
     return Selection(endpoint, chosen, tuple(warnings))
 
 
@@ -450,6 +493,9 @@ def list_rows(store: Store, settings: Settings) -> list[dict]:
                 "key": masked,
             }
         )
+        for name in ("routes", "capabilities"):  # a gateway endpoint's, where discovery found them
+            if name in stored.extra:
+                rows[-1][name] = stored.extra[name]
     return rows
 
 

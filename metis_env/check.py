@@ -45,6 +45,7 @@ from .errors import (
     IdentityNotAuthorizedError,
     MetisEnvError,
     NotLiveError,
+    RateLimitedError,
     ReauthRequiredError,
 )
 
@@ -59,6 +60,7 @@ IDENTITY_NOT_AUTHORIZED = "identity_not_authorized"
 NOT_LIVE = "not_live"
 MAINTENANCE = "maintenance"
 GATEWAY_ERROR = "gateway_error"
+RATE_LIMITED = "rate_limited"
 
 ERRORS: dict[str, type[MetisEnvError]] = {
     UNAUTHORIZED: CheckUnauthorizedError,
@@ -70,6 +72,7 @@ ERRORS: dict[str, type[MetisEnvError]] = {
     NOT_LIVE: NotLiveError,
     MAINTENANCE: NotLiveError,
     GATEWAY_ERROR: GatewayError,
+    RATE_LIMITED: RateLimitedError,
 }
 """Status -> the error ``raise_for_result`` raises (and so the exit code)."""
 
@@ -101,6 +104,9 @@ class CheckResult:
     model_status: dict[str, str] = field(default_factory=dict)
     """Per model: live, starting, queued, offline (the gateway's jobs) or unknown; for an endpoint
     file, live when served and offline when not. Not in ``to_dict``: ``status --json`` has it."""
+    capabilities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per model, what the gateway's ``{cluster}/models`` said of it when the endpoint was stored
+    (``extra.capabilities``); empty for endpoint files and older gateways. ``status`` shows it."""
 
     @property
     def ok(self) -> bool:

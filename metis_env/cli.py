@@ -280,12 +280,13 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
     """Prove the stored key works: ask the endpoint for its models and report which are served.
     Without ENDPOINT, every stored endpoint is checked (all at once).
 
-    A gateway endpoint (metis, sophia) is asked who you are (whoami) and which models are live
-    ({cluster}/jobs); for every endpoint the model export would pick must be live (served).
+    A gateway endpoint (one per cluster the gateway lists) is asked who you are (whoami) and which
+    models are live ({cluster}/jobs); for every endpoint the model export would pick must be live (served).
 
     Exit status (the first failed endpoint's): 0 ok, 12 key or token refused (sync, or login), 13
     unreachable, 14 timeout, 15 bad answer, 21 the model export would pick is not served; gateway
-    endpoints also 19 re-authentication required, 20 bad gateway answer, 21 not live or under maintenance.
+    endpoints also 19 re-authentication required, 20 bad gateway answer, 21 not live or under
+    maintenance, 23 rate-limited.
 
     \b
     Example:
@@ -680,7 +681,7 @@ def _remember_store(ctx: click.Context, settings: Settings, store: str | None) -
 @click.pass_context
 def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, service_account: str | None,
                   secret_stdin: bool, store: str | None) -> None:
-    """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (metis, sophia).
+    """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (one per cluster it lists).
 
     A browser opens where one can (never over SSH); otherwise the URL is printed on stderr and the
     code it shows is read from stdin. The tokens go to the OS keyring (or the file store); the

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 
 from .errors import UsageError
+from .text import shown
 
 
 def quote_posix(value: str) -> str:
@@ -166,6 +167,4 @@ def printable(text: str) -> str:
     """Text for the terminal (error lines, server prompts, file names) with control and bidi characters
     shown as escapes: ``metis_endpoint_1\\n.txt``, an ESC sequence or U+202E must not split a line or
     drive the user's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return shown(text, None)  # the one escaping primitive (text.py), without its length bound

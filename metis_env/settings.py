@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "sambanova.alcf.anl.gov"
 STORES = ("keyring", "file")
 TRANSPORTS = ("paramiko", "openssh")
+LOCKS = ("auto", "flock", "file")  # the store's lock: locks.py
 
 
 # A namedtuple, not a dataclass: `import dataclasses` costs about 14 ms of every shell start-up.
@@ -37,6 +38,7 @@ _DEFAULTS = {
     "transport": "paramiko",
     "timeout": 30.0,
     "aliases": None,
+    "lock": "auto",
     # the gateway source (sources/gateway/constants.py holds the production values)
     "gateway_url": DEFAULT_GATEWAY_URL,
     "globus_client_id": ALCF_TOKENS_CLIENT_ID,
@@ -57,6 +59,7 @@ class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS, "invalid"], def
     ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``);
     ``gateway_url`` (ends in ``/``), ``globus_client_id``: str; ``token_refresh_margin`` (seconds),
     ``reauth_after_days``: float; ``min_ttl`` (seconds of token life export must hand out, or None);
+    ``lock`` ("auto"|"flock"|"file"): how the store's writers exclude each other (locks.py);
     ``invalid``: ((name, message), ...) of sync-only settings held back as not valid."""
 
     __slots__ = ()
@@ -149,6 +152,8 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         raise UsageError(f"{_label(source, 'store')} must be one of {', '.join(STORES)}")
     if name == "transport" and text not in TRANSPORTS:
         raise UsageError(f"{_label(source, 'transport')} must be one of {', '.join(TRANSPORTS)}")
+    if name == "lock" and text not in LOCKS:
+        raise UsageError(f"{_label(source, 'lock')} must be one of {', '.join(LOCKS)}")
     if name == "gateway_url":
         return _gateway_url(text, source)
     if name == "globus_client_id" and not _is_uuid(text):

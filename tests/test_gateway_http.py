@@ -222,8 +222,8 @@ LISTING = {
 
 def test_list_endpoints_gives_one_record_per_serving_cluster():
     assert parse_list_endpoints(LISTING, GW) == [
-        GatewayEndpoint("metis", GW + "metis/api/v1/", ("gemma-4-31B-it", "gpt-oss-120b"), "api"),
-        GatewayEndpoint("sophia", GW + "sophia/vllm/v1/", ("openai/gpt-oss-120b", "meta-llama/Llama-3.3-70B-Instruct"), "vllm"),
+        GatewayEndpoint("metis", GW + "metis/api/v1", ("gemma-4-31B-it", "gpt-oss-120b"), "api", ("/v1/chat/completions",)),
+        GatewayEndpoint("sophia", GW + "sophia/vllm/v1", ("openai/gpt-oss-120b", "meta-llama/Llama-3.3-70B-Instruct"), "vllm", ()),
     ]
 
 
@@ -232,7 +232,7 @@ def test_list_endpoints_over_http():
         base = f"http://127.0.0.1:{server.port}/resource_server/"
         records = http.list_endpoints(base, TOKEN)
         assert server.paths == ["/resource_server/list-endpoints"]
-    assert [(r.id, r.base_url) for r in records] == [("metis", base + "metis/api/v1/"), ("sophia", base + "sophia/vllm/v1/")]
+    assert [(r.id, r.base_url) for r in records] == [("metis", base + "metis/api/v1"), ("sophia", base + "sophia/vllm/v1")]
 
 
 def cluster(name="metis", base_url="/resource_server/metis", framework="api", models=("m1",)):
@@ -255,6 +255,12 @@ BAD_LISTINGS = [
     (cluster(models=["\x1b[31mred"]), "list-endpoints: cluster metis lists a model name that is not usable ('[31mred')"),
     (cluster(models=[""]), "list-endpoints: cluster metis lists a model name that is not usable ('')"),
     (cluster(models=["m", "m"]), "list-endpoints: cluster metis lists a model twice"),
+    ({"clusters": {"metis": {"frameworks": {"api": {"models": ["m"], "endpoints": "/v1/chat/completions"}}}}},
+     "list-endpoints: the endpoints of metis/api are not a list of paths"),
+    ({"clusters": {"metis": {"frameworks": {"api": {"models": ["m"], "endpoints": ["/v1/../../admin"]}}}}},
+     "list-endpoints: metis/api lists a route that is not a plain path ('/v1/../../admin'); refusing the whole list"),
+    ({"clusters": {"metis": {"frameworks": {"api": {"models": ["m"], "endpoints": ["https://evil.example/v1/chat"]}}}}},
+     "list-endpoints: metis/api lists a route that is not a plain path ('https://evil.example/v1/chat'); refusing the whole list"),
 ]
 
 
@@ -294,10 +300,13 @@ def test_headers_that_drip_are_cut_at_the_deadline_too():
             pass
 
         def do_GET(self):
-            for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"y" * 1000:
-                self.wfile.write(bytes([byte]))
-                self.wfile.flush()
-                time.sleep(0.1)
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"y" * 1000:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up at its deadline, as it should
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
