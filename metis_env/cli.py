@@ -264,9 +264,9 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: fl
 
     \b
     Example:
-      metis-env get model 1
       url=$(metis-env get url 1)   # with or without a trailing /
       curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
+      metis-env get model 1        # the model export would pick
     """
     return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl))
 

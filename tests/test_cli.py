@@ -276,7 +276,7 @@ def test_check_refuses_a_timeout_that_is_not_positive(endpoint_files):
         (["bogus"], "", "no such command 'bogus'; see metis-env --help"),
         (["export", "-s"], "false\n", "option '-s' requires an argument; see metis-env export --help"),
         (["check", "--bogus"], "", "no such option '--bogus'; see metis-env check --help"),
-        (["get", "nope"], "", "invalid value for '{key|url|models}': 'nope' is not one of 'key', 'url', 'models'; "
+        (["get", "nope"], "", "invalid value for '{key|url|models|model}': 'nope' is not one of 'key', 'url', 'models', 'model'; "
                               "see metis-env get --help"),
         (["sync", "--port", "0"], "", "invalid value for '--port': 0 is not in the range 1<=x<=65535; see metis-env sync --help"),
         (["list", "extra"], "", "got unexpected extra argument (extra); see metis-env list --help"),

@@ -79,8 +79,8 @@ def test_export_and_run_warn_from_the_last_status_and_never_ask_the_network(stor
 
 def test_check_feeds_the_cache_too(stored):
     one, _ = stored
-    one.models = ()  # endpoint 1 stops serving DeepSeek-R1
-    assert run("check", "1")[0] == 0
+    one.models = ()  # endpoint 1 stops serving DeepSeek-R1, the model export picks: check fails (21)
+    assert run("check", "1")[0] == 21
     assert run("export", "1", "--shell", "sh")[2] == (
         "metis-env: warning: model 'DeepSeek-R1' of endpoint 1 was offline at the last check (N s ago); requests may "
         "fail until it is live: metis-env status 1\n"
