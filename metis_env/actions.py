@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from collections import namedtuple
 
 from . import render, status_cache
+from .reserved_variables import why_reserved
 from .errors import BusyError, CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
 from .settings import Settings, env_name, load_settings
 from .store import Change, Store, StoredEndpoint, natural_key, open_store
@@ -27,6 +28,7 @@ EXPORTED_NAMES = (
     "SAMBANOVA_API_KEY",
     "SAMBANOVA_API_BASE",
     "SAMBA_NOVA_BASE_URL",
+    "ALCF_AI_TOKEN",
     "OPENAI_AGENTS_DISABLE_TRACING",
     "LITELLM_LOCAL_MODEL_COST_MAP",
     "METIS_ENV_ENDPOINT",
@@ -233,6 +235,8 @@ def environment_for(selection: Selection, api_key: str, settings: Settings | Non
         env["SAMBANOVA_API_KEY"] = api_key
         env["SAMBANOVA_API_BASE"] = endpoint.base_url
         env["SAMBA_NOVA_BASE_URL"] = endpoint.base_url
+    else:  # the name ALCF's own docs configure opencode and codex with
+        env["ALCF_AI_TOKEN"] = api_key
     env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     env["METIS_ENV_ENDPOINT"] = endpoint.id
@@ -258,8 +262,17 @@ def parse_aliases(text: str, source: str) -> list[tuple[str, str]]:
                 f"{source}: {item.strip()!r} is not NEW_NAME=EXPORTED_NAME (a new variable name, then one of: "
                 f"{', '.join(EXPORTED_NAMES)}); e.g. GROQ_API_KEY=OPENAI_API_KEY"
             )
+        reason = why_reserved(alias)
+        if reason is not None:
+            raise UsageError(f"{source}: {alias} cannot be an alias: {reason}; use a name of your own, e.g. GROQ_API_KEY=OPENAI_API_KEY")
         pairs.append((alias, name))
     return pairs
+
+
+def every_exported_name(settings: Settings) -> tuple[str, ...]:
+    """Every name export may set: EXPORTED_NAMES, then the ``aliases`` setting's new names. What
+    ``--unset`` removes, and what an export of one endpoint removes where it sets nothing."""
+    return EXPORTED_NAMES + tuple(alias for alias, _name in parse_aliases(settings.aliases or "", "aliases"))
 
 
 def _is_variable_name(name: str) -> bool:
@@ -315,9 +328,19 @@ def write_private_file(path: str, text: str) -> None:
         raise
 
 
-def get_command(what: str, spec: str | None, settings: Settings | None = None) -> int:
+def get_command(what: str, spec: str | None, settings: Settings | None = None, as_json: bool = False) -> int:
+    """``metis-env get``; with ``as_json`` (key only): ``{"key": ..., "expires_at": ...}`` on one line,
+    ``expires_at`` the token's expiry (ISO 8601 UTC) or null for an endpoint file's key."""
     settings = settings or load_settings()
-    sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+    if not as_json:
+        sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+        return 0
+    if what != "key":
+        raise UsageError(f"--json applies to get key only; get {what} prints one plain value")
+    import json
+
+    key, expires_at = get_key(open_store(settings), settings, spec)
+    sys.stdout.write(json.dumps({"key": key, "expires_at": expires_at}, ensure_ascii=False) + "\n")
     return 0
 
 
@@ -335,13 +358,13 @@ def export_code(store: Store, settings: Settings, spec: str | None, model: str |
     """The code export prints, and the warnings it prints on stderr; ``portable``: no --shell was
     named, so refuse what fish could not read the same way (render.check_portable)."""
     if unset:  # the same names whatever the endpoint, so ENDPOINT and --model are accepted and ignored
-        aliases = [alias for alias, _name in parse_aliases(settings.aliases or "", "aliases")]
-        return render.render_unset(shell, EXPORTED_NAMES + tuple(aliases)), ()
+        return render.render_unset(shell, every_exported_name(settings)), ()
     selection, key = select_with_key(store, spec, model, settings)
     env = environment_for(selection, key, settings)
     if portable:
         render.check_portable(env)
-    return render.render(shell, env), selection.warnings
+    others = [name for name in every_exported_name(settings) if name not in env]  # left by an earlier export
+    return render.render_switch(shell, env, others, portable), selection.warnings
 
 
 GET_FIELDS = ("key", "url", "models", "model")
@@ -357,14 +380,20 @@ def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> 
         return endpoint.base_url
     if what == "models":
         return ",".join(endpoint.models)
+    return get_key(store, settings, spec)[0]
+
+
+def get_key(store: Store, settings: Settings, spec: str | None) -> tuple[str, str | None]:
+    """The endpoint's current key and when it expires (None for an endpoint file's key)."""
+    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings, "get key")
     if endpoint.source == "gateway":
         from .sources.gateway.tokens import fresh_key
 
         selection, key = fresh_key(store, Selection(endpoint, ""), settings)
         for warning in selection.warnings:
             warn(warning)
-        return key
-    return store.api_key(endpoint)
+        return key, selection.expires_at
+    return store.api_key(endpoint), None
 
 
 def run_command(store: Store, settings: Settings, spec: str | None, model: str | None, argv: Sequence[str]) -> int:
@@ -374,8 +403,11 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
     selection, key = select_with_key(store, spec, model, settings, "run")
     for warning in selection.warnings:
         warn(warning)
-    env = dict(os.environ)
-    env.update(environment_for(selection, key, settings))
+    ours = environment_for(selection, key, settings)
+    # An earlier export of another endpoint must not reach the command (its key under SAMBANOVA_API_KEY).
+    others = set(every_exported_name(settings)) - set(ours)
+    env = {name: value for name, value in os.environ.items() if name not in others}
+    env.update(ours)
     sys.stdout.flush()
     sys.stderr.flush()
     from .coredump import restore_core_limit

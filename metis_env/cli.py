@@ -257,8 +257,9 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
 @click.argument("what", type=click.Choice(actions.GET_FIELDS))
 @endpoint_argument
 @min_ttl_option
+@click.option("--json", "as_json", is_flag=True, help='With key: {"key": ..., "expires_at": ...} (null for endpoint files).')
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None, as_json: bool) -> int:
     """Print one raw value of an endpoint, for other tools' credential helpers: key, url, models
     (comma-separated), or model (the one export would pick: default_model, else the first).
 
@@ -268,7 +269,7 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: fl
       curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
       metis-env get model 1        # the model export would pick
     """
-    return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl))
+    return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl), as_json)
 
 
 @cli.command("check")

@@ -183,10 +183,16 @@ def _gateway_url(text: str, source: str) -> str:
     scheme, _, rest = text.partition("://")
     host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
     host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
-    loopback = host in ("localhost", "::1") or host.startswith("127.")
-    if not host or scheme.lower() not in ("https", "http") or (scheme.lower() == "http" and not loopback):
-        raise UsageError(f"{_label(source, 'gateway_url')} must be an https:// URL (http:// only for localhost)")
+    if not host or scheme.lower() not in ("https", "http") or (scheme.lower() == "http" and not _is_loopback(host)):
+        raise UsageError(f"{_label(source, 'gateway_url')} must be an https:// URL (http:// only for localhost, 127.0.0.0/8 or ::1)")
     return text if text.endswith("/") else text + "/"
+
+
+def _is_loopback(host: str) -> bool:
+    # An address literal, not a name that starts like one: 127.0.0.1.nip.io resolves anywhere.
+    from .endpoint import is_loopback_host  # ipaddress: only a plain-http gateway_url pays for it
+
+    return is_loopback_host(host)
 
 
 def _is_uuid(text: str) -> bool:

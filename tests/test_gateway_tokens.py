@@ -27,12 +27,14 @@ METIS_MODELS = ["Mistral-Large-3-675B-Instruct-2512", "gemma-4-31B-it", "gpt-oss
 
 
 def gateway_export(base: str, token: str, model: str, endpoint: str, expires: str) -> dict:
-    """Every variable export sets for a gateway endpoint: no SAMBANOVA_* names, the expiry added."""
+    """Every variable export sets for a gateway endpoint: no SAMBANOVA_* names, the token also as
+    ALCF_AI_TOKEN (the name ALCF's docs use), the expiry added."""
     return {
         "OPENAI_BASE_URL": base,
         "OPENAI_API_BASE": base,
         "OPENAI_API_KEY": token,
         "MODEL_NAME": model,
+        "ALCF_AI_TOKEN": token,
         "OPENAI_AGENTS_DISABLE_TRACING": "1",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "METIS_ENV_ENDPOINT": endpoint,
