@@ -273,7 +273,7 @@ def _async_provider(source: CurrentKey) -> Any:
     return provider
 
 
-def openai_client(endpoint: Endpoint = None, model: str | None = None, **kwargs: Any) -> openai.OpenAI:
+def openai_client(endpoint: Endpoint = None, model: str | None = None, proxy: bool = False, **kwargs: Any) -> openai.OpenAI:
     """An ``openai.OpenAI`` for the endpoint, with its base URL and key set; other keyword arguments
     go to ``openai.OpenAI`` (``timeout=``, ``max_retries=``, ...).
 
@@ -281,13 +281,31 @@ def openai_client(endpoint: Endpoint = None, model: str | None = None, **kwargs:
         >>> client.chat.completions.create(model=metis_env.environ(1)["MODEL_NAME"], messages=[...])
 
     The key is read again when a sync or import rotates it, and a gateway token before it expires,
-    so a notebook or a job running for days never sends a dead key. Needs the openai package.
+    so a notebook or a job running for days never sends a dead key. ``proxy=True``: the client goes
+    through this host's broker instead (joined, or started: see ``metis-env proxy``), which holds the
+    key and paces requests under the gateway's rate limit, as ``run --proxy`` does. Needs the openai package.
     """
     openai = _import_openai()
+    if proxy:
+        return _broker_client(openai.OpenAI, openai.DefaultHttpxClient, endpoint, model, dict(kwargs))
     return _build_client(openai.OpenAI, endpoint, model, dict(kwargs))
 
 
-def async_openai_client(endpoint: Endpoint = None, model: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
+def async_openai_client(endpoint: Endpoint = None, model: str | None = None, proxy: bool = False, **kwargs: Any) -> openai.AsyncOpenAI:
     """``openai_client``, as an ``openai.AsyncOpenAI``."""
     openai = _import_openai()
+    if proxy:
+        return _broker_client(openai.AsyncOpenAI, openai.DefaultAsyncHttpxClient, endpoint, model, dict(kwargs))
     return _build_client(openai.AsyncOpenAI, endpoint, model, dict(kwargs), asynchronous=True)
+
+
+def _broker_client(client_class: type, http_client_class: type, endpoint: Endpoint, model: str | None, kwargs: dict) -> Any:
+    from .broker import runtime
+
+    settings = load_settings()
+    selection = actions.select(open_store(settings), _spec(endpoint), model, settings, "openai_client")
+    info, _started = runtime.join_or_start(settings, selection.endpoint.id, client_pid=os.getpid())
+    kwargs.setdefault("base_url", info.url_for(selection.endpoint.id))
+    kwargs.setdefault("api_key", info.local_key)
+    kwargs.setdefault("http_client", http_client_class(trust_env=False))  # loopback: never through http_proxy
+    return client_class(**kwargs)

@@ -30,9 +30,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AnyStr
 from urllib.parse import urlsplit
 
 from .endpoint import is_loopback_host
@@ -324,12 +324,23 @@ class _Scrubber:
         return "_Scrubber()"
 
     def __call__(self, text: str, limit: int = 300) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "<key>")
+        text = redact(text, (self._api_key,))
         text = _UNPRINTABLE.sub(" ", text).strip()
         if len(text) > limit:
             text = text[: limit - 1] + "…"
         return text
+
+
+def redact(data: AnyStr, keys: Iterable[str]) -> AnyStr:
+    """``data`` (text or bytes) with every non-empty key in ``keys`` replaced by ``<key>``: the one rule
+    for keeping a key out of what is shown (check's messages) or relayed (the proxy's answers)."""
+    for key in keys:
+        if key:
+            if isinstance(data, bytes):
+                data = data.replace(key.encode(), b"<key>")
+            else:
+                data = data.replace(key, "<key>")
+    return data
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ _DEFAULTS = {
     "globus_client_id": ALCF_TOKENS_CLIENT_ID,
     "token_refresh_margin": 3600.0,
     "reauth_after_days": 27.0,
+    "rate_limit": None,  # requests/s the broker sends at most; None: 10 for gateway endpoints, no cap for files
     "min_ttl": None,
 }
 
@@ -59,6 +60,7 @@ class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS, "invalid"], def
     ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``);
     ``gateway_url`` (ends in ``/``), ``globus_client_id``: str; ``token_refresh_margin`` (seconds),
     ``reauth_after_days``: float; ``min_ttl`` (seconds of token life export must hand out, or None);
+    ``rate_limit``: float | None (requests/s, the broker's cap);
     ``lock`` ("auto"|"flock"|"file"): how the store's writers exclude each other (locks.py);
     ``invalid``: ((name, message), ...) of sync-only settings held back as not valid."""
 
@@ -127,7 +129,7 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         if not 0 < port < 65536:
             raise UsageError(f"{_label(source, 'port')} must be a number from 1 to 65535")
         return port
-    if name in ("stale_after_days", "timeout", "token_refresh_margin", "reauth_after_days"):
+    if name in ("stale_after_days", "timeout", "token_refresh_margin", "reauth_after_days", "rate_limit"):
         try:
             number = float(str(value))
         except ValueError:

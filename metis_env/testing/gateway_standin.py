@@ -194,6 +194,11 @@ def route(standin: GlobusStandIn, h: _Handler, method: str, path: str, query: di
         refused = _authenticate(standin, h)
         if refused:
             return refused
+    # FIRST's AuthRateThrottle (per user) and AnonRateThrottle (10/s), django-ninja's: no Retry-After
+    throttle = throttle_of(standin)
+    counted = throttle.every_route or handler is _inference
+    if counted and not throttle.allow_request("anonymous" if public else standin.identity["sub"]):
+        return _send(h, 429, {"detail": "Too many requests."})
     if fault == "wrong_shape":  # a gateway that changed its schema
         return _send(h, 200, {"result": ["this is not the shape you expect"], "clusters": None})
     with standin._lock:
@@ -354,10 +359,16 @@ def _inference(standin: GlobusStandIn, h: _Handler, parts: list[str], _q: Any, c
                       f"The requested endpoint {endpoint_slug(name, framework, body['model'])!r} does not exist.")
     if models[model] != "Live":
         return _error(h, 503, "internal_endpoint_error", f"{model!r} is not currently live on {name.capitalize()}.")
+    limits, user = throttle_of(standin), standin.identity["sub"]
+    usage = limits.token_usage(f"{name}/{model}", user)
+    if usage is not None:
+        return _error(h, 429, "too_many_requests", "Tokens/minute limit exceeded",
+                      {"global_model_usage": usage[0], "user_model_usage": usage[1]})
     reply, max_tokens = REPLY, body.get("max_tokens")
     if isinstance(max_tokens, int) and max_tokens > 0:
         reply = " ".join(reply.split(" ")[:max_tokens])
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    limits.record_tokens(f"{name}/{model}", user, 1 + len(reply.split()))
     if body.get("stream"):
         return _stream(h, completion_id, created, model, reply)
     words = len(reply.split())
@@ -410,3 +421,82 @@ def _stream(h: _Handler, completion_id: str, created: int, model: str, reply: st
     h.wfile.write(b"%x\r\ndata: [DONE]\n\n\r\n0\r\n\r\n" % len(b"data: [DONE]\n\n"))
     h.wfile.flush()
     return 200
+
+
+# --- rate limits, as FIRST applies them ------------------------------------------------------------------
+
+
+class Throttle:
+    """FIRST's two limits (resource_server_async/api.py and endpoints/endpoint.py, read at 329c0cd).
+
+    ``per_second`` (default 10, FIRST's RATE_LIMIT_PER_SEC_PER_USER): django-ninja's AuthRateThrottle,
+    a sliding window of one second over the requests it allowed (a refused request is not counted),
+    per user, on every authenticated route; over it, 429 ``{"detail": "Too many requests."}``.
+    ``tokens_per_minute``: ``{"cluster/model": (per model, per user)}`` (0: no limit), counters that
+    start at a model's first use and expire 60 s later; at or over either, 429 with
+    ``{"error": {"code": "too_many_requests", "message": "Tokens/minute limit exceeded", "info": ...}}``.
+    Neither answer has ``Retry-After``. ``refused`` counts the 429s sent, ``allowed`` the requests let through.
+    FIRST counts every route; the stand-in counts inference requests only unless ``every_route`` (so that
+    tests of check and status, which make several listing requests in a row, do not depend on speed).
+    """
+
+    def __init__(self, per_second: float | None = 10, clock=time.monotonic, every_route: bool = False) -> None:
+        self.per_second = per_second
+        self.every_route = every_route
+        self.tokens_per_minute: dict[str, tuple[int, int]] = {}
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._history: dict[str, list[float]] = {}
+        self._tokens: dict[str, tuple[float, int]] = {}
+        self.allowed = 0
+        self.refused = 0
+
+    def allow_request(self, user: str) -> bool:
+        with self._lock:
+            if not self.per_second:
+                self.allowed += 1
+                return True
+            now = self._clock()
+            history = self._history.setdefault(user, [])
+            while history and history[-1] <= now - 1.0:
+                history.pop()
+            if len(history) >= self.per_second:
+                self.refused += 1
+                return False
+            history.insert(0, now)
+            self.allowed += 1
+            return True
+
+    def token_usage(self, model: str, user: str) -> tuple[int, int] | None:
+        """None when ``user`` may use ``model`` now; else (the model's usage, the user's) this minute."""
+        with self._lock:
+            limit_model, limit_user = self.tokens_per_minute.get(model, (0, 0))
+            used_model, used_user = self._used(model), self._used(f"{model}:{user}")
+            if (limit_model and used_model >= limit_model) or (limit_user and used_user >= limit_user):
+                self.refused += 1
+                return used_model, used_user
+            return None
+
+    def record_tokens(self, model: str, user: str, tokens: int) -> None:
+        with self._lock:
+            now = self._clock()
+            for key in (model, f"{model}:{user}"):
+                started, used = self._tokens.get(key, (now, 0))
+                if now - started >= 60.0:
+                    started, used = now, 0
+                self._tokens[key] = (started, used + tokens)
+
+    def _used(self, key: str) -> int:
+        started, used = self._tokens.get(key, (0.0, 0))
+        return used if self._clock() - started < 60.0 else 0
+
+
+_THROTTLE_LOCK = threading.Lock()
+
+
+def throttle_of(standin: GlobusStandIn) -> Throttle:
+    """The stand-in's throttle: ``standin.throttle``, set here on first use unless a test set its own."""
+    with _THROTTLE_LOCK:
+        if getattr(standin, "throttle", None) is None:
+            standin.throttle = Throttle()
+        return standin.throttle
