@@ -46,6 +46,7 @@ _DEFAULTS = {
     "reauth_after_days": 27.0,
     "rate_limit": None,  # requests/s the broker sends at most; None: 10 for gateway endpoints, no cap for files
     "min_ttl": None,
+    "metis_compat": True,  # the broker adapts chat-completions requests to what Metis takes
 }
 
 
@@ -60,9 +61,10 @@ class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS, "invalid"], def
     ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``);
     ``gateway_url`` (ends in ``/``), ``globus_client_id``: str; ``token_refresh_margin`` (seconds),
     ``reauth_after_days``: float; ``min_ttl`` (seconds of token life export must hand out, or None);
-    ``rate_limit``: float | None (requests/s, the broker's cap);
-    ``lock`` ("auto"|"flock"|"file"): how the store's writers exclude each other (locks.py);
-    ``invalid``: ((name, message), ...) of sync-only settings held back as not valid."""
+    ``rate_limit``: float | None (requests/s, the broker's cap); ``metis_compat``: bool (the broker
+    adapts requests to Metis endpoints); ``lock`` ("auto"|"flock"|"file"): how the store's writers
+    exclude each other (locks.py); ``invalid``: ((name, message), ...) of sync-only settings held back
+    as not valid."""
 
     __slots__ = ()
 
@@ -137,6 +139,8 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         if not number > 0:
             raise UsageError(f"{_label(source, name)} must be a positive number")
         return number
+    if name == "metis_compat":
+        return _boolean(value, _label(source, name))
     if name == "min_ttl":
         return parse_duration(value, _label(source, "min_ttl"))
     if name == "aliases":
@@ -188,6 +192,18 @@ def _gateway_url(text: str, source: str) -> str:
     if not host or scheme.lower() not in ("https", "http") or (scheme.lower() == "http" and not _is_loopback(host)):
         raise UsageError(f"{_label(source, 'gateway_url')} must be an https:// URL (http:// only for localhost, 127.0.0.0/8 or ::1)")
     return text if text.endswith("/") else text + "/"
+
+
+def _boolean(value: Any, label: str) -> bool:
+    """``true``/``false`` (YAML's booleans, or the words ``true|false|yes|no|on|off|1|0``)."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("true", "yes", "on", "1"):
+        return True
+    if word in ("false", "no", "off", "0"):
+        return False
+    raise UsageError(f"{label} must be true or false")
 
 
 def _is_loopback(host: str) -> bool:

@@ -11,6 +11,8 @@ gives clients a local one.
   header and body relayed back; answers stream chunk by chunk as they arrive (SSE included).
 - A 429, and a 503 with ``Retry-After``, are held and retried (``upstream.Pacer``) until a deadline;
   a 503 for a model that is not live or in maintenance is passed on at once.
+- A chat-completions request to a Metis endpoint is adapted to what Metis takes (``metis_compat``),
+  unless the ``metis_compat`` setting is false; each change is counted in ``proxy status``.
 - ``GET /metis-env/status`` and ``POST /metis-env/stop`` (local key required) serve ``proxy status``
   and ``proxy stop``.
 
@@ -33,7 +35,7 @@ from .. import actions
 from ..check import redact
 from ..errors import MetisEnvError
 from ..sources.gateway.http import IDP_WORDS, POLICY_WORDS, REAUTH_MESSAGE, idp_refusal
-from . import upstream
+from . import metis_compat, upstream
 from .guard import ConnectionGuard, Limits, Redactor, confine_path
 from .runtime import process_running
 
@@ -117,6 +119,7 @@ class Stats:
         self.requests = 0
         self.absorbed = 0  # upstream 429s held and retried instead of passed on
         self.holding = 0  # requests waiting out a back-off now
+        self.adapted = dict.fromkeys(metis_compat.CHANGES, 0)  # changes made for Metis, by kind
         self.last_active = time.monotonic()
         self.lock = threading.Lock()
 
@@ -124,6 +127,11 @@ class Stats:
         with self.lock:
             setattr(self, field, getattr(self, field) + by)
             self.last_active = time.monotonic()
+
+    def count_adapted(self, changed: Mapping[str, int]) -> None:
+        with self.lock:
+            for name, by in changed.items():
+                self.adapted[name] += by
 
 
 class ProxyServer:
@@ -140,6 +148,7 @@ class ProxyServer:
         self.rate_limit_deadline = rate_limit_deadline
         self.on_stop: Callable[[], None] | None = None
         self._rate_setting = getattr(settings, "rate_limit", None)
+        self.metis_compat = getattr(settings, "metis_compat", True) is not False
         self._clients: set[int] = set()  # processes that joined (run --proxy, proxy start's shell, the API)
         self._pacers: dict[str, upstream.Pacer] = {}
         self._pacers_lock = threading.Lock()
@@ -192,6 +201,7 @@ class ProxyServer:
             "queue": sum(p.waiting for p in pacers.values()) + self.stats.holding,
             "rate": rates.get("gateway"),
             "rates": rates,
+            "metis_compat": {"enabled": self.metis_compat, **self.stats.adapted},
         }
 
     def idle_for(self) -> float:
@@ -367,6 +377,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         url = stored.base_url.rstrip("/") + "/" + rest
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         data = body if method != "GET" else None
+        if data and proxy.metis_compat and rest.partition("?")[0].rstrip("/") == "chat/completions" and metis_compat.is_metis(stored):
+            data, changed = metis_compat.adapt_bytes(data)  # upstream.send sends its Content-Length
+            proxy.stats.count_adapted(changed)
         pacer = proxy.pacer_for(stored)
         deadline = time.monotonic() + proxy.rate_limit_deadline
         attempt = 0

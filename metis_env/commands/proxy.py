@@ -87,6 +87,11 @@ def status(as_json: bool) -> int:
         ("requests", f"{seen['requests']}, {seen['rate_limited_absorbed']} upstream 429s absorbed, {seen['refreshes']} token refreshes"),
         ("queue", f"{seen['queue']} waiting, sending at " + (f"{rate:.1f} requests/s" if rate else "no limit") + " to the gateway"),
     ]
+    compat = seen.get("metis_compat")
+    if compat is not None:  # absent from a broker started by an older metis-env
+        rows.append(("metis", "requests adapted: off (metis_compat: false)" if not compat["enabled"] else
+                     f"requests adapted: {compat['content_flattened']} contents flattened, "
+                     f"{compat['developer_role']} developer roles made system, {compat['tools_dropped']} tool lists dropped"))
     sys.stdout.write("".join(f"{name:<9}{value}\n" for name, value in rows))
     return 0
 
