@@ -157,7 +157,7 @@ def current_token(settings: Settings, store: Store) -> str:
     state = tokens.read_state(store)
     if state is None:
         raise LoginRequiredError(f"not logged in to the ALCF gateway; {tokens.LOGIN_HINT}")
-    if state.seconds_left() <= tokens.refresh_margin(settings):
+    if state.seconds_left() <= tokens.refresh_margin(settings, state):
         state, note = tokens.refresh_if_due(store, settings, state)
         if note:
             if state.seconds_left() <= 0:
