@@ -47,7 +47,25 @@ def test_a_service_account_logs_in_without_a_browser_and_its_token_works(globus,
     assert keys_file(env)[section["secret"]] == SECRET and SECRET not in json.dumps(metadata(env))
     token = exported_json(metis("export", "metis", "--shell", "json", env=env))["OPENAI_API_KEY"]
     assert (globus.token_client(token), gateway_get(globus, "whoami", token)[0]) == (CLIENT, 200)
-    assert result(metis("login", "--service-account", CLIENT, "--secret-stdin", input=b"x\n", env=env))[0] == 0  # already: says so
+    assert result(sa_login(env)) == (0, "", (
+        f"metis-env: already logged in to the ALCF gateway as service account {CLIENT} (token valid until "
+        f"{section['expires']}); `metis-env login --service-account {CLIENT} --force` logs in again\n"
+    ))
+    assert globus.grants("client_credentials") == 1
+
+
+def test_a_new_secret_or_another_service_account_logs_in_again(globus, globus_env):  # noqa: F811
+    env = gateway_env(globus_env)
+    other, rotated = "1a2b3c4d-0000-4000-8000-000000000002", "sa-secret-rotated-Q7"
+    globus.add_service_account(CLIENT, SECRET)
+    globus.add_service_account(other, SECRET)
+    assert sa_login(env).returncode == 0
+    globus.add_service_account(CLIENT, rotated)  # the secret is rotated at app.globus.org
+    assert (sa_login(env, rotated).returncode, keys_file(env)[metadata(env)["gateway"]["secret"]]) == (0, rotated)
+    proc = metis("login", "--service-account", other, "--secret-stdin", input=(SECRET + "\n").encode(), env=env)
+    section = metadata(env)["gateway"]
+    assert (proc.returncode, section["client_id"], section["identity"], globus.grants("client_credentials")) == (
+        0, other, f"{other}@clients.auth.globus.org", 3)
 
 
 def test_inside_the_margin_export_run_and_the_proxy_mint_a_new_token_with_no_reauth_warning(globus, globus_env):  # noqa: F811

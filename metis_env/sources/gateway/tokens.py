@@ -253,6 +253,11 @@ def token_fingerprint(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
 
 
+def secret_ref(secret: str) -> str:
+    """The store entry a service account's client secret is kept under (a new one per secret)."""
+    return f"gateway/secret/{token_fingerprint(secret)}"
+
+
 def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint],
                service_account: tuple[str, str] | None = None) -> TokenState:
     """Store a new login (``data``: globus-sdk's token data for the inference resource server:
@@ -266,7 +271,7 @@ def save_login(store: Store, settings: Settings, data: dict, identity: str, endp
     )
     if service_account is not None:
         client_id, secret = service_account
-        section.update(client_id=client_id, secret=f"gateway/secret/{token_fingerprint(secret)}")
+        section.update(client_id=client_id, secret=secret_ref(secret))
         to_write[section["secret"]] = secret
 
     def change(old: dict) -> dict:
