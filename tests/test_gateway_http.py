@@ -280,7 +280,7 @@ def test_a_listing_of_88000_clusters_and_1000_models_each_is_cut_to_the_caps(cap
     assert [len(r.models) for r in records if r.id == "c0"] == [http.MAX_MODELS] and (http.MAX_CLUSTERS, http.MAX_MODELS) == (64, 256)
     assert records[0].models == tuple(f"m{j}" for j in range(256))
     assert capsys.readouterr().err == (
-        "metis-env: warning: list-endpoints: cluster c0 list(s) more than 256 models; only the first 256 of each are kept\n"
+        "metis-env: warning: list-endpoints: cluster c0 lists more than 256 models; only the first 256 are kept\n"
         "metis-env: warning: list-endpoints lists 88000 clusters with models; only the first 64 are kept\n"
     )
 
