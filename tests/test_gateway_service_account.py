@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
+import signal
 import subprocess
 import sys
 
@@ -128,14 +130,31 @@ def test_the_secret_is_read_from_a_hidden_prompt_or_refused_without_a_terminal(g
     no_tty = subprocess.run([sys.executable, "-m", "metis_env", "login", "--service-account", CLIENT], input=SECRET.encode(),
                             capture_output=True, env={"PYTHONPATH": str(REPO), **env}, timeout=60, start_new_session=True)
     assert result(no_tty) == (2, "", "metis-env: error: no terminal to ask for the client secret on; pipe it with --secret-stdin\n")
-    # at a terminal: the prompt, and the secret typed is not echoed
+    # at a terminal: the prompt, and the secret typed is not echoed (with --secret-stdin too: stdin is the terminal)
+    for extra in ([], ["--secret-stdin"]):
+        code, seen = login_at_a_terminal(env, extra)
+        assert (code, SECRET.encode() in seen, b"Globus client secret of" in seen,
+                b"logged in to the ALCF gateway as service account" in seen) == (0, False, True, True), (extra, seen)
+        assert keys_file(env)[metadata(env)["gateway"]["secret"]] == SECRET
+        assert metis("logout", env=env).returncode == 0
+
+
+def login_at_a_terminal(env: dict, extra: list[str]) -> tuple[int, bytes]:
+    """``login --service-account`` in a session whose controlling terminal (and stdin) is a real pty;
+    the secret is typed once the prompt shows. -> (exit code, everything the terminal showed)."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session whose controlling terminal is the pty
-        os.execve(sys.executable, [sys.executable, "-m", "metis_env", "login", "--service-account", CLIENT],
+        os.execve(sys.executable, [sys.executable, "-m", "metis_env", "login", "--service-account", CLIENT, *extra],
                   {"PYTHONPATH": str(REPO), **env})
     seen = b""
     while b"Globus client secret of" not in seen:
-        seen += os.read(fd, 1024)
+        if not select.select([fd], [], [], 60)[0]:  # waiting for the prompt (a state), bounded
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"no prompt for the secret; the terminal showed {seen!r}")
+        chunk = os.read(fd, 1024)
+        assert chunk, seen  # it ended without asking
+        seen += chunk
     os.write(fd, SECRET.encode() + b"\n")
     while True:
         try:
@@ -146,6 +165,5 @@ def test_the_secret_is_read_from_a_hidden_prompt_or_refused_without_a_terminal(g
             break
         seen += chunk
     _, status = os.waitpid(pid, 0)
-    assert (os.waitstatus_to_exitcode(status), SECRET.encode() in seen, b"logged in to the ALCF gateway as service account" in seen) == (
-        0, False, True)
-    assert keys_file(env)[metadata(env)["gateway"]["secret"]] == SECRET
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen

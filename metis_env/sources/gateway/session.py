@@ -142,8 +142,9 @@ def login_service_account(
 
 def read_client_secret(from_stdin: bool, client_id: str) -> str:
     """The service account's client secret: one line from stdin (``--secret-stdin``), else a hidden
-    prompt on the terminal. Never argv or the environment."""
-    if from_stdin:
+    prompt on the terminal. Never argv or the environment. ``--secret-stdin`` with stdin on a terminal
+    asks with the hidden prompt too: a line read there would be echoed as it is typed."""
+    if from_stdin and not sys.stdin.isatty():
         line = sys.stdin.readline()
         if not line.strip():
             raise UsageError("--secret-stdin: no client secret on stdin")
