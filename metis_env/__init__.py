@@ -11,7 +11,7 @@ In IPython or Jupyter: ``%load_ext metis_env``, then ``%metis 1``. The names are
 
 __version__ = "0.1.0"
 
-_API_NAMES = ("environ", "load", "openai_client", "async_openai_client")
+_API_NAMES = ("environ", "load", "unload", "openai_client", "async_openai_client")
 _ERROR_NAMES = (
     "MetisEnvError",
     "UsageError",
@@ -48,7 +48,7 @@ __all__ = [*_API_NAMES, *_ERROR_NAMES, "load_ipython_extension"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .api import async_openai_client, environ, load, openai_client
+    from .api import async_openai_client, environ, load, openai_client, unload
     from .errors import (
         AuthenticationError,
         BrokerError,

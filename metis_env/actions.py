@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from collections import namedtuple
 
 from . import render, status_cache
+from .reserved_variables import why_reserved
 from .errors import BusyError, CommandNotFoundError, EndpointFileError, MetisEnvError, NotFoundError, UsageError
 from .settings import Settings, env_name, load_settings
 from .store import Change, Store, StoredEndpoint, natural_key, open_store
@@ -27,6 +28,7 @@ EXPORTED_NAMES = (
     "SAMBANOVA_API_KEY",
     "SAMBANOVA_API_BASE",
     "SAMBA_NOVA_BASE_URL",
+    "ALCF_AI_TOKEN",
     "OPENAI_AGENTS_DISABLE_TRACING",
     "LITELLM_LOCAL_MODEL_COST_MAP",
     "METIS_ENV_ENDPOINT",
@@ -73,6 +75,11 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
         if spec in (stem, stored.file_name):
             return stored, None
     serving = [e for e in endpoints.values() if spec in e.models]
+    if not serving:  # the gateway matches its names in any case: so do its endpoints here
+        spelled = {e.id: _any_case(spec, e.models) for e in endpoints.values() if e.source == "gateway"}
+        serving = [endpoints[i] for i, name in spelled.items() if name is not None]
+        if len(serving) == 1:
+            return serving[0], spelled[serving[0].id]
     if len(serving) == 1:
         return serving[0], spec
     if len(serving) > 1:
@@ -89,16 +96,53 @@ def _example(command: str, endpoint_id: str) -> str:
 
 
 def choose_model(endpoint: StoredEndpoint, model: str | None, settings: Settings) -> str:
+    return pick_model(endpoint, model, settings)[0]
+
+
+def pick_model(endpoint: StoredEndpoint, model: str | None, settings: Settings,
+               seen: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """The model a command uses on ``endpoint``, and a warning to print (or None).
+
+    ``model`` (``--model``) or else ``default_model`` if the endpoint serves it, else the first model.
+    A gateway endpoint takes its names in any case (the gateway matches them so) and spells them as
+    it does; a name it did not list goes through with a warning, since its alias table may still
+    serve an old name. With no model asked for, a gateway endpoint takes the first model that was
+    live at the status cache's last look (``seen``: model -> word), rather than an offline one.
+    """
+    gateway = endpoint.source == "gateway"
     if model is not None:
-        if model not in endpoint.models:
-            raise NotFoundError(
-                f"endpoint {endpoint.id} does not serve model {model!r}{_suggest(model, endpoint.models)}; "
-                f"it serves: {', '.join(endpoint.models)}"
+        if model in endpoint.models:
+            return model, None
+        if gateway:
+            spelled = _any_case(model, endpoint.models)
+            if spelled is not None:
+                return spelled, None
+            return model, (
+                f"model {model!r} is not among the models the gateway listed for endpoint {endpoint.id} "
+                f"({', '.join(endpoint.models)}); passing it on as it is (the gateway may serve it under an old name): "
+                f"metis-env sync --gateway asks for the list again"
             )
-        return model
-    if settings.default_model in endpoint.models:
-        return settings.default_model
-    return endpoint.models[0]
+        raise NotFoundError(
+            f"endpoint {endpoint.id} does not serve model {model!r}{_suggest(model, endpoint.models)}; "
+            f"it serves: {', '.join(endpoint.models)}"
+        )
+    default = settings.default_model
+    if default in endpoint.models:
+        return default, None
+    if gateway and default is not None:
+        spelled = _any_case(default, endpoint.models)
+        if spelled is not None:
+            return spelled, None
+    if gateway and seen:
+        live = [name for name in endpoint.models if seen.get(name) == "live"]
+        if live:
+            return live[0], None
+    return endpoint.models[0], None
+
+
+def _any_case(name: str, models: Sequence[str]) -> str | None:
+    lowered = name.lower()
+    return next((m for m in models if m.lower() == lowered), None)
 
 
 def _names(endpoints: Mapping[str, StoredEndpoint]) -> list[str]:
@@ -125,15 +169,16 @@ def select(store: Store, spec: str | None, model: str | None, settings: Settings
     endpoint, named_model = choose_endpoint(endpoints, spec, settings, command)
     if named_model is not None and model is not None and model != named_model:
         raise UsageError(f"{spec!r} names model {named_model!r}, but --model asks for {model!r}; give one of them")
-    chosen = choose_model(endpoint, model or named_model, settings)
-    warnings = []
+    seen = status_cache.recent(settings.config_dir, endpoint.id)  # cached, never the network
+    chosen, note = pick_model(endpoint, model or named_model, settings, status_cache.model_words(seen))
+    warnings = [note] if note else []
     if endpoint.is_older_than(settings.stale_after_days):
         age = endpoint.age_days() or 0.0
         warnings.append(
             f"endpoint {endpoint.id} was last synced {age:.0f} days ago (stale_after_days is "
             f"{settings.stale_after_days:g}); run metis-env sync{' --gateway' if endpoint.source == 'gateway' else ''} to refresh it"
         )
-    warnings.extend(status_cache.warnings_for(settings.config_dir, endpoint.id, chosen))  # cached, never the network
+    warnings.extend(status_cache.warnings_from(seen, endpoint.id, chosen))
     return Selection(endpoint, chosen, tuple(warnings))
 
 
@@ -180,6 +225,8 @@ def environment_for(selection: Selection, api_key: str, settings: Settings | Non
         env["SAMBANOVA_API_KEY"] = api_key
         env["SAMBANOVA_API_BASE"] = endpoint.base_url
         env["SAMBA_NOVA_BASE_URL"] = endpoint.base_url
+    else:  # the name ALCF's own docs configure opencode and codex with
+        env["ALCF_AI_TOKEN"] = api_key
     env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     env["METIS_ENV_ENDPOINT"] = endpoint.id
@@ -205,8 +252,17 @@ def parse_aliases(text: str, source: str) -> list[tuple[str, str]]:
                 f"{source}: {item.strip()!r} is not NEW_NAME=EXPORTED_NAME (a new variable name, then one of: "
                 f"{', '.join(EXPORTED_NAMES)}); e.g. GROQ_API_KEY=OPENAI_API_KEY"
             )
+        reason = why_reserved(alias)
+        if reason is not None:
+            raise UsageError(f"{source}: {alias} cannot be an alias: {reason}; use a name of your own, e.g. GROQ_API_KEY=OPENAI_API_KEY")
         pairs.append((alias, name))
     return pairs
+
+
+def every_exported_name(settings: Settings) -> tuple[str, ...]:
+    """Every name export may set: EXPORTED_NAMES, then the ``aliases`` setting's new names. What
+    ``--unset`` removes, and what an export of one endpoint removes where it sets nothing."""
+    return EXPORTED_NAMES + tuple(alias for alias, _name in parse_aliases(settings.aliases or "", "aliases"))
 
 
 def _is_variable_name(name: str) -> bool:
@@ -262,9 +318,19 @@ def write_private_file(path: str, text: str) -> None:
         raise
 
 
-def get_command(what: str, spec: str | None, settings: Settings | None = None) -> int:
+def get_command(what: str, spec: str | None, settings: Settings | None = None, as_json: bool = False) -> int:
+    """``metis-env get``; with ``as_json`` (key only): ``{"key": ..., "expires_at": ...}`` on one line,
+    ``expires_at`` the token's expiry (ISO 8601 UTC) or null for an endpoint file's key."""
     settings = settings or load_settings()
-    sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+    if not as_json:
+        sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+        return 0
+    if what != "key":
+        raise UsageError(f"--json applies to get key only; get {what} prints one plain value")
+    import json
+
+    key, expires_at = get_key(open_store(settings), settings, spec)
+    sys.stdout.write(json.dumps({"key": key, "expires_at": expires_at}, ensure_ascii=False) + "\n")
     return 0
 
 
@@ -282,13 +348,13 @@ def export_code(store: Store, settings: Settings, spec: str | None, model: str |
     """The code export prints, and the warnings it prints on stderr; ``portable``: no --shell was
     named, so refuse what fish could not read the same way (render.check_portable)."""
     if unset:  # the same names whatever the endpoint, so ENDPOINT and --model are accepted and ignored
-        aliases = [alias for alias, _name in parse_aliases(settings.aliases or "", "aliases")]
-        return render.render_unset(shell, EXPORTED_NAMES + tuple(aliases)), ()
+        return render.render_unset(shell, every_exported_name(settings)), ()
     selection, key = select_with_key(store, spec, model, settings)
     env = environment_for(selection, key, settings)
     if portable:
         render.check_portable(env)
-    return render.render(shell, env), selection.warnings
+    others = [name for name in every_exported_name(settings) if name not in env]  # left by an earlier export
+    return render.render_switch(shell, env, others, portable), selection.warnings
 
 
 GET_FIELDS = ("key", "url", "models")
@@ -302,14 +368,20 @@ def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> 
         return endpoint.base_url
     if what == "models":
         return ",".join(endpoint.models)
+    return get_key(store, settings, spec)[0]
+
+
+def get_key(store: Store, settings: Settings, spec: str | None) -> tuple[str, str | None]:
+    """The endpoint's current key and when it expires (None for an endpoint file's key)."""
+    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings, "get key")
     if endpoint.source == "gateway":
         from .sources.gateway.tokens import fresh_key
 
         selection, key = fresh_key(store, Selection(endpoint, ""), settings)
         for warning in selection.warnings:
             warn(warning)
-        return key
-    return store.api_key(endpoint)
+        return key, selection.expires_at
+    return store.api_key(endpoint), None
 
 
 def run_command(store: Store, settings: Settings, spec: str | None, model: str | None, argv: Sequence[str]) -> int:
@@ -319,8 +391,11 @@ def run_command(store: Store, settings: Settings, spec: str | None, model: str |
     selection, key = select_with_key(store, spec, model, settings, "run")
     for warning in selection.warnings:
         warn(warning)
-    env = dict(os.environ)
-    env.update(environment_for(selection, key, settings))
+    ours = environment_for(selection, key, settings)
+    # An earlier export of another endpoint must not reach the command (its key under SAMBANOVA_API_KEY).
+    others = set(every_exported_name(settings)) - set(ours)
+    env = {name: value for name, value in os.environ.items() if name not in others}
+    env.update(ours)
     sys.stdout.flush()
     sys.stderr.flush()
     from .coredump import restore_core_limit
@@ -418,6 +493,9 @@ def list_rows(store: Store, settings: Settings) -> list[dict]:
                 "key": masked,
             }
         )
+        for name in ("routes", "capabilities"):  # a gateway endpoint's, where discovery found them
+            if name in stored.extra:
+                rows[-1][name] = stored.extra[name]
     return rows
 
 

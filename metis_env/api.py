@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     Endpoint = Union[int, str, None]
 
-__all__ = ["Environment", "environ", "load", "openai_client", "async_openai_client"]
+__all__ = ["Environment", "environ", "load", "unload", "openai_client", "async_openai_client"]
 
 OPENAI_EXTRA_HINT = "pip install openai"
 
@@ -81,18 +81,52 @@ def environ(endpoint: Endpoint = None, model: str | None = None) -> dict[str, st
     return Environment(actions.environment_for(selection, key, settings))
 
 
+_loaded: set[str] = set()
+"""Every name load() set in this process, so that unload() removes them all (aliases since changed included)."""
+
+
 def load(endpoint: Endpoint = None, model: str | None = None, override: bool = True) -> dict[str, str]:
     """Set the variables of ``environ(endpoint, model)`` in ``os.environ``, as python-dotenv's
     ``load_dotenv`` does; with ``override=False`` a variable already set keeps its value. Returns the
-    variables it set (and only those).
+    variables it set (and only those). With ``override`` (the default), the names that ``export`` sets
+    for other endpoints and this one does not are removed, as ``export`` removes them: after
+    ``load(1)`` then ``load("metis")``, no ``SAMBANOVA_API_KEY`` of endpoint 1 is left behind.
 
         >>> metis_env.load(1)
         >>> openai.OpenAI()   # reads OPENAI_BASE_URL and OPENAI_API_KEY
     """
-    variables = environ(endpoint, model)
+    selection, key, settings = _select(endpoint, model)
+    for warning in selection.warnings:
+        actions.warn(warning)
+    variables = actions.environment_for(selection, key, settings)
     applied = Environment((name, value) for name, value in variables.items() if override or name not in os.environ)
+    if override:
+        for name in actions.every_exported_name(settings):
+            if name not in variables:
+                os.environ.pop(name, None)
     os.environ.update(applied)
+    _loaded.update(applied)
     return applied
+
+
+def unload() -> list[str]:
+    """Remove from ``os.environ`` every name ``metis-env export --unset`` removes (aliases included)
+    and every name ``load()`` set in this process; returns the names removed, in that order.
+
+        >>> metis_env.unload()
+        ['OPENAI_BASE_URL', 'OPENAI_API_BASE', 'OPENAI_API_KEY', 'MODEL_NAME', ...]
+    """
+    from .errors import MetisEnvError
+
+    try:
+        names = actions.every_exported_name(load_settings())
+    except MetisEnvError:  # a bad setting must not keep the key in the environment
+        names = actions.EXPORTED_NAMES
+    removed = [name for name in dict.fromkeys([*names, *sorted(_loaded)]) if name in os.environ]
+    for name in removed:
+        del os.environ[name]
+    _loaded.clear()
+    return removed
 
 
 class CurrentKey:
@@ -239,7 +273,7 @@ def _async_provider(source: CurrentKey) -> Any:
     return provider
 
 
-def openai_client(endpoint: Endpoint = None, model: str | None = None, **kwargs: Any) -> openai.OpenAI:
+def openai_client(endpoint: Endpoint = None, model: str | None = None, proxy: bool = False, **kwargs: Any) -> openai.OpenAI:
     """An ``openai.OpenAI`` for the endpoint, with its base URL and key set; other keyword arguments
     go to ``openai.OpenAI`` (``timeout=``, ``max_retries=``, ...).
 
@@ -247,13 +281,31 @@ def openai_client(endpoint: Endpoint = None, model: str | None = None, **kwargs:
         >>> client.chat.completions.create(model=metis_env.environ(1)["MODEL_NAME"], messages=[...])
 
     The key is read again when a sync or import rotates it, and a gateway token before it expires,
-    so a notebook or a job running for days never sends a dead key. Needs the openai package.
+    so a notebook or a job running for days never sends a dead key. ``proxy=True``: the client goes
+    through this host's broker instead (joined, or started: see ``metis-env proxy``), which holds the
+    key and paces requests under the gateway's rate limit, as ``run --proxy`` does. Needs the openai package.
     """
     openai = _import_openai()
+    if proxy:
+        return _broker_client(openai.OpenAI, openai.DefaultHttpxClient, endpoint, model, dict(kwargs))
     return _build_client(openai.OpenAI, endpoint, model, dict(kwargs))
 
 
-def async_openai_client(endpoint: Endpoint = None, model: str | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
+def async_openai_client(endpoint: Endpoint = None, model: str | None = None, proxy: bool = False, **kwargs: Any) -> openai.AsyncOpenAI:
     """``openai_client``, as an ``openai.AsyncOpenAI``."""
     openai = _import_openai()
+    if proxy:
+        return _broker_client(openai.AsyncOpenAI, openai.DefaultAsyncHttpxClient, endpoint, model, dict(kwargs))
     return _build_client(openai.AsyncOpenAI, endpoint, model, dict(kwargs), asynchronous=True)
+
+
+def _broker_client(client_class: type, http_client_class: type, endpoint: Endpoint, model: str | None, kwargs: dict) -> Any:
+    from .broker import runtime
+
+    settings = load_settings()
+    selection = actions.select(open_store(settings), _spec(endpoint), model, settings, "openai_client")
+    info, _started = runtime.join_or_start(settings, selection.endpoint.id, client_pid=os.getpid())
+    kwargs.setdefault("base_url", info.url_for(selection.endpoint.id))
+    kwargs.setdefault("api_key", info.local_key)
+    kwargs.setdefault("http_client", http_client_class(trust_env=False))  # loopback: never through http_proxy
+    return client_class(**kwargs)

@@ -30,9 +30,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AnyStr
 from urllib.parse import urlsplit
 
 from .endpoint import is_loopback_host
@@ -45,6 +45,7 @@ from .errors import (
     IdentityNotAuthorizedError,
     MetisEnvError,
     NotLiveError,
+    RateLimitedError,
     ReauthRequiredError,
 )
 
@@ -59,6 +60,7 @@ IDENTITY_NOT_AUTHORIZED = "identity_not_authorized"
 NOT_LIVE = "not_live"
 MAINTENANCE = "maintenance"
 GATEWAY_ERROR = "gateway_error"
+RATE_LIMITED = "rate_limited"
 
 ERRORS: dict[str, type[MetisEnvError]] = {
     UNAUTHORIZED: CheckUnauthorizedError,
@@ -70,6 +72,7 @@ ERRORS: dict[str, type[MetisEnvError]] = {
     NOT_LIVE: NotLiveError,
     MAINTENANCE: NotLiveError,
     GATEWAY_ERROR: GatewayError,
+    RATE_LIMITED: RateLimitedError,
 }
 """Status -> the error ``raise_for_result`` raises (and so the exit code)."""
 
@@ -101,6 +104,9 @@ class CheckResult:
     model_status: dict[str, str] = field(default_factory=dict)
     """Per model: live, starting, queued, offline (the gateway's jobs) or unknown; for an endpoint
     file, live when served and offline when not. Not in ``to_dict``: ``status --json`` has it."""
+    capabilities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per model, what the gateway's ``{cluster}/models`` said of it when the endpoint was stored
+    (``extra.capabilities``); empty for endpoint files and older gateways. ``status`` shows it."""
 
     @property
     def ok(self) -> bool:
@@ -318,12 +324,23 @@ class _Scrubber:
         return "_Scrubber()"
 
     def __call__(self, text: str, limit: int = 300) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "<key>")
+        text = redact(text, (self._api_key,))
         text = _UNPRINTABLE.sub(" ", text).strip()
         if len(text) > limit:
             text = text[: limit - 1] + "…"
         return text
+
+
+def redact(data: AnyStr, keys: Iterable[str]) -> AnyStr:
+    """``data`` (text or bytes) with every non-empty key in ``keys`` replaced by ``<key>``: the one rule
+    for keeping a key out of what is shown (check's messages) or relayed (the proxy's answers)."""
+    for key in keys:
+        if key:
+            if isinstance(data, bytes):
+                data = data.replace(key.encode(), b"<key>")
+            else:
+                data = data.replace(key, "<key>")
+    return data
 
 
 @dataclass(frozen=True)

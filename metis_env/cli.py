@@ -237,10 +237,11 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
     """Run a command with the endpoint's variables in its environment (never in its arguments).
 
     The command replaces metis-env, so its signals and exit status pass straight through. With
-    --proxy, metis-env stays the parent: the command gets OPENAI_BASE_URL = a proxy on 127.0.0.1 and
-    OPENAI_API_KEY = a random key for this run only; the proxy sends the real key (a gateway token
-    refreshed before it expires) and routes each request by its model. Signals are forwarded, the
-    exit status passed on, and the proxy stops with the command.
+    --proxy, metis-env stays the parent: the command gets OPENAI_BASE_URL = this host's broker on
+    127.0.0.1 (joined, or started when none runs: see metis-env proxy) and OPENAI_API_KEY = its local
+    key; the broker sends the real key (a gateway token refreshed before it expires), routes each
+    request by its model and paces requests under the gateway's rate limit. Signals are forwarded and
+    the exit status passed on.
 
     \b
     Example:
@@ -252,12 +253,70 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
     return actions.run_subcommand(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy)
 
 
+@cli.group("proxy", context_settings=CONTEXT)
+def proxy_group() -> None:
+    """The node broker: one loopback proxy per user per host that holds the real keys for every job,
+    shell and notebook there (gateway tokens refreshed, requests paced under the rate limit)."""
+
+
+@proxy_group.command("start")
+@endpoint_argument
+@model_option
+@click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), shell_complete=complete_shell, help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
+@click.option("--foreground", is_flag=True, help="Be the broker in this process until stopped (systemd, Jupyter servers, services).")
+@click.option("--idle-exit", type=click.FloatRange(min=0.0, min_open=True), metavar="SECONDS", help="Exit after this long with no client (default 600).")
+@click.pass_context
+def proxy_start_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None,
+                        foreground: bool, idle_exit: float | None) -> int:
+    """Start this host's broker, or join the one that runs, and print the code that points clients
+    at it: OPENAI_BASE_URL, OPENAI_API_BASE, its local key as OPENAI_API_KEY, MODEL_NAME, NO_PROXY.
+
+    \b
+    Example:
+      eval "$(metis-env proxy start metis)"
+      metis-env proxy start sophia --shell fish | source
+      metis-env proxy start --foreground --idle-exit 86400
+    """
+    from .commands import proxy
+
+    return proxy.start(settings_from(ctx), endpoint, model, shell, foreground, idle_exit)
+
+
+@proxy_group.command("stop")
+def proxy_stop_command() -> int:
+    """Stop this host's broker (clients then get connection refused).
+
+    \b
+    Example:
+      metis-env proxy stop
+    """
+    from .commands import proxy
+
+    return proxy.stop()
+
+
+@proxy_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def proxy_status_command(as_json: bool) -> int:
+    """Show this host's broker: uptime, clients, requests, token refreshes, upstream 429s absorbed,
+    queue length and the rate it sends at.
+
+    \b
+    Example:
+      metis-env proxy status --json
+    """
+    from .commands import proxy
+
+    return proxy.status(as_json)
+
+
 @cli.command("get")
 @click.argument("what", type=click.Choice(actions.GET_FIELDS))
 @endpoint_argument
 @min_ttl_option
+@click.option("--json", "as_json", is_flag=True, help='With key: {"key": ..., "expires_at": ...} (null for endpoint files).')
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None, as_json: bool) -> int:
     """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
 
     \b
@@ -265,7 +324,7 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: fl
       url=$(metis-env get url 1)   # with or without a trailing /
       curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
     """
-    return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl))
+    return actions.get_command(what, endpoint, settings_from(ctx, min_ttl=min_ttl), as_json)
 
 
 @cli.command("check")
@@ -277,12 +336,12 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
     """Prove the stored key works: ask the endpoint for its models and report which are served.
     Without ENDPOINT, every stored endpoint is checked (all at once).
 
-    A gateway endpoint (metis, sophia) is asked who you are (whoami) and which models are live
-    ({cluster}/jobs); the model export would pick must be live.
+    A gateway endpoint (one per cluster the gateway lists) is asked who you are (whoami) and which
+    models are live ({cluster}/jobs); the model export would pick must be live.
 
     Exit status (the first failed endpoint's): 0 ok, 12 key or token refused (sync, or login), 13
     unreachable, 14 timeout, 15 bad answer; gateway endpoints also 19 re-authentication required,
-    20 bad gateway answer, 21 not live or under maintenance.
+    20 bad gateway answer, 21 not live or under maintenance, 23 rate-limited.
 
     \b
     Example:
@@ -632,7 +691,7 @@ def _remember_user(settings: Settings, user: str | None) -> None:
 @click.pass_context
 def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_tokens: bool, service_account: str | None,
                   secret_stdin: bool, store: str | None) -> None:
-    """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (metis, sophia).
+    """Log in to Globus for the ALCF Inference Service gateway, then store its endpoints (one per cluster it lists).
 
     A browser opens where one can (never over SSH); otherwise the URL is printed on stderr and the
     code it shows is read from stdin. The tokens go to the OS keyring (or the file store); the

@@ -232,6 +232,21 @@ def check_config_files(settings: Settings) -> list[Finding]:
     return findings
 
 
+def check_lock(settings: Settings) -> list[Finding]:
+    """Which lock the store's writers take in the config dir (flock, or the lease file where flock fails)."""
+    from .errors import BusyError
+    from .locks import probe
+
+    if not os.path.isdir(settings.config_dir):
+        return []
+    try:
+        return [Finding("lock", OK, probe(paths.lock_file(settings.config_dir), settings.lock))]
+    except BusyError:
+        return [Finding("lock", OK, f"held right now by a running sync, import or refresh (lock: {settings.lock})")]
+    except MetisEnvError as exc:
+        return [Finding("lock", PROBLEM, str(exc), "metis-env config set lock file")]
+
+
 def check_temp_files(directory: str | os.PathLike) -> list[Finding]:
     """Temp files an interrupted write left behind (a killed sync's .keys.json.*.tmp holds every key)."""
     from .files import stale_temp_files
@@ -464,6 +479,7 @@ def run_checks(
         # default store would be a second, spurious problem for the one cause.
         findings = [f for f in findings if f.name not in ("store", "keyring")]
     findings += files
+    findings += check_lock(settings)
     findings += check_ssh(settings)
     broken = {"keyring"} if any(f.status == PROBLEM for f in keyring_findings) else set()
     if any(f.name == "keys.json" and f.status == PROBLEM for f in findings):

@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 
 USAGE = "usage: %metis [ENDPOINT] [--model NAME] | %metis --unset"
 
-_set_here: set[str] = set()
-"""Every name %metis set in this kernel, so that --unset removes them all (aliases included)."""
-
-
 def register(ipython: Any) -> None:
     ipython.register_magic_function(metis_magic, magic_kind="line", magic_name="metis")
 
@@ -40,13 +36,15 @@ def metis_magic(line: str) -> None:
             removed = unset_variables()
             print(f"metis-env: unset {', '.join(removed)}" if removed else "metis-env: nothing to unset")
             return
+        before = set(os.environ)
         variables = api.load(endpoint, model)
     except MetisEnvError as exc:
         raise _one_line(exc) from None
-    _set_here.update(variables)
+    order = {name: index for index, name in enumerate(actions.EXPORTED_NAMES)}
+    removed = sorted(before - set(os.environ), key=lambda name: (order.get(name, len(order)), name))
     print(
         f"metis-env: endpoint {variables['METIS_ENV_ENDPOINT']}, model {variables['MODEL_NAME']}: "
-        f"set {', '.join(variables)}"
+        f"set {', '.join(variables)}" + (f"; unset {', '.join(removed)}" if removed else "")
     )
 
 
@@ -77,12 +75,9 @@ def parse_line(line: str) -> tuple[str | None, str | None, bool]:
 
 
 def unset_variables() -> list[str]:
-    """Remove what ``export --unset`` removes, and whatever %metis set here; returns the names removed."""
-    removed = [name for name in dict.fromkeys([*actions.EXPORTED_NAMES, *sorted(_set_here)]) if name in os.environ]
-    for name in removed:
-        del os.environ[name]
-    _set_here.clear()
-    return removed
+    """Remove what ``export --unset`` removes (aliases included), and whatever ``%metis`` or
+    ``metis_env.load()`` set in this kernel; returns the names removed."""
+    return api.unload()
 
 
 def _one_line(exc: MetisEnvError) -> MetisEnvError:

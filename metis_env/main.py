@@ -22,7 +22,7 @@ from .reporting import debug_requested, report_error
 FAST_PATH_FORMS = {
     # command: (options taking a value -> canonical name, flags, positional arguments allowed)
     "export": ({"--model": "model", "-m": "model", "--shell": "shell", "-s": "shell", "--min-ttl": "min_ttl"}, {"--unset": "unset"}, 1),
-    "get": ({"--min-ttl": "min_ttl"}, {}, 2),
+    "get": ({"--min-ttl": "min_ttl"}, {"--json": "json"}, 2),
     "run": ({"--model": "model", "-m": "model", "--min-ttl": "min_ttl"}, {"--proxy": "proxy"}, 1),
 }
 
@@ -80,7 +80,8 @@ def serve_fast(command: str, options: dict, positionals: list[str], tail: list[s
         spec = positionals[0] if positionals else None
         return actions.export_command(spec, options.get("model"), options.get("shell"), options.get("unset", False), settings)
     if command == "get":
-        return actions.get_command(positionals[0], positionals[1] if len(positionals) > 1 else None, settings)
+        return actions.get_command(positionals[0], positionals[1] if len(positionals) > 1 else None, settings,
+                                   as_json=options.get("json", False))
     return actions.run_subcommand(positionals[0] if positionals else None, options.get("model"), tail, settings,
                                   proxy=options.get("proxy", False))
 

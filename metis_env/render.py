@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 
 from .errors import UsageError
+from .text import shown
 
 
 def quote_posix(value: str) -> str:
@@ -140,6 +141,35 @@ def render(shell: str, env: Mapping[str, str]) -> str:
     return RENDERERS[shell][0](env)
 
 
+def render_switch(shell: str, env: Mapping[str, str], others: Sequence[str], portable: bool = False) -> str:
+    """What export prints: code that sets ``env``, then removes ``others`` (names an export of another
+    endpoint, or an alias, may have set and this one does not), so that after it exactly ``env``'s
+    names are set: a switch from an endpoint file to a gateway endpoint must not leave the file's key
+    in ``SAMBANOVA_API_KEY``. dotenv and JSON carry values only (a file, data): nothing to remove.
+    ``portable``: the default syntax, whose removal fish must read too (see unset_portable)."""
+    code = render(shell, env)
+    if not others or shell in ("dotenv", "json"):
+        return code
+    return code + (unset_portable(others) if portable else render_unset(shell, others))
+
+
+def unset_portable(names: Sequence[str]) -> str:
+    r"""Code that removes ``names`` in bash, zsh, sh (dash, ksh) and fish alike, as the default syntax
+    must (``unset`` is no fish command, ``set -e`` means errexit in sh). ``'\\'`` is two backslashes
+    in POSIX shells and one in fish (whose single quotes take ``\\``), ``"\\"`` one in both: so the
+    test tells the two families apart by syntax, never by a variable, and each line runs in one family
+    only. The POSIX line is last, so that the code's status is 0 in every shell (fish's ``set -e``
+    returns 4 when a name was not set). Holds no blank that matters and no glob character, so the
+    unquoted ``eval $(...)`` reads it the same. Example for ``["A", "B"]``::
+
+        test '\\' != "\\" || set -e A B;
+        test '\\' = "\\" || unset A B;
+    """
+    joined = " ".join(names)
+    family_test = "test '" + "\\" * 2 + "' {} \"" + "\\" * 2 + "\""  # test '\\' OP "\\"
+    return f"{family_test.format('!=')} || set -e {joined};\n{family_test.format('=')} || unset {joined};\n"
+
+
 def render_unset(shell: str, names: Sequence[str]) -> str:
     return RENDERERS[shell][1](names)
 
@@ -166,6 +196,4 @@ def printable(text: str) -> str:
     """Text for the terminal (error lines, server prompts, file names) with control and bidi characters
     shown as escapes: ``metis_endpoint_1\\n.txt``, an ESC sequence or U+202E must not split a line or
     drive the user's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return shown(text, None)  # the one escaping primitive (text.py), without its length bound

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "sambanova.alcf.anl.gov"
 STORES = ("keyring", "file")
 TRANSPORTS = ("paramiko", "openssh")
+LOCKS = ("auto", "flock", "file")  # the store's lock: locks.py
 
 
 # A namedtuple, not a dataclass: `import dataclasses` costs about 14 ms of every shell start-up.
@@ -37,12 +38,15 @@ _DEFAULTS = {
     "transport": "paramiko",
     "timeout": 30.0,
     "aliases": None,
+    "lock": "auto",
     # the gateway source (sources/gateway/constants.py holds the production values)
     "gateway_url": DEFAULT_GATEWAY_URL,
     "globus_client_id": ALCF_TOKENS_CLIENT_ID,
     "token_refresh_margin": 3600.0,
     "reauth_after_days": 27.0,
+    "rate_limit": None,  # requests/s the broker sends at most; None: 10 for gateway endpoints, no cap for files
     "min_ttl": None,
+    "metis_compat": True,  # the broker adapts chat-completions requests to what Metis takes
 }
 
 
@@ -51,7 +55,10 @@ class Settings(namedtuple("Settings", ["config_dir", *_DEFAULTS], defaults=tuple
     ("keyring"|"file"), pattern, transport ("paramiko"|"openssh"): str``; ``port: int | None``;
     ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``);
     ``gateway_url`` (ends in ``/``), ``globus_client_id``: str; ``token_refresh_margin`` (seconds),
-    ``reauth_after_days``: float; ``min_ttl`` (seconds of token life export must hand out, or None)."""
+    ``reauth_after_days``: float; ``min_ttl`` (seconds of token life export must hand out, or None);
+    ``rate_limit``: float | None (requests/s, the broker's cap); ``metis_compat``: bool (the broker
+    adapts requests to Metis endpoints); ``lock`` ("auto"|"flock"|"file"): how the store's writers
+    exclude each other (locks.py)."""
 
     __slots__ = ()
 
@@ -105,7 +112,7 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         if not 0 < port < 65536:
             raise UsageError(f"{_label(source, 'port')} must be a number from 1 to 65535")
         return port
-    if name in ("stale_after_days", "timeout", "token_refresh_margin", "reauth_after_days"):
+    if name in ("stale_after_days", "timeout", "token_refresh_margin", "reauth_after_days", "rate_limit"):
         try:
             number = float(str(value))
         except ValueError:
@@ -113,6 +120,8 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         if not number > 0:
             raise UsageError(f"{_label(source, name)} must be a positive number")
         return number
+    if name == "metis_compat":
+        return _boolean(value, _label(source, name))
     if name == "min_ttl":
         return parse_duration(value, _label(source, "min_ttl"))
     if name == "aliases":
@@ -130,6 +139,8 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
         raise UsageError(f"{_label(source, 'store')} must be one of {', '.join(STORES)}")
     if name == "transport" and text not in TRANSPORTS:
         raise UsageError(f"{_label(source, 'transport')} must be one of {', '.join(TRANSPORTS)}")
+    if name == "lock" and text not in LOCKS:
+        raise UsageError(f"{_label(source, 'lock')} must be one of {', '.join(LOCKS)}")
     if name == "gateway_url":
         return _gateway_url(text, source)
     if name == "globus_client_id" and not _is_uuid(text):
@@ -159,10 +170,28 @@ def _gateway_url(text: str, source: str) -> str:
     scheme, _, rest = text.partition("://")
     host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
     host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
-    loopback = host in ("localhost", "::1") or host.startswith("127.")
-    if not host or scheme.lower() not in ("https", "http") or (scheme.lower() == "http" and not loopback):
-        raise UsageError(f"{_label(source, 'gateway_url')} must be an https:// URL (http:// only for localhost)")
+    if not host or scheme.lower() not in ("https", "http") or (scheme.lower() == "http" and not _is_loopback(host)):
+        raise UsageError(f"{_label(source, 'gateway_url')} must be an https:// URL (http:// only for localhost, 127.0.0.0/8 or ::1)")
     return text if text.endswith("/") else text + "/"
+
+
+def _boolean(value: Any, label: str) -> bool:
+    """``true``/``false`` (YAML's booleans, or the words ``true|false|yes|no|on|off|1|0``)."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("true", "yes", "on", "1"):
+        return True
+    if word in ("false", "no", "off", "0"):
+        return False
+    raise UsageError(f"{label} must be true or false")
+
+
+def _is_loopback(host: str) -> bool:
+    # An address literal, not a name that starts like one: 127.0.0.1.nip.io resolves anywhere.
+    from .endpoint import is_loopback_host  # ipaddress: only a plain-http gateway_url pays for it
+
+    return is_loopback_host(host)
 
 
 def _is_uuid(text: str) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from . import actions, status_cache
 from .check import MAINTENANCE, NOT_LIVE, OK, CheckResult, check_endpoint, raise_for_result
 from .errors import MetisEnvError, StoreError
+from .text import shown
 
 VERSION = 1
 GATEWAY = "gateway"
@@ -115,9 +116,11 @@ def raise_for_report(report: StatusReport) -> None:
 
 def to_json(results: Sequence[CheckResult]) -> str:
     """``{"version": 1, "checked_at", "endpoints": [{"endpoint", "source", "status", "maintenance",
-    "models": {name: live|starting|queued|offline|unknown}, "message"}]}``."""
-    rows = [
-        {
+    "models": {name: live|starting|queued|offline|unknown}, "message"[, "capabilities"]}]}``;
+    ``capabilities`` (model -> what the gateway said of it) only where the gateway said it."""
+    rows = []
+    for r in results:
+        row = {
             "endpoint": r.endpoint,
             "base_url": r.base_url,
             "status": r.status,
@@ -125,18 +128,40 @@ def to_json(results: Sequence[CheckResult]) -> str:
             "models": dict(r.model_status),
             "message": r.message,
         }
-        for r in results
-    ]
+        if r.capabilities:
+            row["capabilities"] = {name: dict(caps) for name, caps in r.capabilities.items()}
+        rows.append(row)
     checked_at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     return json.dumps({"version": VERSION, "checked_at": checked_at, "endpoints": rows}, indent=2, ensure_ascii=False)
 
 
+CAPABILITY_COLUMNS = ("CONTEXT", "TOOLS", "REASONING", "TPM (USER/MODEL)")
+
+
 def format_table(results: Sequence[CheckResult]) -> str:
-    """One line per model: ENDPOINT, MODEL, STATUS (``offline (maintenance)`` during maintenance)."""
-    rows = [("ENDPOINT", "MODEL", "STATUS")]
+    """One line per model: ENDPOINT, MODEL, STATUS (``offline (maintenance)`` during maintenance);
+    when the gateway told any model's capabilities, also CONTEXT (tokens), TOOLS and REASONING
+    (yes/no) and the tokens-per-minute limits, ``-`` where it did not say."""
+    with_capabilities = any(r.capabilities for r in results)
+    rows = [("ENDPOINT", "MODEL", "STATUS") + (CAPABILITY_COLUMNS if with_capabilities else ())]
     for r in results:
         for name, state in r.model_status.items():
             word = f"{state} (maintenance)" if r.status == MAINTENANCE else state if r.status in (OK, NOT_LIVE) else f"unknown ({r.status})"
-            rows.append((r.endpoint, name, word))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
-    return "".join(f"{a.ljust(widths[0])}  {b.ljust(widths[1])}  {c}\n" for a, b, c in rows)
+            row = (shown(r.endpoint), shown(name), word)  # names from a gateway's jobs: one inert cell each
+            if with_capabilities:
+                row += _capability_cells(r.capabilities.get(name) or {})
+            rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) + "\n" for row in rows)
+
+
+def _capability_cells(caps: dict) -> tuple[str, ...]:
+    def yes_no(value: object) -> str:
+        return {True: "yes", False: "no"}.get(value, "-") if isinstance(value, bool) else "-"
+
+    def count(value: object) -> str:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else "-"
+
+    window = count(caps.get("context_window_tokens"))
+    user, model = count(caps.get("rate_limit_token_per_minute_per_user")), count(caps.get("rate_limit_token_per_minute"))
+    return window, yes_no(caps.get("tool_calling")), yes_no(caps.get("reasoning")), "-" if user == model == "-" else f"{user}/{model}"

@@ -64,14 +64,32 @@ def record(config_dir: str | os.PathLike, entries: dict[str, dict]) -> None:
     atomic_write_text(paths.status_file(config_dir), text)
 
 
-def warnings_for(config_dir: str | os.PathLike, endpoint_id: str, model: str, now: float | None = None) -> tuple[str, ...]:
-    """The warning export prints when ``model`` of ``endpoint_id`` was not live at the last look."""
+def recent(config_dir: str | os.PathLike, endpoint_id: str, now: float | None = None) -> dict | None:
+    """``endpoint_id``'s record if it is recent enough to say something about now, else None."""
     seen = read(config_dir).get(endpoint_id)
     if not isinstance(seen, dict) or not isinstance(seen.get("checked_at"), (int, float)):
+        return None
+    age = (time.time() if now is None else now) - seen["checked_at"]
+    return seen if 0 <= age < MAX_AGE_SECONDS else None
+
+
+def model_words(seen: dict | None) -> dict[str, str]:
+    """A record's model -> word, or {} (no record, or a cluster under maintenance)."""
+    if not isinstance(seen, dict) or seen.get("maintenance") is True or not isinstance(seen.get("models"), dict):
+        return {}
+    return {k: v for k, v in seen["models"].items() if isinstance(k, str) and v in STATES}
+
+
+def warnings_for(config_dir: str | os.PathLike, endpoint_id: str, model: str, now: float | None = None) -> tuple[str, ...]:
+    """The warning export prints when ``model`` of ``endpoint_id`` was not live at the last look."""
+    return warnings_from(recent(config_dir, endpoint_id, now), endpoint_id, model, now)
+
+
+def warnings_from(seen: dict | None, endpoint_id: str, model: str, now: float | None = None) -> tuple[str, ...]:
+    """``warnings_for`` of a record already read (``recent``'s)."""
+    if seen is None:
         return ()
     age = (time.time() if now is None else now) - seen["checked_at"]
-    if not 0 <= age < MAX_AGE_SECONDS:
-        return ()
     by = "status" if seen.get("by") != "check" else "check"
     when = f"{age / 60:.0f} min ago" if age >= 90 else f"{age:.0f} s ago"
     if seen.get("maintenance") is True:

@@ -190,27 +190,20 @@ class Store:
             finally:
                 self._lock_depth -= 1
             return
+        from .locks import acquire  # writers only, as above
+
         ensure_private_dir(self.directory)
         path = paths.lock_file(self.directory)
-        try:  # never through a symlink: open and chmod would reach whatever file it points at
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except OSError as exc:
-            if os.path.islink(path):
-                raise StoreError(f"{path} is a symbolic link; refusing to use it (remove the link)") from None
-            raise StoreError(f"cannot open the lock file {path}: {exc.strerror}") from None
-        handle = os.fdopen(fd, "a+")
+        held = acquire(path, self.settings.lock, f"another metis-env sync or import is running (lock {path}); wait for it to finish")
         try:
-            os.fchmod(fd, 0o600)
-            _lock_exclusive(handle, path)
             remove_stale_temp_files(self.directory)  # a killed update's .keys.json.*.tmp holds keys
             self._lock_depth = 1
             try:
                 yield
             finally:
                 self._lock_depth = 0
-                _unlock(handle)
         finally:
-            handle.close()
+            held.release()
 
     def check_writable(self) -> None:
         """Fail now, before a one-time passcode is spent, if the update could not be stored."""
@@ -428,33 +421,6 @@ def describe_change(previous: StoredEndpoint | None, endpoint: Endpoint, kind: s
 def natural_key(text: str) -> tuple:
     """Sort ``2`` before ``10``, and numbers before words."""
     return (0, int(text), "") if text.isdigit() else (1, 0, text)
-
-
-def _lock_exclusive(handle: Any, path: str) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            raise BusyError(f"another metis-env sync or import is running (lock {path}); wait for it to finish") from None
-        return
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise BusyError(f"another metis-env sync or import is running (lock {path}); wait for it to finish") from None
-
-
-def _unlock(handle: Any) -> None:
-    """Release the lock explicitly: closing is not enough when a child forked meanwhile (subprocess
-    before its exec, multiprocessing) still holds a copy of the descriptor, and with it the lock."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: msvcrt's lock goes with the handle
-        return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def open_store(settings: Settings) -> Store:

@@ -1,6 +1,7 @@
 """Run a command as its parent, for ``run --proxy``: metis-env stays alive while the command runs.
 
-SIGINT, SIGTERM and SIGHUP sent to metis-env are passed to the command; a terminal's Ctrl-C, which
+The command gets the core-dump limit metis-env started with (metis-env itself runs with 0). SIGINT,
+SIGTERM and SIGHUP sent to metis-env are passed to the command; a terminal's Ctrl-C, which
 already reached the command (same process group), is not sent twice. The exit status is the
 command's (128+N when signal N ended it). Standard library only.
 """
@@ -13,6 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
+from .coredump import restore_core_limit
 from .errors import CommandNotFoundError
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -32,10 +34,13 @@ def supervise(argv: Sequence[str], env: Mapping[str, str], start: Callable[[], N
         # the mask) and unblocked in the child before it execs.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
+        def prepare_child() -> None:  # in the child, between fork and exec
+            if waiting:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            restore_core_limit()  # the user's program keeps the core limit it would have had without us
+
         try:
-            child = subprocess.Popen(
-                list(argv), env=dict(env), preexec_fn=(lambda: signal.pthread_sigmask(signal.SIG_SETMASK, previous)) if waiting else None
-            )
+            child = subprocess.Popen(list(argv), env=dict(env), preexec_fn=prepare_child)
         except OSError as exc:
             raise CommandNotFoundError(f"cannot run {argv[0]!r}: {exc.strerror}") from None
         start()

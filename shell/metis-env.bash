@@ -34,27 +34,100 @@ metis-unuse() {
   eval "$code"
 }
 
+# Usage: metis-prompt   (from PROMPT_COMMAND; then ${metis_prompt} in PS1)
+#
+# Sets metis_prompt to a prompt segment for the variables metis-use set: the endpoint, the hours
+# its token has left, and ! once it is inside the refresh margin (METIS_ENV_TOKEN_REFRESH_MARGIN,
+# else 3600 s), e.g. "metis 46h" or "metis 0h!"; the endpoint alone for an endpoint file's key,
+# nothing when none is set. Computed in bash from METIS_ENV_ENDPOINT and METIS_ENV_TOKEN_EXPIRES:
+# it starts no program, so it costs nothing at each prompt. It keeps $?.
+#
+# Example (~/.bashrc):
+#   PROMPT_COMMAND="metis-prompt${PROMPT_COMMAND:+;$PROMPT_COMMAND}"
+#   PS1='${metis_prompt:+($metis_prompt) }'$PS1
+metis-prompt() {
+  local status=$? expires=${METIS_ENV_TOKEN_EXPIRES-} margin=${METIS_ENV_TOKEN_REFRESH_MARGIN-} now era y m d left
+  metis_prompt=${METIS_ENV_ENDPOINT-}
+  if [[ -n $metis_prompt && $expires =~ ^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z$ ]]; then
+    y=$((10#${BASH_REMATCH[1]})) m=$((10#${BASH_REMATCH[2]})) d=$((10#${BASH_REMATCH[3]}))
+    ((m <= 2)) && y=$((y - 1))
+    # days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil)
+    era=$((y / 400)) y=$((y % 400))
+    d=$((era * 146097 + y * 365 + y / 4 - y / 100 + (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1 - 719468))
+    printf -v now '%(%s)T' -1
+    left=$((d * 86400 + 10#${BASH_REMATCH[4]} * 3600 + 10#${BASH_REMATCH[5]} * 60 + 10#${BASH_REMATCH[6]} - now))
+    margin=${margin%%.*}
+    [[ $margin =~ ^[0-9]+$ ]] || margin=3600
+    metis_prompt+=" $((left > 0 ? left / 3600 : 0))h"
+    ((left >= 10#$margin)) || metis_prompt+='!'
+  fi
+  return "$status"
+}
+
 # Tab completion: metis-env answers at TAB time through click's completion protocol (bash form:
 # one "type,value" line per candidate); endpoint ids and models come from the metadata file alone.
-# readline inserts a candidate as it is: each is quoted (%q), so that a model name like
-# zz$(touch PWNED) from an endpoint file is typed as text, never run on Enter. A word the user began
-# with a quote is left to readline, which closes that quote itself.
+# readline inserts a candidate as it is, inside whatever quote the user opened: each is quoted for
+# that place (_metis_env_quote_for), so that a model name like zz$(touch PWNED) from an endpoint
+# file is typed as text, never run on Enter.
 _metis_env_complete() {
-  local type value quoted
+  local type value line=${COMP_LINE-} quote
   COMPREPLY=()
+  _metis_env_open_quote "${line:0:${COMP_POINT:-${#line}}}"
+  quote=$REPLY
   while IFS=, read -r type value; do
     case $type in
       plain)
-        case ${COMP_WORDS[COMP_CWORD]-} in
-          \'*|\"*) COMPREPLY+=("$value") ;;
-          *) printf -v quoted '%q' "$value"; COMPREPLY+=("$quoted") ;;
-        esac ;;
+        _metis_env_quote_for "$quote" "$value" && COMPREPLY+=("$REPLY") ;;
       dir) compopt -o dirnames 2>/dev/null ;;
       file) compopt -o default 2>/dev/null ;;
     esac
   done < <(COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD="$COMP_CWORD" _METIS_ENV_COMPLETE=bash_complete \
     command metis-env 2>/dev/null)
   return 0
+}
+
+# Usage: _metis_env_open_quote TEXT
+#
+# Sets REPLY to the quote TEXT (the line up to the cursor) leaves open, as readline finds it to
+# insert a candidate after it: empty, ' or ". REPLY is ? where readline's reading and the shell's
+# may differ ($'...', whose \' readline does not know, and $( ${ ` whose nested quotes it does not
+# see): there no candidate can be quoted for sure, and only names that need no quoting are offered.
+_metis_env_open_quote() {
+  local text=$1 state='' i=0 c
+  case $text in
+    *"\$'"* | *"\$("* | *"\${"* | *'`'*) REPLY='?'; return 0 ;;
+  esac
+  while ((i < ${#text})); do
+    c=${text:i:1}
+    i=$((i + 1))
+    case $state$c in
+      \\ | \"\\) i=$((i + 1)) ;;  # the next character is escaped (in "..." too)
+      \' | \") state=$c ;;
+      \'\' | \"\") state='' ;;
+    esac
+  done
+  REPLY=$state
+}
+
+# Usage: _metis_env_quote_for QUOTE VALUE
+#
+# Sets REPLY to VALUE written so that, typed after the open QUOTE (see _metis_env_open_quote), the
+# shell reads it back as VALUE and runs nothing; fails for a VALUE that cannot be (QUOTE ?).
+_metis_env_quote_for() {
+  local value=$2
+  case $1 in
+    '') printf -v REPLY '%q' "$value" ;;
+    \') REPLY=${value//\'/\'\\\'\'} ;;  # ' -> '\''
+    \")
+      value=${value//\\/\\\\}
+      value=${value//\$/\\\$}
+      value=${value//\`/\\\`}
+      value=${value//\"/\\\"}
+      REPLY=${value//!/\"\'!\'\"} ;;  # ! -> "'!'": history expansion stops only at single quotes
+    *)
+      [[ $value != *[!A-Za-z0-9_.,/@%+=:-]* ]] || return 1
+      REPLY=$value ;;
+  esac
 }
 
 # metis-use takes what metis-env export takes: complete it as "metis-env export ...".

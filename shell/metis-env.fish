@@ -32,6 +32,46 @@ function metis-unuse --description 'Remove the variables metis-use sets'
     printf '%s\n' $code | source
 end
 
+# Usage: metis-prompt [FORMAT]   (inside fish_prompt; FORMAT a printf format, default %s)
+#
+# Prints a prompt segment for the variables metis-use set: the endpoint, the hours its token has
+# left, and ! once it is inside the refresh margin (METIS_ENV_TOKEN_REFRESH_MARGIN, else 3600 s),
+# e.g. "metis 46h" or "metis 0h!"; the endpoint alone for an endpoint file's key, nothing when none
+# is set. Computed in fish (builtins only: the clock is read with fish 3.5's `path mtime`) from
+# METIS_ENV_ENDPOINT and METIS_ENV_TOKEN_EXPIRES: it starts no program. It prints nothing when
+# there is no segment, and keeps $status, so that the prompt after it still sees the last command's.
+#
+# Example (~/.config/fish/config.fish): your prompt as it is, with the segment in front
+#   functions --copy fish_prompt __my_prompt
+#   function fish_prompt; metis-prompt '(%s) '; __my_prompt; end
+function metis-prompt --description 'Print the metis-env endpoint and the hours its token has left'
+    set -l last $status
+    set -l format $argv[1]
+    set -q argv[1]; or set format '%s'
+    set -q METIS_ENV_ENDPOINT[1]; and test -n "$METIS_ENV_ENDPOINT"; or return $last
+    set -l segment $METIS_ENV_ENDPOINT
+    set -l parts (string match -rg '^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z$' -- "$METIS_ENV_TOKEN_EXPIRES")
+    if test (count $parts) -eq 6; and builtin -q path
+        set -l y (math $parts[1])
+        set -l m (math $parts[2])
+        test $m -le 2; and set y (math $y - 1)
+        # days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil)
+        set -l era (math "floor($y / 400)")
+        set y (math "$y % 400")
+        set -l shifted (math "$m + 9"); test $m -gt 2; and set shifted (math "$m - 3")
+        set -l days (math "$era * 146097 + $y * 365 + floor($y / 4) - floor($y / 100) + floor((153 * $shifted + 2) / 5) + $parts[3] - 1 - 719468")
+        # now: a file's mtime plus the seconds since it
+        set -l now (math (path mtime -- /) + (path mtime --relative -- /))
+        set -l left (math "$days * 86400 + $parts[4] * 3600 + $parts[5] * 60 + $parts[6] - $now")
+        set -l margin (string replace -r '\..*' '' -- "$METIS_ENV_TOKEN_REFRESH_MARGIN")
+        string match -qr '^\d+$' -- "$margin"; or set margin 3600
+        set segment "$segment "(math "floor(max($left, 0) / 3600)")h
+        test $left -ge $margin; or set segment "$segment!"
+    end
+    printf $format $segment
+    return $last
+end
+
 # Tab completion: metis-env answers at TAB time through click's completion protocol. This uses the
 # protocol's zsh form (type, value and description on three lines per candidate): it is the same in
 # every click 8 release, where the fish form changed, and it carries the descriptions fish shows.

@@ -35,6 +35,38 @@ metis-unuse() {
   eval "$code"
 }
 
+# Usage: metis-prompt   (in precmd_functions; then ${metis_prompt} in PROMPT, with prompt_subst)
+#
+# Sets metis_prompt to a prompt segment for the variables metis-use set: the endpoint, the hours
+# its token has left, and ! once it is inside the refresh margin (METIS_ENV_TOKEN_REFRESH_MARGIN,
+# else 3600 s), e.g. "metis 46h" or "metis 0h!"; the endpoint alone for an endpoint file's key,
+# nothing when none is set. Computed in zsh from METIS_ENV_ENDPOINT and METIS_ENV_TOKEN_EXPIRES:
+# it starts no program, so it costs nothing at each prompt. It keeps $?.
+#
+# Example (~/.zshrc):
+#   setopt prompt_subst; precmd_functions+=(metis-prompt)
+#   PROMPT='${metis_prompt:+($metis_prompt) }'$PROMPT
+metis-prompt() {
+  local last=$?
+  emulate -L zsh
+  local expires=${METIS_ENV_TOKEN_EXPIRES-} margin=${METIS_ENV_TOKEN_REFRESH_MARGIN-} era y m d left
+  typeset -g metis_prompt=${METIS_ENV_ENDPOINT-}
+  if [[ -n $metis_prompt && $expires =~ '^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z$' ]]; then
+    zmodload -F zsh/datetime p:EPOCHSECONDS 2>/dev/null || return $last
+    (( y = 10#$match[1], m = 10#$match[2], d = 10#$match[3] ))
+    (( m <= 2 )) && (( y -= 1 ))
+    # days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil)
+    (( era = y / 400, y = y % 400 ))
+    (( d = era * 146097 + y * 365 + y / 4 - y / 100 + (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1 - 719468 ))
+    (( left = d * 86400 + 10#$match[4] * 3600 + 10#$match[5] * 60 + 10#$match[6] - EPOCHSECONDS ))
+    margin=${margin%%.*}
+    [[ $margin == <-> ]] || margin=3600
+    metis_prompt+=" $(( left > 0 ? left / 3600 : 0 ))h"
+    (( left >= 10#$margin )) || metis_prompt+='!'
+  fi
+  return $last
+}
+
 # Tab completion: metis-env answers at TAB time through click's completion protocol (zsh form:
 # type, value and description on three lines per candidate); endpoint ids and models come from the
 # metadata file alone.
@@ -51,7 +83,11 @@ _metis_env_completion() {
         if [[ $descr == _ ]]; then
           plain+=("$key")
         else
-          described+=("$key:$descr")
+          # _describe reads \ and \: as escapes: click escapes only the colons, so a name holding a
+          # backslash would lose it. Written again with both escaped, it arrives byte for byte.
+          key=${key//\\:/:}
+          key=${key//\\/\\\\}
+          described+=("${key//:/\\:}:$descr")
         fi
         ;;
       dir) _path_files -/ ;;

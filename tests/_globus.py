@@ -21,6 +21,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -84,11 +85,12 @@ def gateway_request(
     globus: GlobusStandIn, method: str, path: str, token: str | None = None, body: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> tuple[int, str, Any]:
-    """(status, content type, parsed JSON or text) of one gateway request over the stand-in's TLS."""
+    """(status, content type, parsed JSON or text) of one gateway request over the stand-in's TLS;
+    ``body`` is sent as JSON, or as it is when it is bytes."""
     headers = dict(headers or {})
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     if data is not None:
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(globus.gateway_url + path, data=data, method=method, headers=headers)
@@ -98,9 +100,18 @@ def gateway_request(
             status, ctype, raw = response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as exc:
         status, ctype, raw = exc.code, exc.headers["Content-Type"], exc.read()
-    return status, ctype, json.loads(raw) if ctype == "application/json" else raw.decode()
+    return status, ctype, json.loads(raw) if ctype.split(";")[0] == "application/json" else raw.decode()
 
 
 def gateway_get(globus: GlobusStandIn, path: str, token: str | None) -> tuple[int, Any]:
     status, _, body = gateway_request(globus, "GET", path, token)
     return status, body
+
+
+def logged_when(globus: GlobusStandIn, ready: Any, timeout: float = 30.0) -> list:
+    """The stand-in's request log once ``ready(log)`` holds (it logs each request just after answering,
+    so a client can see its answer before the log does): wait for that state, not for a time."""
+    deadline = time.monotonic() + timeout
+    while not ready(globus.requests) and time.monotonic() < deadline:
+        globus.wait(0.01)
+    return globus.requests

@@ -32,11 +32,18 @@ def env_setup(tmp_path, monkeypatch):
     for name in ("XDG_CONFIG_HOME", "DBUS_SESSION_BUS_ADDRESS", "OPENAI_API_KEY", "OPENAI_BASE_URL", "MODEL_NAME", "SAMBANOVA_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SHELL", "/bin/bash")
+    runtime = tmp_path / "run"  # the node broker's state: one broker per test, stopped after it
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     previous = keyring.get_keyring()
     memory = MemoryKeyring()
     keyring.set_keyring(memory)
     yield config
     keyring.set_keyring(previous)
+    if (runtime / "metis-env" / "broker.json").exists():
+        from metis_env.broker.runtime import stop
+
+        stop()
 
 
 @pytest.fixture

@@ -374,7 +374,7 @@ def test_the_names_are_exported_and_typed():
 
     family = sorted(cls.__name__ for cls in errors.EXIT_CODES.values())
     assert (sorted(metis_env.__all__), metis_env.MetisEnvError is MetisEnvError, metis_env.load is api.load) == (
-        sorted(["async_openai_client", "environ", "load", "load_ipython_extension", "openai_client", *family]),
+        sorted(["async_openai_client", "environ", "load", "load_ipython_extension", "openai_client", "unload", *family]),
         True,
         True,
     )

@@ -49,7 +49,10 @@ def test_export_prints_only_code_and_every_variable(endpoint_files):
         "export SAMBA_NOVA_BASE_URL='https://metis.alcf.anl.gov/v2/';\n"
         "export OPENAI_AGENTS_DISABLE_TRACING='1';\n"
         "export LITELLM_LOCAL_MODEL_COST_MAP='True';\n"
-        "export METIS_ENV_ENDPOINT='2';\n",
+        "export METIS_ENV_ENDPOINT='2';\n"
+        # what an export of a gateway endpoint sets and this one does not, in a syntax fish reads too
+        "test '\\\\' != \"\\\\\" || set -e ALCF_AI_TOKEN METIS_ENV_TOKEN_EXPIRES;\n"
+        "test '\\\\' = \"\\\\\" || unset ALCF_AI_TOKEN METIS_ENV_TOKEN_EXPIRES;\n",
         "",
     )
 
@@ -117,7 +120,7 @@ def test_unset_prints_code_removing_the_same_variables():
     assert result(metis("export", "--unset", "--shell", "bash")) == (
         0,
         "unset OPENAI_BASE_URL;\nunset OPENAI_API_BASE;\nunset OPENAI_API_KEY;\nunset MODEL_NAME;\nunset SAMBANOVA_API_KEY;\n"
-        "unset SAMBANOVA_API_BASE;\nunset SAMBA_NOVA_BASE_URL;\nunset OPENAI_AGENTS_DISABLE_TRACING;\n"
+        "unset SAMBANOVA_API_BASE;\nunset SAMBA_NOVA_BASE_URL;\nunset ALCF_AI_TOKEN;\nunset OPENAI_AGENTS_DISABLE_TRACING;\n"
         "unset LITELLM_LOCAL_MODEL_COST_MAP;\nunset METIS_ENV_ENDPOINT;\nunset METIS_ENV_TOKEN_EXPIRES;\n",
         "",
     )
@@ -415,7 +418,7 @@ def test_a_bad_alias_is_refused_with_one_line(value):
     message = (
         f"aliases: {value!r} is not NEW_NAME=EXPORTED_NAME (a new variable name, then one of: OPENAI_BASE_URL, "
         "OPENAI_API_BASE, OPENAI_API_KEY, MODEL_NAME, SAMBANOVA_API_KEY, SAMBANOVA_API_BASE, SAMBA_NOVA_BASE_URL, "
-        "OPENAI_AGENTS_DISABLE_TRACING, LITELLM_LOCAL_MODEL_COST_MAP, METIS_ENV_ENDPOINT, METIS_ENV_TOKEN_EXPIRES); e.g. GROQ_API_KEY=OPENAI_API_KEY"
+        "ALCF_AI_TOKEN, OPENAI_AGENTS_DISABLE_TRACING, LITELLM_LOCAL_MODEL_COST_MAP, METIS_ENV_ENDPOINT, METIS_ENV_TOKEN_EXPIRES); e.g. GROQ_API_KEY=OPENAI_API_KEY"
     )
     assert result(metis("config", "set", "aliases", value)) == (2, "", f"metis-env: error: {message}\n")
     assert result(metis("export", "1", env={"METIS_ENV_ALIASES": value})) == (

@@ -70,7 +70,7 @@ def test_demo_yes_runs_the_whole_flow_and_leaves_nothing_behind(env_setup, tmp_p
         "      Hello from demo endpoint 1 (DeepSeek-R1).   (N s)",
         "      (the demo's browser opened that URL, logged in as demo@anl.gov and was shown the code; --yes pastes it)",
         "      endpoint metis: new",
-        "      metis     gpt-oss-120b                        live",
+        "      metis     gpt-oss-120b                        live    131072   no     yes        200000/2000000",
         "      export METIS_ENV_ENDPOINT='metis';",
         "      Hello from the metis-env stand-in gateway.   (N s)",
         "Cleaned up: stopped the demo servers, deleted TMP.",

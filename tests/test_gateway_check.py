@@ -11,12 +11,13 @@ import pytest
 
 from metis_env import status_cache
 from metis_env.check import CheckResult, raise_for_result
-from metis_env.errors import CheckUnauthorizedError, GatewayError, NotLiveError, ReauthRequiredError
+from metis_env.errors import CheckUnauthorizedError, GatewayError, NotLiveError, RateLimitedError, ReauthRequiredError
 from metis_env.sources.gateway.check import check_gateway, gateway_paths, model_states
 from metis_env.status import format_table, to_json
 from metis_env.store import StoredEndpoint
 from metis_env.testing.globus_standin import GlobusStandIn
-from tests._http import SilentServer, closed_port
+from tests._globus import logged_when
+from tests._http import Canned, CannedServer, SilentServer, closed_port
 
 METIS_MODELS = ("Mistral-Large-3-675B-Instruct-2512", "gemma-4-31B-it", "gpt-oss-120b")
 REAUTH = (
@@ -109,7 +110,7 @@ def test_policy_lapse_unauthorized_and_bad_answers(standin, metis, token):
 @pytest.mark.parametrize(
     "status, error, code",
     [("reauth_required", ReauthRequiredError, 19), ("unauthorized", CheckUnauthorizedError, 12), ("not_live", NotLiveError, 21),
-     ("maintenance", NotLiveError, 21), ("gateway_error", GatewayError, 20)],
+     ("maintenance", NotLiveError, 21), ("gateway_error", GatewayError, 20), ("rate_limited", RateLimitedError, 23)],
 )
 def test_each_status_has_its_exit_code(status, error, code):
     result = CheckResult("metis", "https://x/resource_server/metis/api/v1/", status, "what happened")
@@ -242,3 +243,96 @@ def test_the_cache_warns_only_for_a_recent_look_at_a_model_that_was_not_live(env
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     path.write_text("{damaged")
     assert status_cache.warnings_for(config, "metis", "gemma-4-31B-it", now) == ()
+
+
+# --- 429s and names from the gateway ---------------------------------------------------------------
+
+WHOAMI = b'{"id": "u", "username": "demo@anl.gov"}'
+THROTTLED = b'{"detail": "Too many requests."}'
+TPM = b'{"error": {"code": "too_many_requests", "message": "Tokens/minute limit exceeded", "info": {"tpm_user": 10}}}'
+
+
+@pytest.mark.parametrize("whoami, jobs, probe, said", [
+    (Canned(429, THROTTLED), None, "GET /whoami", "whoami: HTTP 429: Too many requests."),
+    (Canned(200, WHOAMI), Canned(429, TPM), "GET /metis/jobs", "metis/jobs: HTTP 429: Tokens/minute limit exceeded"),
+    (Canned(429, b"", ()), None, "GET /whoami", "whoami: HTTP 429"),
+])
+def test_a_429_of_either_shape_is_rate_limited_not_a_gateway_error(whoami, jobs, probe, said):
+    with CannedServer(lambda h: whoami if h.path.endswith("/whoami") else jobs) as server:
+        result = check_gateway(gateway_endpoint(f"http://127.0.0.1:{server.port}/resource_server/metis/api/v1"), "tok")
+    assert outcome(result)[:3] + (result.message,) == ("rate_limited", 429, probe, (
+        f"rate-limited by the gateway ({said}); this user's requests per second or tokens per minute are used up "
+        "for now: wait a minute, or send fewer requests at once"))
+    assert format_table([result]) == (
+        "ENDPOINT  MODEL                               STATUS\n"
+        "metis     Mistral-Large-3-675B-Instruct-2512  unknown (rate_limited)\n"
+        "metis     gemma-4-31B-it                      unknown (rate_limited)\n"
+        "metis     gpt-oss-120b                        unknown (rate_limited)\n"
+    )
+    with pytest.raises(RateLimitedError) as raised:
+        raise_for_result(result)
+    assert raised.value.exit_code == 23
+
+
+HOSTILE = {"m\x1b]0;owned\x07": "Live", "x\nmetis     fake-model  live": "Live", "r\u202eevil": "Queued"}
+
+
+def test_model_names_from_jobs_reach_the_terminal_escaped():
+    with GlobusStandIn(clusters={"metis": ("api", HOSTILE)}) as standin:
+        token = standin.issue_tokens()["access_token"]
+        result = check_gateway(gateway_endpoint(standin.gateway_url + "metis/api/v1", models=()), token, wanted="r\u202eevil")
+    assert (result.status, result.message) == ("not_live", (
+        "signed in as demo@anl.gov; m\\x1b]0;owned\\x07 live, x\\nmetis     fake-model  live live, r\\u202eevil queued; "
+        "r\\u202eevil (what export picks) is not live: see `metis-env status metis`"))
+    assert format_table([result]) == (
+        "ENDPOINT  MODEL                          STATUS\n"
+        "metis     m\\x1b]0;owned\\x07              live\n"
+        "metis     x\\nmetis     fake-model  live  live\n"
+        "metis     r\\u202eevil                    queued\n"
+    )
+
+
+def test_status_shows_what_the_gateway_said_of_each_model(standin, token):
+    caps = {
+        "gpt-oss-120b": {"context_window_tokens": 131072, "tool_calling": False, "reasoning": True,
+                         "rate_limit_token_per_minute": 2000000, "rate_limit_token_per_minute_per_user": 200000},
+        "gemma-4-31B-it": {"tool_calling": True},
+    }
+    stored = gateway_endpoint(standin.gateway_url + "metis/api/v1")._replace(extra={"framework": "api", "capabilities": caps})
+    result = check_gateway(stored, token)
+    assert (result.status, result.capabilities) == ("ok", caps)
+    assert format_table([result]) == (
+        "ENDPOINT  MODEL                               STATUS  CONTEXT  TOOLS  REASONING  TPM (USER/MODEL)\n"
+        "metis     Mistral-Large-3-675B-Instruct-2512  live    -        -      -          -\n"
+        "metis     gemma-4-31B-it                      live    -        yes    -          -\n"
+        "metis     gpt-oss-120b                        live    131072   no     yes        200000/2000000\n"
+    )
+    assert json.loads(to_json([result]))["endpoints"][0]["capabilities"] == caps
+    older = check_gateway(gateway_endpoint(standin.gateway_url + "metis/api/v1")._replace(extra={"framework": "api"}), token)
+    assert ("capabilities" in json.loads(to_json([older]))["endpoints"][0], format_table([older]).splitlines()[0]) == (
+        False, "ENDPOINT  MODEL                               STATUS")
+
+
+def test_check_asks_the_models_route_whether_this_identity_may_use_the_model(standin, metis, token):
+    assert check_gateway(metis, token, wanted="gpt-oss-120b").status == "ok"
+    standin.gateway.details[("metis", "gpt-oss-120b")] = {"id": "renamed", "object": "model"}
+    gone = check_gateway(metis, token, wanted="gpt-oss-120b")
+    assert outcome(gone)[:3] + (gone.message,) == ("failed", 404, "GET /metis/models", (
+        "signed in as demo@anl.gov; Mistral-Large-3-675B-Instruct-2512 live, gemma-4-31B-it live, gpt-oss-120b live; "
+        "gpt-oss-120b (what export picks) is not a model metis/models offers this identity: pick another with --model, "
+        "or run `metis-env sync --gateway`"))
+    unlisted = check_gateway(metis, token, wanted="gpt-oss-120b-old")
+    assert (unlisted.status, unlisted.message.split("; ")[-1]) == ("failed", (
+        "gpt-oss-120b-old (what export picks) is not a model metis/models offers this identity (an old name the gateway "
+        "reroutes cannot be told from here): pick another with --model, or run `metis-env sync --gateway`"))
+    standin.gateway.models_route = False  # an older gateway: jobs alone decide
+    assert check_gateway(metis, token, wanted="gpt-oss-120b").status == "ok"
+    # three checks of three requests each before this one; the log's order is the order of answers
+    assert sorted(r.path for r in logged(standin, 12)[9:]) == [
+        "/resource_server/metis/jobs", "/resource_server/metis/models", "/resource_server/whoami"]
+    assert check_gateway(metis, token).status == "ok"  # status asks nothing more
+    assert sorted(r.path for r in logged(standin, 14)[12:]) == ["/resource_server/metis/jobs", "/resource_server/whoami"]
+
+
+def logged(standin, count):
+    return logged_when(standin, lambda log: len(log) >= count)

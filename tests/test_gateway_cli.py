@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from metis_env.demo_gateway import drive_login
-from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
+from tests._globus import globus, globus_env, logged_when  # noqa: F401  (fixtures)
 from tests.conftest import REPO
 
 METIS = ("Mistral-Large-3-675B-Instruct-2512", "gemma-4-31B-it", "gpt-oss-120b")
@@ -129,12 +129,12 @@ def test_status_of_gateway_endpoints(globus, logged_in):  # noqa: F811
     globus.set_model_status("metis", "gemma-4-31B-it", "Queued")
     globus.set_model_status("metis", "Mistral-Large-3-675B-Instruct-2512", "Starting")
     assert cli(logged_in, "status") == (0, (
-        "ENDPOINT  MODEL                                  STATUS\n"
-        "metis     Mistral-Large-3-675B-Instruct-2512     starting\n"
-        "metis     gemma-4-31B-it                         queued\n"
-        "metis     gpt-oss-120b                           live\n"
-        "sophia    meta-llama/Meta-Llama-3.1-8B-Instruct  offline\n"
-        "sophia    openai/gpt-oss-120b                    live\n"
+        "ENDPOINT  MODEL                                  STATUS    CONTEXT  TOOLS  REASONING  TPM (USER/MODEL)\n"
+        "metis     Mistral-Large-3-675B-Instruct-2512     starting  262144   no     no         200000/2000000\n"
+        "metis     gemma-4-31B-it                         queued    131072   no     no         200000/2000000\n"
+        "metis     gpt-oss-120b                           live      131072   no     yes        200000/2000000\n"
+        "sophia    meta-llama/Meta-Llama-3.1-8B-Instruct  offline   131072   yes    no         200000/2000000\n"
+        "sophia    openai/gpt-oss-120b                    live      131072   yes    yes        200000/2000000\n"
     ), "")
     code, out, err = cli(logged_in, "status", "metis", "--json")
     assert (code, err, [(e["endpoint"], e["status"], e["maintenance"], e["models"]) for e in json.loads(out)["endpoints"]]) == (
@@ -156,13 +156,20 @@ def test_check_of_a_gateway_endpoint_tells_each_case_apart(globus, logged_in):  
     assert (code, re.sub(r"ok in \d+ ms", "ok in N ms", out), err) == (0, (
         "metis: ok in N ms: signed in as demo@anl.gov; Mistral-Large-3-675B-Instruct-2512 live, gemma-4-31B-it live, gpt-oss-120b live\n"
     ), "")
-    assert not any(r.path.endswith("/models") for r in globus.requests)  # the gateway has no /v1/models
+    assert not any(r.path.endswith("/v1/models") or r.path.endswith("/chat/completions") for r in globus.requests)  # no chat
+    log = logged_when(globus, lambda log: sum(r.path.endswith("/metis/models") for r in log) == 2)  # login's, check's
+    assert sorted(r.path for r in log if r.path.startswith("/resource_server/")) == [
+        "/resource_server/list-endpoints", "/resource_server/metis/jobs", "/resource_server/metis/models",
+        "/resource_server/metis/models", "/resource_server/sophia/models", "/resource_server/whoami"]
 
     globus.set_model_status("metis", "Mistral-Large-3-675B-Instruct-2512", "Queued")  # the model export picks
     code, out, err = cli(logged_in, "check", "metis")
     tail = "Mistral-Large-3-675B-Instruct-2512 (what export picks) is not live: see `metis-env status metis`"
     assert (code, out.endswith(f"{tail}\n"), err.endswith(f"{tail}\n")) == (21, True, True)
-    assert cli(logged_in, "check", "metis", "--json")[0] == 21
+    pinned = {**logged_in, "METIS_ENV_DEFAULT_MODEL": "mistral-large-3-675b-instruct-2512"}  # any case
+    assert cli(pinned, "check", "metis", "--json")[0] == 21
+    # unpinned, export now takes the first model that check saw live, and so does check
+    assert cli(logged_in, "check", "metis", "--json")[0] == 0
 
     globus.set_model_status("metis", "Mistral-Large-3-675B-Instruct-2512", "Live")
     globus.set_maintenance("metis")
@@ -184,7 +191,7 @@ def test_check_of_a_gateway_endpoint_tells_each_case_apart(globus, logged_in):  
     globus.revoke_all()  # a logout elsewhere: the token still looks valid here
     assert cli(logged_in, "check", "metis")[::2] == (12, (
         "metis-env: error: check of endpoint metis: the gateway refused the Globus token (whoami: HTTP 401: "
-        "Token introspection: Token is either not active or invalid); run `metis-env login`\n"
+        "Token is either not active or invalid); run `metis-env login`\n"
     ))
 
 

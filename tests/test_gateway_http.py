@@ -240,8 +240,8 @@ LISTING = {
 
 def test_list_endpoints_gives_one_record_per_serving_cluster():
     assert parse_list_endpoints(LISTING, GW) == [
-        GatewayEndpoint("metis", GW + "metis/api/v1/", ("gemma-4-31B-it", "gpt-oss-120b"), "api"),
-        GatewayEndpoint("sophia", GW + "sophia/vllm/v1/", ("openai/gpt-oss-120b", "meta-llama/Llama-3.3-70B-Instruct"), "vllm"),
+        GatewayEndpoint("metis", GW + "metis/api/v1", ("gemma-4-31B-it", "gpt-oss-120b"), "api", ("/v1/chat/completions",)),
+        GatewayEndpoint("sophia", GW + "sophia/vllm/v1", ("openai/gpt-oss-120b", "meta-llama/Llama-3.3-70B-Instruct"), "vllm", ()),
     ]
 
 
@@ -250,7 +250,7 @@ def test_list_endpoints_over_http():
         base = f"http://127.0.0.1:{server.port}/resource_server/"
         records = http.list_endpoints(base, TOKEN)
         assert server.paths == ["/resource_server/list-endpoints"]
-    assert [(r.id, r.base_url) for r in records] == [("metis", base + "metis/api/v1/"), ("sophia", base + "sophia/vllm/v1/")]
+    assert [(r.id, r.base_url) for r in records] == [("metis", base + "metis/api/v1"), ("sophia", base + "sophia/vllm/v1")]
 
 
 def cluster(name="metis", base_url="/resource_server/metis", framework="api", models=("m1",)):
@@ -273,6 +273,12 @@ BAD_LISTINGS = [
     (cluster(models=["\x1b[31mred"]), "list-endpoints: cluster metis lists a model name that is not usable ('[31mred')"),
     (cluster(models=[""]), "list-endpoints: cluster metis lists a model name that is not usable ('')"),
     (cluster(models=["m", "m"]), "list-endpoints: cluster metis lists a model twice"),
+    ({"clusters": {"metis": {"frameworks": {"api": {"models": ["m"], "endpoints": "/v1/chat/completions"}}}}},
+     "list-endpoints: the endpoints of metis/api are not a list of paths"),
+    ({"clusters": {"metis": {"frameworks": {"api": {"models": ["m"], "endpoints": ["/v1/../../admin"]}}}}},
+     "list-endpoints: metis/api lists a route that is not a plain path ('/v1/../../admin'); refusing the whole list"),
+    ({"clusters": {"metis": {"frameworks": {"api": {"models": ["m"], "endpoints": ["https://evil.example/v1/chat"]}}}}},
+     "list-endpoints: metis/api lists a route that is not a plain path ('https://evil.example/v1/chat'); refusing the whole list"),
 ]
 
 

@@ -72,6 +72,9 @@ FORMS = [
     ("get", "url", "2"),
     ("get", "models", "2"),
     ("get", "url"),  # several endpoints, no default
+    ("get", "key", "1", "--json"),
+    ("get", "--json", "key", "2"),
+    ("get", "url", "2", "--json"),  # --json is for key only
     ("run", "1", "--", sys.executable, "-c", "import os; print(os.environ['MODEL_NAME'], os.environ['OPENAI_BASE_URL'])"),
     ("run", "2", "-m", "Llama-3.3-70B-Instruct", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
     ("run", "-m", "Llama-3.3-70B-Instruct", "2", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
@@ -87,6 +90,25 @@ def test_fast_path_and_click_give_the_same_answer(two_endpoints, argv):
     assert parse_fast(list(argv)) is not None, "the fast path should serve this form"
     fast, slow = metis(*argv), run_click(*argv)
     assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr)
+
+
+REMOVALS = [
+    # what export removes after setting endpoint 1 (the gateway's names and an alias only they feed)
+    (("export", "1"), "test '\\\\' = \"\\\\\" || unset ALCF_AI_TOKEN METIS_ENV_TOKEN_EXPIRES OLD_EXPIRES;\n"),
+    (("export", "1", "--shell", "bash"), "unset ALCF_AI_TOKEN;\nunset METIS_ENV_TOKEN_EXPIRES;\nunset OLD_EXPIRES;\n"),
+    (("export", "1", "--shell", "fish"), "if set -q OLD_EXPIRES; set -e OLD_EXPIRES; end;\n"),
+    (("export", "1", "--shell", "powershell"), "Remove-Item -ErrorAction SilentlyContinue Env:OLD_EXPIRES;\n"),
+    (("export", "1", "--shell", "json"), "}\n"),
+]
+
+
+@pytest.mark.parametrize("argv, ending", REMOVALS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_fast_path_and_click_agree_on_what_an_export_removes(two_endpoints, argv, ending, monkeypatch):
+    monkeypatch.setenv("METIS_ENV_ALIASES", "GROQ_API_KEY=OPENAI_API_KEY,OLD_EXPIRES=METIS_ENV_TOKEN_EXPIRES")
+    assert parse_fast(list(argv)) is not None
+    fast, slow = metis(*argv), run_click(*argv)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr)
+    assert (fast.returncode, fast.stdout.decode().endswith(ending)) == (0, True)
 
 
 def test_the_table_covers_failures_too(two_endpoints):
@@ -232,6 +254,7 @@ GATEWAY_FORMS = [
     ("export", "gpt-oss-120b"),  # a model only metis serves
     ("export", "metis", "--model", "gpt-oss-12b"),  # close match
     ("get", "key", "metis"),
+    ("get", "key", "metis", "--json"),
     ("get", "models", "sophia"),
     ("run", "metis", "--", sys.executable, "-c", "import os; print(os.environ['METIS_ENV_TOKEN_EXPIRES'][-1])"),
     ("export", "metis", "--min-ttl", "12h", "--shell", "json"),  # 48 h left: no refresh on either path

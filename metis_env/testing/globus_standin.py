@@ -85,8 +85,9 @@ def _knob(name: str, doc: str) -> property:
 class GlobusStandIn:
     """Globus Auth + the ALCF gateway on 127.0.0.1. ``start()``/``stop()`` or ``with`` (yields itself).
 
-    ``clusters`` maps a cluster name to ``(framework, {model: status})`` (default: metis/api with
-    ALCF's three Metis models, all Live; sophia/vllm with one model not Live). ``client_ids`` are
+    ``clusters`` maps a cluster name to ``(framework, {model: status}[, routes])`` (default: metis/api
+    with ALCF's three Metis models, all Live; sophia/vllm with one model not Live;
+    ``gateway_standin.ALL_CLUSTERS`` adds minerva and tara). ``client_ids`` are
     the native clients the authorize and token endpoints accept (default: alcf-tokens' public one).
     ``cert_file``/``key_file`` serve TLS; ``ca_file`` (default ``cert_file``) is what clients trust.
     """
@@ -141,6 +142,7 @@ class GlobusStandIn:
             "clock_offset": 0.0,
         }
         self.clusters = gateway_standin.make_clusters(clusters)
+        self.gateway = gateway_standin.GatewayState()  # model details, aliases, the introspection cache
         self.maintenance: dict[str, str] = {}
         self._codes: dict[str, dict[str, Any]] = {}
         self._access: dict[str, dict[str, Any]] = {}

@@ -40,7 +40,9 @@ class OpenAIStubServer:
     """An OpenAI-compatible endpoint serving ``models`` to holders of ``api_key``.
 
     ``serve_models=False`` makes ``/v1/models`` answer 404, as some deployments do, so that a client
-    must fall back to a chat completion. ``ssl_context`` (a server-side context) serves HTTPS.
+    must fall back to a chat completion. ``metis_strict=True`` answers a chat completion as Metis does
+    what it cannot take: 422 in FastAPI's ``{"detail": [...]}`` shape for a message ``content`` that
+    is not a string ("Input should be a valid string"). ``ssl_context`` (a server-side context) serves HTTPS.
     ``start()`` returns the base URL (``http://127.0.0.1:PORT/v1``); ``stop()`` shuts the server
     down and joins its thread. Also a context manager yielding the base URL.
     """
@@ -52,6 +54,7 @@ class OpenAIStubServer:
         *,
         reply: str = DEFAULT_REPLY,
         serve_models: bool = True,
+        metis_strict: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -60,6 +63,7 @@ class OpenAIStubServer:
         self.models = tuple(models)
         self.reply = reply
         self.serve_models = serve_models
+        self.metis_strict = metis_strict
         self._ssl_context = ssl_context
         self._address = (host, port)
         self._server: ThreadingHTTPServer | None = None
@@ -207,6 +211,8 @@ class _StubHandler(BaseHTTPRequestHandler):
         self._json(200, {"object": "list", "data": data})
 
     def _chat(self, body: dict[str, Any]) -> None:
+        if self.stub.metis_strict and self._refused_by_metis(body):
+            return
         model = body.get("model")
         if model not in self.stub.models:
             self._error(404, f"The model `{model}` does not exist", "model_not_found")
@@ -237,6 +243,24 @@ class _StubHandler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 1, "completion_tokens": len(reply.split()), "total_tokens": 1 + len(reply.split())},
             },
         )
+
+    def _refused_by_metis(self, body: dict[str, Any]) -> bool:
+        """Metis's 422 for a message whose content is not a string (pydantic's error list)."""
+        messages = body.get("messages")
+        details = [
+            {"type": "string_type", "loc": ["body", "messages", index, "content"],
+             "msg": "Input should be a valid string", "input": message.get("content")}
+            for index, message in enumerate(messages if isinstance(messages, list) else [])
+            if isinstance(message, dict) and not isinstance(message.get("content"), (str, type(None)))
+        ]
+        if details:
+            data = json.dumps({"detail": details}).encode()
+            self.send_response(422)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        return bool(details)
 
     def _stream(self, completion_id: str, created: int, model: str, reply: str) -> None:
         def chunk(delta: dict[str, str], finish: str | None) -> bytes:

@@ -1,6 +1,9 @@
-"""``check`` and ``status`` of a gateway endpoint: ``GET whoami``, then ``GET {cluster}/jobs``.
+"""``check`` and ``status`` of a gateway endpoint: ``GET whoami``, then ``GET {cluster}/jobs``, and for
+``check`` ``GET {cluster}/models?model_id=`` (the model export would pick).
 
-The gateway has no ``GET …/v1/models``; its ``{cluster}/jobs`` says, per model, whether it is live.
+The gateway has no ``GET …/v1/models``; its ``{cluster}/jobs`` says, per model, whether it is live,
+and ``{cluster}/models`` which models this identity may use (an older gateway without that route is
+asked nothing more). No chat request is ever sent: a check uses no allocation.
 ``check_gateway`` returns a ``check.CheckResult`` (never raises for what the network or the gateway
 does) whose ``status`` tells apart what the user must do differently:
 
@@ -8,10 +11,12 @@ does) whose ``status`` tells apart what the user must do differently:
 |---|---|---|
 | whoami 200 and jobs 200, the model export picks is live | ok | 0 |
 | … that model is starting, queued or offline | not_live | 21 |
+| ``{cluster}/models?model_id=`` answers 404 ``endpoint_not_found`` for that model | failed | 15 |
 | jobs 503 ``cluster_under_maintenance``, or every model listed as stopped with no status | maintenance | 21 |
 | 401 "Permission denied from internal policies" (high-assurance re-authentication) | reauth_required | 19 |
 | 401 "Permission denied. Must authenticate with ..." (an identity provider the gateway does not accept) | identity_not_authorized | 24 |
 | any other 401, or 403 | unauthorized | 12 |
+| 429, either of the gateway's shapes (requests per second, tokens per minute) | rate_limited | 23 |
 | HTML, 5xx, a JSON of the wrong shape, a redirect | gateway_error | 20 |
 | no answer | unreachable / timeout | 13 / 14 |
 
@@ -27,11 +32,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...check import (
+    FAILED,
     GATEWAY_ERROR,
     IDENTITY_NOT_AUTHORIZED,
     MAINTENANCE,
     NOT_LIVE,
     OK,
+    RATE_LIMITED,
     REAUTH_REQUIRED,
     UNAUTHORIZED,
     CheckResult,
@@ -41,6 +48,7 @@ from ...check import (
     _TransportError,
 )
 from ...errors import IdentityNotAuthorizedError, LoginRequiredError, NotLiveError, ReauthRequiredError
+from ...text import shown
 from .http import Answer, classify
 
 PROBE_WHOAMI = "GET /whoami"
@@ -62,8 +70,25 @@ def check_gateway(stored: Any, token: str, timeout: float = 10.0, wanted: str | 
     """Check gateway endpoint ``stored`` (a StoredEndpoint) with access token ``token``.
 
     ``wanted`` is the model export would pick: check is ``not_live`` when it is not live; None
-    (``status``) only reports.
+    (``status``) only reports. The result carries the capabilities discovery stored, for ``status``.
     """
+    import dataclasses
+
+    result = _check(stored, token, timeout, wanted)
+    capabilities = stored_capabilities(stored)
+    return dataclasses.replace(result, capabilities=capabilities) if capabilities else result
+
+
+def stored_capabilities(stored: Any) -> dict[str, dict]:
+    """``extra.capabilities`` of a stored gateway endpoint, or {} (older stores and gateways)."""
+    extra = stored.extra if isinstance(stored.extra, dict) else {}
+    capabilities = extra.get("capabilities")
+    if not isinstance(capabilities, dict):
+        return {}
+    return {name: caps for name, caps in capabilities.items() if isinstance(name, str) and isinstance(caps, dict)}
+
+
+def _check(stored: Any, token: str, timeout: float, wanted: str | None) -> CheckResult:
     scrub = _Scrubber(token)
     models = tuple(stored.models)
     result = _ResultFactory(endpoint=stored.id, base_url=scrub(stored.base_url), models=models)
@@ -98,13 +123,23 @@ def check_gateway(stored: Any, token: str, timeout: float = 10.0, wanted: str | 
     except ValueError as exc:
         return result(GATEWAY_ERROR, f"{jobs.url} answered 200 but {exc}; is gateway_url right?", http_status=200, probe=f"GET /{cluster}/jobs")
 
-    words = ", ".join(f"{name} {state}" for name, state in states.items()) or "no models listed"
+    # Names of {cluster}/jobs are the gateway's words: escaped, so that none can drive the terminal or forge a line.
+    words = ", ".join(f"{shown(name)} {state}" for name, state in states.items()) or "no models listed"
     head = f"signed in as {identity}; "
+    offered = None if maintenance or wanted is None else _offered(client, cluster, wanted)
+    if offered is False:
+        old_name = "" if wanted in models else " (an old name the gateway reroutes cannot be told from here)"
+        return _with_states(result(
+            FAILED,
+            f"{head}{words}; {shown(wanted)} (what export picks) is not a model {cluster}/models offers this identity"
+            f"{old_name}: pick another with --model, or run `metis-env sync --gateway`",
+            http_status=404, probe=f"GET /{cluster}/models",
+        ), states)
     if maintenance:
         status, message = MAINTENANCE, f"{head}cluster {cluster} is under maintenance (every model listed as stopped); try later"
     elif wanted is not None and states.get(wanted, OFFLINE) != LIVE:
         status = NOT_LIVE
-        message = f"{head}{words}; {wanted} (what export picks) is not live: see `metis-env status {stored.id}`"
+        message = f"{head}{words}; {shown(wanted)} (what export picks) is not live: see `metis-env status {stored.id}`"
     else:
         status, message = OK, f"{head}{words}"
     served = {name: state == LIVE for name, state in states.items()}
@@ -112,6 +147,24 @@ def check_gateway(stored: Any, token: str, timeout: float = 10.0, wanted: str | 
         result(status, message, http_status=200, latency_ms=who.latency_ms + jobs.latency_ms, probe=f"GET /{cluster}/jobs", models=served),
         states,
     )
+
+
+def _offered(client: Any, cluster: str, model: str) -> bool | None:
+    """Does ``{cluster}/models?model_id=`` offer ``model`` to this identity? None when it cannot say
+    (an older gateway without the route, or any other answer): the jobs' answer stands then."""
+    from urllib.parse import quote
+
+    try:
+        answer = client.request("GET", f"{cluster}/models?model_id={quote(model, safe='')}")
+    except _TransportError:
+        return None
+    payload = _as_json(answer.body)
+    if answer.status == 200 and isinstance(payload, list):
+        return any(isinstance(item, dict) and item.get("id") == model for item in payload)
+    if answer.status == 404 and isinstance(payload, dict):
+        code = Answer(answer.url, answer.status, answer.body, answer.content_type, answer.location).error_fields()[0]
+        return False if code == "endpoint_not_found" else None
+    return None
 
 
 def model_states(payload: Any, models: Sequence[str]) -> tuple[dict[str, str], bool]:
@@ -152,6 +205,12 @@ def _refusal(answer: Any, what: str) -> tuple[str, str] | None:
     """(status, message) for an answer that is not a 2xx, worded by the gateway client's classifier."""
     if 200 <= answer.status < 300:
         return None
+    if answer.status == 429:  # {"detail": "Too many requests."} or {"error": {"code": "too_many_requests", ...}}
+        said = Answer(answer.url, answer.status, answer.body, answer.content_type, answer.location).error_fields()[1]
+        return RATE_LIMITED, (
+            f"rate-limited by the gateway ({what}: HTTP 429{': ' + said if said else ''}); this user's requests per "
+            "second or tokens per minute are used up for now: wait a minute, or send fewer requests at once"
+        )
     error = classify(Answer(answer.url, answer.status, answer.body, answer.content_type, answer.location), what)
     if isinstance(error, ReauthRequiredError):
         return REAUTH_REQUIRED, str(error)

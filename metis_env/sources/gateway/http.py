@@ -67,6 +67,9 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 # A model name reaches shells (quoted) and comma-joined lists (`get models`): no controls, no commas.
 _BAD_MODEL = re.compile(r"[\x00-\x1f\x7f-\x9f,]|^\s|\s$")
 MAX_NAME = 200
+MAX_ROUTES = 32
+# A route from list-endpoints: "/v1/chat/completions".
+_ROUTE = re.compile(r"(/[A-Za-z0-9_.-]+){1,6}\Z")
 # Every export reads every stored record: a hostile listing must not make them all slow (88,000
 # clusters took export from 0.05 s to 3 s). ALCF serves 4 clusters and a few dozen models each.
 MAX_CLUSTERS = 64
@@ -110,9 +113,12 @@ class Answer(namedtuple("Answer", "url status body content_type location")):
         return f"JSON, {len(self.body)} bytes"
 
 
-class GatewayEndpoint(namedtuple("GatewayEndpoint", "id base_url models framework")):
-    """One cluster from list-endpoints: ``id`` (the cluster name), ``base_url`` (ends in ``/v1/``),
-    ``models: tuple[str, ...]`` in the gateway's order, ``framework`` (``api``, ``vllm``)."""
+class GatewayEndpoint(namedtuple("GatewayEndpoint", "id base_url models framework routes capabilities", defaults=((), None))):
+    """One cluster from list-endpoints: ``id`` (the cluster name), ``base_url`` (ends in ``/v1``, no
+    slash, as ALCF's docs write it), ``models: tuple[str, ...]`` in the gateway's order, ``framework``
+    (``api``, ``vllm``), ``routes``: the paths its framework serves (``("/v1/chat/completions",)``),
+    ``capabilities``: model -> what ``{cluster}/models`` said of it, None where it was not asked
+    (``sources/gateway/models.py`` fills it in)."""
 
     __slots__ = ()
 
@@ -337,7 +343,8 @@ def parse_list_endpoints(payload: Any, gateway_url: str, shown_url: str = "list-
     -> records; any name that could not be an endpoint id or a model name refuses the whole answer.
 
     A cluster's base_url is taken relative to gateway_url (``/resource_server/metis`` under
-    ``.../resource_server/`` -> ``metis``); its first framework with models is the endpoint's.
+    ``.../resource_server/`` -> ``metis``); its first framework with models is the endpoint's, and
+    that framework's ``endpoints`` are the routes it serves.
     """
     clusters = payload.get("clusters") if isinstance(payload, dict) else None
     if not isinstance(clusters, dict):
@@ -372,8 +379,9 @@ def parse_list_endpoints(payload: Any, gateway_url: str, shown_url: str = "list-
             if models:
                 if len(models) > MAX_MODELS:
                     crowded.append(name)
-                url = base + "/".join(segments) + f"/{framework}/v1/"
-                records.append(GatewayEndpoint(name, url, tuple(models[:MAX_MODELS]), framework))
+                url = base + "/".join(segments) + f"/{framework}/v1"
+                routes = _routes(detail.get("endpoints", []), f"{name}/{framework}", shown_url)
+                records.append(GatewayEndpoint(name, url, tuple(models[:MAX_MODELS]), framework, routes))
                 break
     if crowded:
         more = f" and {len(crowded) - 3} more" if len(crowded) > 3 else ""
@@ -388,6 +396,16 @@ def _warn(line: str) -> None:
     import sys
 
     sys.stderr.write(f"metis-env: warning: {line}\n")
+
+
+def _routes(value: Any, where: str, shown_url: str) -> tuple[str, ...]:
+    """A framework's ``endpoints`` (``["/v1/chat/completions", ...]``) -> the routes, each a plain path."""
+    if not isinstance(value, list) or len(value) > MAX_ROUTES or not all(isinstance(r, str) for r in value):
+        raise GatewayError(f"{shown_url}: the endpoints of {where} are not a list of paths")
+    for path in value:
+        if not _ROUTE.match(path) or "/../" in path + "/" or "/./" in path + "/":
+            raise GatewayError(f"{shown_url}: {where} lists a route that is not a plain path ({_clean(path, 60)!r}); refusing the whole list")
+    return tuple(dict.fromkeys(value))
 
 
 def _check_name(value: Any, what: str, shown_url: str) -> None:

@@ -28,7 +28,7 @@ from ...errors import (
 )
 from ...render import printable
 from ...store import Change
-from . import alcf_tokens, http, tokens
+from . import alcf_tokens, http, models, tokens
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def login(
 
         data = {**data, **globus.refresh(settings, settings.globus_client_id, data["refresh_token"], tokens.REFRESH_TIMEOUT)}
         access = data["access_token"]
-    endpoints = http.list_endpoints(settings.gateway_url, access)
+    endpoints = _discover(settings, access, say)
     before = {k for k, v in store.endpoints().items() if v.source == "gateway"}
     tokens.save_login(store, settings, data, identity, endpoints)
     after = {k for k, v in store.endpoints().items() if v.source == "gateway"}
@@ -125,7 +125,7 @@ def login_service_account(
     data = globus.client_credentials(client_id, secret, tokens.REFRESH_TIMEOUT)
     username = service_account_username(client_id)
     try:
-        endpoints = http.list_endpoints(settings.gateway_url, data["access_token"])
+        endpoints = _discover(settings, data["access_token"], say)
     except IdentityNotAuthorizedError:
         raise ServiceAccountError(f"the gateway refused the service account {client_id}: " + ALLOW_LIST_ADVICE.format(username=username)) from None
     before = {k for k, v in store.endpoints().items() if v.source == "gateway"}
@@ -177,8 +177,14 @@ def current_token(settings: Settings, store: Store) -> str:
 
 def sync_gateway(settings: Settings, store: Store) -> list[Change]:
     """``metis-env sync --gateway``: list-endpoints again; the gateway records are replaced whole."""
-    endpoints = http.list_endpoints(settings.gateway_url, current_token(settings, store))
-    return tokens.save_endpoints(store, endpoints)
+    token = current_token(settings, store)
+    return tokens.save_endpoints(store, _discover(settings, token, _say))
+
+
+def _discover(settings: Settings, token: str, say: Callable[[str], None]) -> list[http.GatewayEndpoint]:
+    """list-endpoints, then each cluster's ``{cluster}/models`` where the gateway serves it."""
+    endpoints = http.list_endpoints(settings.gateway_url, token)
+    return models.with_capabilities(settings.gateway_url, token, endpoints, warn=lambda line: say(f"warning: {line}"))
 
 
 def logout(settings: Settings, store: Store, say: Callable[[str], None] = _say) -> list[Change]:

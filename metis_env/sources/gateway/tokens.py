@@ -325,7 +325,8 @@ def save_endpoints(store: Store, endpoints: list[GatewayEndpoint]) -> list[Any]:
             added = [f"+{m}" for m in endpoint.models if m not in previous.models]
             status, detail = "models changed", ", ".join(added + [f"-{m}" for m in previous.models if m not in endpoint.models])
         else:
-            status, detail = ("updated" if previous.base_url != endpoint.base_url else "unchanged"), ""
+            changed = previous.base_url != endpoint.base_url or previous.extra != gateway_extra(endpoint)
+            status, detail = ("updated" if changed else "unchanged"), ""
         changes.append(Change(endpoint.id, status, detail))
     given = {e.id for e in endpoints}
     changes += [Change(i, "removed") for i in before if i not in given]
@@ -410,10 +411,24 @@ def _with_gateway_records(records: dict, endpoints: list[GatewayEndpoint], secti
             "store": section["store"],
             "secret": section["access"],
             "backend": section.get("backend", ""),
-            "extra": {"framework": endpoint.framework},
+            "extra": gateway_extra(endpoint),
             "previous_fingerprint": "",
         }
     return dict(sorted(kept.items(), key=lambda item: natural_key(item[0])))
+
+
+def gateway_extra(endpoint: GatewayEndpoint) -> dict[str, Any]:
+    """A gateway record's ``extra``: ``framework``; ``routes`` (the paths list-endpoints says its
+    framework serves) and ``capabilities`` (model -> ``{cluster}/models``' details), each only where
+    the gateway gave them. Readers must do without either (older stores, older gateways)."""
+    extra: dict[str, Any] = {"framework": endpoint.framework}
+    routes = getattr(endpoint, "routes", ())
+    if routes:
+        extra["routes"] = list(routes)
+    capabilities = getattr(endpoint, "capabilities", None)
+    if capabilities is not None:
+        extra["capabilities"] = {name: dict(caps) for name, caps in capabilities.items()}
+    return extra
 
 
 def _duration(seconds: float) -> str:

@@ -1,0 +1,240 @@
+"""One broker per user per host: where its state lives, and joining it or starting it without a race.
+
+The state is node-local, never on a shared home: ``$XDG_RUNTIME_DIR/metis-env`` (when that is an
+absolute path that exists), else ``/tmp/metis-env-$UID``; a directory of mode 0700 owned by the user
+(one made by anyone else, or open to others, is refused). In it:
+
+- ``broker.lock``: taken (``flock``; node-local, so it works) by whoever checks for a broker and
+  starts one, so that 256 ranks starting at once make exactly one;
+- ``broker.json`` (0600): the broker's pid, port, local key, config dir and start time;
+- ``broker.log`` (0600): the broker's warnings.
+
+    info = join_or_start(settings, "metis", idle_exit=300, client_pid=os.getpid())
+    info.url_for("metis")    # http://127.0.0.1:PORT/endpoint/metis/v1/
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from ..errors import BrokerError
+from ..files import replace_file
+
+STATE_FILE = "broker.json"
+LOCK_FILE = "broker.lock"
+LOG_FILE = "broker.log"
+DEFAULT_IDLE_EXIT = 600.0  # seconds without a client: a job's ranks come and go within that
+
+
+def runtime_dir(environ: Mapping[str, str] = os.environ) -> str:
+    xdg = environ.get("XDG_RUNTIME_DIR", "")
+    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
+        return os.path.join(xdg, "metis-env")
+    return f"/tmp/metis-env-{os.getuid()}"
+
+
+def ensure_runtime_dir(path: str) -> str:
+    """``path``, made 0700 if missing; BrokerError when it is not a directory of ours closed to others
+    (another user could have made ``/tmp/metis-env-$UID`` first to read the local key)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise BrokerError(f"cannot make the broker's runtime dir {path}: {exc.strerror}") from None
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise BrokerError(
+            f"the broker's runtime dir {path} is not a directory of yours with mode 0700; remove it, or set XDG_RUNTIME_DIR"
+        )
+    return path
+
+
+class BrokerInfo(NamedTuple):
+    pid: int
+    port: int
+    local_key: str
+    config_dir: str
+    started: float
+    default_endpoint: str
+
+    def __repr__(self) -> str:
+        return f"BrokerInfo(pid={self.pid}, port={self.port}, config_dir={self.config_dir!r})"
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url_for(self, endpoint_id: str) -> str:
+        return f"{self.origin}/endpoint/{endpoint_id}/v1/"
+
+
+def read_state(directory: str) -> BrokerInfo | None:
+    try:
+        with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as handle:
+            data = json.load(handle)
+        return BrokerInfo(*(data[name] for name in BrokerInfo._fields))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_state(directory: str, info: BrokerInfo) -> None:
+    replace_file(os.path.join(directory, STATE_FILE), json.dumps(info._asdict()), 0o600)
+
+
+def remove_state(directory: str, pid: int) -> None:
+    info = read_state(directory)
+    if info is not None and info.pid == pid:
+        try:
+            os.unlink(os.path.join(directory, STATE_FILE))
+        except OSError:
+            pass
+
+
+def call(info: BrokerInfo, method: str, path: str, body: dict | None = None, timeout: float = 10.0) -> dict:
+    """One request to the broker's own routes (``/metis-env/...``) -> its JSON answer; OSError or
+    ValueError when it does not answer so."""
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+    request = urllib.request.Request(info.origin + path, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {info.local_key}", "Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never an HTTP proxy
+    with opener.open(request, timeout=timeout) as answer:
+        return json.loads(answer.read())
+
+
+def alive(info: BrokerInfo | None) -> bool:
+    if info is None:
+        return False
+    try:
+        return call(info, "GET", "/metis-env/status").get("pid") == info.pid
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+
+
+class _Locked:
+    def __init__(self, directory: str) -> None:
+        self._fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> _Locked:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)  # releases the lock
+
+
+def locked(directory: str) -> _Locked:
+    """The broker lock: held while a broker is looked for and started, and by a broker that exits."""
+    return _Locked(directory)
+
+
+def join_or_start(settings, endpoint_id: str, idle_exit: float | None = None, client_pid: int | None = None,
+                  environ: Mapping[str, str] = os.environ) -> tuple[BrokerInfo, bool]:
+    """The broker of this user on this host, started (in the background) when none runs -> (its
+    info, whether this call started it). ``client_pid``: a process the broker stays up for."""
+    directory = ensure_runtime_dir(runtime_dir(environ))
+    with locked(directory):
+        info = read_state(directory)
+        started = False
+        if not alive(info):
+            info = _spawn(directory, endpoint_id, idle_exit)
+            started = True
+        assert info is not None
+        if os.path.realpath(info.config_dir) != os.path.realpath(str(settings.config_dir)):
+            raise BrokerError(
+                f"this host's broker (pid {info.pid}) serves the config dir {info.config_dir}, not {settings.config_dir};"
+                " stop it first: metis-env proxy stop"
+            )
+        if client_pid is not None:
+            try:
+                call(info, "POST", "/metis-env/clients", {"pid": client_pid})
+            except (OSError, ValueError) as exc:
+                raise BrokerError(f"the broker (pid {info.pid}) did not answer: {exc}; see {os.path.join(directory, LOG_FILE)}") from None
+    return info, started
+
+
+def _spawn(directory: str, endpoint_id: str, idle_exit: float | None) -> BrokerInfo:
+    """Start ``python -m metis_env.broker.daemon`` in a session of its own and wait until it listens."""
+    read_end, write_end = os.pipe()
+    log = os.open(os.path.join(directory, LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    argv = [sys.executable, "-m", "metis_env.broker.daemon", "--runtime-dir", directory, "--endpoint", endpoint_id,
+            "--ready-fd", str(write_end), "--idle-exit", str(DEFAULT_IDLE_EXIT if idle_exit is None else idle_exit)]
+    try:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                 pass_fds=(write_end,), start_new_session=True, close_fds=True)
+    except OSError as exc:
+        raise BrokerError(f"cannot start the broker: {exc.strerror}") from None
+    finally:
+        os.close(write_end)
+        os.close(log)
+    with os.fdopen(read_end, "rb") as ready:
+        said = ready.read()  # "ready\n" once it listens; nothing if it died first
+    if said != b"ready\n":
+        child.wait()
+        raise BrokerError(f"the broker did not start (exit {child.returncode}): {last_line(directory)}")
+    info = read_state(directory)
+    if info is None:
+        raise BrokerError("the broker started but wrote no state; see " + os.path.join(directory, LOG_FILE))
+    return info
+
+
+def last_line(directory: str) -> str:
+    try:
+        with open(os.path.join(directory, LOG_FILE), encoding="utf-8", errors="replace") as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no log"
+
+
+def stop(environ: Mapping[str, str] = os.environ) -> int | None:
+    """Stop this host's broker and wait until its process is gone -> its pid; None when none ran."""
+    directory = runtime_dir(environ)
+    info = read_state(directory) if os.path.isdir(directory) else None
+    if not alive(info):
+        return None
+    assert info is not None
+    try:
+        call(info, "POST", "/metis-env/stop")
+    except (OSError, ValueError):
+        pass  # it may close the connection as it goes
+    while process_running(info.pid):
+        time.sleep(0.02)
+    return info.pid
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, such as a test's own finished child, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not os.path.isdir("/proc")  # no /proc entry where /proc exists: gone
+
+
+def status(environ: Mapping[str, str] = os.environ) -> dict | None:
+    directory = runtime_dir(environ)
+    info = read_state(directory) if os.path.isdir(directory) else None
+    if info is None:
+        return None
+    try:
+        return call(info, "GET", "/metis-env/status")
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,110 @@
+"""TAB completion typed for real: an interactive bash, zsh and fish on a pseudo-terminal, the hook
+sourced, a word begun in every kind of quote, TAB, then Enter. What the shell then runs is what a
+person would have run: the model name, byte for byte, as one argument, and nothing else."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests._shells import SHELL_DIR, endpoint_text, need, shell_env, write_metis_wrapper
+from tests._tty import Terminal
+from tests.conftest import metis
+
+HOSTILE = {
+    # the first two letters are what is typed before TAB; each completes to one name only
+    "za": "za$(touch PWNED-a)",
+    "zb": "zb`touch PWNED-b`",
+    "zc": "zc'$(touch PWNED-c)'x",
+    "zd": 'zd"$(touch PWNED-d)"x',
+    "ze": 'ze\\"$(touch PWNED-e)',
+    "zf": "zf!!$(touch PWNED-f)",
+    "zg": "zg;touch PWNED-g;x",
+    "zh": "zh $(touch PWNED-h) *",
+    "zi": "zi:colon\\back",
+}
+SAFE = {"yy": "yy-safe.1"}
+MODELS = {**HOSTILE, **SAFE}
+DOLLAR = "$zj$(touch PWNED-j)"
+"""What click offers for a word typed as $'zj (it reads that word as $zj)."""
+
+SHELLS = {
+    "bash": (["bash", "--norc", "--noprofile", "-i"],
+             "PS1='READY> '; PS2='CONTINUE> '; HISTFILE=/dev/null; source '{hook}'; "
+             "show() {{ printf '%s\\0' \"$@\" > \"$OUT\"; echo END; }}\r"),
+    "zsh": (["zsh", "-f", "-i"],
+            "PS1='READY> '; PS2='CONTINUE> '; bindkey -e; autoload -Uz compinit && compinit -u -D; source '{hook}'; "
+            "show() {{ printf '%s\\0' \"$@\" > \"$OUT\"; echo END; }}\r"),
+    "fish": (["fish", "--no-config", "-i"],
+             "function fish_prompt; printf 'READY> '; end; source '{hook}'; "
+             "function show; printf '%s\\0' $argv > $OUT; echo END; end\r"),
+}
+HOOK_FILES = {"bash": "metis-env.bash", "zsh": "metis-env.zsh", "fish": "metis-env.fish"}
+
+
+@pytest.fixture
+def hostile_store(tmp_path, file_store):
+    folder = tmp_path / "endpoint-files"
+    folder.mkdir()
+    (folder / "metis_endpoint_1.txt").write_text(endpoint_text("sk-one", models=",".join([*MODELS.values(), DOLLAR])))
+    metis("import", str(folder / "metis_endpoint_1.txt"), check=True)
+    bin_dir = tmp_path / "bin"
+    write_metis_wrapper(bin_dir)
+    work = tmp_path / "work"
+    work.mkdir()
+    return shell_env(bin_dir, TERM="dumb", HOME=str(tmp_path / "home"), OUT=str(tmp_path / "args")), work
+
+
+def complete_and_run(shell: str, env: dict, work, line: str, typed: list[str], close: str = "") -> dict[str, str]:
+    """For each prefix: type ``line + prefix``, TAB, then run the line as ``show ...`` (which writes
+    its arguments to $OUT); -> prefix: the last argument the shell ran the line with."""
+    argv, setup = SHELLS[shell]
+    need(argv[0])
+    ran = {}
+    with Terminal(argv, env, work) as terminal:
+        terminal.type(setup.format(hook=SHELL_DIR / HOOK_FILES[shell]).encode())
+        terminal.type(b"echo SET''UP\r")  # its echo is not what it prints
+        terminal.expect(b"SETUP\r\n")
+        for prefix in typed:
+            terminal.type(f"{line}{prefix}\t".encode() + b"\x01show \r")
+            shown, _ = terminal.expect_any(b"END\r\n", b"CONTINUE> ")
+            if shown == b"CONTINUE> " and close:  # the shell waits for the rest of an open quote: give it
+                terminal.type(close.encode())
+                shown, _ = terminal.expect_any(b"END\r\n")
+            if shown == b"END\r\n":
+                ran[prefix] = open(env["OUT"], "rb").read().decode().split("\0")[-2]
+            else:  # a quote left open: what a person would see
+                ran[prefix] = "(a quote left open)"
+                terminal.type(b"\x03")
+                terminal.expect(b"READY> ")
+                terminal.type(b"echo SET''UP\r")
+                terminal.expect(b"SETUP\r\n")
+    return ran
+
+
+BASH_LINES = ["metis-env get url ", "metis-use 1 --model ", "metis-env export 1 --model "]
+
+
+@pytest.mark.parametrize("line", BASH_LINES)
+@pytest.mark.parametrize("quote", ['"', "'", ""], ids=["double", "single", "bare"])
+def test_bash_types_every_name_as_text_whatever_quote_the_word_began_with(hostile_store, line, quote):
+    env, work = hostile_store
+    ran = complete_and_run("bash", env, work, line + quote, list(MODELS))
+    assert (ran, sorted(os.listdir(work))) == (MODELS, [])
+
+
+def test_bash_offers_only_plain_names_where_readline_and_the_shell_read_quotes_differently(hostile_store):
+    # In $'...' readline takes \' as the end of the quote and the shell does not: no quoting is sure
+    # to hold there, so a name that needs quoting is not offered (the word is then closed by hand).
+    env, work = hostile_store
+    ran = complete_and_run("bash", env, work, "metis-env get url $'", ["zj"], close="'\r")
+    assert (ran, sorted(os.listdir(work))) == ({"zj": "zj\n"}, [])
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+@pytest.mark.parametrize("quote", ['"', "'", ""], ids=["double", "single", "bare"])
+def test_zsh_and_fish_type_every_name_as_text(hostile_store, shell, quote):
+    env, work = hostile_store
+    ran = complete_and_run(shell, env, work, "metis-use 1 --model " + quote, list(MODELS))
+    assert (ran, sorted(os.listdir(work))) == (MODELS, [])
