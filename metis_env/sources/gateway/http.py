@@ -183,7 +183,10 @@ def request(method: str, url: str, token: str, body: Any = None, timeout: float 
 def call_within(seconds: float, call: Callable[[], Any], late: Callable[[], BaseException]) -> Any:
     """``call()``'s value (or its exception), or ``late()`` raised once ``seconds`` have passed,
     whatever the call is doing: a per-read timeout does not bound a server that answers one byte at a
-    time. The call runs in a daemon thread that is left behind at the deadline, its answer dropped."""
+    time. The call runs in a daemon thread that is left behind at the deadline, its answer dropped.
+
+    The thread keeps its socket open until the server stops or the process exits: urllib and requests
+    open it inside the call, and closing it from here is not cheap (SECURITY.md, Limits)."""
     import threading
 
     box: dict[str, Any] = {}
@@ -382,7 +385,8 @@ def parse_list_endpoints(payload: Any, gateway_url: str, shown_url: str = "list-
                 break
     if crowded:
         more = f" and {len(crowded) - 3} more" if len(crowded) > 3 else ""
-        _warn(f"{shown_url}: cluster {', '.join(crowded[:3])}{more} list(s) more than {MAX_MODELS} models; only the first {MAX_MODELS} of each are kept")
+        which = f"clusters {', '.join(crowded[:3])}{more} each list" if len(crowded) > 1 else f"cluster {crowded[0]} lists"
+        _warn(f"{shown_url}: {which} more than {MAX_MODELS} models; only the first {MAX_MODELS} are kept")
     if len(records) > MAX_CLUSTERS:
         _warn(f"{shown_url} lists {len(records)} clusters with models; only the first {MAX_CLUSTERS} are kept")
     return sorted(records[:MAX_CLUSTERS], key=lambda r: r.id)

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import calendar
 import os
 import sys
 import time
@@ -42,14 +43,17 @@ LOCK_WAIT = REFRESH_TIMEOUT + 5.0
 """Seconds an exporter waits for another one's refresh (or a sync) to release the store's lock."""
 LOGIN_HINT = "run `metis-env login`"
 
-_STATE_FIELDS = "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url secret"
+_STATE_FIELDS = (
+    "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url secret lifetime"
+)
 
 
 class TokenState(namedtuple("TokenState", _STATE_FIELDS)):
     """The gateway section of endpoints.yaml: ``store`` ("keyring"|"file"), ``backend``, ``access`` and
     ``refresh`` (entry names, never tokens), ``fingerprint`` (of the access token), ``expires_at``
     (epoch seconds), ``login_at`` (epoch seconds), ``scope``, ``identity``, ``client_id``,
-    ``gateway_url``, ``secret`` (a service account's client-secret entry name; "" for a user's login)."""
+    ``gateway_url``, ``secret`` (a service account's client-secret entry name; "" for a user's login),
+    ``lifetime`` (seconds the last grant gave the access token, from ``refreshed_at``; 0 when unknown)."""
 
     __slots__ = ()
 
@@ -83,11 +87,20 @@ def read_state(store: Store) -> TokenState | None:
             client_id=str(section.get("client_id", "")),
             gateway_url=str(section.get("gateway_url", "")),
             secret=str(section.get("secret") or ""),
+            lifetime=_lifetime(section),
         )
     except (KeyError, TypeError, ValueError):
         from ...errors import StoreError
 
         raise StoreError(f"{store.metadata_path}: the gateway login is damaged; run `metis-env login --force`") from None
+
+
+def _lifetime(section: dict) -> float:
+    try:
+        granted = calendar.timegm(time.strptime(str(section["refreshed_at"]), "%Y-%m-%dT%H:%M:%S+00:00"))
+        return max(float(section["expires_at"]) - granted, 0.0)
+    except (KeyError, TypeError, ValueError):
+        return 0.0
 
 
 def iso_utc(epoch: float) -> str:
@@ -116,7 +129,8 @@ def fresh_key(store: Store, selection: Any, settings: Settings) -> tuple[Any, st
             "run `metis-env login --force` before the gateway refuses the token"
         )
     endpoint = selection.endpoint
-    if state.seconds_left(now) <= refresh_margin(settings) or endpoint.secret_ref != state.access:
+    note = None
+    if state.seconds_left(now) <= refresh_margin(settings, state) or endpoint.secret_ref != state.access:
         state, note = refresh_if_due(store, settings, state)
         if note:
             if state.seconds_left() <= 0:
@@ -126,20 +140,26 @@ def fresh_key(store: Store, selection: Any, settings: Settings) -> tuple[Any, st
         if current is None:
             raise LoginRequiredError(f"the gateway endpoint {endpoint.id} is gone (a logout?); {LOGIN_HINT}")
         endpoint = current
-        min_ttl = getattr(settings, "min_ttl", None)
-        if not note and min_ttl and state.seconds_left() < min_ttl:
-            warnings.append(
-                f"the Globus token lives {_duration(state.seconds_left())} after a refresh, less than the "
-                f"{_duration(min_ttl)} --min-ttl (min_ttl) asks for: Globus decides its lifetime (48 h)"
-            )
+    min_ttl = getattr(settings, "min_ttl", None)
+    if not note and min_ttl and state.seconds_left() < min_ttl:
+        warnings.append(
+            f"the Globus token lives {_duration(state.seconds_left())} after a refresh, less than the "
+            f"{_duration(min_ttl)} --min-ttl (min_ttl) asks for: Globus decides its lifetime (48 h)"
+        )
     key = store.api_key(endpoint)
     return selection._replace(endpoint=endpoint, expires_at=iso_utc(state.expires_at), warnings=tuple(warnings)), key
 
 
-def refresh_margin(settings: Settings) -> float:
+def refresh_margin(settings: Settings, state: TokenState | None = None) -> float:
     """Refresh when less than this is left: ``token_refresh_margin``, or more with ``min_ttl``
-    (``--min-ttl``, as aws-vault's AWS_MIN_TTL: a job that needs 40 h starts with at least 40 h)."""
-    return max(settings.token_refresh_margin, getattr(settings, "min_ttl", None) or 0.0)
+    (``--min-ttl``, as aws-vault's AWS_MIN_TTL: a job that needs 40 h starts with at least 40 h).
+
+    ``min_ttl`` counts for at most the life the last grant gave minus a minute: asking for more than
+    Globus gives would otherwise send every export to Globus for a token no longer than the one held."""
+    min_ttl = getattr(settings, "min_ttl", None) or 0.0
+    if state is not None and state.lifetime > 0:
+        min_ttl = min(min_ttl, state.lifetime - 60.0)
+    return max(settings.token_refresh_margin, min_ttl)
 
 
 def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple[TokenState, str | None]:
@@ -152,7 +172,7 @@ def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple
                 current = read_state(store)
                 if current is None:
                     raise LoginRequiredError(f"the gateway login was removed meanwhile; {LOGIN_HINT}")
-                if current.seconds_left() > refresh_margin(settings):
+                if current.expires_at > state.expires_at or current.seconds_left() > refresh_margin(settings, current):
                     return current, None  # another exporter refreshed while we waited
                 return _refresh_locked(store, settings, current)
         except BusyError:
@@ -233,6 +253,11 @@ def token_fingerprint(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
 
 
+def secret_ref(secret: str) -> str:
+    """The store entry a service account's client secret is kept under (a new one per secret)."""
+    return f"gateway/secret/{token_fingerprint(secret)}"
+
+
 def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint],
                service_account: tuple[str, str] | None = None) -> TokenState:
     """Store a new login (``data``: globus-sdk's token data for the inference resource server:
@@ -246,7 +271,7 @@ def save_login(store: Store, settings: Settings, data: dict, identity: str, endp
     )
     if service_account is not None:
         client_id, secret = service_account
-        section.update(client_id=client_id, secret=f"gateway/secret/{token_fingerprint(secret)}")
+        section.update(client_id=client_id, secret=secret_ref(secret))
         to_write[section["secret"]] = secret
 
     def change(old: dict) -> dict:
