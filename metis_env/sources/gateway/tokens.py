@@ -39,8 +39,10 @@ REFRESH_TIMEOUT = 10.0
 """Seconds one refresh at Globus may take (connect to last byte)."""
 RETRY_AFTER = 60.0
 """Seconds after a failed refresh (the token still valid) before another exporter tries again."""
-LOCK_WAIT = REFRESH_TIMEOUT + 5.0
-"""Seconds an exporter waits for another one's refresh (or a sync) to release the store's lock."""
+LOCK_WAIT = 4 * REFRESH_TIMEOUT
+"""Seconds an exporter waits for another one's refresh (or a sync) to release the store's lock. The holder's
+refresh is bounded by REFRESH_TIMEOUT; the rest is for its start-up (importing globus-sdk) on a CPU-starved
+node, where fifty exports at once would otherwise give up on a refresh that is about to land."""
 LOGIN_HINT = "run `metis-env login`"
 
 _STATE_FIELDS = (
