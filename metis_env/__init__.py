@@ -10,10 +10,10 @@ In IPython or Jupyter: ``%load_ext metis_env``, then ``%metis 1``. The names are
 
 The package in layers, each importing only from its own layer or below (``tests/test_main.py`` holds it)::
 
-    faces        main.py (console entry, stdlib fast path), cli.py + cli_options.py + cli_proxy.py (click),
+    faces        main.py (console entry, stdlib fast path), cli.py + cli_options.py + cli_groups.py (click),
                  api.py, magic.py, llm_plugin.py
     commands/    export/get/run, import/list, sync/login/logout, config, status/check, doctor, hooks, kernel,
-                 demo, proxy start/stop/status; proxy.py (run --proxy)
+                 demo, proxy start/stop/status, store move; proxy.py (run --proxy)
     sources/     ssh/ (paramiko), gateway/ (login, discovery, probes); configure/ (AI tools' configs);
                  broker/ (the node broker's engine, used by commands/proxy.py, proxy.py and api.py)
     credentials  a stored endpoint -> its current key (the one place that asks a record's source);

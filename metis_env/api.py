@@ -66,7 +66,7 @@ def _spec(endpoint: Endpoint) -> str | None:
 
 def _select(endpoint: Endpoint, model: str | None) -> tuple[Selection, str, Any]:
     settings = load_settings()
-    selection, key = credentials.select_with_key(open_store(settings), _spec(endpoint), model, settings)
+    selection, key = credentials.select_with_key(open_store(settings), _spec(endpoint), model, settings, "python")
     return selection, key, settings
 
 
@@ -179,7 +179,7 @@ class CurrentKey:
         settings = load_settings()
         path = paths.metadata_file(settings.config_dir)
         stamp = _stamp(path)  # before the read: a change during it makes the next call read again
-        selection, key = credentials.select_with_key(open_store(settings), self._spec, self._model, settings)
+        selection, key = credentials.select_with_key(open_store(settings), self._spec, self._model, settings, "python")
         self.selection, self._key = selection, key
         self._metadata_path, self._stamp = path, stamp
         self._margin = settings.token_refresh_margin

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 
 import click
 
-from . import __version__, cli_proxy
+from . import __version__, cli_groups
 from .commands import endpoints, export as commands, hooks, sessions
 from .commands.config import format_setting
 from .coredump import no_core_dumps
 from .reporting import debug_requested, report_error, split_global_options, usage_error_line
 from .render import DEFAULT_SHELL, SHELLS, failure_code
+from .selection import EMPTY_STORE
 from .settings import SETTING_NAMES
 from .cli_options import CONTEXT, RunCommand, complete_endpoint_id, complete_shell, complete_tool, endpoint_argument, model_option, min_ttl_option, settings_from, store_option, token_store_option
 from .store import open_store
@@ -36,7 +37,9 @@ def cli(debug: bool, store: str | None) -> None:
     """
 
 
-cli.add_command(cli_proxy.proxy_group)  # proxy start / stop / status
+cli.add_command(cli_groups.proxy_group)  # proxy start / stop / status (cli_groups.py)
+cli.add_command(cli_groups.store_group)  # store move
+cli.add_command(cli_groups.kernel_group)  # kernel install
 
 
 @cli.command("import")
@@ -57,6 +60,7 @@ def import_command(ctx: click.Context, files: Sequence[str], endpoint_id: str | 
     """
     settings = settings_from(ctx, store=store)
     sessions.report(endpoints.import_files(open_store(settings), list(files), endpoint_id))
+    sessions.remember_store(settings, store or ctx.find_root().params.get("store"))
     sessions.refresh_tool_configs(settings)
 
 
@@ -78,7 +82,7 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
     elif rows:
         click.echo(endpoints.format_list(rows), nl=False)
     else:
-        click.echo("no endpoints stored yet; run metis-env sync (or metis-env import FILE)", err=True)
+        click.echo(EMPTY_STORE, err=True)
 
 
 @cli.command("export")
@@ -143,12 +147,14 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
 @click.option("--json", "as_json", is_flag=True, help='With key: {"key": ..., "expires_at": ...} (null for endpoint files).')
 @click.pass_context
 def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None, as_json: bool) -> int:
-    """Print one raw value (key, url or models) of an endpoint, for other tools' credential helpers.
+    """Print one raw value of an endpoint, for other tools' credential helpers: key, url, models
+    (comma-separated), or model (the one export would pick: default_model, else the first).
 
     \b
     Example:
       url=$(metis-env get url 1)   # with or without a trailing /
       curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
+      metis-env get model 1        # the model export would pick
     """
     return commands.get(what, endpoint, settings_from(ctx, min_ttl=min_ttl), as_json)
 
@@ -163,11 +169,12 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
     Without ENDPOINT, every stored endpoint is checked (all at once).
 
     A gateway endpoint (one per cluster the gateway lists) is asked who you are (whoami) and which
-    models are live ({cluster}/jobs); the model export would pick must be live.
+    models are live ({cluster}/jobs); for every endpoint the model export would pick must be live (served).
 
     Exit status (the first failed endpoint's): 0 ok, 12 key or token refused (sync, or login), 13
-    unreachable, 14 timeout, 15 bad answer; gateway endpoints also 19 re-authentication required,
-    20 bad gateway answer, 21 not live or under maintenance, 23 rate-limited.
+    unreachable, 14 timeout, 15 bad answer, 21 the model export would pick is not served; gateway
+    endpoints also 19 re-authentication required, 20 bad gateway answer, 21 not live or under
+    maintenance, 23 rate-limited.
 
     \b
     Example:
@@ -279,10 +286,17 @@ def config_group() -> None:
 @config_group.command("list")
 @click.pass_context
 def config_list(ctx: click.Context) -> None:
-    """Show every setting's effective value."""
+    """Show every setting's effective value, and where it comes from (a YAML comment: default,
+    config.yaml, METIS_ENV_<NAME>, or --store).
+
+    \b
+    Example:
+      metis-env config list
+      metis-env config list | grep -v '# default$'
+    """
     from .commands.config import config_list as list_settings
 
-    list_settings(settings_from(ctx))
+    list_settings(settings_from(ctx), ctx.find_root().params.get("store"))
 
 
 @config_group.command("get")
@@ -395,7 +409,8 @@ def sync_command(ctx: click.Context, user, host, port, passcode_stdin, accept_ne
     from .sources.ssh.sync import SyncOptions
 
     options = SyncOptions(user, host, port, timeout, via, passcode_stdin, accept_new_host_key, dry_run)
-    sessions.sync(settings, options, TerminalPrompter(), debug=bool(ctx.find_root().params.get("debug")))
+    sessions.sync(settings, options, TerminalPrompter(), debug=bool(ctx.find_root().params.get("debug")),
+                  store_option=store or ctx.find_root().params.get("store"))
 
 
 @cli.command("login")
@@ -422,7 +437,8 @@ def login_command(ctx: click.Context, no_browser: bool, force: bool, from_alcf_t
       metis-env login --service-account CLIENT_ID --secret-stdin < secret.txt   # cron, jobs
       eval "$(metis-env export metis)"
     """
-    sessions.login(settings_from(ctx, store=store), no_browser, force, from_alcf_tokens, service_account, secret_stdin)
+    sessions.login(settings_from(ctx, store=store), no_browser, force, from_alcf_tokens, service_account, secret_stdin,
+                   store or ctx.find_root().params.get("store"))
 
 
 @cli.command("logout")
@@ -437,37 +453,6 @@ def logout_command(ctx: click.Context) -> None:
       metis-env logout
     """
     sessions.logout(settings_from(ctx))
-
-
-@cli.group("kernel", context_settings=CONTEXT)
-def kernel_group() -> None:
-    """Jupyter kernels that stay logged in: they run under metis-env run --proxy."""
-
-
-@kernel_group.command("install")
-@endpoint_argument
-@click.option("--name", help="The kernel's name (default: metis-env-ENDPOINT, or metis-env).")
-@click.option("--display-name", help="The name Jupyter shows (default: Python 3 (metis-env ENDPOINT)).")
-@click.option("--user", "sys_prefix", flag_value=False, default=False, help="Install for this user (the default).")
-@click.option("--sys-prefix", "sys_prefix", flag_value=True, help="Install into the kernel Python's sys.prefix (a venv or conda env of your own).")
-@click.option("--python", metavar="PATH", help="The Python the kernel runs, with ipykernel (default: metis-env's own).")
-@click.pass_context
-def kernel_install_command(ctx: click.Context, endpoint: str | None, name: str | None, display_name: str | None,
-                           sys_prefix: bool, python: str | None) -> None:
-    """Write a Jupyter kernelspec whose kernel stays logged in for as long as it runs.
-
-    The kernel starts under metis-env run --proxy ENDPOINT: it gets OPENAI_BASE_URL (a proxy on
-    127.0.0.1), a local key and MODEL_NAME, and the real key or gateway token, refreshed before it
-    expires, stays in metis-env. kernel.json holds no key or token.
-
-    \b
-    Example:
-      metis-env kernel install metis
-      metis-env kernel install sophia --name sophia --display-name "Python (Sophia)" --sys-prefix
-    """
-    from .commands.kernel import install
-
-    install(settings_from(ctx), endpoint, name, display_name, sys_prefix, python)
 
 
 def run_cli(argv: Sequence[str]) -> int:

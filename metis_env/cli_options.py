@@ -1,6 +1,6 @@
 """The click face's shared parts: the settings a command runs with, the options and arguments several
 commands take, run's argument parsing (``RunCommand``), and their TAB completion (click's protocol; the candidates come from commands/hooks.py).
-With cli.py and cli_proxy.py, the only modules that import click.
+With cli.py and cli_groups.py, the only modules that import click.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .settings import STORES, Settings, load_settings, with_overrides
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-"""The click context settings of every group (cli.py, cli_proxy.py)."""
+"""The click context settings of every group (cli.py, cli_groups.py)."""
 
 
 def settings_from(ctx: click.Context, *, tighten: bool = True, **overrides) -> Settings:

@@ -45,8 +45,10 @@ REFRESH_TIMEOUT = 10.0
 """Seconds one refresh at Globus may take (connect to last byte)."""
 RETRY_AFTER = 60.0
 """Seconds after a failed refresh (the token still valid) before another exporter tries again."""
-LOCK_WAIT = REFRESH_TIMEOUT + 5.0
-"""Seconds an exporter waits for another one's refresh (or a sync) to release the store's lock."""
+LOCK_WAIT = 4 * REFRESH_TIMEOUT
+"""Seconds an exporter waits for another one's refresh (or a sync) to release the store's lock. The holder's
+refresh is bounded by REFRESH_TIMEOUT; the rest is for its start-up (importing globus-sdk) on a CPU-starved
+node, where fifty exports at once would otherwise give up on a refresh that is about to land."""
 LOGIN_HINT = "run `metis-env login`"
 
 
@@ -115,14 +117,17 @@ def environment_for(selection: Selection, api_key: str, settings: Settings | Non
 
 # --- the gateway's login: its state, and the refresh -----------------------------------------------
 
-_STATE_FIELDS = "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url secret"
+_STATE_FIELDS = (
+    "store backend access refresh fingerprint expires_at login_at scope identity client_id gateway_url secret lifetime"
+)
 
 
 class TokenState(record_type("TokenState", _STATE_FIELDS)):
     """The gateway section of endpoints.yaml: ``store`` ("keyring"|"file"), ``backend``, ``access`` and
     ``refresh`` (entry names, never tokens), ``fingerprint`` (of the access token), ``expires_at``
     (epoch seconds), ``login_at`` (epoch seconds), ``scope``, ``identity``, ``client_id``,
-    ``gateway_url``, ``secret`` (a service account's client-secret entry name; "" for a user's login)."""
+    ``gateway_url``, ``secret`` (a service account's client-secret entry name; "" for a user's login),
+    ``lifetime`` (seconds the last grant gave the access token, from ``refreshed_at``; 0 when unknown)."""
 
     __slots__ = ()
 
@@ -156,11 +161,34 @@ def read_state(store: Store) -> TokenState | None:
             client_id=str(section.get("client_id", "")),
             gateway_url=str(section.get("gateway_url", "")),
             secret=str(section.get("secret") or ""),
+            lifetime=_lifetime(section),
         )
     except (KeyError, TypeError, ValueError):
         from .errors import StoreError
 
         raise StoreError(f"{store.metadata_path}: the gateway login is damaged; run `metis-env login --force`") from None
+
+
+def _lifetime(section: dict) -> float:
+    try:
+        return max(float(section["expires_at"]) - _utc_epoch(str(section["refreshed_at"])), 0.0)
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+def _utc_epoch(text: str) -> int:
+    """``2026-12-04T01:07:29+00:00`` (records.utc_now) -> epoch seconds; by hand, since time.strptime
+    and calendar cost every export their imports (re, locale, datetime)."""
+    if len(text) != 25 or text[4] + text[7] + text[10] + text[13] + text[16] + text[19:] != "--T::+00:00":
+        raise ValueError(text)
+    y, m, d = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    y -= m <= 2  # days from 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return days * 86400 + hour * 3600 + minute * 60 + second
 
 
 def iso_utc(epoch: float) -> str:
@@ -186,7 +214,8 @@ def fresh_key(store: Store, selection: Selection, settings: Settings) -> tuple[S
             "run `metis-env login --force` before the gateway refuses the token"
         )
     endpoint = selection.endpoint
-    if state.seconds_left(now) <= refresh_margin(settings) or endpoint.secret_ref != state.access:
+    note = None
+    if state.seconds_left(now) <= refresh_margin(settings, state) or endpoint.secret_ref != state.access:
         state, note = refresh_if_due(store, settings, state)
         if note:
             if state.seconds_left() <= 0:
@@ -196,19 +225,25 @@ def fresh_key(store: Store, selection: Selection, settings: Settings) -> tuple[S
         if current is None:
             raise LoginRequiredError(f"the gateway endpoint {endpoint.id} is gone (a logout?); {LOGIN_HINT}")
         endpoint = current
-        if not note and settings.min_ttl and state.seconds_left() < settings.min_ttl:
-            warnings.append(
-                f"the Globus token lives {duration(state.seconds_left())} after a refresh, less than the "
-                f"{duration(settings.min_ttl)} --min-ttl (min_ttl) asks for: Globus decides its lifetime (48 h)"
-            )
+    if not note and settings.min_ttl and state.seconds_left() < settings.min_ttl:
+        warnings.append(
+            f"the Globus token lives {duration(state.seconds_left())} after a refresh, less than the "
+            f"{duration(settings.min_ttl)} --min-ttl (min_ttl) asks for: Globus decides its lifetime (48 h)"
+        )
     key = store.api_key(endpoint)
     return selection._replace(endpoint=endpoint, expires_at=iso_utc(state.expires_at), warnings=tuple(warnings)), key
 
 
-def refresh_margin(settings: Settings) -> float:
+def refresh_margin(settings: Settings, state: TokenState | None = None) -> float:
     """Refresh when less than this is left: ``token_refresh_margin``, or more with ``min_ttl``
-    (``--min-ttl``, as aws-vault's AWS_MIN_TTL: a job that needs 40 h starts with at least 40 h)."""
-    return max(settings.token_refresh_margin, settings.min_ttl or 0.0)
+    (``--min-ttl``, as aws-vault's AWS_MIN_TTL: a job that needs 40 h starts with at least 40 h).
+
+    ``min_ttl`` counts for at most the life the last grant gave minus a minute: asking for more than
+    Globus gives would otherwise send every export to Globus for a token no longer than the one held."""
+    min_ttl = settings.min_ttl or 0.0
+    if state is not None and state.lifetime > 0:
+        min_ttl = min(min_ttl, state.lifetime - 60.0)
+    return max(settings.token_refresh_margin, min_ttl)
 
 
 def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple[TokenState, str | None]:
@@ -221,7 +256,7 @@ def refresh_if_due(store: Store, settings: Settings, state: TokenState) -> tuple
                 current = read_state(store)
                 if current is None:
                     raise LoginRequiredError(f"the gateway login was removed meanwhile; {LOGIN_HINT}")
-                if current.seconds_left() > refresh_margin(settings):
+                if current.expires_at > state.expires_at or current.seconds_left() > refresh_margin(settings, current):
                     return current, None  # another exporter refreshed while we waited
                 return _refresh_locked(store, settings, current)
         except BusyError:

@@ -260,7 +260,10 @@ class Client:
 def call_within(seconds: float, call: Callable[[], Any], late: Callable[[], BaseException]) -> Any:
     """``call()``'s value (or its exception), or ``late()`` raised once ``seconds`` have passed,
     whatever the call is doing: a per-read timeout does not bound a server that answers one byte at a
-    time. The call runs in a daemon thread that is left behind at the deadline, its answer dropped."""
+    time. The call runs in a daemon thread that is left behind at the deadline, its answer dropped.
+
+    The thread keeps its socket open until the server stops or the process exits: urllib and requests
+    open it inside the call, and closing it from here is not cheap (SECURITY.md, Limits)."""
     import threading
 
     box: dict[str, Any] = {}

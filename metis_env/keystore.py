@@ -118,9 +118,9 @@ class KeyringSecrets:
         worker.start()
         worker.join(self.timeout)
         if worker.is_alive():
-            raise StoreUnavailableError(
-                f"the OS keyring did not answer within {self.timeout:g} s (locked, or waiting for an "
-                f"unlock dialog); unlock it and try again, or {FILE_STORE_HINT}"
+            raise _unavailable(
+                f"the OS keyring did not answer within {self.timeout:g} s (locked, or waiting for an unlock dialog)",
+                f"unlock it and try again, or {FILE_STORE_HINT}",
             )
         if "error" in outcome:
             raise _keyring_error(outcome["error"]) from None
@@ -172,19 +172,35 @@ def _keyring_error(exc: BaseException) -> BaseException:
 
     name = type(exc).__name__
     if isinstance(exc, kerr.NoKeyringError):
-        return StoreUnavailableError(
-            f"no OS keyring is available here (usual on HPC nodes, containers and CI); {FILE_STORE_HINT}"
-        )
+        return _unavailable("no OS keyring is available here (usual on HPC nodes, containers and CI)", FILE_STORE_HINT)
     if isinstance(exc, kerr.KeyringLocked):
-        return StoreUnavailableError(f"the OS keyring is locked; unlock it (log in to the desktop) or {FILE_STORE_HINT}")
+        return _unavailable("the OS keyring is locked", f"unlock it (log in to the desktop) or {FILE_STORE_HINT}")
     if isinstance(exc, kerr.InitError):
-        return StoreUnavailableError(
-            f"the OS keyring could not be opened ({name}; it may be locked or its unlock prompt dismissed); "
-            f"unlock it or {FILE_STORE_HINT}"
+        return _unavailable(
+            f"the OS keyring could not be opened ({name}; it may be locked or its unlock prompt dismissed)",
+            f"unlock it or {FILE_STORE_HINT}",
         )
     if isinstance(exc, (kerr.PasswordSetError, kerr.PasswordDeleteError)):
         return StoreError(f"the OS keyring refused the change ({name}); unlock it or {FILE_STORE_HINT}")
-    return StoreUnavailableError(f"the OS keyring failed ({name}); unlock or repair it, or {FILE_STORE_HINT}")
+    return _unavailable(f"the OS keyring failed ({name})", f"unlock or repair it, or {FILE_STORE_HINT}")
+
+
+def _unavailable(reason: str, advice: str) -> StoreUnavailableError:
+    """The error for a keyring that cannot be used, keeping the reason apart from the advice: the advice
+    is for writing new keys, and a read of keys already in the keyring words its own."""
+    error = StoreUnavailableError(f"{reason}; {advice}")
+    error.reason = reason  # type: ignore[attr-defined]
+    return error
+
+
+def unreadable_keyring_message(what: str, reason: str) -> str:
+    """What to do when ``what`` (``the key of endpoint 1``) is in the OS keyring and the keyring cannot
+    be read here: the file store setting alone would not find it."""
+    return (
+        f"{what} is in the OS keyring, and {reason}: unlock the keyring (then metis-env store move --to file "
+        f"makes the keys usable without it), or fetch the key again into the file store "
+        f"(metis-env --store file sync, import or login)"
+    )
 
 
 def read_secret_fast(backend: str, ref: str) -> str | None:

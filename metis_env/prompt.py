@@ -62,3 +62,28 @@ class TerminalPrompter:
             raise UsageError(f"no terminal to ask on; use {instead}") from None
         # A terminal is not seekable: open(fd, "r+") (a BufferedRandom) raises UnsupportedOperation on it.
         return io.TextIOWrapper(open(fd, "r+b", buffering=0), encoding="utf-8", errors="replace", write_through=True)
+
+
+def read_pasted(stream, limit: int, stderr: IO[str] | None = None) -> bytes:
+    """Up to ``limit`` bytes of ``stream`` (binary stdin). At a terminal, say what to do and keep the
+    pasted file (its key) off the screen: echo off while reading, restored whatever happens."""
+    stderr = stderr or sys.stderr
+    try:
+        fd = stream.fileno()
+        at_terminal = os.isatty(fd)
+    except (AttributeError, OSError, ValueError):
+        at_terminal = False
+    if not at_terminal:
+        return stream.read(limit)
+    import termios
+
+    before = termios.tcgetattr(fd)
+    quiet = list(before)
+    quiet[3] &= ~(termios.ECHO | termios.ECHONL)
+    termios.tcsetattr(fd, termios.TCSADRAIN, quiet)  # echo off before the prompt: nothing pasted is shown
+    try:
+        stderr.write("metis-env: paste the endpoint file (it is not shown), then press Enter and Ctrl-D\n")
+        stderr.flush()
+        return stream.read(limit)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, before)

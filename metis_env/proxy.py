@@ -41,7 +41,7 @@ def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: S
     from .broker import runtime
 
     # The key is read here too: it names what the child's inherited variables must not carry.
-    selection, key = credentials.select_with_key(store, spec, model, settings)
+    selection, key = credentials.select_with_key(store, spec, model, settings, "run --proxy")
     for warning in selection.warnings:
         warn(warning)
     info, _started = runtime.join_or_start(settings, selection.endpoint.id, client_pid=os.getpid())

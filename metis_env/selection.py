@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from .store import Store
 
 
+EMPTY_STORE = ("no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login "
+               "(the ALCF gateway), or metis-env import FILE")
+"""What a command says when the store holds no endpoint (``list`` says it too)."""
+
+
 # A record type (structs.py), not a dataclass: see StoredEndpoint in records.py.
 class Selection(record_type("Selection", "endpoint model warnings expires_at", defaults=((), None))):
     """The endpoint and model export, get and run use (``endpoint: StoredEndpoint, model: str,
@@ -41,7 +46,7 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
     ``any_case``: whether an endpoint matches its model names in any case (credentials.uses_login:
     the gateway's do, as the gateway itself does)."""
     if not endpoints:
-        raise NotFoundError("no endpoints are stored yet; run metis-env sync (or metis-env import FILE)")
+        raise NotFoundError(EMPTY_STORE)
     listed = ", ".join(endpoints)
     if spec is None:
         spec = settings.default_endpoint
@@ -79,8 +84,14 @@ def choose_endpoint(endpoints: Mapping[str, StoredEndpoint], spec: str | None, s
 
 
 def _example(command: str, endpoint_id: str) -> str:
-    if command == "run":
-        return f"metis-env run {endpoint_id} -- COMMAND"
+    """How to name the endpoint in the words of what the user ran (``command``: a CLI command, or
+    ``python`` for the Python API)."""
+    if command in ("run", "run --proxy"):
+        return f"metis-env {command} {endpoint_id} -- COMMAND"
+    if command == "configure":
+        return f"metis-env configure TOOL {endpoint_id}"
+    if command == "python":
+        return f"metis_env.load({endpoint_id!r})"
     return f"metis-env {command} {endpoint_id}"
 
 

@@ -51,7 +51,12 @@ _DEFAULTS = {
 }
 
 
-class Settings(record_type("Settings", ["config_dir", *_DEFAULTS], defaults=tuple(_DEFAULTS.values()))):
+# Only sync over SSH reads these: a bad one must not break export, list, run or direnv, which never
+# use it; it is held back (the default stands in) and sync refuses it (require_sync_settings).
+SYNC_ONLY = ("user", "host", "port", "pattern", "transport")
+
+
+class Settings(record_type("Settings", ["config_dir", *_DEFAULTS, "invalid"], defaults=(*_DEFAULTS.values(), ()))):
     """``config_dir: str``; ``user, default_endpoint, default_model: str | None``; ``host, store
     ("keyring"|"file"), pattern, transport ("paramiko"|"openssh"): str``; ``port: int | None``;
     ``stale_after_days, timeout: float`` (seconds); ``aliases: str | None`` (``NEW=EXPORTED,...``);
@@ -59,7 +64,8 @@ class Settings(record_type("Settings", ["config_dir", *_DEFAULTS], defaults=tupl
     ``reauth_after_days``: float; ``min_ttl`` (seconds of token life export must hand out, or None);
     ``rate_limit``: float | None (requests/s, the broker's cap); ``metis_compat``: bool (the broker
     adapts requests to Metis endpoints); ``lock`` ("auto"|"flock"|"file"): how the store's writers
-    exclude each other (locks.py)."""
+    exclude each other (locks.py); ``invalid``: ((name, message), ...) of sync-only settings held back
+    as not valid."""
 
     __slots__ = ()
 
@@ -79,15 +85,28 @@ def load_settings(environ: Mapping[str, str] = os.environ, *, tighten: bool = Tr
     path = paths.config_file(directory)
     raw = read_config_file(path, tighten=tighten)
     values: dict[str, Any] = {}
-    for name, value in raw.items():
+    invalid: dict[str, str] = {}
+    given = [(name, value, str(path)) for name, value in raw.items()]
+    given += [(name, environ[env_name(name)], env_name(name)) for name in SETTING_NAMES if environ.get(env_name(name))]
+    for name, value, source in given:
         if name not in SETTING_NAMES:
             raise UsageError(f"{path}: unknown setting {name!r}; known settings: {', '.join(SETTING_NAMES)}")
-        values[name] = coerce_setting(name, value, str(path))
-    for name in SETTING_NAMES:
-        value = environ.get(env_name(name))
-        if value:
-            values[name] = coerce_setting(name, value, env_name(name))
-    return Settings(config_dir=directory, **values)
+        try:
+            values[name] = coerce_setting(name, value, source)
+            invalid.pop(name, None)
+        except UsageError as exc:
+            if name not in SYNC_ONLY:
+                raise
+            values.pop(name, None)
+            invalid[name] = str(exc)
+    return Settings(config_dir=directory, **values, invalid=tuple(invalid.items()))
+
+
+def require_sync_settings(settings: Settings, given: Any = ()) -> None:
+    """Raise the first sync-only setting held back as not valid, unless an option (``given``) replaces it."""
+    for name, message in settings.invalid:
+        if name not in given:
+            raise UsageError(message)
 
 
 def read_config_file(path: str | os.PathLike, *, tighten: bool = True) -> dict[str, Any]:
@@ -223,4 +242,5 @@ def save_setting(config_dir: str | os.PathLike, name: str, value: Any) -> None:
 def with_overrides(settings: Settings, **overrides: Any) -> Settings:
     """Command-line options on top of the settings (None means not given)."""
     given = {k: coerce_setting(k, v, f"--{k.replace('_', '-')}") for k, v in overrides.items() if v is not None}
-    return settings._replace(**given)
+    invalid = tuple((name, message) for name, message in settings.invalid if name not in given)
+    return settings._replace(**given, invalid=invalid)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import time
 from . import paths
-from .errors import BusyError, MetisEnvError, NotFoundError, StoreError
+from .errors import BusyError, MetisEnvError, NotFoundError, StoreError, StoreUnavailableError, UsageError
 from .files import atomic_write_text, dump_json_yaml, ensure_private_dir, load_structured, loads_json, read_private_text, remove_stale_temp_files
-from .keystore import SERVICE, FileSecrets, KeyringSecrets, checkpoint, read_secret_fast  # noqa: F401  (SERVICE: re-exported)
+from .keystore import SERVICE, FileSecrets, KeyringSecrets, checkpoint, read_secret_fast, unreadable_keyring_message  # noqa: F401  (SERVICE: re-exported)
 from .records import Change, StoredEndpoint, build_record, natural_key, plan_changes, read_record, utc_now  # noqa: F401  (re-exported)
 from .settings import Settings
 from .text import warn
@@ -113,7 +113,7 @@ class Store:
         for _attempt in range(3):
             key = read_secret_fast(stored.backend, stored.secret_ref) if stored.store == "keyring" else None
             if key is None:
-                key = self.secrets(stored.store).get(stored.secret_ref)
+                key = self._read_secret(stored)
             if key is not None:
                 return key
             current = self.endpoints().get(stored.id)
@@ -123,6 +123,15 @@ class Store:
             time.sleep(0.05)
         where = "the OS keyring" if stored.store == "keyring" else str(paths.keys_file(self.directory))
         raise StoreError(f"the key of endpoint {stored.id} is missing from {where}; run metis-env sync to fetch it again")
+
+    def _read_secret(self, stored: StoredEndpoint) -> str | None:
+        try:
+            return self.secrets(stored.store).get(stored.secret_ref)
+        except StoreUnavailableError as exc:
+            reason = getattr(exc, "reason", None)
+            if stored.store != "keyring" or reason is None:
+                raise
+            raise StoreUnavailableError(unreadable_keyring_message(f"the key of endpoint {stored.id}", reason)) from None
 
     # writing ---------------------------------------------------------------------------------------
 
@@ -203,6 +212,7 @@ class Store:
             ensure_private_dir(self.directory)
             data = self._load_metadata()
             old = self.endpoints()
+            refuse_login_ids(data, ids, source)
             secrets = self.secrets()
             backend = secrets.backend
             now = utc_now()
@@ -232,7 +242,9 @@ class Store:
 
     def preview_replace_all(self, endpoints: list[Endpoint]) -> list[Change]:
         """What ``replace_all(endpoints)`` would report, touching neither the keys nor the files."""
-        return plan_changes(self._not_of_login(self._load_metadata(), self.endpoints()), endpoints, self.settings.store, remove_others=True)
+        data, old = self._load_metadata(), self.endpoints()
+        refuse_login_ids(data, [e.id for e in endpoints], "sync")
+        return plan_changes(self._not_of_login(data, old), endpoints, self.settings.store, remove_others=True)
 
     def endpoints_of(self, source: str) -> dict[str, StoredEndpoint]:
         """The stored endpoints whose records came from ``source``, in natural order of id."""
@@ -440,6 +452,19 @@ def _with_login_records(records: dict, source: str, endpoints: Sequence[Any], se
             endpoint, source, now, section["fingerprint"], section["store"], section["access"], section.get("backend", "")
         )
     return dict(sorted(kept.items(), key=lambda item: natural_key(item[0])))
+
+
+def refuse_login_ids(data: dict, ids: Iterable[str], command: str) -> None:
+    """sync and import change the endpoint files' endpoints only: an id a login's record holds (the
+    gateway's) is login's and logout's, never silently replaced by a file."""
+    records = data.get("endpoints", {})
+    taken = [i for i in ids if i in records and _of_login(data, records[i])]
+    if taken:
+        how = "import it with --id ANOTHER_NAME" if command == "import" else "rename the endpoint file"
+        raise UsageError(
+            f"endpoint {taken[0]} is a gateway endpoint (from metis-env login); {how}, "
+            f"or run metis-env logout first to remove the gateway's endpoints"
+        )
 
 
 def _of_login(data: dict, record: dict) -> bool:

@@ -19,7 +19,16 @@ __metis_env_status=$?
 # Example:
 #   metis-use 1 --model Llama-4-Maverick-17B-128E-Instruct
 metis-use() {
-  local code
+  local code arg
+  # export's --shell, --output and --unset would be ignored or break the eval: refuse them.
+  for arg in "$@"; do
+    case $arg in
+      --) break ;;
+      --shell|--shell=*|-s|-s?*|--output|--output=*|-o|-o?*|--unset)
+        printf '%s\n' "metis-use: $arg is an option of metis-env export; metis-use sets this shell's variables (metis-unuse removes them)" >&2
+        return 2 ;;
+    esac
+  done
   # Capture first: eval "$(...)" would hide a failure behind eval's own status.
   code=$(command metis-env export "$@" --shell bash) || return
   eval "$code"
@@ -134,7 +143,13 @@ _metis_env_quote_for() {
 _metis_use_complete() {
   local -a COMP_WORDS=(metis-env export "${COMP_WORDS[@]:1}")
   local COMP_CWORD=$((COMP_CWORD + 1))
+  local -a offered
+  local candidate
   _metis_env_complete
+  for candidate in "${COMPREPLY[@]}"; do  # export's options metis-use refuses are not offered
+    case $candidate in --shell|--output|--unset|-s|-o) ;; *) offered+=("$candidate") ;; esac
+  done
+  COMPREPLY=("${offered[@]}")
 }
 
 complete -o nosort -F _metis_env_complete metis-env 2>/dev/null || complete -F _metis_env_complete metis-env

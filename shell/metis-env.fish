@@ -17,6 +17,16 @@ set -l __metis_env_status $status
 # Example:
 #   metis-use 1 --model Llama-4-Maverick-17B-128E-Instruct
 function metis-use --description 'Set the OpenAI variables of a Metis endpoint in this shell'
+    # export's --shell, --output and --unset would be ignored or break the source: refuse them.
+    for arg in $argv
+        switch $arg
+            case '--'
+                break
+            case --shell '--shell=*' -s '-s?*' --output '--output=*' -o '-o?*' --unset
+                printf '%s\n' "metis-use: $arg is an option of metis-env export; metis-use sets this shell's variables (metis-unuse removes them)" >&2
+                return 2
+        end
+    end
     # Capture first (one element per line; metis-env's status is kept): a failing export must change nothing.
     set -l code (command metis-env export $argv --shell fish)
     or return

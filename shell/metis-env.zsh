@@ -19,7 +19,16 @@ __metis_env_status=$?
 #   metis-use 1 --model Llama-4-Maverick-17B-128E-Instruct
 metis-use() {
   emulate -L zsh
-  local code
+  local code arg
+  # export's --shell, --output and --unset would be ignored or break the eval: refuse them.
+  for arg in "$@"; do
+    case $arg in
+      --) break ;;
+      --shell|--shell=*|-s|-s?*|--output|--output=*|-o|-o?*|--unset)
+        printf '%s\n' "metis-use: $arg is an option of metis-env export; metis-use sets this shell's variables (metis-unuse removes them)" >&2
+        return 2 ;;
+    esac
+  done
   # Capture first: eval "$(...)" would hide a failure behind eval's own status.
   code=$(command metis-env export "$@" --shell zsh) || return
   eval "$code"

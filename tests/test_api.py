@@ -177,7 +177,8 @@ def test_errors_are_the_exceptions_behind_the_clis_lines(two_endpoints, call, ex
     exported = metis("export", *export_args)
     with pytest.raises(MetisEnvError) as caught:
         call()
-    assert (caught.value.exit_code, f"metis-env: error: {caught.value}\n") == (exported.returncode, exported.stderr.decode())
+    said = exported.stderr.decode().replace("(metis-env export 1)", "(metis_env.load('1'))")  # the hint in Python's words
+    assert (caught.value.exit_code, f"metis-env: error: {caught.value}\n") == (exported.returncode, said)
 
 
 def test_load_before_any_sync_says_what_export_says(file_store):
@@ -185,8 +186,8 @@ def test_load_before_any_sync_says_what_export_says(file_store):
     with pytest.raises(NotFoundError) as caught:
         metis_env.load(1)
     assert (f"metis-env: error: {caught.value}\n", exported.stderr.decode(), exported.returncode) == (
-        "metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)\n",
-        "metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)\n",
+        "metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE\n",
+        "metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE\n",
         3,
     )
     assert "OPENAI_API_KEY" not in os.environ
@@ -203,8 +204,9 @@ def test_a_keyring_that_cannot_be_read_is_the_one_line_error(tmp_path, monkeypat
         metis_env.environ(1)
     assert (type(caught.value).__name__, str(caught.value)) == (
         "StoreUnavailableError",
-        "no OS keyring is available here (usual on HPC nodes, containers and CI); use the file store instead: "
-        "--store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml",
+        "the key of endpoint 1 is in the OS keyring, and no OS keyring is available here (usual on HPC nodes, "
+        "containers and CI): unlock the keyring (then metis-env store move --to file makes the keys usable without "
+        "it), or fetch the key again into the file store (metis-env --store file sync, import or login)",
     )
 
 
@@ -325,8 +327,8 @@ def test_a_gateway_token_is_read_again_before_it_expires(file_store, tmp_path, s
     real_select = credentials.select_with_key
     handed_out = []
 
-    def select_with_token(store, spec, model, settings):
-        selection, _key = real_select(store, spec, model, settings)
+    def select_with_token(store, spec, model, settings, command="export"):
+        selection, _key = real_select(store, spec, model, settings, command)
         token = f"gateway-token-{len(handed_out) + 1:02d}-0123456789"
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2.5))
         handed_out.append(token)

@@ -656,3 +656,22 @@ def test_check_without_endpoint_checks_every_stored_endpoint(tmp_path, monkeypat
             raise_for_results(results, at_terminal)
         assert str(caught.value) == message
     raise_for_results(results[:1], True)
+
+
+@pytest.mark.parametrize("default_model, code, status, tail", [
+    (None, 0, "ok", ""),
+    ("Llama-4-Maverick-17B-128E-Instruct", 21, "not_live",
+     "; Llama-4-Maverick-17B-128E-Instruct, the model export picks, is not served: pick a served one "
+     "(export --model NAME, or metis-env config set default_model NAME)"),
+])
+def test_the_command_fails_when_the_model_export_picks_is_not_served(stub: OpenAIStubServer, tmp_path: Path, file_store,
+                                                                       default_model, code, status, tail) -> None:
+    from tests.conftest import metis
+
+    metis("import", str(endpoint_file(tmp_path, stub.base_url + "/")), check=True)
+    env = {"METIS_ENV_DEFAULT_MODEL": default_model} if default_model else {}
+    done = metis("check", "--json", "1", env=env)
+    message = "DeepSeek-R1 served, Llama-4-Maverick-17B-128E-Instruct not listed by /models" + tail
+    found = json.loads(done.stdout)
+    assert (done.returncode, found["status"], found["message"], done.stderr.decode()) == (
+        code, status, message, f"metis-env: error: check of endpoint 1: {message}\n" if code else "")

@@ -101,7 +101,7 @@ def test_eval_of_a_failing_export_fails_in_the_shell():
     proc = subprocess.run(["bash", "-c", f'eval "$({sys.executable} -m metis_env export 1)"'], capture_output=True, timeout=60)
     assert (proc.returncode, proc.stderr.decode()) == (
         1,
-        "metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)\n",
+        "metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE\n",
     )
 
 
@@ -153,10 +153,16 @@ def test_run_without_a_command_and_with_a_missing_one(endpoint_files):
     )
 
 
-@pytest.mark.parametrize("what, value", [("key", KEY_1), ("url", "https://metis.alcf.anl.gov/v1/"), ("models", "DeepSeek-R1")])
-def test_get_prints_one_raw_value(endpoint_files, what, value):
-    metis("import", str(endpoint_files[0]), check=True)
-    assert result(metis("get", what, "1")) == (0, value + "\n", "")
+@pytest.mark.parametrize("what, spec, env, value", [
+    ("key", "1", {}, KEY_1), ("url", "1", {}, "https://metis.alcf.anl.gov/v1/"), ("models", "1", {}, "DeepSeek-R1"),
+    ("models", "2", {}, "Llama-4-Maverick-17B-128E-Instruct,Llama-3.3-70B-Instruct"),
+    ("model", "2", {}, "Llama-4-Maverick-17B-128E-Instruct"),  # what export would pick: the first
+    ("model", "2", {"METIS_ENV_DEFAULT_MODEL": "Llama-3.3-70B-Instruct"}, "Llama-3.3-70B-Instruct"),
+    ("model", "Llama-3.3-70B-Instruct", {}, "Llama-3.3-70B-Instruct"),  # ENDPOINT named by its model
+])
+def test_get_prints_one_raw_value(endpoint_files, what, spec, env, value):
+    metis("import", *map(str, endpoint_files), check=True)
+    assert result(metis("get", what, spec, env=env)) == (0, value + "\n", "")
 
 
 def test_list_masks_the_key_and_json_has_a_stable_schema(endpoint_files):
@@ -203,7 +209,7 @@ def test_forget_one_and_all(endpoint_files):
     assert result(metis("forget", "1")) == (3, "", "metis-env: error: no endpoint '1' is stored; metis-env list shows what is\n")
 
 
-def test_no_keyring_gives_one_line_naming_the_file_store(endpoint_files, monkeypatch):
+def test_no_keyring_gives_one_line_naming_the_file_store(endpoint_files, monkeypatch, env_setup):
     monkeypatch.delenv("METIS_ENV_STORE")
     assert result(metis("import", str(endpoint_files[0]))) == (
         5,
@@ -211,7 +217,11 @@ def test_no_keyring_gives_one_line_naming_the_file_store(endpoint_files, monkeyp
         "metis-env: error: no OS keyring is available here (usual on HPC nodes, containers and CI); use the "
         "file store instead: --store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml\n",
     )
-    assert result(metis("import", "--store", "file", str(endpoint_files[0]))) == (0, "", "endpoint 1: new\n")
+    config = env_setup / "config.yaml"
+    assert result(metis("import", "--store", "file", str(endpoint_files[0]))) == (
+        0, "", f"endpoint 1: new\nmetis-env: store: file saved in {config} (later commands use it; metis-env config set store ... changes it)\n")
+    assert (config.read_text(), result(metis("get", "key", "1"))) == ("store: file\n", (0, "sk-test-one-0123456789abcdef\n", ""))
+    assert result(metis("import", "--store", "file", str(endpoint_files[0]))) == (0, "", "endpoint 1: unchanged\n")
 
 
 def test_a_damaged_metadata_entry_is_one_line(endpoint_files, env_setup):
@@ -269,7 +279,7 @@ def test_check_refuses_a_timeout_that_is_not_positive(endpoint_files):
         (["bogus"], "", "no such command 'bogus'; see metis-env --help"),
         (["export", "-s"], "false\n", "option '-s' requires an argument; see metis-env export --help"),
         (["check", "--bogus"], "", "no such option '--bogus'; see metis-env check --help"),
-        (["get", "nope"], "", "invalid value for '{key|url|models}': 'nope' is not one of 'key', 'url', 'models'; "
+        (["get", "nope"], "", "invalid value for '{key|url|models|model}': 'nope' is not one of 'key', 'url', 'models', 'model'; "
                               "see metis-env get --help"),
         (["sync", "--port", "0"], "", "invalid value for '--port': 0 is not in the range 1<=x<=65535; see metis-env sync --help"),
         (["list", "extra"], "", "got unexpected extra argument (extra); see metis-env list --help"),
@@ -311,7 +321,9 @@ SEVERAL = "metis-env: error: several endpoints are stored (1, 2) and none is the
 @pytest.mark.parametrize(
     "args, example",
     [(["get", "key"], "metis-env get key 1"), (["get", "url"], "metis-env get url 1"),
-     (["run", "--", "true"], "metis-env run 1 -- COMMAND"), (["export"], "metis-env export 1")],
+     (["run", "--", "true"], "metis-env run 1 -- COMMAND"), (["export"], "metis-env export 1"),
+     (["run", "--proxy", "--", "true"], "metis-env run --proxy 1 -- COMMAND"),
+     (["configure", "aider", "--dry-run"], "metis-env configure TOOL 1")],
 )
 def test_several_endpoints_and_no_default_suggest_the_command_that_was_typed(endpoint_files, args, example):
     metis("import", *map(str, endpoint_files), check=True)
@@ -331,9 +343,13 @@ def test_config_set_validates_says_what_it_did_and_list_shows_whole_numbers(endp
         (0, "", f"metis-env: timeout set to 45 in {config}\n"),
         (0, "", f"metis-env: timeout removed from {config}; its default is 30\n"),
     ]
-    listed = metis("config", "list").stdout.decode().splitlines()
-    assert [line for line in listed if line.startswith(("stale_after_days", "timeout", "default_endpoint"))] == [
-        "default_endpoint: 2", "stale_after_days: 30", "timeout: 30"]
+    listed = metis("config", "list", env={"METIS_ENV_STORE": "file", "METIS_ENV_PORT": "0"}).stdout.decode().splitlines()
+    assert [line for line in listed if line.startswith(("stale_after_days", "timeout", "default_endpoint", "store", "port"))] == [
+        "port:   # default; not valid, only sync refuses it: METIS_ENV_PORT: port must be a number from 1 to 65535",
+        "default_endpoint: 2  # config.yaml", "store: file  # METIS_ENV_STORE", "stale_after_days: 30  # default",
+        "timeout: 30  # default"]
+    listed = metis("--store", "keyring", "config", "list").stdout.decode().splitlines()
+    assert [line for line in listed if line.startswith("store:")] == ["store: keyring  # --store"]
 
 
 def test_import_refuses_a_file_not_named_like_an_endpoint_file_unless_given_an_id(tmp_path, env_setup):
@@ -424,3 +440,108 @@ def test_a_bad_alias_is_refused_with_one_line(value):
     assert result(metis("export", "1", env={"METIS_ENV_ALIASES": value})) == (
         2, "false\n", f"metis-env: error: {message.replace('aliases:', 'METIS_ENV_ALIASES:', 1)}\n"
     )
+
+
+@pytest.mark.parametrize("where, error", [
+    ("config.yaml", "{config}: port must be a number from 1 to 65535"),
+    ("METIS_ENV_PORT", "METIS_ENV_PORT: port must be a number from 1 to 65535"),
+])
+def test_a_bad_sync_only_setting_breaks_sync_only(endpoint_files, env_setup, file_store, where, error):
+    metis("import", str(endpoint_files[0]), check=True)
+    env = {}
+    if where == "config.yaml":
+        (env_setup / "config.yaml").write_text("port: 70000\n")
+        os.chmod(env_setup / "config.yaml", 0o600)
+    else:
+        env["METIS_ENV_PORT"] = "0"
+    said = [(lambda r: (r[0], r[2]))(result(metis(*args, env=env))) for args in (
+        ("export", "1", "--shell", "dotenv"), ("list",), ("run", "1", "--", "true"), ("get", "url", "1"),
+        ("sync", "--user", "alice", "--passcode-stdin"),
+    )]
+    assert said == [(0, ""), (0, ""), (0, ""), (0, ""), (2, "metis-env: error: " + error.format(config=env_setup / "config.yaml") + "\n")]
+
+
+def test_an_option_replaces_a_bad_sync_only_setting(monkeypatch):
+    from metis_env.errors import UsageError
+    from metis_env.settings import load_settings, require_sync_settings, with_overrides
+
+    monkeypatch.setenv("METIS_ENV_PORT", "0")
+    settings = load_settings()
+    with pytest.raises(UsageError) as caught:
+        require_sync_settings(settings)
+    assert (settings.port, settings.invalid, str(caught.value)) == (
+        None, (("port", "METIS_ENV_PORT: port must be a number from 1 to 65535"),), "METIS_ENV_PORT: port must be a number from 1 to 65535")
+    overridden = with_overrides(settings, port="2222")  # sync --port 2222
+    assert (require_sync_settings(settings, ["port"]), overridden.port, overridden.invalid) == (None, 2222, ())
+
+
+@pytest.mark.parametrize("stored_before, imported, warning", [
+    ({}, ["7"], ""),  # nothing synced here: nothing to warn of
+    ({"1": "sync:alice@sambanova.alcf.anl.gov"}, ["1"], ""),  # a synced endpoint's new key: sync brings it again
+    ({"1": "sync:alice@sambanova.alcf.anl.gov"}, ["7"],
+     "metis-env: warning: endpoint 7 did not come from a sync: the next metis-env sync removes it unless the login "
+     "node has the file (import again after it)\n"),
+    ({"1": "sync:alice@sambanova.alcf.anl.gov", "7": "import"}, ["7", "8"],
+     "metis-env: warning: endpoints 7, 8 did not come from a sync: the next metis-env sync removes them unless the "
+     "login node has the file (import again after it)\n"),
+])
+def test_import_warns_of_what_the_next_sync_removes(tmp_path, file_store, capsys, stored_before, imported, warning):
+    from metis_env.actions import import_files
+    from metis_env.endpoint import parse_endpoint_file
+    from metis_env.settings import load_settings
+    from metis_env.store import Store
+
+    store = Store(load_settings())
+    for endpoint_id, source in stored_before.items():
+        store.merge([parse_endpoint_file(ENDPOINT_1, "<stdin>", endpoint_id)], source)
+    for endpoint_id in imported:
+        (tmp_path / f"metis_endpoint_{endpoint_id}.txt").write_text(ENDPOINT_2)
+    capsys.readouterr()
+    import_files(store, [str(tmp_path / f"metis_endpoint_{i}.txt") for i in imported], None)
+    assert capsys.readouterr().err == warning
+
+
+def test_several_endpoints_and_no_default_suggest_python_to_the_python_api(endpoint_files):
+    import metis_env
+    from metis_env.errors import UsageError
+
+    metis("import", *map(str, endpoint_files), check=True)
+    with pytest.raises(UsageError) as caught:
+        metis_env.environ()
+    assert "metis-env: error: " + str(caught.value) + "\n" == SEVERAL.format("metis_env.load('1')")
+
+
+def test_import_from_a_terminal_says_what_to_do_and_never_shows_the_key(file_store):
+    """`import --id 1 -` typed at a terminal: one line of instructions, the pasted file not echoed."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "metis_env", "import", "--id", "1", "-"], stdin=slave, stdout=slave,
+                            stderr=slave, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, start_new_session=True)
+    os.close(slave)
+    seen = b""
+
+    def read_until(done) -> None:
+        nonlocal seen
+        while not done(seen):
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, seen  # nothing for a minute: a hang, not a slow machine
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child is gone and the terminal closed
+                return
+            if not chunk:
+                return
+            seen += chunk
+
+    prompt = b"metis-env: paste the endpoint file (it is not shown), then press Enter and Ctrl-D\r\n"
+    read_until(lambda text: prompt in text)
+    for line in ENDPOINT_1.encode().splitlines(keepends=True):
+        os.write(master, line)
+    os.write(master, b"\x04")  # Ctrl-D at the start of a line: end of file
+    read_until(lambda text: b"endpoint 1: new" in text)
+    assert proc.wait(timeout=60) == 0
+    read_until(lambda text: text.endswith(b"\n"))
+    os.close(master)
+    assert (seen, b"sk-test" in seen) == (prompt + b"endpoint 1: new\r\n", False)

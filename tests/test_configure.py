@@ -412,7 +412,7 @@ def test_an_unknown_model_is_the_selections_error(file_store, endpoint_files):
 
 
 def test_no_endpoint_stored_yet(file_store):
-    assert run("configure", "pi") == (3, "", "metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)\n")
+    assert run("configure", "pi") == (3, "", "metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE\n")
 
 
 # --- tools that need a route: codex (/responses) and Claude Code (/v1/messages) ------------------

@@ -48,7 +48,7 @@ def test_no_keyring_backend_is_a_problem_with_its_fix():
         f"keyring detect one, {FILE_STORE_FIX}"
     )
     assert line_of(lines, "store") == "ok       store: keyring (the default): keys in the OS keyring, service 'metis-env'"
-    assert lines[-1] == "1 problem(s), 1 warning(s)"  # the warning: known_hosts
+    assert lines[-1] == "1 problem(s), 0 warning(s)"
 
 
 def test_no_keyring_is_no_problem_with_the_file_store():
@@ -59,7 +59,7 @@ def test_no_keyring_is_no_problem_with_the_file_store():
         "ok       keyring: not used (the store is file); keyring would use keyring.backends.fail.Keyring, "
         "named by PYTHON_KEYRING_BACKEND"
     )
-    assert lines[-1] == "0 problem(s), 1 warning(s)"
+    assert lines[-1] == "0 problem(s), 0 warning(s)"
 
 
 def test_a_locked_secret_service_is_a_problem_with_its_fix(tmp_path, monkeypatch):
@@ -117,13 +117,17 @@ def test_loose_modes_warn_and_a_readable_key_file_is_a_problem(synced):
         f"read keys from it; fix: chmod 600 {synced / 'keys.json'}, then consider the keys seen (metis-env sync "
         "after they rotate)"
     )
-    assert lines[-1] == "1 problem(s), 3 warning(s)"
+    assert line_of(lines, "endpoint 1") == (  # never "ok": its key cannot be read
+        "warn     endpoint 1: imported just now; its key is in keys.json, which cannot be read (see keys.json above); "
+        "fix: metis-env sync"
+    )
+    assert lines[-1] == "1 problem(s), 4 warning(s)"  # and endpoints 1 and 2: their keys cannot be read
 
 
 def test_loose_metadata_alone_is_a_warning_and_exit_0(synced):
     os.chmod(synced / "endpoints.yaml", 0o644)
     code, lines, stderr = run_doctor()
-    assert (code, stderr, lines[-1]) == (0, "", "0 problem(s), 2 warning(s)")
+    assert (code, stderr, lines[-1]) == (0, "", "0 problem(s), 1 warning(s)")
 
 
 def test_a_symlinked_file_and_a_foreign_owner_are_problems(synced, tmp_path):
@@ -261,6 +265,9 @@ def test_doctor_writes_nothing(tmp_path):
 
 
 def test_no_known_hosts_entry_is_a_warning_with_its_fix(file_store):
+    from metis_env.endpoint import parse_endpoint_file
+
+    Store(load_settings()).replace_all([parse_endpoint_file(ENDPOINT_1, "metis_endpoint_1.txt")], "sync:alice@sambanova.alcf.anl.gov")
     code, lines, stderr = run_doctor()
     assert (code, stderr) == (0, "")
     assert line_of(lines, "known_hosts") == (
@@ -308,8 +315,8 @@ def test_a_bad_setting_is_reported_and_doctor_goes_on(file_store):
     code, lines, stderr = run_doctor(env={"METIS_ENV_PORT": "seventy"})
     assert (code, stderr) == (17, PROBLEMS_STDERR.format("settings"))
     assert lines[0] == (
-        "problem  settings: METIS_ENV_PORT: port must be a number from 1 to 65535; doctor goes on with the valid settings and defaults for the rest; "
-        "fix: fix the value named, or delete config.yaml"
+        "problem  settings: METIS_ENV_PORT: port must be a number from 1 to 65535; sync refuses it (the other commands "
+        "do not use it); fix: fix the value named (metis-env config list shows where it comes from)"
     )
 
 
@@ -402,4 +409,72 @@ def test_a_jump_host_sync_refuses_is_a_problem_in_syncs_words(file_store, tmp_pa
         "problem  ssh config: sambanova.alcf.anl.gov -> sambanova.alcf.anl.gov:22 through ProxyJump bastion, as ada "
         "(from the ssh config); the jump host bastion has its own ProxyJump/ProxyCommand; use --via openssh; "
         "fix: metis-env config set transport openssh (or metis-env sync --via openssh)"
+    )
+
+
+@pytest.mark.parametrize("stored", ["nothing", "an import", "a gateway login"])
+def test_no_host_key_is_no_warning_for_who_never_syncs_over_ssh(file_store, stored):
+    from metis_env.endpoint import parse_endpoint_file
+    from tests.test_store import logged_in_store
+
+    store = Store(load_settings())
+    if stored == "an import":
+        store.merge([parse_endpoint_file(ENDPOINT_1, "metis_endpoint_1.txt")], "import")
+    elif stored == "a gateway login":
+        logged_in_store(store)
+    code, lines, stderr = run_doctor()
+    assert line_of(lines, "known_hosts") == (
+        "ok       known_hosts: no host key for sambanova.alcf.anl.gov yet; needed only by sync over SSH, whose "
+        "first run shows its fingerprint"
+    )
+
+
+def test_an_endpoint_whose_keyring_cannot_be_read_is_not_ok(env_setup):
+    """The key went into a keyring (a laptop's), and doctor runs where no keyring answers."""
+    from metis_env.endpoint import parse_endpoint_file
+
+    Store(load_settings()).merge([parse_endpoint_file(ENDPOINT_1, "metis_endpoint_1.txt")], "import")  # in-memory keyring
+    for store in ("keyring", "file"):  # the keyring is found broken above, or (file store) not probed at all
+        code, lines, stderr = run_doctor(env={"METIS_ENV_STORE": store})
+        assert (code, line_of(lines, "endpoint 1")) == (17, {
+            "keyring": "warn     endpoint 1: imported just now; its key is in the OS keyring, which cannot be read "
+                       "(see keyring above); fix: unlock the keyring (then metis-env store move --to file), or fetch the "
+                       "key again into the file store: metis-env --store file sync (import or login)",
+            "file": "problem  endpoint 1: imported just now; the key of endpoint 1 is in the OS keyring, and no OS "
+                    "keyring is available here (usual on HPC nodes, containers and CI): unlock the keyring (then "
+                    "metis-env store move --to file makes the keys usable without it), or fetch the key again into "
+                    "the file store (metis-env --store file sync, import or login); fix: unlock the keyring (then "
+                    "metis-env store move --to file), or fetch the key again into the file store: metis-env --store "
+                    "file sync (import or login)",
+        }[store]), lines
+
+
+def test_the_keyring_probe_waits_as_long_as_the_store_would(monkeypatch):
+    """A busy machine: keyring's import alone took most of 3 s. doctor's bound is the store's own, so a
+    keyring export would wait for is never called broken."""
+    import keyring
+
+    class Hanging(keyring.backend.KeyringBackend):
+        priority = 1
+
+        def get_password(self, service, username):
+            threading.Event().wait()
+
+        def set_password(self, service, username, password):
+            raise NotImplementedError
+
+        def delete_password(self, service, username):
+            raise NotImplementedError
+
+    import threading
+
+    from metis_env.keystore import KeyringSecrets
+
+    keyring.set_keyring(Hanging())
+    monkeypatch.setenv("METIS_ENV_KEYRING_TIMEOUT", "0.5")
+    findings = doctor.check_keyring(load_settings(), environ={})
+    monkeypatch.delenv("METIS_ENV_KEYRING_TIMEOUT")
+    assert (doctor.KEYRING_PROBE_TIMEOUT, KeyringSecrets().timeout, [f.message for f in findings]) == (
+        None, 10.0,
+        [f"{Hanging.__module__}.Hanging (auto-detected) did not answer within 0.5 s: locked, or waiting for an unlock dialog"],
     )

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 
-from distributed import Client, LocalCluster
+import pytest
 
 from metis_env.testing.gateway_standin import REPLY
 from tests._engine_tasks import chat
 from tests._engines import chat_statuses, process_ids, scan_files, scan_processes, short_login, tokens, wait_until_expired
 from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
+
+# the engines extra installs only for Python 3.10+: skipped on 3.9, as the alcf-tokens tests are
+distributed = pytest.importorskip("distributed")
+Client, LocalCluster = distributed.Client, distributed.LocalCluster
 
 WORKERS, THREADS = 2, 2
 PARTIES = WORKERS * THREADS  # every thread of every worker in each phase, at once

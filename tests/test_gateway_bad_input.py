@@ -201,8 +201,8 @@ def test_a_gateway_listing_too_many_clusters_and_models_is_stored_cut_to_the_cap
     code, out, err, _url = login_headless(env, globus)
     assert (code, out) == (0, b"")
     assert err.splitlines()[3:5] == [
-        f"metis-env: warning: {globus.gateway_url}list-endpoints: cluster c000, c001, c002 and 67 more list(s) more than 256 models; "
-        "only the first 256 of each are kept",
+        f"metis-env: warning: {globus.gateway_url}list-endpoints: clusters c000, c001, c002 and 67 more each list more than 256 "
+        "models; only the first 256 are kept",
         f"metis-env: warning: {globus.gateway_url}list-endpoints lists 70 clusters with models; only the first 64 are kept",
     ]
     stored = {k: v["models"] for k, v in metadata(env)["endpoints"].items()}

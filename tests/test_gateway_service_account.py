@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
+import signal
 import subprocess
 import sys
 
@@ -47,7 +49,25 @@ def test_a_service_account_logs_in_without_a_browser_and_its_token_works(globus,
     assert keys_file(env)[section["secret"]] == SECRET and SECRET not in json.dumps(metadata(env))
     token = exported_json(metis("export", "metis", "--shell", "json", env=env))["OPENAI_API_KEY"]
     assert (globus.token_client(token), gateway_get(globus, "whoami", token)[0]) == (CLIENT, 200)
-    assert result(metis("login", "--service-account", CLIENT, "--secret-stdin", input=b"x\n", env=env))[0] == 0  # already: says so
+    assert result(sa_login(env)) == (0, "", (
+        f"metis-env: already logged in to the ALCF gateway as service account {CLIENT} (token valid until "
+        f"{section['expires']}); `metis-env login --service-account {CLIENT} --force` logs in again\n"
+    ))
+    assert globus.grants("client_credentials") == 1
+
+
+def test_a_new_secret_or_another_service_account_logs_in_again(globus, globus_env):  # noqa: F811
+    env = gateway_env(globus_env)
+    other, rotated = "1a2b3c4d-0000-4000-8000-000000000002", "sa-secret-rotated-Q7"
+    globus.add_service_account(CLIENT, SECRET)
+    globus.add_service_account(other, SECRET)
+    assert sa_login(env).returncode == 0
+    globus.add_service_account(CLIENT, rotated)  # the secret is rotated at app.globus.org
+    assert (sa_login(env, rotated).returncode, keys_file(env)[metadata(env)["gateway"]["secret"]]) == (0, rotated)
+    proc = metis("login", "--service-account", other, "--secret-stdin", input=(SECRET + "\n").encode(), env=env)
+    section = metadata(env)["gateway"]
+    assert (proc.returncode, section["client_id"], section["identity"], globus.grants("client_credentials")) == (
+        0, other, f"{other}@clients.auth.globus.org", 3)
 
 
 def test_inside_the_margin_export_run_and_the_proxy_mint_a_new_token_with_no_reauth_warning(globus, globus_env):  # noqa: F811
@@ -110,14 +130,31 @@ def test_the_secret_is_read_from_a_hidden_prompt_or_refused_without_a_terminal(g
     no_tty = subprocess.run([sys.executable, "-m", "metis_env", "login", "--service-account", CLIENT], input=SECRET.encode(),
                             capture_output=True, env={"PYTHONPATH": str(REPO), **env}, timeout=60, start_new_session=True)
     assert result(no_tty) == (2, "", "metis-env: error: no terminal to ask for the client secret on; pipe it with --secret-stdin\n")
-    # at a terminal: the prompt, and the secret typed is not echoed
+    # at a terminal: the prompt, and the secret typed is not echoed (with --secret-stdin too: stdin is the terminal)
+    for extra in ([], ["--secret-stdin"]):
+        code, seen = login_at_a_terminal(env, extra)
+        assert (code, SECRET.encode() in seen, b"Globus client secret of" in seen,
+                b"logged in to the ALCF gateway as service account" in seen) == (0, False, True, True), (extra, seen)
+        assert keys_file(env)[metadata(env)["gateway"]["secret"]] == SECRET
+        assert metis("logout", env=env).returncode == 0
+
+
+def login_at_a_terminal(env: dict, extra: list[str]) -> tuple[int, bytes]:
+    """``login --service-account`` in a session whose controlling terminal (and stdin) is a real pty;
+    the secret is typed once the prompt shows. -> (exit code, everything the terminal showed)."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session whose controlling terminal is the pty
-        os.execve(sys.executable, [sys.executable, "-m", "metis_env", "login", "--service-account", CLIENT],
+        os.execve(sys.executable, [sys.executable, "-m", "metis_env", "login", "--service-account", CLIENT, *extra],
                   {"PYTHONPATH": str(REPO), **env})
     seen = b""
     while b"Globus client secret of" not in seen:
-        seen += os.read(fd, 1024)
+        if not select.select([fd], [], [], 60)[0]:  # waiting for the prompt (a state), bounded
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"no prompt for the secret; the terminal showed {seen!r}")
+        chunk = os.read(fd, 1024)
+        assert chunk, seen  # it ended without asking
+        seen += chunk
     os.write(fd, SECRET.encode() + b"\n")
     while True:
         try:
@@ -128,6 +165,5 @@ def test_the_secret_is_read_from_a_hidden_prompt_or_refused_without_a_terminal(g
             break
         seen += chunk
     _, status = os.waitpid(pid, 0)
-    assert (os.waitstatus_to_exitcode(status), SECRET.encode() in seen, b"logged in to the ALCF gateway as service account" in seen) == (
-        0, False, True)
-    assert keys_file(env)[metadata(env)["gateway"]["secret"]] == SECRET
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen

@@ -4,6 +4,7 @@ endpoint files. Nothing here reaches Globus or ALCF."""
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
@@ -133,7 +134,7 @@ def test_login_without_a_code_stores_nothing(globus, globus_env):
 def test_export_without_a_login_says_metis_env_login(globus_env, file_store, endpoint_files):
     assert result(metis("export", "metis")) == (
         3, "false\n",
-        "metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)\n",
+        "metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE\n",
     )
 
 
@@ -221,15 +222,11 @@ def test_a_globus_answering_one_byte_every_5_s_holds_the_lock_no_longer_than_the
     globus.token_drip = 5.0  # the status line alone would take a minute; the whole answer half an hour
     first = start_metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL})
     wait_until(lambda: globus.drips_started == 1, "the first exporter's refresh reached the slow Globus")
-    dripping = time.monotonic()
     second = start_metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL})  # waits for the lock
     out, err = first.communicate(timeout=120)
-    first_done = time.monotonic()
+    # it left at its deadline: a few bytes of the status line (17 bytes, 85 s), the answer unfinished
+    assert (globus.drips_finished, globus.drip_bytes < 10) == (0, True), globus.drip_bytes
     out2, err2 = second.communicate(timeout=120)
-    second_done = time.monotonic()
-    slack = 20.0  # a busy CI machine; without the deadline the first one takes half an hour
-    assert first_done - dripping < REFRESH_TIMEOUT + slack
-    assert second_done - first_done < slack  # it did not spend another deadline on the same Globus
     assert (first.returncode, json.loads(out)["OPENAI_API_KEY"], second.returncode, json.loads(out2)["OPENAI_API_KEY"]) == (
         0, old, 0, old)
     assert err.decode() == (
@@ -240,7 +237,7 @@ def test_a_globus_answering_one_byte_every_5_s_holds_the_lock_no_longer_than_the
         r"metis-env: warning: the Globus token could not be refreshed \(Globus Auth did not finish the refresh within "
         r"10 s; check your network and try again\) \d+ s ago; the next try is after 60 s; using the current token, "
         r"valid for 48 h more\n", err2.decode()), err2
-    assert globus.drips_started == 1
+    assert (globus.drips_started, globus.drips_finished) == (1, 0)  # the second did not spend another deadline there
 
 
 def test_fifty_concurrent_exports_inside_the_margin_refresh_once(logged_in):
@@ -557,6 +554,17 @@ def test_bad_durations_are_one_line(text):
     assert str(caught.value) == "--min-ttl must be a duration such as 90m, 12h or 2d (or seconds)"
 
 
+def age_the_token(env: dict, seconds: int) -> None:
+    """The stored login as it will be ``seconds`` from now: granted and expiring that much earlier."""
+    data = metadata(env)
+    section = data["gateway"]
+    granted = calendar.timegm(time.strptime(section["refreshed_at"], "%Y-%m-%dT%H:%M:%S+00:00")) - seconds
+    section.update(expires_at=section["expires_at"] - seconds,
+                   refreshed_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(granted)))
+    with open(os.path.join(env["METIS_ENV_CONFIG_DIR"], "endpoints.yaml"), "w") as handle:
+        json.dump(data, handle)
+
+
 def test_min_ttl_refreshes_unless_that_much_life_is_left(globus, globus_env):
     env = gateway_env(globus_env)
     globus.access_lifetime = 12 * 3600  # the stored token: 12 h
@@ -566,20 +574,47 @@ def test_min_ttl_refreshes_unless_that_much_life_is_left(globus, globus_env):
     kept = [exported_json(metis("export", "metis", "--shell", "json", "--min-ttl", "11h", env=env))["OPENAI_API_KEY"],
             metis("get", "key", "metis", "--min-ttl", "90m", env=env).stdout.decode().strip()]
     assert (kept, globus.grants("refresh_token")) == ([old, old], 0)
+    # more than the last grant gave (12 h): a refresh would give no more, so none (said) until a minute is gone
     proc = metis("export", "metis", "--shell", "json", "--min-ttl", "13h", env=env)
+    assert (exported_json(proc)["OPENAI_API_KEY"], globus.grants("refresh_token"), proc.stderr.decode()) == (old, 0, (
+        "metis-env: warning: the Globus token lives 12 h after a refresh, less than the 13 h --min-ttl (min_ttl) "
+        "asks for: Globus decides its lifetime (48 h)\n"
+    ))
+    age_the_token(env, 2 * 3600)  # 10 h left
+    proc = metis("export", "metis", "--shell", "json", "--min-ttl", "11h", env=env)
     new = exported_json(proc)["OPENAI_API_KEY"]
     assert (proc.stderr, new != old, globus.grants("refresh_token")) == (b"", True, 1)
     # now 48 h left: the setting and its variable ask the same, and more than Globus gives is said
     assert exported_json(export_metis(env, METIS_ENV_MIN_TTL="47h"))["OPENAI_API_KEY"] == new
     proc = export_metis(env, METIS_ENV_MIN_TTL="3d")
-    assert (proc.returncode, globus.grants("refresh_token"), proc.stderr.decode()) == (0, 2, (
+    assert (proc.returncode, globus.grants("refresh_token"), proc.stderr.decode()) == (0, 1, (
         "metis-env: warning: the Globus token lives 48 h after a refresh, less than the 72 h --min-ttl (min_ttl) "
         "asks for: Globus decides its lifetime (48 h)\n"
     ))
     child = "import os; print(os.environ['OPENAI_API_KEY'])"
     ran = metis("run", "--min-ttl", "49h", "metis", "--", sys.executable, "-c", child, env=env)
-    assert (ran.returncode, globus.grants("refresh_token"), globus.token_status(ran.stdout.decode().strip())) == (0, 3, "valid")
+    assert (ran.returncode, globus.grants("refresh_token"), globus.token_status(ran.stdout.decode().strip())) == (0, 1, "valid")
     assert result(metis("export", "metis", "--min-ttl", "soon", env=env)) == (2, "false\n", (
         "metis-env: error: invalid value for '--min-ttl': expected a duration such as 90m, 12h or 2d (or seconds); "
         "see metis-env export --help\n"
     ))
+
+
+def test_concurrent_exports_asking_more_than_globus_gives_refresh_once(logged_in):
+    env, globus = logged_in
+    age_the_token(env, 3600)  # 47 h of a 48 h token left: inside a 3 d min_ttl (capped at 48 h - 1 min)
+    full = {"PYTHONPATH": str(REPO), **env, "METIS_ENV_MIN_TTL": "3d"}
+    globus.refresh_delay = 0.5  # the refresh takes a while: the others must wait for it, not repeat it
+
+    def one(_):
+        return subprocess.run([sys.executable, "-m", "metis_env", "export", "metis", "--shell", "json"],
+                              env=full, capture_output=True, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        runs = list(pool.map(one, range(5)))
+    tokens = {exported_json(r)["OPENAI_API_KEY"] for r in runs}
+    warning = (b"metis-env: warning: the Globus token lives 48 h after a refresh, less than the 72 h --min-ttl "
+               b"(min_ttl) asks for: Globus decides its lifetime (48 h)\n")
+    assert [(r.returncode, r.stderr) for r in runs] == [(0, warning)] * 5
+    assert (globus.grants("refresh_token"), len(tokens)) == (1, 1)
+    assert globus.token_status(tokens.pop()) == "valid"

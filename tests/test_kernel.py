@@ -102,6 +102,17 @@ def test_kernel_install_refuses_what_cannot_work(stored, jupyter_dir, tmp_path, 
     assert (proc.returncode, proc.stdout, proc.stderr.decode(), jupyter_dir.exists()) == (code, b"", message, False)
 
 
+def test_sys_prefix_with_a_python_that_fails_to_say_its_prefix_is_one_line(stored, jupyter_dir, tmp_path):
+    odd = tmp_path / "python-that-fails"  # has ipykernel, but fails when asked for sys.prefix
+    odd.write_text(f'#!/bin/sh\ncase "$2" in *sys.prefix*) exit 3;; esac\nexec {sys.executable} "$@"\n')
+    odd.chmod(0o755)
+    proc = metis("kernel", "install", "--python", str(odd), "--sys-prefix")
+    assert (proc.returncode, proc.stdout, proc.stderr.decode(), jupyter_dir.exists()) == (2, b"", (
+        f"metis-env: error: {odd} did not tell its sys.prefix for --sys-prefix; check that it runs, "
+        "or install for the user without --sys-prefix\n"
+    ), False)
+
+
 def execute(client, code: str) -> tuple[str, str]:
     """Run ``code`` in the kernel -> (status, what it printed)."""
     printed: list[str] = []

@@ -118,8 +118,10 @@ def test_a_kernel_without_the_stores_backend_shows_one_line(tmp_path):
                 "error",
                 "StoreUnavailableError",
                 [
-                    "metis-env: error: no OS keyring is available here (usual on HPC nodes, containers and CI); use the "
-                    "file store instead: --store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"
+                    "metis-env: error: the key of endpoint 1 is in the OS keyring, and no OS keyring is available here "
+                    "(usual on HPC nodes, containers and CI): unlock the keyring (then metis-env store move --to file "
+                    "makes the keys usable without it), or fetch the key again into the file store "
+                    "(metis-env --store file sync, import or login)"
                 ],
             )
         ],
@@ -133,7 +135,7 @@ def test_a_bad_magic_line_is_one_line_too(file_store, tmp_path):
     assert [outputs(cell) for cell in notebook.cells] == [
         [],
         [("error", "UsageError", ["metis-env: error: %metis: unexpected '2'; usage: %metis [ENDPOINT] [--model NAME] | %metis --unset"])],
-        [("error", "NotFoundError", ["metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)"])],
+        [("error", "NotFoundError", ["metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE"])],
     ]
 
 

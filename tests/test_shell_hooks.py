@@ -330,3 +330,28 @@ def test_install_again_with_the_line_in_the_rc_file_says_nothing_is_left_to_do(s
     assert (first.returncode, again.returncode, again.stderr.decode()) == (0, 0, (
         f"metis-env: already up to date: {path} (metis-use, metis-unuse and completion for {shell}); "
         f"~/{rc} already sources it: nothing else to do\n"))
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_metis_use_refuses_exports_options_it_cannot_honour(shell, stored, tmp_path):
+    status = "$status" if shell == "fish" else "$?"
+    said = []
+    for option in ("--shell=fish", "--output", "-o", "--unset", "-sbash"):
+        result = run(shell_argv(shell, f"source '{HOOKS[shell]}'; metis-use 1 {option}; echo status={status}; "
+                                       f"{dump_env(tmp_path / 'after.json')}; exit 0"), stored)
+        said.append((result.stdout, result.stderr.decode(), "OPENAI_API_KEY" in load(tmp_path / "after.json")))
+    assert said == [(b"status=2\n", f"metis-use: {option} is an option of metis-env export; metis-use sets this shell's "
+                                    "variables (metis-unuse removes them)\n", False)
+                    for option in ("--shell=fish", "--output", "-o", "--unset", "-sbash")]
+
+
+def test_bash_completion_of_metis_use_offers_no_option_it_refuses(stored):
+    script = (
+        f"source '{HOOKS['bash']}'; "
+        "COMP_WORDS=(metis-env export 1 --); COMP_CWORD=3; _metis_env_complete; printf '%s\\n' \"${COMPREPLY[@]}\"; echo ---; "
+        "COMP_WORDS=(metis-use 1 --); COMP_CWORD=2; _metis_use_complete; printf '%s\\n' \"${COMPREPLY[@]}\""
+    )
+    result = run(shell_argv("bash", script), stored)
+    export_offers, use_offers = result.stdout.decode().split("---\n")
+    assert (sorted(set(export_offers.split()) - set(use_offers.split())), "--model" in use_offers.split()) == (
+        ["--output", "--shell", "--unset"], True)

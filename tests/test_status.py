@@ -79,8 +79,8 @@ def test_export_and_run_warn_from_the_last_status_and_never_ask_the_network(stor
 
 def test_check_feeds_the_cache_too(stored):
     one, _ = stored
-    one.models = ()  # endpoint 1 stops serving DeepSeek-R1
-    assert run("check", "1")[0] == 0
+    one.models = ()  # endpoint 1 stops serving DeepSeek-R1, the model export picks: check fails (21)
+    assert run("check", "1")[0] == 21
     assert run("export", "1", "--shell", "sh")[2] == (
         "metis-env: warning: model 'DeepSeek-R1' of endpoint 1 was offline at the last check (N s ago); requests may "
         "fail until it is live: metis-env status 1\n"
@@ -106,4 +106,4 @@ def test_a_failing_endpoint_is_shown_and_gives_the_exit_code(stored):
 
 
 def test_status_with_nothing_stored(file_store):
-    assert run("status") == (3, "", "metis-env: error: no endpoints are stored yet; run metis-env sync (or metis-env import FILE)\n")
+    assert run("status") == (3, "", "metis-env: error: no endpoints are stored yet; run metis-env sync (endpoint files over SSH) or metis-env login (the ALCF gateway), or metis-env import FILE\n")

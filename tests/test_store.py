@@ -227,3 +227,95 @@ def test_a_hand_edited_yaml_metadata_file_still_reads(env_setup, store):
     )
     (env_setup / "endpoints.yaml").write_text(yaml_text)
     assert store.endpoints()["1"].models == ("DeepSeek-R1",)
+
+
+# --- sync and import change the endpoint files' endpoints only ------------------------------------
+
+
+def logged_in_store(store):
+    """A store holding a gateway login and its endpoint ``metis``, as `metis-env login` leaves it."""
+    import time
+
+    from metis_env.sources.gateway.http import GatewayEndpoint
+    from metis_env.sources.gateway.tokens import save_login
+
+    data = {"access_token": "gw-access-token", "refresh_token": "gw-refresh-token", "expires_at_seconds": int(time.time()) + 3600}
+    save_login(store, store.settings, data, "alice@example.org", [GatewayEndpoint("metis", "https://gw.example/metis/v1/", ("m1",), "api")])
+    return store
+
+
+@pytest.mark.parametrize("action, message", [
+    ("import", "endpoint metis is a gateway endpoint (from metis-env login); import it with --id ANOTHER_NAME, "
+               "or run metis-env logout first to remove the gateway's endpoints"),
+    ("sync", "endpoint metis is a gateway endpoint (from metis-env login); rename the endpoint file, "
+             "or run metis-env logout first to remove the gateway's endpoints"),
+    ("sync --dry-run", "endpoint metis is a gateway endpoint (from metis-env login); rename the endpoint file, "
+                       "or run metis-env logout first to remove the gateway's endpoints"),
+])
+def test_an_endpoint_file_never_replaces_a_gateway_endpoint(store, memory_keyring, env_setup, action, message):
+    from metis_env.errors import UsageError
+
+    logged_in_store(store)
+    before = snapshot(env_setup, memory_keyring)
+    file = parse_endpoint_file(ENDPOINT_1, "<stdin>", "metis")
+    run = {"import": lambda: store.merge([file], "import"), "sync": lambda: store.replace_all([file], "sync:alice@host"),
+           "sync --dry-run": lambda: store.preview_replace_all([file])}[action]
+    with pytest.raises(UsageError) as caught:
+        run()
+    assert (str(caught.value), snapshot(env_setup, memory_keyring)) == (message, before)
+
+
+# --- store move ----------------------------------------------------------------------------------
+
+
+def keys_json(config_dir) -> dict:
+    path = config_dir / "keys.json"
+    return json.loads(path.read_text())["keys"] if path.exists() else {}
+
+
+def where_stored(store) -> dict:
+    return {i: s.store for i, s in store.endpoints().items()}
+
+
+def test_store_move_carries_keys_and_tokens_and_leaves_no_copy(store, memory_keyring, env_setup):
+    from metis_env.commands.store_move import move_keys
+    from metis_env.sources.gateway.tokens import read_state
+
+    store.merge([endpoint(ENDPOINT_1, 1), endpoint(ENDPOINT_2, 2)], "import")
+    logged_in_store(store)
+    refs = {i: s.secret_ref for i, s in store.endpoints().items()}
+    tokens = {read_state(store).access: "gw-access-token", read_state(store).refresh: "gw-refresh-token"}
+
+    assert move_keys(store, "file", ["2"]) == [Change("2", "moved")]
+    assert (where_stored(store), keys_json(env_setup)) == (
+        {"1": "keyring", "2": "file", "metis": "keyring"}, {refs["2"]: "sk-test-two-0123456789abcdef"})
+    assert move_keys(store, "file", ["metis"]) == [Change("metis", "moved")]
+    assert (where_stored(store), read_state(store).store, keys_json(env_setup)) == (
+        {"1": "keyring", "2": "file", "metis": "file"}, "file", {refs["2"]: "sk-test-two-0123456789abcdef", **tokens})
+    assert move_keys(store, "file") == [Change("1", "moved"), Change("2", "unchanged"), Change("metis", "unchanged")]
+    assert (memory_keyring.entries, [store.api_key(s) for s in store.endpoints().values()]) == (
+        {}, ["sk-test-one-0123456789abcdef", "sk-test-two-0123456789abcdef", "gw-access-token"])
+    assert move_keys(store, "keyring") == [Change("1", "moved"), Change("2", "moved"), Change("metis", "moved")]
+    assert (where_stored(store), read_state(store).store, keys_json(env_setup)) == (
+        {"1": "keyring", "2": "keyring", "metis": "keyring"}, "keyring", {})
+    assert sorted(memory_keyring.entries.values()) == sorted(
+        ["sk-test-one-0123456789abcdef", "sk-test-two-0123456789abcdef", "gw-access-token", "gw-refresh-token"])
+
+
+@pytest.mark.parametrize("case, error", [
+    ("no such endpoint", "no endpoint '9' is stored; metis-env list shows what is"),
+    ("no keyring to move into", "no OS keyring is available here (usual on HPC nodes, containers and CI); use the "
+                                "file store instead: --store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"),
+])
+def test_store_move_that_fails_changes_nothing(store, memory_keyring, env_setup, case, error):
+    from metis_env.errors import MetisEnvError
+    from metis_env.commands.store_move import move_keys
+
+    store = Store(with_overrides(load_settings(), store="file"))
+    store.merge([endpoint(ENDPOINT_1, 1)], "import")
+    before = snapshot(env_setup, memory_keyring)
+    if case == "no keyring to move into":
+        keyring.set_keyring(fail.Keyring())
+    with pytest.raises(MetisEnvError) as caught:
+        move_keys(store, "keyring", ["9"] if case == "no such endpoint" else [])
+    assert (str(caught.value), snapshot(env_setup, memory_keyring)) == (error, before)

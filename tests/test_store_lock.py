@@ -67,6 +67,11 @@ def lease_path(config: Path) -> Path:
     return config / "sync.lock.lease"
 
 
+def saved_store_line(config_dir) -> str:
+    """What import, sync and login say when they remember --store file in config.yaml."""
+    return f"metis-env: store: file saved in {config_dir / 'config.yaml'} (later commands use it; metis-env config set store ... changes it)\n"
+
+
 def test_the_shim_makes_flock_fail_as_such_file_systems_do(no_flock, tmp_path):
     code = "import fcntl, os\ntry:\n  fcntl.flock(os.open('x', os.O_CREAT | os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError as e:\n  print(e.errno)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, **no_flock}, capture_output=True, text=True)
@@ -75,7 +80,7 @@ def test_the_shim_makes_flock_fail_as_such_file_systems_do(no_flock, tmp_path):
 
 def test_import_export_and_doctor_without_flock(no_flock, env_setup, endpoint_files):
     imported = metis("import", "--store", "file", *map(str, endpoint_files), env=no_flock)
-    assert result(imported) == (0, "", "endpoint 1: new\nendpoint 2: new\n")
+    assert result(imported) == (0, "", "endpoint 1: new\nendpoint 2: new\n" + saved_store_line(env_setup))
     exported = metis("export", "2", "--shell", "json", env={**no_flock, "METIS_ENV_STORE": "file"})
     assert (exported.returncode, exported_json(exported)["OPENAI_API_KEY"]) == (0, "sk-test-two-0123456789abcdef")
     doctor = metis("doctor", env={**no_flock, "METIS_ENV_STORE": "file"})
@@ -108,7 +113,8 @@ def test_sync_against_the_real_sshd_without_flock(no_flock, sshd, env_setup):
     (known_hosts / "known_hosts").write_text(sshd.host_key_line())
     proc = metis("sync", "--store", "file", "--host", "127.0.0.1", "--port", str(sshd.port), "--user", sshd.user,
                  "--passcode-stdin", input=f"{sshd.code()}\n".encode(), env=no_flock)
-    assert (proc.returncode, proc.stdout, proc.stderr.decode().splitlines()[-2:]) == (0, b"", ["endpoint 1: new", "endpoint 2: new"])
+    assert (proc.returncode, proc.stdout, proc.stderr.decode().splitlines()[-3:]) == (
+        0, b"", ["endpoint 1: new", "endpoint 2: new", saved_store_line(env_setup).rstrip("\n")])
     assert not lease_path(env_setup).exists()
 
 

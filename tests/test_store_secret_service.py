@@ -16,6 +16,8 @@ from tests._secret_service import SecretServiceSession, require_tools
 from tests.conftest import REPO, metis
 
 HINT = "--store file, or METIS_ENV_STORE=file, or 'store: file' in config.yaml"
+READ_ADVICE = ("unlock the keyring (then metis-env store move --to file makes the keys usable without it), "
+               "or fetch the key again into the file store (metis-env --store file sync, import or login)")
 
 
 @pytest.fixture
@@ -111,7 +113,8 @@ def test_a_locked_keyring_gives_one_line_and_exit_5(stored):
     result = run(stored, "export", "1")
     assert (result.returncode, result.stdout) == (5, b"false\n")
     assert result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
-    assert HINT.encode() in result.stderr
+    assert result.stderr.startswith(b"metis-env: error: the key of endpoint 1 is in the OS keyring, and ")
+    assert result.stderr.endswith(READ_ADVICE.encode() + b"\n")
 
 
 def test_a_keyring_never_unlocked_gives_one_line_and_exit_5(session, endpoint_files):
@@ -130,3 +133,38 @@ def test_no_dbus_at_all_gives_the_same_clear_error(endpoint_files):
         b"metis-env: error: no OS keyring is available here (usual on HPC nodes, containers and CI); "
         b"use the file store instead: " + HINT.encode() + b"\n"
     )
+
+
+def test_keys_move_from_the_keyring_to_the_file_store_and_back(stored, env_setup):
+    """A laptop user about to work over ssh: while the keyring answers, move the keys into the file
+    store; then export works with no keyring at all, and the keyring keeps no copy."""
+    ref = secret_ref(env_setup)
+
+    def in_keyring() -> bytes:
+        return subprocess.run(["secret-tool", "lookup", "service", "metis-env", "username", ref],
+                              env=stored.env, capture_output=True, timeout=30).stdout
+
+    def keys_json() -> dict:
+        import json
+
+        path = env_setup / "keys.json"
+        return json.loads(path.read_text())["keys"] if path.exists() else {}
+
+    over_ssh = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}  # no keyring answers there
+    before = metis("get", "key", "1", env=over_ssh)
+    moved = run(stored, "store", "move", "--to", "file")
+    after = metis("get", "key", "1", env=over_ssh)
+    assert [(r.returncode, r.stdout, r.stderr) for r in (before, moved, after)] == [
+        (5, b"", b"metis-env: error: the key of endpoint 1 is in the OS keyring, and no OS keyring is available here "
+                 b"(usual on HPC nodes, containers and CI): " + READ_ADVICE.encode() + b"\n"),
+        (0, b"", b"endpoint 1: moved to the file store\n"),
+        (0, b"sk-test-one-0123456789abcdef\n", b""),
+    ]
+    assert (in_keyring(), keys_json()) == (b"", {ref: "sk-test-one-0123456789abcdef"})
+    back = run(stored, "store", "move", "--to", "keyring")
+    again = run(stored, "store", "move", "--to", "keyring")
+    assert [(r.returncode, r.stderr) for r in (back, again)] == [
+        (0, b"endpoint 1: moved to the OS keyring\n"),
+        (0, b"endpoint 1: already in the OS keyring\n"),
+    ]
+    assert (in_keyring(), keys_json()) == (b"sk-test-one-0123456789abcdef", {})

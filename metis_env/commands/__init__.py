@@ -12,6 +12,7 @@ no click (``cli.py`` is the only click module and wraps these; ``main.py``'s fas
     kernel.py        kernel install
     demo.py          demo (demo_gateway.py: its gateway half; demo_serve.py: demo --serve)
     proxy.py         proxy start / stop / status (the node broker, ``metis_env/broker/``)
+    store_move.py    store move (keys from one secret store to the other)
 
 The proxy of ``run --proxy`` is ``metis_env/proxy.py``, in this layer too.
 """

@@ -26,15 +26,41 @@ def format_setting(value) -> str:
     return str(value)
 
 
-def config_list(settings: Settings) -> None:
-    """``config list``: every setting's effective value on stdout, the config dir first."""
+def config_list(settings: Settings, store_option: str | None = None) -> None:
+    """``config list``: every setting's effective value on stdout, the config dir first, each with where
+    it comes from as a YAML comment (``store_option``: the --store given)."""
     import sys
 
     from ..settings import SETTING_NAMES
 
     sys.stdout.write(f"config_dir: {settings.config_dir}\n")
+    sources = setting_sources(settings, store_option)
     for name in SETTING_NAMES:
-        sys.stdout.write(f"{name}: {format_setting(getattr(settings, name))}\n")
+        sys.stdout.write(f"{name}: {format_setting(getattr(settings, name))}  # {sources[name]}\n")
+
+
+def setting_sources(settings: Settings, store_option: str | None = None) -> dict[str, str]:
+    """Where each setting's effective value comes from, the way load_settings layers them."""
+    import os
+
+    from ..paths import config_file
+    from ..settings import SETTING_NAMES, env_name, read_config_file
+
+    in_file = read_config_file(config_file(settings.config_dir))
+    invalid = dict(settings.invalid)
+    sources = {}
+    for name in SETTING_NAMES:
+        if name == "store" and store_option:
+            sources[name] = "--store"
+        elif name in invalid:
+            sources[name] = f"default; not valid, only sync refuses it: {invalid[name]}"
+        elif os.environ.get(env_name(name)):
+            sources[name] = env_name(name)
+        elif name in in_file:
+            sources[name] = "config.yaml"
+        else:
+            sources[name] = "default"
+    return sources
 
 
 def config_set(name: str, value: str) -> None:

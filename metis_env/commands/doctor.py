@@ -28,10 +28,10 @@ from ..settings import SETTING_NAMES, Settings, coerce_setting, env_name, read_c
 from ..keystore import KeyringSecrets, load_keyring_backend
 from ..store import Store
 from ..text import format_age
-from .doctor_ssh import check_openssh, check_ssh  # noqa: F401  (doctor.check_openssh: one of its checks)
+from .doctor_ssh import check_openssh, check_ssh, uses_ssh  # noqa: F401  (doctor.check_openssh: one of its checks)
 
 JSON_VERSION = 1
-KEYRING_PROBE_TIMEOUT = 3.0
+KEYRING_PROBE_TIMEOUT = None  # the store's own bound (METIS_ENV_KEYRING_TIMEOUT, 10 s): a keyring export waits for is not broken
 
 FAIL_BACKEND = "keyring.backends.fail.Keyring"
 CHAINER_BACKEND = "keyring.backends.chainer.ChainerBackend"
@@ -87,11 +87,12 @@ def _probe(backend) -> tuple[tuple[str, ...], str] | None:
     return None
 
 
-def check_keyring(settings: Settings, environ: Mapping[str, str] = os.environ, timeout: float = KEYRING_PROBE_TIMEOUT) -> list[Finding]:
+def check_keyring(settings: Settings, environ: Mapping[str, str] = os.environ, timeout: float | None = KEYRING_PROBE_TIMEOUT) -> list[Finding]:
     """The backend keyring chose and why; with the keyring store, whether it answers a read."""
     in_use = settings.store == "keyring"
     reason = keyring_choice_reason(environ)
     secrets = KeyringSecrets(timeout=timeout)
+    timeout = secrets.timeout
     try:
         backend, failure = secrets.call(_load_backend)
     except MetisEnvError:
@@ -290,12 +291,14 @@ def check_endpoints(settings: Settings, store: Store, broken_stores: frozenset[s
             changed = f"key changed at the last {event} ({stored.previous_fingerprint} -> {stored.fingerprint})"
         else:
             changed = f"key unchanged at the last {event}"
-        if stored.store not in broken_stores:
-            try:
-                store.api_key(stored)
-            except MetisEnvError as exc:
-                findings.append(Finding(name, PROBLEM, f"{when}; {exc}", "metis-env sync"))
-                continue
+        if stored.store in broken_stores:  # not read again, but never "ok": export would fail
+            findings.append(unreadable_key_finding(name, when, stored.store, None, WARN))  # one cause, one problem
+            continue
+        try:
+            store.api_key(stored)
+        except MetisEnvError as exc:
+            findings.append(unreadable_key_finding(name, when, stored.store, exc))
+            continue
         if age is None:
             findings.append(Finding(name, WARN, f"no valid sync time recorded; {changed}", "metis-env sync"))
         elif age > settings.stale_after_days:
@@ -310,6 +313,15 @@ def check_endpoints(settings: Settings, store: Store, broken_stores: frozenset[s
         else:
             findings.append(Finding(name, OK, f"{when}; {changed}"))
     return findings
+
+
+def unreadable_key_finding(name: str, when: str, kind: str, error: MetisEnvError | None, status: str = PROBLEM) -> Finding:
+    """An endpoint whose key cannot be read: the error, or (``error`` None) the store found broken above."""
+    where = "the OS keyring" if kind == "keyring" else "keys.json"
+    said = str(error) if error is not None else f"its key is in {where}, which cannot be read (see {kind if kind == 'keyring' else 'keys.json'} above)"
+    fix = ("unlock the keyring (then metis-env store move --to file), or fetch the key again into the file store: "
+           "metis-env --store file sync (import or login)") if kind == "keyring" else "metis-env sync"
+    return Finding(name, status, f"{when}; {said}", fix)
 
 
 # --- shell hooks -----------------------------------------------------------------------------------
@@ -376,7 +388,10 @@ def load_settings_or_defaults(load: Callable[[], Settings], environ: Mapping[str
     """The settings, or (when config.yaml or a METIS_ENV_* value is bad) the defaults and a finding saying why:
     doctor must work on exactly the machines where the rest does not."""
     try:
-        return load(), []
+        settings = load()
+        return settings, [Finding("settings", PROBLEM, f"{message}; sync refuses it (the other commands do not use it)",
+                                  "fix the value named (metis-env config list shows where it comes from)")
+                          for _name, message in settings.invalid]
     except MetisEnvError as exc:
         values = {}
         with contextlib.suppress(MetisEnvError, OSError):  # config.yaml's valid values still count: one
@@ -416,7 +431,7 @@ def run_checks(
         findings = [f for f in findings if f.name not in ("store", "keyring")]
     findings += files
     findings += check_lock(settings)
-    findings += check_ssh(settings)
+    findings += check_ssh(settings, ssh_used=uses_ssh(store))
     broken = {"keyring"} if any(f.status == PROBLEM for f in keyring_findings) else set()
     if any(f.name == "keys.json" and f.status == PROBLEM for f in findings):
         broken.add("file")

@@ -15,6 +15,10 @@ from ..errors import MetisEnvError
 from ..findings import OK, PROBLEM, WARN, Finding
 from ..settings import Settings
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..store import Store
+
 SSH_CHECK_TIMEOUT = 5.0
 
 
@@ -65,7 +69,15 @@ def check_openssh(
 # --- all together ----------------------------------------------------------------------------------
 
 
-def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None) -> list[Finding]:
+def uses_ssh(store: Store) -> bool:
+    """Whether any stored endpoint came from a sync over SSH: a missing host key matters only then."""
+    try:
+        return any(stored.source.startswith("sync:") for stored in store.endpoints().values())
+    except MetisEnvError:
+        return True  # the endpoints finding reports the damage; say what a sync would meet
+
+
+def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None, ssh_used: bool = True) -> list[Finding]:
     """How the ssh config resolves the login host, and whether known_hosts has its key (sources/ssh reads both,
     as sync does)."""
     from ..sources import ssh  # paramiko: only doctor and sync pay for it
@@ -116,6 +128,8 @@ def check_ssh(settings: Settings, ssh_config: Sequence[str] | None = None) -> li
     if plain:
         where = ", ".join(f"{ssh.key_label(k.key_type)} in {k.where}" for k in plain)
         findings.append(Finding("known_hosts", OK, f"{name}: {where}" + (f"; {len(revoked)} revoked" if revoked else "")))
+    elif not ssh_used:  # gateway users and hand imports never meet the login node's host key
+        findings.append(Finding("known_hosts", OK, f"no host key for {name} yet; needed only by sync over SSH, whose first run shows its fingerprint"))
     else:
         findings.append(
             Finding(

@@ -9,7 +9,7 @@ Example::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..errors import EndpointFileError, MetisEnvError, NotFoundError, UsageError
 from ..records import Change, natural_key
@@ -31,8 +31,10 @@ def read_endpoint_source(source: str, endpoint_id: str | None, stdin=None) -> En
     if source == "-":
         if not endpoint_id:
             raise UsageError("give the endpoint id for stdin: metis-env import --id 1 -")
+        from ..prompt import read_pasted
+
         stream = stdin if stdin is not None else sys.stdin.buffer
-        return parse_endpoint_file(stream.read(MAX_FILE_BYTES + 1), "<stdin>", endpoint_id)
+        return parse_endpoint_file(read_pasted(stream, MAX_FILE_BYTES + 1), "<stdin>", endpoint_id)
     try:
         with open(source, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
@@ -61,7 +63,25 @@ def import_files(store: Store, sources: Sequence[str], endpoint_id: str | None, 
     if sources.count("-") > 1:
         raise UsageError("stdin ('-') can be given once")
     endpoints = [read_endpoint_source(s, endpoint_id, stdin) for s in sources]
-    return store.merge(endpoints, source="import")
+    before = store.endpoints()
+    changes = store.merge(endpoints, source="import")
+    note = sync_removes_warning(before, [e.id for e in endpoints])
+    if note:
+        warn(note)
+    return changes
+
+
+def sync_removes_warning(before: Mapping[str, StoredEndpoint], ids: Sequence[str]) -> str | None:
+    """sync makes the endpoint files' endpoints exactly the login node's: an imported id no sync brought
+    is removed by the next one ("removed (gone upstream)"), so say so when it is imported."""
+    if not any(stored.source.startswith("sync:") for stored in before.values()):
+        return None  # no sync here: an import-only user is told nothing they will not meet
+    by_hand = [i for i in ids if not (i in before and before[i].source.startswith("sync:"))]
+    if not by_hand:
+        return None
+    names = ", ".join(by_hand)
+    return (f"endpoint{'s' if len(by_hand) > 1 else ''} {names} did not come from a sync: the next metis-env sync "
+            f"removes {'them' if len(by_hand) > 1 else 'it'} unless the login node has the file (import again after it)")
 
 
 def describe_changes(changes: Sequence[Change], dry_run: bool = False) -> list[str]:

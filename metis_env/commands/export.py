@@ -17,7 +17,7 @@ from .. import render
 from ..credentials import current_key, environment_for, select_with_key
 from ..errors import CommandNotFoundError, MetisEnvError, UsageError
 from ..files import FILE_MODE, replace_file
-from ..credentials import choose_endpoint
+from ..credentials import choose_endpoint, pick_model
 from ..selection import Selection
 from ..settings import Settings, load_settings
 from ..store import Store, open_store
@@ -98,13 +98,15 @@ def export_code(store: Store, settings: Settings, spec: str | None, model: str |
     return render.render_switch(shell, env, others, portable), selection.warnings
 
 
-GET_FIELDS = ("key", "url", "models")
+GET_FIELDS = ("key", "url", "models", "model")
 
 
 def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> str:
     if what not in GET_FIELDS:
         raise UsageError(f"metis-env get takes one of: {', '.join(GET_FIELDS)}")
-    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings, f"get {what}")
+    endpoint, named_model = choose_endpoint(store.endpoints(), spec, settings, f"get {what}")
+    if what == "model":  # the one export would put in MODEL_NAME
+        return pick_model(endpoint, named_model, settings)[0]
     if what == "url":
         return endpoint.base_url
     if what == "models":

@@ -83,8 +83,12 @@ def install_kernel(endpoint: str | None, *, name: str | None = None, display_nam
     spec = kernel_spec(endpoint, label, python, metis_env_command())
     prefix = None
     if sys_prefix:
-        prefix = subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
-                                check=True, timeout=120).stdout.strip()
+        try:
+            prefix = subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
+                                    check=True, timeout=120).stdout.strip()
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
+            raise UsageError(f"{python} did not tell its sys.prefix for --sys-prefix; check that it runs, "
+                             "or install for the user without --sys-prefix") from None
     with tempfile.TemporaryDirectory() as folder:
         Path(folder, "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
         try:

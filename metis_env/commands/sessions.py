@@ -51,7 +51,7 @@ def sync_gateway(settings: Settings) -> None:
     refresh_tool_configs(settings)
 
 
-def sync(settings: Settings, options: Any, prompter: Any, debug: bool) -> None:
+def sync(settings: Settings, options: Any, prompter: Any, debug: bool, store_option: str | None = None) -> None:
     """``sync`` over SSH (``options``: sources.ssh.sync.SyncOptions)."""
     from ..sources import ssh
     from ..sources.ssh.sync import run_sync
@@ -62,6 +62,7 @@ def sync(settings: Settings, options: Any, prompter: Any, debug: bool) -> None:
     if not options.dry_run:
         refresh_tool_configs(settings)
         remember_user(settings, options.user)
+        remember_store(settings, store_option)
 
 
 def remember_user(settings: Settings, user: str | None) -> None:
@@ -73,8 +74,20 @@ def remember_user(settings: Settings, user: str | None) -> None:
     save_setting(settings.config_dir, "user", user)
 
 
+def remember_store(settings: Settings, given: str | None) -> None:
+    """A --store that wrote keys (import, sync, login; ``given``) is remembered in config.yaml, as --user
+    is: the next export must look where the keys went. Said on stderr, since it changes later commands."""
+    if not given or os.environ.get(env_name("store")):
+        return
+    path = config_file(settings.config_dir)
+    if read_config_file(path).get("store", "keyring") == given:
+        return
+    save_setting(settings.config_dir, "store", given)
+    sys.stderr.write(f"metis-env: store: {given} saved in {path} (later commands use it; metis-env config set store ... changes it)\n")
+
+
 def login(settings: Settings, no_browser: bool, force: bool, from_alcf_tokens: bool, service_account: str | None = None,
-          secret_stdin: bool = False) -> None:
+          secret_stdin: bool = False, store_option: str | None = None) -> None:
     """``login``: Globus (a person's login, alcf-tokens' adopted, or a service account's), then the
     gateway's endpoints."""
     from ..sources.gateway import session
@@ -90,6 +103,7 @@ def login(settings: Settings, no_browser: bool, force: bool, from_alcf_tokens: b
         secret = session.read_client_secret(secret_stdin, client_id)
         changes = session.login_service_account(settings, open_store(settings), client_id, secret, force=force)
     report(changes)
+    remember_store(settings, store_option)
     refresh_tool_configs(settings)
 
 

@@ -65,9 +65,26 @@ def check_targets(store: Store, settings: Settings, specs: Sequence[str | None])
     for spec in specs:
         selection, key = credentials.select_with_key(store, spec, None, settings)
         stored = selection.endpoint
-        probe = _gateway_probe(stored, selection.model) if credentials.uses_login(stored) else None
+        probe = _gateway_probe(stored, selection.model) if credentials.uses_login(stored) else _file_probe(selection.model)
         targets.append(CheckTarget(stored.id, stored.base_url, key, stored.models, probe))
     return targets
+
+
+def _file_probe(wanted: str) -> Callable[..., CheckResult]:
+    """check_endpoint, and the model export would pick must be among the served: a key that works for a
+    model export does not hand out is no working setup (gateway endpoints exit 21 there too)."""
+
+    def probe(base_url, key, models, timeout, endpoint=None) -> CheckResult:
+        import dataclasses
+
+        result = check_endpoint(base_url, key, models, timeout, endpoint=endpoint)
+        if not result.ok or result.models.get(wanted) is not False:
+            return result
+        return dataclasses.replace(result, status=NOT_LIVE, message=(
+            f"{result.message}; {wanted}, the model export picks, is not served: pick a served one "
+            f"(export --model NAME, or metis-env config set default_model NAME)"))
+
+    return probe
 
 
 def _gateway_probe(stored: StoredEndpoint, wanted: str) -> Callable[..., CheckResult]:

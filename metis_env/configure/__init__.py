@@ -64,7 +64,7 @@ def configure_tool(store, settings, name: str, spec: str | None, model: str | No
 
     err = err or sys.stderr
     module = tool_module(name)
-    selection = credentials.select(store, spec, model, settings)
+    selection = credentials.select(store, spec, model, settings, "configure")
     for warning in selection.warnings:
         err.write(f"metis-env: warning: {warning}\n")
     candidates = [entry_for(e.id, e.base_url, e.models, e.models[0], e) for e in store.endpoints().values() if e.models]

@@ -149,6 +149,8 @@ class GlobusStandIn:
         self._refresh: dict[str, dict[str, Any]] = {}
         self._log: list[LoggedRequest] = []
         self._drips_started = 0
+        self._drip_bytes = 0
+        self._drips_finished = 0
         self._authorizations: list[dict[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -343,6 +345,18 @@ class GlobusStandIn:
         with self._lock:
             return self._drips_started
 
+    @property
+    def drip_bytes(self) -> int:
+        """How many bytes of dripped answers were written so far (before their client left)."""
+        with self._lock:
+            return self._drip_bytes
+
+    @property
+    def drips_finished(self) -> int:
+        """How many dripped answers were written to their last byte."""
+        with self._lock:
+            return self._drips_finished
+
     def grants(self, grant_type: str) -> int:
         """How many token requests of ``grant_type`` arrived (answered or refused)."""
         return sum(1 for r in self.requests if r.grant_type == grant_type)
@@ -494,9 +508,13 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(len(raw)):
                 real.write(raw[i:i + 1])
                 real.flush()
+                with self.standin._lock:
+                    self.standin._drip_bytes += 1
                 if self.standin.wait(drip):
                     self.close_connection = True
                     return 0
+            with self.standin._lock:
+                self.standin._drips_finished += 1
             return status
         return self._send_now(status, data, content_type, headers)
 

@@ -338,7 +338,8 @@ def parse_list_endpoints(payload: Any, gateway_url: str, shown_url: str = "list-
                 break
     if crowded:
         more = f" and {len(crowded) - 3} more" if len(crowded) > 3 else ""
-        _warn(f"{shown_url}: cluster {', '.join(crowded[:3])}{more} list(s) more than {MAX_MODELS} models; only the first {MAX_MODELS} of each are kept")
+        which = f"clusters {', '.join(crowded[:3])}{more} each list" if len(crowded) > 1 else f"cluster {crowded[0]} lists"
+        _warn(f"{shown_url}: {which} more than {MAX_MODELS} models; only the first {MAX_MODELS} are kept")
     if len(records) > MAX_CLUSTERS:
         _warn(f"{shown_url} lists {len(records)} clusters with models; only the first {MAX_CLUSTERS} are kept")
     return sorted(records[:MAX_CLUSTERS], key=lambda r: r.id)

@@ -109,11 +109,16 @@ def login_service_account(
     """Log in as a Globus service account (a confidential client's client-credentials grant for the
     inference scope): no browser, no refresh token, no 30-day re-login; export mints a new token
     inside the refresh margin. The client secret is kept in the store like a key."""
-    state = credentials.read_state(store)
-    if state is not None and not force and state.seconds_left() > 0:
-        return login(settings, store, say=say)  # says "already logged in as ..."
     if not secret.strip():
         raise UsageError("the client secret is empty; paste it at the prompt, or pipe it with --secret-stdin")
+    state = credentials.read_state(store)
+    same = state is not None and state.client_id == client_id and state.secret == tokens.secret_ref(secret.strip())
+    if same and not force and state.seconds_left() > 0:  # another account, or a new secret: log in again
+        say(
+            f"already logged in to the ALCF gateway as service account {client_id} (token valid until "
+            f"{credentials.iso_utc(state.expires_at)}); `metis-env login --service-account {client_id} --force` logs in again"
+        )
+        return []
     store.check_writable()
     from . import globus
 
@@ -138,8 +143,9 @@ def login_service_account(
 
 def read_client_secret(from_stdin: bool, client_id: str) -> str:
     """The service account's client secret: one line from stdin (``--secret-stdin``), else a hidden
-    prompt on the terminal. Never argv or the environment."""
-    if from_stdin:
+    prompt on the terminal. Never argv or the environment. ``--secret-stdin`` with stdin on a terminal
+    asks with the hidden prompt too: a line read there would be echoed as it is typed."""
+    if from_stdin and not sys.stdin.isatty():
         line = sys.stdin.readline()
         if not line.strip():
             raise UsageError("--secret-stdin: no client secret on stdin")
@@ -158,7 +164,7 @@ def current_token(settings: Settings, store: Store) -> str:
     state = credentials.read_state(store)
     if state is None:
         raise LoginRequiredError(f"not logged in to the ALCF gateway; {credentials.LOGIN_HINT}")
-    if state.seconds_left() <= credentials.refresh_margin(settings):
+    if state.seconds_left() <= credentials.refresh_margin(settings, state):
         state, note = credentials.refresh_if_due(store, settings, state)
         if note:
             if state.seconds_left() <= 0:

@@ -46,6 +46,11 @@ def listed(endpoints: list[GatewayEndpoint]) -> list[Listed]:
     return [Listed(e.id, e.base_url, e.models, "", gateway_extra(e)) for e in endpoints]
 
 
+def secret_ref(secret: str) -> str:
+    """The store entry a service account's client secret is kept under (a new one per secret)."""
+    return f"gateway/secret/{token_fingerprint(secret)}"
+
+
 def save_login(store: Store, settings: Settings, data: dict, identity: str, endpoints: list[GatewayEndpoint],
                service_account: tuple[str, str] | None = None) -> TokenState:
     """Store a new login (``data``: globus-sdk's token data for the inference resource server:
@@ -59,7 +64,7 @@ def save_login(store: Store, settings: Settings, data: dict, identity: str, endp
     )
     if service_account is not None:
         client_id, secret = service_account
-        section.update(client_id=client_id, secret=f"gateway/secret/{token_fingerprint(secret)}")
+        section.update(client_id=client_id, secret=secret_ref(secret))
         to_write[section["secret"]] = secret
     store.save_login(GATEWAY, section, to_write, listed(endpoints), secrets.kind, COLLISION)
     return read_state(store)  # type: ignore[return-value]

@@ -16,7 +16,7 @@ from typing import IO
 
 from ...endpoint import Endpoint, parse_endpoint_file
 from ...errors import EndpointFileError, RemoteFilesError, UsageError
-from ...settings import Settings, save_setting
+from ...settings import Settings, require_sync_settings, save_setting
 from ...store import Change, open_store
 from .config import load_ssh_config, resolve_target
 from .login import fetch_endpoint_files
@@ -45,6 +45,8 @@ class SyncOptions:
 
 def run_sync(settings: Settings, options: SyncOptions, ui: Prompter, environ: Mapping[str, str] = os.environ) -> list[Change]:
     """Fetch, validate and store every endpoint file; return what changed (or, dry, would change)."""
+    given = {"user": options.user, "host": options.host, "port": options.port, "transport": options.via}
+    require_sync_settings(settings, [name for name, value in given.items() if value])
     host = options.host or settings.host
     port = options.port or settings.port
     timeout = options.timeout or settings.timeout
