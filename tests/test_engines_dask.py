@@ -57,8 +57,10 @@ def test_the_scans_find_a_token_where_one_is(tmp_path):
     secret = "a-token-that-must-be-found-0123456789"
     (tmp_path / "deep").mkdir()
     (tmp_path / "deep" / "submit.sh").write_text(f"export T={secret}\n")
-    child = subprocess.Popen(["sh", "-c", "read line", secret], env={"T": secret}, stdin=subprocess.PIPE)
+    child = subprocess.Popen(["sh", "-c", "echo ready; read line", secret], env={"T": secret},
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        assert child.stdout.readline() == b"ready\n"  # the state: sh runs (its argv and environ are in /proc)
         found = sorted(scan_processes({secret}))
     finally:
         child.communicate(b"\n")
