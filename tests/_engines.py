@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from tests._gateway import gateway_env, keys_file, login_headless
 from tests.conftest import REPO
@@ -71,6 +72,33 @@ def wait_until_expired(globus, env: dict[str, str], timeout: float = LIFETIME + 
         assert time.monotonic() < deadline, "the stored token did not expire"
         time.sleep(0.1)
     return held
+
+
+class AcrossExpiry(NamedTuple):
+    """What an engine run across one token expiry showed (see across_expiry)."""
+
+    replies: list[str]
+    refreshes: int
+    secrets: set[str]
+    worker_pids: set[int]
+    leaks: list[tuple[int, str]]
+    alive: bool
+
+
+def across_expiry(globus, env: dict[str, str], phase: Callable[[str], list[tuple[list[str], int]]]) -> AcrossExpiry:
+    """Run ``phase("before")``, wait until the stored token is dead, run ``phase("after")``; then, with the
+    engine's workers still up, scan every process for any token seen. A phase returns (replies, worker pid)
+    per task."""
+    first = phase("before")
+    refreshes_before = globus.grants("refresh_token")
+    seen = wait_until_expired(globus, env)
+    second = phase("after")
+    secrets = seen | tokens(env)
+    worker_pids = {pid for _, pid in first + second}
+    leaks = scan_processes(secrets)
+    alive = worker_pids <= process_ids()
+    replies = [reply for replies, _ in first + second for reply in replies]
+    return AcrossExpiry(replies, globus.grants("refresh_token") - refreshes_before, secrets, worker_pids, leaks, alive)
 
 
 def chat_statuses(globus) -> list[tuple[int, bool | None]]:

@@ -14,7 +14,7 @@ import pytest
 
 from metis_env.testing.gateway_standin import REPLY
 from tests._engine_tasks import chat
-from tests._engines import chat_statuses, process_ids, scan_files, scan_processes, short_login, tokens, wait_until_expired
+from tests._engines import across_expiry, chat_statuses, scan_files, short_login
 from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 
 # the engines extra installs only for Python 3.10+: skipped on 3.9, as the alcf-tokens tests are
@@ -55,16 +55,9 @@ def test_ray_tasks_keep_working_across_a_token_expiry(local_ray, globus, globus_
     def phase(name: str) -> list[tuple[list[str], int]]:
         return ray.get([remote_chat.remote(str(barrier), name, i, CPUS) for i in range(CPUS)], timeout=180)
 
-    first = phase("before")
-    refreshes_before = globus.grants("refresh_token")
-    seen = wait_until_expired(globus, env)
-    second = phase("after")
-    secrets = seen | tokens(env)
-    worker_pids = {pid for _, pid in first + second}
-    leaks = scan_processes(secrets)
+    run = across_expiry(globus, env, phase)
 
-    replies = [reply for replies, _ in first + second for reply in replies]
-    assert (replies, globus.grants("refresh_token") - refreshes_before) == ([REPLY] * 2 * CPUS * 2, 1)
+    assert (run.replies, run.refreshes) == ([REPLY] * 2 * CPUS * 2, 1)
     assert set(chat_statuses(globus)) == {(200, True)}
-    assert (len(worker_pids), os.getpid() in worker_pids, worker_pids <= process_ids()) == (CPUS, False, True)
-    assert (len(secrets) >= 3, leaks, scan_files(local_ray, secrets)[1]) == (True, [], [])
+    assert (len(run.worker_pids), os.getpid() in run.worker_pids, run.alive) == (CPUS, False, True)
+    assert (len(run.secrets) >= 3, run.leaks, scan_files(local_ray, run.secrets)[1]) == (True, [], [])
