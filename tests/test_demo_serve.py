@@ -32,7 +32,7 @@ def test_demo_serve_lets_a_person_log_in_check_status_and_export_by_hand_then_cl
             if line.strip().endswith("(its own config dir, the file store)"):
                 break
         env_file = Path(said[-1].split()[1])
-        env = dict(line.removeprefix("export ").rstrip("\n").split("=", 1) for line in env_file.read_text().splitlines())
+        env = dict(line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines() if line.startswith("export "))
         env = {k: v.strip("'") for k, v in env.items()}
         code, out, err, url = login_headless({"PATH": "/usr/bin:/bin", "HOME": str(env_file.parent), **env}, Browser())
         assert (code, out, url.startswith(env["GLOBUS_SDK_SERVICE_URL_AUTH"])) == (0, b"", True), err
@@ -40,8 +40,14 @@ def test_demo_serve_lets_a_person_log_in_check_status_and_export_by_hand_then_cl
         done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60,
                               env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(env_file.parent)})
         assert (done.returncode, "gpt-oss-120b" in done.stdout, "export METIS_ENV_ENDPOINT='metis';" in done.stdout) == (0, True, True), done.stderr
+        off = (f'. {env_file} && eval "$({sys.executable} -m metis_env export metis --shell sh)" && metis_demo_off && '
+               'env | grep -E "^(METIS_ENV_|GLOBUS_SDK_|OPENAI_|ALCF_AI_TOKEN)" || true; type metis_demo_off >/dev/null 2>&1 || echo gone')
+        shell_off = subprocess.run(["bash", "-c", off], capture_output=True, text=True, timeout=60,
+                                   env={"PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(env_file.parent)})
+        assert (shell_off.returncode, shell_off.stdout) == (0, "gone\n"), shell_off.stderr
     finally:
         serve.send_signal(signal.SIGINT)
         rest = serve.communicate(timeout=60)[1]
     assert (serve.returncode, env_file.parent.exists()) == (0, False)
-    assert rest.splitlines()[-1] == f"Cleaned up: stopped the demo servers, deleted {env_file.parent}."
+    assert rest.splitlines()[-1] == (f"Cleaned up: stopped the demo servers, deleted {env_file.parent}. "
+                                     "In a shell that sourced its env.sh: metis_demo_off")

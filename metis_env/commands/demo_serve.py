@@ -55,7 +55,15 @@ def serve_demo(err: IO[str], stop: threading.Event | None = None, on_ready: Call
             globus.start()
             env = {**globus.env(), "METIS_ENV_CONFIG_DIR": str(workdir / "config"), "METIS_ENV_STORE": "file"}
             env_file = workdir / ENV_FILE
-            env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+            env_file.write_text(
+                "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+                # after Ctrl-C the servers and the config dir are gone: one word points the shell away again
+                + "metis_demo_off() {\n"
+                + '  eval "$(metis-env export --unset --shell sh)"\n'
+                + f"  unset {' '.join(env)}\n"
+                + "  unset -f metis_demo_off\n"
+                + "}\n"
+            )
             err.write(
                 f"metis-env demo --serve: a demo Globus login, a demo ALCF gateway ({globus.gateway_url}) and two demo\n"
                 f"endpoints on 127.0.0.1, until you press Ctrl-C. In another shell:\n\n"
@@ -65,6 +73,7 @@ def serve_demo(err: IO[str], stop: threading.Event | None = None, on_ready: Call
                 f'  eval "$(metis-env export metis)"\n'
                 f"  metis-env import {files}/metis_endpoint_1.txt {files}/metis_endpoint_2.txt\n"
                 f"  metis-env run --proxy metis -- python examples/chat_completion.py 'What is an extinction vortex?'\n\n"
+                f"  metis_demo_off                    # when done: the shell forgets the demo again\n\n"
                 f"(the demo's login node needs the demo's own ssh config: `metis-env demo` shows sync)\n"
             )
             err.flush()
@@ -78,6 +87,6 @@ def serve_demo(err: IO[str], stop: threading.Event | None = None, on_ready: Call
             with contextlib.suppress(Exception):
                 server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-        err.write(f"\nCleaned up: stopped the demo servers, deleted {workdir}.\n")
+        err.write(f"\nCleaned up: stopped the demo servers, deleted {workdir}. In a shell that sourced its env.sh: metis_demo_off\n")
         err.flush()
     return 0
