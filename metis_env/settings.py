@@ -208,7 +208,12 @@ def _boolean(value: Any, label: str) -> bool:
 
 def _is_loopback(host: str) -> bool:
     # An address literal, not a name that starts like one: 127.0.0.1.nip.io resolves anywhere.
-    from .endpoint import is_loopback_host  # ipaddress: only a plain-http gateway_url pays for it
+    parts = host.split(".")
+    if host.lower() == "localhost" or host == "::1" or (
+        len(parts) == 4 and parts[0] == "127" and all(p.isdigit() and p == str(int(p)) and int(p) < 256 for p in parts)
+    ):
+        return True  # the common spellings, without importing ipaddress on export's hot path
+    from .endpoint import is_loopback_host  # any other spelling pays for ipaddress
 
     return is_loopback_host(host)
 
