@@ -49,7 +49,9 @@ FRESH = {
     "claude": (
         ".claude/settings.json",
         '{\n  "apiKeyHelper": "metis-env get key 1",\n  "env": {\n    "ANTHROPIC_BASE_URL": "https://metis.alcf.anl.gov",\n'
-        '    "ANTHROPIC_MODEL": "DeepSeek-R1",\n    "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": "300000"\n  }\n}\n',
+        '    "ANTHROPIC_MODEL": "DeepSeek-R1",\n    "ANTHROPIC_DEFAULT_OPUS_MODEL": "DeepSeek-R1",\n'
+        '    "ANTHROPIC_DEFAULT_SONNET_MODEL": "DeepSeek-R1",\n    "ANTHROPIC_DEFAULT_HAIKU_MODEL": "DeepSeek-R1",\n'
+        '    "ANTHROPIC_API_KEY": "",\n    "ANTHROPIC_AUTH_TOKEN": "",\n    "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": "300000"\n  }\n}\n',
     ),
 }
 
@@ -479,6 +481,7 @@ CAPABILITIES = {"DeepSeek-R1": {"context_window_tokens": 131072, "tool_calling":
          {"DeepSeek-R1": {"name": "DeepSeek-R1", "tool_call": False, "reasoning": True}}),
         ("llm", lambda text: [sorted(m) for m in __import__("yaml").safe_load(text)],
          [["api_key_name", "can_stream", "model_id", "model_name"]]),
+        ("claude", lambda text: json.loads(text)["env"].get("CLAUDE_CODE_MAX_CONTEXT_TOKENS"), "131072"),
     ],
 )
 def test_the_gateways_capabilities_reach_the_tools_that_take_them(tool, read, expected, stored):

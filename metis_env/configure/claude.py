@@ -5,7 +5,13 @@ Claude Code reads ``$CLAUDE_CONFIG_DIR/settings.json``, default ``~/.claude/sett
 ``CLAUDE_CODE_API_KEY_HELPER_TTL_MS``: configure names ``metis-env get key ID``, so no key is
 written. Claude Code speaks Anthropic's Messages API (``POST {ANTHROPIC_BASE_URL}/v1/messages``), so
 only a gateway cluster whose routes (``list-endpoints``) include ``/v1/messages`` can serve it; the
-cluster's base URL without its ``/v1`` is ``ANTHROPIC_BASE_URL``, the chosen model ``ANTHROPIC_MODEL``.
+cluster's base URL without its ``/v1`` is ``ANTHROPIC_BASE_URL``, the chosen model ``ANTHROPIC_MODEL``
+and also the model of Claude Code's ``opus``/``sonnet``/``haiku`` aliases (its background requests ask
+for the ``haiku`` one), as ALCF's ``alcf-ai agent configure claude`` does; the context window the
+gateway gives for the model is ``CLAUDE_CODE_MAX_CONTEXT_TOKENS`` (Claude Code assumes 1M tokens for a
+model it does not know). ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_AUTH_TOKEN`` are set empty: either one in
+the user's environment outranks ``apiKeyHelper`` and Claude Code 2.1.332 sends it to the gateway
+(``x-api-key``, or ``Authorization: Bearer``), an Anthropic key where it does not belong.
 The file holds one base URL, so one endpoint at a time; the user's other settings are kept.
 """
 
@@ -47,12 +53,20 @@ def check(entry: Entry, candidates=()) -> None:
     raise ToolConfigError(f"claude: {why}, and Claude Code speaks only the Messages API; {instead}; nothing was changed")
 
 
+ALIASES = ("ANTHROPIC_DEFAULT_OPUS_MODEL", "ANTHROPIC_DEFAULT_SONNET_MODEL", "ANTHROPIC_DEFAULT_HAIKU_MODEL")
+"""The models behind Claude Code's aliases: each the chosen model, so that none names a Claude model the gateway does not serve."""
+UNSET = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+"""Emptied in the settings (which outrank the environment): only apiKeyHelper's key reaches the gateway."""
+
+
 def settings_for(entry: Entry) -> dict:
     base = entry.base_url[: -len("/v1")] if entry.base_url.endswith("/v1") else entry.base_url
-    return {
-        "apiKeyHelper": " ".join(shlex.quote(word) for word in key_command(entry.endpoint)),
-        "env": {"ANTHROPIC_BASE_URL": base, "ANTHROPIC_MODEL": entry.model, "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": HELPER_TTL_MS},
-    }
+    env = {"ANTHROPIC_BASE_URL": base, "ANTHROPIC_MODEL": entry.model, **{name: entry.model for name in ALIASES},
+           **{name: "" for name in UNSET}, "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": HELPER_TTL_MS}
+    window = entry.capability("context_window_tokens")
+    if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+        env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] = str(window)
+    return {"apiKeyHelper": " ".join(shlex.quote(word) for word in key_command(entry.endpoint)), "env": env}
 
 
 def apply(text: str | None, entry: Entry, path: str) -> str:

@@ -22,6 +22,8 @@ Shapes and checks follow the gateway's source, argonne-lcf/FIRST at 329c0cd (GAT
   and the tokens-per-minute limits), sorted by name in any case; ``model_id`` matches exactly, an
   unknown one is 404 ``endpoint_not_found``; ``GatewayState.models_route = False`` plays an older
   deployment, which answers Django's 404 page for the route;
+- ``POST {cluster}/{framework}/v1/messages`` is Anthropic's Messages API (gateway_messages.py: its
+  schema, the streamed events, what each request carried in ``GatewayState.messages``);
 - JSON answers carry ``application/json; charset=utf-8``; errors are ``{"error": {"code", "message", "info"}}``.
 """
 
@@ -37,6 +39,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from metis_env.alcf import INFERENCE_RESOURCE_SERVER
+from metis_env.testing import gateway_messages
 
 if TYPE_CHECKING:
     from metis_env.testing.globus_standin import GlobusStandIn, Handler as _Handler
@@ -115,6 +118,7 @@ class GatewayState:
         self.details: dict[tuple[str, str], dict[str, Any]] = {}
         self.legacy: dict[str, str] = {}  # endpoint slug -> endpoint slug
         self.failed: dict[str, float] = {}  # sha256 of a token -> until when its refusal is cached
+        self.messages: list[gateway_messages.MessagesRequest] = []  # what reached /v1/messages past authentication
 
     def alias(self, cluster: str, framework: str, old: str, new: str) -> None:
         """Reroute requests for model ``old`` to model ``new`` (LEGACY_ENDPOINT_SLUG_MAPPING)."""
@@ -325,6 +329,23 @@ def _served_model(standin: GlobusStandIn, cluster: str, framework: str, models: 
 
 
 def _inference(standin: GlobusStandIn, h: _Handler, parts: list[str], _q: Any, clusters: dict[str, Any], maintenance: dict[str, str]) -> int:
+    status = _answer_inference(standin, h, parts, clusters, maintenance)
+    if "/".join(parts[3:]) == gateway_messages.ROUTE:  # what reached the Messages route, for tests to read
+        try:
+            body = json.loads(h.body())
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            cluster = clusters.get(parts[0])
+            asked = body.get("model")
+            model = (_served_model(standin, parts[0], parts[1], cluster["models"], asked)
+                     if cluster and isinstance(asked, str) and asked else None)
+            with _state(standin).lock:
+                _state(standin).messages.append(gateway_messages.record_for(parts[0], h.headers, body, model, status))
+    return status
+
+
+def _answer_inference(standin: GlobusStandIn, h: _Handler, parts: list[str], clusters: dict[str, Any], maintenance: dict[str, str]) -> int:
     name, framework, endpoint = parts[0], parts[1], "/".join(parts[3:])
     raw = h.body()
     if not raw:
@@ -335,28 +356,32 @@ def _inference(standin: GlobusStandIn, h: _Handler, parts: list[str], _q: Any, c
         return _send(h, 400, {"detail": "Cannot parse request body"})
     if not isinstance(body, dict):
         return _send(h, 422, {"detail": [{"type": "dict_type", "loc": ["body", "payload"], "msg": "Input should be a valid dictionary"}]})
-    reserved = sorted(set(RESERVED_FIELDS).intersection(body))
-    if reserved:
-        return _error(h, 422, "invalid_request", "FIRST-reserved request fields are not accepted.", {"fields": reserved})
-    problems = _control_errors(body, endpoint)
-    if problems and endpoint == "messages":  # a pydantic schema of its own: django-ninja's 422
-        return _send(h, 422, {"detail": [{"type": p["type"], "loc": ["body", "payload", p["field"]], "msg": p["message"]}
-                                         for p in problems]})
-    if problems:
-        return _error(h, 422, "invalid_request", "Invalid FIRST control fields.", {"errors": problems})
+    if endpoint == gateway_messages.ROUTE:  # a pydantic schema of its own (extra fields allowed): django-ninja's 422
+        problems = gateway_messages.validation_errors(body)
+        if problems:
+            return _send(h, 422, {"detail": problems})
+    else:
+        reserved = sorted(set(RESERVED_FIELDS).intersection(body))
+        if reserved:
+            return _error(h, 422, "invalid_request", "FIRST-reserved request fields are not accepted.", {"fields": reserved})
+        problems = _control_errors(body, endpoint)
+        if problems:
+            return _error(h, 422, "invalid_request", "Invalid FIRST control fields.", {"errors": problems})
     if name not in clusters:
         return _error(h, 404, "cluster_not_found", f"The requested cluster {name!r} does not exist.")
     if name in maintenance:
         return _error(h, 503, "cluster_under_maintenance", maintenance[name])
     if framework != clusters[name]["framework"]:
         return _error(h, 400, "unsupported_framework", f"framework {framework} not available on cluster {name}.")
-    if endpoint not in clusters[name]["routes"] or endpoint != "chat/completions":  # the stand-in chats only
-        return _error(h, 400, "unsupported_endpoint", f"{endpoint!r} not available on cluster {name!r}")
+    if endpoint not in clusters[name]["routes"] or endpoint not in ("chat/completions", gateway_messages.ROUTE):
+        return _error(h, 400, "unsupported_endpoint", f"{endpoint!r} not available on cluster {name!r}")  # the stand-in chats and messages only
     models = clusters[name]["models"]
     model = _served_model(standin, name, framework, models, body["model"])
     if model is None:
         return _error(h, 404, "endpoint_not_found",
                       f"The requested endpoint {endpoint_slug(name, framework, body['model'])!r} does not exist.")
+    if endpoint == gateway_messages.ROUTE and body.get("stream") is True and name in gateway_messages.GLOBUS_COMPUTE_CLUSTERS:
+        return _error(h, 400, "unsupported_endpoint", gateway_messages.STREAMING_REFUSED)
     if models[model] != "Live":
         return _error(h, 503, "internal_endpoint_error", f"{model!r} is not currently live on {name.capitalize()}.")
     limits, user = throttle_of(standin), standin.identity["sub"]
@@ -364,6 +389,9 @@ def _inference(standin: GlobusStandIn, h: _Handler, parts: list[str], _q: Any, c
     if usage is not None:
         return _error(h, 429, "too_many_requests", "Tokens/minute limit exceeded",
                       {"global_model_usage": usage[0], "user_model_usage": usage[1]})
+    if endpoint == gateway_messages.ROUTE:
+        limits.record_tokens(f"{name}/{model}", user, 1 + len(gateway_messages.reply_and_stop(REPLY, body["max_tokens"])[0].split()))
+        return gateway_messages.send(h, body, model, REPLY)
     reply, max_tokens = REPLY, body.get("max_tokens")
     if isinstance(max_tokens, int) and max_tokens > 0:
         reply = " ".join(reply.split(" ")[:max_tokens])
