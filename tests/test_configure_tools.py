@@ -7,7 +7,9 @@ plugin) run `metis-env get key 1` themselves, and llm asks metis-env's llm plugi
 their own with no OPENAI_* variable at all; aider (and llm without the plugin) take the key and the
 base URL from the variables `metis-env run` sets. Every one also works under `metis-env run` and
 `run --proxy` (whose variables the broker gives too): a config must never part a key from its URL.
-codex needs a cluster that serves /responses: a gateway cluster, with the gateway's token.
+codex needs a cluster that serves /responses: a gateway cluster, with the gateway's token; Claude
+Code (npm, .ci-tools/npm) a cluster with the Messages route, reached at the gateway stand-in itself
+(metis_env/testing/gateway_messages.py) with the token its apiKeyHelper gets from `metis-env get key`.
 """
 
 from __future__ import annotations
@@ -203,3 +205,76 @@ def test_the_real_tool_takes_the_capabilities_configure_writes(case, stub, file_
                           capture_output=True, timeout=240)
     assert (proc.returncode, REPLY in proc.stdout.decode(errors="replace")) == (0, True), proc.stderr.decode(errors="replace")[-2000:]
     assert {(r.path, r.authorized, r.body.get("model")) for r in stub.requests if r.method == "POST"} == {("/v1/chat/completions", True, model)}
+
+
+# --- Claude Code: the gateway's Messages route, the Globus token from apiKeyHelper -----------------
+
+CLAUDE = str(NPM_BIN / "claude")
+CLAUDE_MODEL = "openai/gpt-oss-120b"
+# Someone else's Anthropic credentials in the user's environment: configure's settings must keep
+# both away from the gateway (each outranks apiKeyHelper in Claude Code).
+FOREIGN = {"ANTHROPIC_API_KEY": "sk-ant-not-for-alcf-0123456789", "ANTHROPIC_AUTH_TOKEN": "sk-ant-oat-not-for-alcf-0123"}
+CLAUDE_WAYS = {
+    "on its own": [],
+    "metis-env run": ["metis-env", "run", "minerva", "--"],
+    "metis-env run --proxy": ["metis-env", "run", "--proxy", "minerva", "--"],
+}
+
+
+def claude_env(tmp_path: Path, env: dict, globus) -> dict:  # noqa: F811
+    """tool_env plus the gateway's variables (for the helper's metis-env), the stand-in's CA for
+    Claude Code's TLS, its config dir under ``tmp_path``, and nothing that leaves this machine."""
+    return {
+        **tool_env(tmp_path), **{k: v for k, v in env.items() if k.startswith("METIS_ENV_")}, **globus.env(), **FOREIGN,
+        "CLAUDE_CONFIG_DIR": str(tmp_path / "claude-config"), "NODE_EXTRA_CA_CERTS": globus.ca_file,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
+    }
+
+
+@pytest.mark.parametrize("way", CLAUDE_WAYS)
+def test_the_real_claude_code_reaches_a_messages_cluster_with_the_current_gateway_token(way, globus, globus_env, tmp_path):  # noqa: F811
+    """`configure claude minerva` and then plain `claude -p hi`: Claude Code runs `metis-env get key
+    minerva` (apiKeyHelper), which refreshes the Globus token that expired meanwhile, and sends the
+    new one to the stand-in's /v1/messages with the configured model; no token is on disk in Claude
+    Code's config dir, and the Anthropic credentials in its environment never reach the gateway."""
+    if not os.access(CLAUDE, os.X_OK):
+        pytest.skip("Claude Code is not installed here (bash .ci/run installs it)")
+    from metis_env.testing.gateway_messages import fingerprint
+    from metis_env.testing.gateway_standin import ALL_CLUSTERS, REPLY as GATEWAY_REPLY, make_clusters
+
+    with globus._lock:
+        globus.clusters.update(make_clusters({"minerva": ALL_CLUSTERS["minerva"]}))
+    env = gateway_env(globus_env, CLAUDE_CONFIG_DIR=str(tmp_path / "claude-config"))
+    globus.access_lifetime = 1  # the login's token is dead at the gateway by the time Claude Code runs
+    code, _out, err, _url = login_headless(env, globus)
+    assert code == 0, err
+    globus.access_lifetime = 172800
+    first = json.loads((Path(env["METIS_ENV_CONFIG_DIR"]) / "keys.json").read_text())["keys"]
+    assert metis("configure", "claude", "minerva", "--model", CLAUDE_MODEL, env=env).returncode == 0
+    while any(globus.token_status(token) == "valid" for token in first.values()):  # wait for the state, not for a time
+        globus.wait(0.05)
+
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([*CLAUDE_WAYS[way], CLAUDE, "-p", "hi"], cwd=work, env=claude_env(tmp_path, env, globus),
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=240)
+    assert (proc.returncode, proc.stdout.decode(errors="replace")) == (0, GATEWAY_REPLY + "\n"), proc.stderr.decode(errors="replace")[-2000:]
+    # the gateway's context window is in the settings: no "assumes a context window of 1m tokens" warning
+    assert proc.stderr.decode() == '[claude-code:unrecognized_model] {"model":"openai/gpt-oss-120b","query_source":"sdk"}\n'
+    token = metis("get", "key", "minerva", env=env).stdout.decode().strip()  # the refreshed one, still fresh: no refresh now
+    assert token not in first.values()
+    seen = [(r.asked, r.model, r.stream, r.bearer_sha256, r.api_key_sha256, r.status) for r in globus.gateway.messages]
+    # Claude Code 2.1.332 first sends a role "system" message, which FIRST's schema refuses (422), then
+    # the same request without it: both with the refreshed token, as Bearer and as x-api-key.
+    current = fingerprint(token)
+    assert seen == [(CLAUDE_MODEL, CLAUDE_MODEL, True, current, current, 422), (CLAUDE_MODEL, CLAUDE_MODEL, True, current, current, 200)]
+    assert {(r.path, r.bearer) for r in globus.requests if r.path.endswith("/messages")} == {("/resource_server/minerva/api/v1/messages", True)}
+    settings = json.loads((tmp_path / "claude-config" / "settings.json").read_text())
+    assert settings == {"apiKeyHelper": "metis-env get key minerva", "env": {
+        "ANTHROPIC_BASE_URL": globus.gateway_url + "minerva/api", "ANTHROPIC_MODEL": CLAUDE_MODEL,
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": CLAUDE_MODEL, "ANTHROPIC_DEFAULT_SONNET_MODEL": CLAUDE_MODEL,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": CLAUDE_MODEL, "ANTHROPIC_API_KEY": "", "ANTHROPIC_AUTH_TOKEN": "",
+        "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": "300000", "CLAUDE_CODE_MAX_CONTEXT_TOKENS": "131072"}}
+    secrets_ = [token, *first.values(), *FOREIGN.values()]
+    written = [p for p in (tmp_path / "claude-config").rglob("*") if p.is_file() and any(s in p.read_text(errors="replace") for s in secrets_)]
+    assert written == []
