@@ -8,7 +8,9 @@ Shapes and checks follow the gateway's source, argonne-lcf/FIRST at 329c0cd (GAT
   ``{"error": {"code": "unauthorized", ...}}`` (``auth.validate_access_token``);
 - a token Globus calls inactive is refused with "Token is either not active or invalid", and that
   refusal is cached for 60 s per token (``auth.introspect_token``): meanwhile the answer is
-  "Token introspection: Token is either not active or invalid";
+  "Token introspection: Token is either not active or invalid"; a good check is cached too, for
+  ``min(600, the token's life left)`` when ``GatewayState.checked_ttl`` is 600 (a token revoked
+  meanwhile, at a logout, is still accepted);
 - a POST body that is not JSON is 400 ``{"detail": "Cannot parse request body"}``, JSON that is not an
   object 422 ``{"detail": [...]}`` (django-ninja's validation); a chat body without a string ``model``
   or ``messages`` is 422 ``invalid_request`` "Invalid FIRST control fields." (FIRST #279: unknown
@@ -118,6 +120,11 @@ class GatewayState:
         self.details: dict[tuple[str, str], dict[str, Any]] = {}
         self.legacy: dict[str, str] = {}  # endpoint slug -> endpoint slug
         self.failed: dict[str, float] = {}  # sha256 of a token -> until when its refusal is cached
+        self.checked: dict[str, float] = {}  # sha256 of a token -> until when its good check is cached
+        self.checked_ttl = 0.0
+        """Seconds FIRST keeps a good introspection (``min(600, the token's life left)``, auth.introspect_token):
+        meanwhile a revoked token is still accepted. 600 plays FIRST; 0, the default, checks every request,
+        so that a test that revokes a token sees it refused at once."""
         self.messages: list[gateway_messages.MessagesRequest] = []  # what reached /v1/messages past authentication
 
     def alias(self, cluster: str, framework: str, old: str, new: str) -> None:
@@ -224,16 +231,26 @@ def _authenticate(standin: GlobusStandIn, h: _Handler) -> int:
     state, key, now = _state(standin), hashlib.sha256(token.encode()).hexdigest(), time.monotonic()
     with state.lock:
         cached = state.failed.get(key, 0.0) > now
+        checked = state.checked.get(key, 0.0) > now
     if cached:
         h.bearer_ok = False
         return _error(h, 401, "unauthorized", f"Token introspection: {NOT_ACTIVE}")
-    # Globus introspection says active: false alike for unknown, revoked, expired and foreign tokens.
-    h.bearer_ok = (standin.token_status(token) == "valid"
-                   and standin.token_resource_server(token) == INFERENCE_RESOURCE_SERVER)
-    if not h.bearer_ok:
+    if checked:  # FIRST asks Globus nothing: a token revoked since passes, one past its exp does not
+        h.bearer_ok = True
+        if (standin.token_expires_at(token) or 0.0) <= standin.now():
+            return _error(h, 401, "unauthorized", "Access token expired.")
+    else:
+        # Globus introspection says active: false alike for unknown, revoked, expired and foreign tokens.
+        h.bearer_ok = (standin.token_status(token) == "valid"
+                       and standin.token_resource_server(token) == INFERENCE_RESOURCE_SERVER)
+        if not h.bearer_ok:
+            with state.lock:
+                state.failed[key] = now + FAILED_INTROSPECTION_TTL
+            return _error(h, 401, "unauthorized", NOT_ACTIVE)
         with state.lock:
-            state.failed[key] = now + FAILED_INTROSPECTION_TTL
-        return _error(h, 401, "unauthorized", NOT_ACTIVE)
+            left = (standin.token_expires_at(token) or 0.0) - standin.now()
+            if state.checked_ttl > 0 and left > 0:
+                state.checked[key] = now + min(state.checked_ttl, left)
     client = standin.token_client(token)
     if client in standin.service_accounts:  # FIRST: an allow-listed service account skips the IdP and policy checks
         if client in standin.allow_listed:

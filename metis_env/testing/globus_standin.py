@@ -309,6 +309,12 @@ class GlobusStandIn:
                 return "revoked"
             return "expired" if record["expires_at"] <= self.now() else "valid"
 
+    def token_expires_at(self, access_token: str) -> float | None:
+        """When an access token expires by the stand-in's clock, revoked or not; None if never issued."""
+        with self._lock:
+            record = self._access.get(access_token)
+            return None if record is None else record["expires_at"]
+
     def token_resource_server(self, access_token: str) -> str | None:
         with self._lock:
             record = self._access.get(access_token)
