@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from metis_env.testing.openai_server import OpenAIStubServer
-from tests._gateway import gateway_env, login_headless
+from tests._gateway import gateway_env, logged_in, login_headless  # noqa: F401  (logged_in: a fixture)
 from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests.conftest import REPO, metis
 
@@ -278,3 +278,25 @@ def test_the_real_claude_code_reaches_a_messages_cluster_with_the_current_gatewa
     secrets_ = [token, *first.values(), *FOREIGN.values()]
     written = [p for p in (tmp_path / "claude-config").rglob("*") if p.is_file() and any(s in p.read_text(errors="replace") for s in secrets_)]
     assert written == []
+
+
+def test_the_real_claude_code_on_a_cluster_that_cannot_stream_messages_says_so(logged_in, tmp_path):
+    """Sophia's vLLM runs through Globus Compute, where the gateway refuses streamed Messages (400),
+    and Claude Code streams every request: configure says so, and Claude Code ends with the gateway's words."""
+    if not os.access(CLAUDE, os.X_OK):
+        pytest.skip("Claude Code is not installed here (bash .ci/run installs it)")
+    from metis_env.testing.gateway_messages import STREAMING_REFUSED
+
+    env, globus = logged_in
+    env = {**env, "CLAUDE_CONFIG_DIR": str(tmp_path / "claude-config")}
+    configured = metis("configure", "claude", "sophia", "--model", CLAUDE_MODEL, env=env)
+    assert configured.returncode == 0
+    assert ("metis-env: note: Claude Code streams every request, and the gateway streams Anthropic Messages only from the "
+            "backends it calls directly (framework api): if claude answers \"Streaming is not supported for the Anthropic "
+            "Messages API on this endpoint\", sophia's vllm is not one; configure a cluster of framework api\n") in configured.stderr.decode()
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([CLAUDE, "-p", "hi"], cwd=work, env=claude_env(tmp_path, env, globus), stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=240)
+    assert (proc.returncode, proc.stdout.decode(errors="replace")) == (1, f"API Error: 400 {STREAMING_REFUSED}\n")
+    assert {r.status for r in globus.gateway.messages} == {422, 400}

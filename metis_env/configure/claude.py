@@ -69,12 +69,29 @@ def settings_for(entry: Entry) -> dict:
     return {"apiKeyHelper": " ".join(shlex.quote(word) for word in key_command(entry.endpoint)), "env": env}
 
 
-def apply(text: str | None, entry: Entry, path: str) -> str:
+def framework(entry: Entry) -> str | None:
+    """The framework in a gateway cluster's base URL (``.../{cluster}/{framework}/v1``), or None."""
+    parts = entry.base_url.rstrip("/").split("/")
+    return parts[-2] if entry.gateway and len(parts) >= 4 and parts[-1] == "v1" and parts[-3] == entry.endpoint else None
+
+
+def notes(entry: Entry) -> list[str]:
+    """FIRST streams Messages only from the backends it calls itself (DirectAPI, framework ``api``); a
+    Globus Compute one (Sophia's vLLM) answers a streamed request 400, and Claude Code streams them all."""
+    found = framework(entry)
+    if found in (None, "api"):
+        return []
+    return [f"Claude Code streams every request, and the gateway streams Anthropic Messages only from the backends it "
+            f"calls directly (framework api): if claude answers \"Streaming is not supported for the Anthropic Messages "
+            f"API on this endpoint\", {entry.endpoint}'s {found} is not one; configure a cluster of framework api"]
+
+
+def apply(text: str | None, entry: Entry, path: str):
     ours = settings_for(entry)
     text = formats.json_set(text, ["apiKeyHelper"], ours["apiKeyHelper"], NAME, path, comments=False, new_doc={})
     for name, value in ours["env"].items():
         text = formats.json_set(text, ["env", name], value, NAME, path, comments=False, new_doc={})
-    return text
+    return text, notes(entry)
 
 
 def section(text: str | None, entry: Entry, path: str):
