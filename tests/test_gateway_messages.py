@@ -1,12 +1,16 @@
 """The stand-in's Anthropic Messages route (metis_env/testing/gateway_messages.py), as FIRST serves it:
-the answer plain and streamed, its schema's 422s, what it refuses and what it records. The real
-Claude Code reads it in tests/test_configure_tools.py."""
+the answer plain and streamed (also read by Anthropic's own SDK), its schema's 422s, what it
+refuses and what it records. The real Claude Code reads it in tests/test_configure_tools.py."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import ssl
+import subprocess
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +129,37 @@ def test_each_request_past_authentication_is_recorded_with_hashes_of_its_credent
         MessagesRequest("minerva", "OPENAI/gpt-oss-120b", "openai/gpt-oss-120b", False, 0, fingerprint(token), None, 422),
     ]
     assert token not in repr(standin.gateway.messages)
+
+
+ANTHROPIC_SDK = Path(__file__).resolve().parent.parent / ".ci-tools" / "npm" / "node_modules" / "@anthropic-ai" / "sdk"
+SDK_CHILD = r"""
+const Anthropic = require(process.env.SDK);
+const client = new Anthropic({baseURL: process.env.BASE, authToken: process.env.TOKEN, apiKey: null, maxRetries: 0});
+const ask = {model: "OPENAI/gpt-oss-120b", max_tokens: 64, messages: [{role: "user", content: "say hi"}]};
+(async () => {
+  const plain = await client.messages.create(ask);
+  const stream = client.messages.stream(ask);
+  const events = [];
+  stream.on("streamEvent", (event) => events.push(event.type));
+  const final = await stream.finalMessage();
+  console.log(JSON.stringify({plain: [plain.model, plain.content[0].text, plain.stop_reason],
+                              streamed: [final.model, final.content[0].text, final.stop_reason, final.usage.output_tokens], events}));
+})().catch((error) => { console.error(String(error)); process.exit(1); });
+"""
+
+
+def test_the_real_anthropic_sdk_reads_both_answers(gateway, tmp_path):
+    """Anthropic's own TypeScript SDK (pi's dependency in .ci-tools/npm) against the route, with the
+    token as the Bearer: the plain message, and the streamed one assembled from its events."""
+    standin, token = gateway
+    if not (ANTHROPIC_SDK / "package.json").exists() or shutil.which("node") is None:
+        pytest.skip("@anthropic-ai/sdk is not installed here (bash .ci/run installs pi, which brings it)")
+    proc = subprocess.run(["node", "-e", SDK_CHILD], capture_output=True, timeout=120, env={
+        "PATH": os.environ["PATH"], "SDK": str(ANTHROPIC_SDK), "BASE": standin.gateway_url + "minerva/api", "TOKEN": token,
+        "NODE_EXTRA_CA_CERTS": standin.ca_file})
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout) == {
+        "plain": ["openai/gpt-oss-120b", REPLY, "end_turn"], "streamed": ["openai/gpt-oss-120b", REPLY, "end_turn", 6],
+        "events": ["message_start", "content_block_start"] + ["content_block_delta"] * 6 + ["content_block_stop", "message_delta", "message_stop"]}
+    assert [(m.stream, m.bearer_sha256, m.api_key_sha256, m.status) for m in standin.gateway.messages] == [
+        (False, fingerprint(token), None, 200), (True, fingerprint(token), None, 200)]
