@@ -247,8 +247,8 @@ def _authenticate(standin: GlobusStandIn, h: _Handler) -> int:
             with state.lock:
                 state.failed[key] = now + FAILED_INTROSPECTION_TTL
             return _error(h, 401, "unauthorized", NOT_ACTIVE)
+        left = (standin.token_expires_at(token) or 0.0) - standin.now()
         with state.lock:
-            left = (standin.token_expires_at(token) or 0.0) - standin.now()
             if state.checked_ttl > 0 and left > 0:
                 state.checked[key] = now + min(state.checked_ttl, left)
     client = standin.token_client(token)
