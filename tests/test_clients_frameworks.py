@@ -1,0 +1,177 @@
+"""The agent and LLM frameworks (llama-index, DSPy, smolagents, Jupyter AI's magics), each run as the
+client table shows under `metis-env run ID -- ...`, send their request to the endpoint with its key
+and model and reach no other host: tests/test_clients.py's pattern, for heavier packages.
+
+They pin versions of their own, so .ci/run installs them into one venv, .ci-tools/clients; these tests
+skip where it is absent (a workstation that has not run .ci/run) and fail where CI=true. Each runs
+against an endpoint file's endpoint (the stub answers as Metis does: 422 for a message content that is
+not a string) and against a gateway endpoint after `metis-env login` (the gateway stand-in, over TLS).
+Every connection and name lookup of the framework's processes (and of the Jupyter kernel's) is
+audited by tests/_netaudit/sitecustomize.py, which stops a process at its first attempt to reach
+anything but the one endpoint; the negative controls show each framework's default host without the
+names that keep it home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from metis_env.testing.openai_server import DEFAULT_REPLY, OpenAIStubServer
+from tests._gateway import gateway_env, login_headless
+from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
+from tests.conftest import REPO
+from tests.test_clients import KEY, MODEL, REFUSED_EXIT, readme_rows
+
+SCRIPTS = Path(__file__).parent / "_clients"
+VENV = REPO / ".ci-tools" / "clients"
+PYTHON = VENV / "bin" / "python"
+NETAUDIT = Path(__file__).parent / "_netaudit"
+
+
+@dataclass(frozen=True)
+class Framework:
+    command: tuple[str, ...]  # run from the clients venv's bin/ (a script of tests/_clients/, or a tool)
+    keeps_it_home: tuple[str, ...]  # the exported names without which it heads for default_host
+    default_host: str
+
+
+FRAMEWORKS = {
+    "llama-index": Framework(("python", "use_llama_index.py"), ("OPENAI_API_BASE",), "api.openai.com"),
+    "dspy": Framework(("python", "use_dspy.py"), ("OPENAI_BASE_URL", "OPENAI_API_BASE"), "api.openai.com"),
+    "smolagents": Framework(("python", "use_smolagents.py"), ("OPENAI_BASE_URL",), "api.openai.com"),
+    # the notebook's cells run in a real IPython kernel; nbconvert prints the executed notebook
+    "jupyter-ai-magic-commands": Framework(
+        ("jupyter", "nbconvert", "--to", "notebook", "--execute", "--stdout", "use_jupyter_ai_magics.ipynb"),
+        ("OPENAI_BASE_URL", "OPENAI_API_BASE"), "api.openai.com",
+    ),
+}
+
+
+def installed() -> None:
+    if not os.access(PYTHON, os.X_OK):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{VENV} is missing, and CI=true: .ci/run installs it")
+        pytest.skip(f"the frameworks' venv {VENV} is not installed here (bash .ci/run installs it)")
+
+
+def argv(framework: Framework) -> list[str]:
+    program, *args = framework.command
+    return [str(VENV / "bin" / program), *(str(SCRIPTS / arg) if arg.endswith((".py", ".ipynb")) else arg for arg in args)]
+
+
+def audited_env(home: Path, log: Path, allow: str) -> dict[str, str]:
+    """What `metis-env run` starts from: nothing of the test runner's own but PATH, the audit on."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "METIS_ENV_STORE": "file",
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+        "PYTHONPATH": os.pathsep.join([str(NETAUDIT), str(REPO)]),
+        "METIS_TEST_NET_LOG": str(log),
+        "METIS_TEST_NET_ALLOW": allow,
+        # jupyter's and IPython's own state under HOME, not the runner's
+        "JUPYTER_PLATFORM_DIRS": "1",
+    }
+
+
+def reached(log: Path) -> list[tuple[str, object]]:
+    """The distinct (host, port) pairs every audited process looked up or connected to, in order."""
+    pairs = []
+    for line in log.read_text().splitlines() if log.exists() else ():
+        record = json.loads(line)
+        pair = (record["host"], record["port"])
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def run(env: dict[str, str], endpoint_id: str, framework: Framework, cwd: Path, unset: tuple[str, ...] = ()):
+    """`metis-env run ID -- [env -u NAME...] FRAMEWORK...`: (exit code, stdout, stderr)."""
+    without = ["env", *(arg for name in unset for arg in ("-u", name))] if unset else []
+    result = subprocess.run(
+        [sys.executable, "-m", "metis_env", "run", endpoint_id, "--", *without, *argv(framework)],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=300,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def printed(framework: Framework, stdout: str) -> str:
+    """What the framework printed: the script's stdout, or the Markdown the last cell (`%%ai`) showed."""
+    if not framework.command[-1].endswith(".ipynb"):
+        return stdout
+    outputs = json.loads(stdout)["cells"][-1]["outputs"]
+    return "".join("".join(output["data"]["text/markdown"]) for output in outputs if output["output_type"] == "execute_result") + "\n"
+
+
+@dataclass
+class Endpoint:
+    stub: OpenAIStubServer
+    port: int
+    env: dict
+    log: Path
+    cwd: Path
+
+
+@pytest.fixture
+def endpoint(tmp_path):
+    """A stub endpoint on 127.0.0.1 that refuses what Metis refuses, imported as endpoint 1."""
+    installed()
+    stub = OpenAIStubServer(KEY, [MODEL], metis_strict=True)
+    base_url = stub.start()
+    try:
+        port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+        log = tmp_path / "network.jsonl"
+        env = {**audited_env(tmp_path / "home", log, f"127.0.0.1:{port}"), "METIS_ENV_CONFIG_DIR": str(tmp_path / "config")}
+        text = f"BASE_URL={base_url}/\nSAMBANOVA_API_KEY={KEY}\nMODELS={MODEL}\n"
+        imported = subprocess.run(
+            [sys.executable, "-m", "metis_env", "import", "--id", "1", "-"], input=text, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert (imported.returncode, imported.stdout, imported.stderr) == (0, "", "endpoint 1: new\n")
+        work = tmp_path / "work"
+        work.mkdir()
+        yield Endpoint(stub, port, env, log, work)
+    finally:
+        stub.stop()
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_the_framework_sends_the_key_and_model_to_the_endpoint_and_reaches_no_other_host(endpoint, name):
+    framework = FRAMEWORKS[name]
+    code, stdout, stderr = run(endpoint.env, "1", framework, endpoint.cwd)
+    assert code == 0, stderr[-3000:]
+    requests = [(r.method, r.path, r.authorized, (r.body or {}).get("model")) for r in endpoint.stub.requests]
+    assert (printed(framework, stdout), reached(endpoint.log), requests) == (
+        DEFAULT_REPLY + "\n",
+        [("127.0.0.1", endpoint.port)],
+        [("POST", "/v1/chat/completions", True, MODEL)],
+    )
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_without_the_names_that_keep_it_home_the_framework_heads_for_its_default_host(endpoint, name):
+    """The negative control: the same code, without the names listed for it, tries to reach its
+    default host (the audit stops it there), so the test above would see a leak."""
+    framework = FRAMEWORKS[name]
+    code, _stdout, stderr = run(endpoint.env, "1", framework, endpoint.cwd, unset=framework.keeps_it_home)
+    outside = [pair for pair in reached(endpoint.log) if pair != ("127.0.0.1", endpoint.port)]
+    # a script ends where the audit stops it; nbconvert outlives its kernel and reports the death
+    # (the kernel's stderr goes to the notebook, not to nbconvert's)
+    ending = (1, "nbclient.exceptions.DeadKernelError: Kernel died") if name == "jupyter-ai-magic-commands" else (
+        REFUSED_EXIT, f"network audit: refused socket.getaddrinfo {framework.default_host}:443; exiting 97")
+    assert (code, outside, stderr.splitlines()[-1:]) == (ending[0], [(framework.default_host, 443)], [ending[1]])
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_the_client_table_names_what_the_test_showed(name):
+    framework = FRAMEWORKS[name]
+    rows = readme_rows(name)
+    home = {cell for row in rows for cell in row[4].replace("`", "").split(", ")}
+    hosts = [row[3] for row in rows if framework.default_host in row[3]]
+    assert (len(rows) > 0, sorted(set(framework.keeps_it_home) - home), len(hosts) > 0) == (True, [], True)
