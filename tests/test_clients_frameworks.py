@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from metis_env.testing.gateway_standin import REPLY as GATEWAY_REPLY
 from metis_env.testing.openai_server import DEFAULT_REPLY, OpenAIStubServer
 from tests._gateway import gateway_env, login_headless
-from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
+from tests._globus import globus  # noqa: F401  (fixture)
 from tests.conftest import REPO
 from tests.test_clients import KEY, MODEL, REFUSED_EXIT, readme_rows
 
@@ -155,6 +156,32 @@ def test_the_framework_sends_the_key_and_model_to_the_endpoint_and_reaches_no_ot
 
 
 @pytest.mark.parametrize("name", FRAMEWORKS)
+def test_on_a_gateway_endpoint_the_framework_sends_the_token_to_the_gateway_and_reaches_no_other_host(globus, tmp_path, name):  # noqa: F811
+    """After `metis-env login`, `run metis` gives the gateway's base URL (HTTPS, with the stand-in's CA
+    in SSL_CERT_FILE), the Globus token as the key and the cluster's default model; the stand-in
+    answers 200 only for a live token and a model the cluster serves (404 for any other name)."""
+    installed()
+    port = int(globus.url.rstrip("/").rsplit(":", 1)[1])
+    log = tmp_path / "network.jsonl"
+    env = {**audited_env(tmp_path / "home", log, f"127.0.0.1:{port}"), **gateway_env(globus.env()),
+           "METIS_ENV_CONFIG_DIR": str(tmp_path / "config")}
+    code, out, err, _url = login_headless(env, globus)
+    assert (code, out) == (0, b""), err
+    work = tmp_path / "work"
+    work.mkdir()
+    framework = FRAMEWORKS[name]
+    before = len(globus.requests)
+    code, stdout, stderr = run(env, "metis", framework, work)
+    assert code == 0, stderr[-3000:]
+    asked = [(r.method, r.path, r.bearer, r.status) for r in globus.requests[before:]]
+    assert (printed(framework, stdout), reached(log), asked) == (
+        GATEWAY_REPLY + "\n",
+        [("127.0.0.1", port)],
+        [("POST", "/resource_server/metis/api/v1/chat/completions", True, 200)],
+    )
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
 def test_without_the_names_that_keep_it_home_the_framework_heads_for_its_default_host(endpoint, name):
     """The negative control: the same code, without the names listed for it, tries to reach its
     default host (the audit stops it there), so the test above would see a leak."""
@@ -166,6 +193,16 @@ def test_without_the_names_that_keep_it_home_the_framework_heads_for_its_default
     ending = (1, "nbclient.exceptions.DeadKernelError: Kernel died") if name == "jupyter-ai-magic-commands" else (
         REFUSED_EXIT, f"network audit: refused socket.getaddrinfo {framework.default_host}:443; exiting 97")
     assert (code, outside, stderr.splitlines()[-1:]) == (ending[0], [(framework.default_host, 443)], [ending[1]])
+
+
+def test_without_flatten_messages_as_text_smolagents_sends_parts_that_metis_refuses(endpoint):
+    """The switch smolagents needs for Metis: without it the content is a list of parts, and Metis
+    (as the stub plays it) answers 422 "Input should be a valid string"."""
+    code, stdout, stderr = run(endpoint.env, "1", Framework(("python", "use_smolagents_parts.py"), (), ""), endpoint.cwd)
+    sent = [(r.path, r.authorized, r.body["messages"]) for r in endpoint.stub.requests]
+    assert (code, stdout, sent, "Error code: 422" in stderr.splitlines()[-1]) == (
+        1, "", [("/v1/chat/completions", True, [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}])], True
+    )
 
 
 @pytest.mark.parametrize("name", FRAMEWORKS)
