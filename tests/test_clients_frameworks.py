@@ -28,6 +28,7 @@ from metis_env.testing.openai_server import DEFAULT_REPLY, OpenAIStubServer
 from tests._gateway import gateway_env, login_headless
 from tests._globus import globus  # noqa: F401  (fixture)
 from tests.conftest import REPO
+from tests.docs import page
 from tests.test_clients import KEY, MODEL, REFUSED_EXIT, readme_rows
 
 SCRIPTS = Path(__file__).parent / "_clients"
@@ -111,6 +112,12 @@ def printed(framework: Framework, stdout: str) -> str:
     return "".join("".join(output["data"]["text/markdown"]) for output in outputs if output["output_type"] == "execute_result") + "\n"
 
 
+def files_with_the_key(endpoint) -> list[str]:
+    """The files under HOME and the working folder (caches, kernel and IPython state) holding the key."""
+    roots = [Path(endpoint.env["HOME"]), endpoint.cwd]
+    return sorted(str(path) for root in roots for path in root.rglob("*") if path.is_file() and KEY.encode() in path.read_bytes())
+
+
 @dataclass
 class Endpoint:
     stub: OpenAIStubServer
@@ -148,10 +155,11 @@ def test_the_framework_sends_the_key_and_model_to_the_endpoint_and_reaches_no_ot
     code, stdout, stderr = run(endpoint.env, "1", framework, endpoint.cwd)
     assert code == 0, stderr[-3000:]
     requests = [(r.method, r.path, r.authorized, (r.body or {}).get("model")) for r in endpoint.stub.requests]
-    assert (printed(framework, stdout), reached(endpoint.log), requests) == (
+    assert (printed(framework, stdout), reached(endpoint.log), requests, files_with_the_key(endpoint)) == (
         DEFAULT_REPLY + "\n",
         [("127.0.0.1", endpoint.port)],
         [("POST", "/v1/chat/completions", True, MODEL)],
+        [],
     )
 
 
@@ -212,3 +220,22 @@ def test_the_client_table_names_what_the_test_showed(name):
     home = {cell for row in rows for cell in row[4].replace("`", "").split(", ")}
     hosts = [row[3] for row in rows if framework.default_host in row[3]]
     assert (len(rows) > 0, sorted(set(framework.keeps_it_home) - home), len(hosts) > 0) == (True, [], True)
+
+
+def code_blocks(text: str) -> list[str]:
+    return [block.split("\n", 1)[1] for block in text.split("```")[1::2]]
+
+
+def snippets(framework: Framework) -> list[str]:
+    """The code the framework runs: the script without its docstring, or each notebook cell."""
+    path = SCRIPTS / framework.command[-1]
+    if path.suffix == ".ipynb":
+        return ["".join(cell["source"]) + "\n" for cell in json.loads(path.read_text())["cells"]]
+    return [path.read_text().split('"""', 2)[2].lstrip("\n")]
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_the_page_shows_the_code_the_test_ran(name):
+    """docs/export.md's code blocks are the tested code, line for line."""
+    blocks = code_blocks(page("export"))
+    assert [snippet for snippet in snippets(FRAMEWORKS[name]) if snippet not in blocks] == []
