@@ -53,6 +53,11 @@ FRAMEWORKS = {
         ("jupyter", "nbconvert", "--to", "notebook", "--execute", "--stdout", "use_jupyter_ai_magics.ipynb"),
         ("OPENAI_BASE_URL", "OPENAI_API_BASE"), "api.openai.com",
     ),
+    # Jupyter AI 2's magics: langchain-openai's ChatOpenAI behind the openai-chat-custom provider
+    "jupyter-ai-magics": Framework(
+        ("jupyter", "nbconvert", "--to", "notebook", "--execute", "--stdout", "use_jupyter_ai_magics_v2.ipynb"),
+        ("OPENAI_API_BASE", "OPENAI_BASE_URL"), "api.openai.com",
+    ),
 }
 
 
@@ -198,7 +203,7 @@ def test_without_the_names_that_keep_it_home_the_framework_heads_for_its_default
     outside = [pair for pair in reached(endpoint.log) if pair != ("127.0.0.1", endpoint.port)]
     # a script ends where the audit stops it; nbconvert outlives its kernel and reports the death
     # (the kernel's stderr goes to the notebook, not to nbconvert's)
-    ending = (1, "nbclient.exceptions.DeadKernelError: Kernel died") if name == "jupyter-ai-magic-commands" else (
+    ending = (1, "nbclient.exceptions.DeadKernelError: Kernel died") if name.startswith("jupyter-ai") else (
         REFUSED_EXIT, f"network audit: refused socket.getaddrinfo {framework.default_host}:443; exiting 97")
     assert (code, outside, stderr.splitlines()[-1:]) == (ending[0], [(framework.default_host, 443)], [ending[1]])
 
