@@ -1,4 +1,4 @@
-"""The agent and LLM frameworks (llama-index, DSPy, smolagents, Jupyter AI's magics), each run as the
+"""The agent and LLM frameworks (llama-index, DSPy, smolagents, Jupyter AI 3's and 2's magics), each run as the
 client table shows under `metis-env run ID -- ...`, send their request to the endpoint with its key
 and model and reach no other host: tests/test_clients.py's pattern, for heavier packages.
 
@@ -117,10 +117,10 @@ def printed(framework: Framework, stdout: str) -> str:
     return "".join("".join(output["data"]["text/markdown"]) for output in outputs if output["output_type"] == "execute_result") + "\n"
 
 
-def files_with_the_key(endpoint) -> list[str]:
-    """The files under HOME and the working folder (caches, kernel and IPython state) holding the key."""
-    roots = [Path(endpoint.env["HOME"]), endpoint.cwd]
-    return sorted(str(path) for root in roots for path in root.rglob("*") if path.is_file() and KEY.encode() in path.read_bytes())
+def files_holding(secret: str, env: dict[str, str], cwd: Path) -> list[str]:
+    """The files under HOME and the working folder (caches, kernel and IPython state) holding ``secret``."""
+    roots = [Path(env["HOME"]), cwd]
+    return sorted(str(path) for root in roots for path in root.rglob("*") if path.is_file() and secret.encode() in path.read_bytes())
 
 
 @dataclass
@@ -160,7 +160,7 @@ def test_the_framework_sends_the_key_and_model_to_the_endpoint_and_reaches_no_ot
     code, stdout, stderr = run(endpoint.env, "1", framework, endpoint.cwd)
     assert code == 0, stderr[-3000:]
     requests = [(r.method, r.path, r.authorized, (r.body or {}).get("model")) for r in endpoint.stub.requests]
-    assert (printed(framework, stdout), reached(endpoint.log), requests, files_with_the_key(endpoint)) == (
+    assert (printed(framework, stdout), reached(endpoint.log), requests, files_holding(KEY, endpoint.env, endpoint.cwd)) == (
         DEFAULT_REPLY + "\n",
         [("127.0.0.1", endpoint.port)],
         [("POST", "/v1/chat/completions", True, MODEL)],
@@ -172,7 +172,8 @@ def test_the_framework_sends_the_key_and_model_to_the_endpoint_and_reaches_no_ot
 def test_on_a_gateway_endpoint_the_framework_sends_the_token_to_the_gateway_and_reaches_no_other_host(globus, tmp_path, name):  # noqa: F811
     """After `metis-env login`, `run metis` gives the gateway's base URL (HTTPS, with the stand-in's CA
     in SSL_CERT_FILE), the Globus token as the key and the cluster's default model; the stand-in
-    answers 200 only for a live token and a model the cluster serves (404 for any other name)."""
+    answers 200 only for a live token and a model the cluster serves (404 for any other name). No file
+    under HOME or the working folder holds the token afterwards."""
     installed()
     port = int(globus.url.rstrip("/").rsplit(":", 1)[1])
     log = tmp_path / "network.jsonl"
@@ -192,6 +193,8 @@ def test_on_a_gateway_endpoint_the_framework_sends_the_token_to_the_gateway_and_
         [("127.0.0.1", port)],
         [("POST", "/resource_server/metis/api/v1/chat/completions", True, 200)],
     )
+    token = subprocess.run([sys.executable, "-m", "metis_env", "get", "key", "metis"], env=env, capture_output=True, text=True, timeout=60)
+    assert (token.returncode, files_holding(token.stdout.strip(), env, work)) == (0, [])
 
 
 @pytest.mark.parametrize("name", FRAMEWORKS)
