@@ -1,6 +1,6 @@
-"""The agent and LLM frameworks (llama-index, DSPy, smolagents, Jupyter AI 3's and 2's magics), each run as the
-client table shows under `metis-env run ID -- ...`, send their request to the endpoint with its key
-and model and reach no other host: tests/test_clients.py's pattern, for heavier packages.
+"""The agent and LLM frameworks (llama-index, DSPy, smolagents, Jupyter AI 3's and 2's magics), each
+run as the client table shows under `metis-env run ID -- ...`, send their request to the endpoint with
+its key and model and reach no other host: tests/test_clients.py's pattern, for heavier packages.
 
 They pin versions of their own, so .ci/run installs them into one venv, .ci-tools/clients; these tests
 skip where it is absent (a workstation that has not run .ci/run) and fail where CI=true. Each runs
@@ -114,13 +114,15 @@ def printed(framework: Framework, stdout: str) -> str:
     if not framework.command[-1].endswith(".ipynb"):
         return stdout
     outputs = json.loads(stdout)["cells"][-1]["outputs"]
-    return "".join("".join(output["data"]["text/markdown"]) for output in outputs if output["output_type"] == "execute_result") + "\n"
+    shown = ["".join(output["data"]["text/markdown"]) for output in outputs if output["output_type"] == "execute_result"]
+    return "".join(shown) + "\n"
 
 
 def files_holding(secret: str, env: dict[str, str], cwd: Path) -> list[str]:
     """The files under HOME and the working folder (caches, kernel and IPython state) holding ``secret``."""
     roots = [Path(env["HOME"]), cwd]
-    return sorted(str(path) for root in roots for path in root.rglob("*") if path.is_file() and secret.encode() in path.read_bytes())
+    files = [path for root in roots for path in root.rglob("*") if path.is_file()]
+    return sorted(str(path) for path in files if secret.encode() in path.read_bytes())
 
 
 @dataclass
@@ -144,7 +146,8 @@ def endpoint(tmp_path):
         env = {**audited_env(tmp_path / "home", log, f"127.0.0.1:{port}"), "METIS_ENV_CONFIG_DIR": str(tmp_path / "config")}
         text = f"BASE_URL={base_url}/\nSAMBANOVA_API_KEY={KEY}\nMODELS={MODEL}\n"
         imported = subprocess.run(
-            [sys.executable, "-m", "metis_env", "import", "--id", "1", "-"], input=text, env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "metis_env", "import", "--id", "1", "-"],
+            input=text, env=env, capture_output=True, text=True, timeout=60,
         )
         assert (imported.returncode, imported.stdout, imported.stderr) == (0, "", "endpoint 1: new\n")
         work = tmp_path / "work"
@@ -193,7 +196,8 @@ def test_on_a_gateway_endpoint_the_framework_sends_the_token_to_the_gateway_and_
         [("127.0.0.1", port)],
         [("POST", "/resource_server/metis/api/v1/chat/completions", True, 200)],
     )
-    token = subprocess.run([sys.executable, "-m", "metis_env", "get", "key", "metis"], env=env, capture_output=True, text=True, timeout=60)
+    token = subprocess.run([sys.executable, "-m", "metis_env", "get", "key", "metis"],
+                           env=env, capture_output=True, text=True, timeout=60)
     assert (token.returncode, files_holding(token.stdout.strip(), env, work)) == (0, [])
 
 
