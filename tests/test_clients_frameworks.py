@@ -35,6 +35,7 @@ SCRIPTS = Path(__file__).parent / "_clients"
 VENV = REPO / ".ci-tools" / "clients"
 PYTHON = VENV / "bin" / "python"
 NETAUDIT = Path(__file__).parent / "_netaudit"
+NBCONVERT_WAIT = ("--ExecutePreprocessor.startup_timeout=240",)
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,15 @@ FRAMEWORKS = {
     "llama-index": Framework(("python", "use_llama_index.py"), ("OPENAI_API_BASE",), "api.openai.com"),
     "dspy": Framework(("python", "use_dspy.py"), ("OPENAI_BASE_URL", "OPENAI_API_BASE"), "api.openai.com"),
     "smolagents": Framework(("python", "use_smolagents.py"), ("OPENAI_BASE_URL",), "api.openai.com"),
-    # the notebook's cells run in a real IPython kernel; nbconvert prints the executed notebook
+    # the notebook's cells run in a real IPython kernel; nbconvert prints the executed notebook (its
+    # 60 s for the kernel's start-up is raised: a busy CI machine can take longer)
     "jupyter-ai-magic-commands": Framework(
-        ("jupyter", "nbconvert", "--to", "notebook", "--execute", "--stdout", "use_jupyter_ai_magics.ipynb"),
+        ("jupyter", "nbconvert", "--to", "notebook", "--execute", "--stdout", *NBCONVERT_WAIT, "use_jupyter_ai_magics.ipynb"),
         ("OPENAI_BASE_URL", "OPENAI_API_BASE"), "api.openai.com",
     ),
     # Jupyter AI 2's magics: langchain-openai's ChatOpenAI behind the openai-chat-custom provider
     "jupyter-ai-magics": Framework(
-        ("jupyter", "nbconvert", "--to", "notebook", "--execute", "--stdout", "use_jupyter_ai_magics_v2.ipynb"),
+        ("jupyter", "nbconvert", "--to", "notebook", "--execute", "--stdout", *NBCONVERT_WAIT, "use_jupyter_ai_magics_v2.ipynb"),
         ("OPENAI_API_BASE", "OPENAI_BASE_URL"), "api.openai.com",
     ),
 }
