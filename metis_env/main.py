@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 FAST_PATH_FORMS = {
     # command: (options taking a value -> canonical name, flags, positional arguments allowed)
     "export": ({"--model": "model", "-m": "model", "--shell": "shell", "-s": "shell", "--min-ttl": "min_ttl"}, {"--unset": "unset"}, 1),
-    "get": ({"--min-ttl": "min_ttl"}, {"--json": "json"}, 2),
+    "get": ({"--min-ttl": "min_ttl"}, {"--json": "json", "--proxy": "proxy"}, 2),
     "run": ({"--model": "model", "-m": "model", "--min-ttl": "min_ttl"}, {"--proxy": "proxy"}, 1),
 }
 
@@ -84,7 +84,7 @@ def serve_fast(command: str, options: dict, positionals: list[str], tail: list[s
         return commands.export(spec, options.get("model"), options.get("shell"), options.get("unset", False), settings)
     if command == "get":
         return commands.get(positionals[0], positionals[1] if len(positionals) > 1 else None, settings,
-                            as_json=options.get("json", False))
+                            as_json=options.get("json", False), proxy=options.get("proxy", False))
     return commands.run(positionals[0] if positionals else None, options.get("model"), tail, settings,
                         proxy=options.get("proxy", False))
 

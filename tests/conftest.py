@@ -35,6 +35,9 @@ def env_setup(tmp_path, monkeypatch):
     runtime = tmp_path / "run"  # the node broker's state: one broker per test, stopped after it
     runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    # the broker's stable port (broker/client.py): one free port per test, not the uid's, which every
+    # test run of this user on the machine would share
+    monkeypatch.setenv("METIS_ENV_PROXY_PORT", str(free_port()))
     previous = keyring.get_keyring()
     memory = MemoryKeyring()
     keyring.set_keyring(memory)
@@ -44,6 +47,21 @@ def env_setup(tmp_path, monkeypatch):
         from metis_env.broker.runtime import stop
 
         stop()
+
+
+def free_port(first: int = 20000, last: int = 30000) -> int:
+    """A loopback port below the ephemeral range that nothing listens on now."""
+    import random
+    import socket
+
+    while True:
+        port = random.randrange(first, last)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 @pytest.fixture

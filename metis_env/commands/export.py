@@ -57,19 +57,21 @@ def export(spec: str | None, model: str | None, shell: str | None, unset: bool, 
     return 0
 
 
-def get(what: str, spec: str | None, settings: Settings | None = None, as_json: bool = False) -> int:
+def get(what: str, spec: str | None, settings: Settings | None = None, as_json: bool = False, proxy: bool = False) -> int:
     """``metis-env get``: one raw value on stdout; with ``as_json`` (key only): ``{"key": ...,
     "expires_at": ...}`` on one line, ``expires_at`` the token's expiry (ISO 8601 UTC) or null for an
-    endpoint file's key."""
+    endpoint file's key. ``proxy``: key and url are this host's broker's (broker/client.py): its
+    local key (the broker joined, or started) and its stable address."""
     settings = settings or load_settings()
     if not as_json:
-        sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+        value = broker_value(open_store(settings), settings, what, spec) if proxy else None
+        sys.stdout.write((value or get_value(open_store(settings), settings, what, spec)) + "\n")
         return 0
     if what != "key":
         raise UsageError(f"--json applies to get key only; get {what} prints one plain value")
     import json
 
-    key, expires_at = get_key(open_store(settings), settings, spec)
+    key, expires_at = (broker_value(open_store(settings), settings, what, spec), None) if proxy else get_key(open_store(settings), settings, spec)
     sys.stdout.write(json.dumps({"key": key, "expires_at": expires_at}, ensure_ascii=False) + "\n")
     return 0
 
@@ -112,6 +114,19 @@ def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> 
     if what == "models":
         return ",".join(endpoint.models)
     return get_key(store, settings, spec)[0]
+
+
+def broker_value(store: Store, settings: Settings, what: str, spec: str | None) -> str | None:
+    """``get key|url --proxy``: the broker's local key (it stays up while the parent, the tool that
+    asked, runs) or its stable URL for the endpoint; None for models and model (the same either way)."""
+    if what not in ("key", "url"):
+        return None
+    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings, f"get {what}")
+    from ..broker import client  # only --proxy pays for the broker's modules
+
+    if what == "url":
+        return client.broker_url(settings, endpoint.id)
+    return client.local_key(settings, endpoint.id, client_pid=os.getppid())
 
 
 def get_key(store: Store, settings: Settings, spec: str | None) -> tuple[str, str | None]:

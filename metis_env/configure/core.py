@@ -26,14 +26,15 @@ NEW_DIR_MODE = 0o700
 BACKUP_SUFFIX = ".metis-env.bak"
 
 
-class Entry(namedtuple("Entry", "endpoint provider base_url models model label gateway routes capabilities",
-                       defaults=(False, None, None))):
+class Entry(namedtuple("Entry", "endpoint provider base_url models model label gateway routes capabilities via_broker",
+                       defaults=(False, None, None, False))):
     """What configure writes for one endpoint: ``endpoint`` (its id), ``provider`` (the name the tool
     knows it by, ``metis-<id>``), ``base_url`` (no trailing slash: every client appends
     ``/chat/completions``), ``models`` (tuple), ``model`` (the chosen one), ``label`` (for people),
     ``gateway`` (whether its key is the gateway's token, not an endpoint file's: credentials.uses_login), ``routes`` (the route paths the gateway says the cluster serves,
     or None when it did not say) and ``capabilities`` (model id -> what ``{cluster}/models`` said of
-    it; empty when it said nothing)."""
+    it; empty when it said nothing); ``via_broker``: ``base_url`` is this host's broker at its stable
+    port (``configure --proxy``, broker/client.py) and the key to give is the broker's local key."""
 
     __slots__ = ()
 
@@ -87,9 +88,15 @@ def provider_name(endpoint_id: str) -> str:
     return f"metis-{endpoint_id}"
 
 
-def key_command(endpoint_id: str) -> list[str]:
-    """The command a tool runs to get the current key: metis-env prints it and nothing else."""
-    return ["metis-env", "get", "key", endpoint_id]
+def key_command(endpoint_id: str, via_broker: bool = False) -> list[str]:
+    """The command a tool runs to get the current key: metis-env prints it and nothing else
+    (``via_broker``: the local key of this host's broker, which it joins or starts)."""
+    return ["metis-env", "get", "key", endpoint_id] + (["--proxy"] if via_broker else [])
+
+
+def through_broker(entry: Entry, url: str) -> Entry:
+    """``entry`` pointed at this host's broker (``url``: broker/client.py's stable address)."""
+    return entry._replace(base_url=url, via_broker=True)
 
 
 def section_hash(section: Any) -> str:
