@@ -97,6 +97,11 @@ EXPANDED = {
     "aider": [],
     "claude": ["metis-env get key 1"],
 }
+THROUGH_THE_BROKER = {  # what the tool expands when configure sent it through the broker (Metis: opencode, pi)
+    "opencode": [],  # the plugin gives the broker's local key
+    "pi": ["!metis-env get key metis --proxy"],
+    "llm": [],
+}
 MODELS_WRITTEN = {"opencode": HOSTILE_MODELS, "pi": HOSTILE_MODELS, "codex": [], "llm": HOSTILE_MODELS, "aider": [CHOSEN], "claude": [CHOSEN]}
 
 
@@ -148,7 +153,7 @@ def test_hostile_gateway_model_names_are_written_inert(globus, globus_env, tmp_p
         assert proc.returncode == 0, proc.stderr
         text = (home / FILES[tool]).read_text().replace("metis-metis", "metis-1")
         models = read_back(tool, text)[1]
-        assert (set(HOSTILE_MODELS) <= set(models), expanded_by_the_tool(tool, text)) == (True, [e.replace(" 1", " metis") for e in EXPANDED[tool]])
+        assert (set(HOSTILE_MODELS) <= set(models), expanded_by_the_tool(tool, text)) == (True, THROUGH_THE_BROKER[tool])
 
 
 # --- the real tools, against a stub that records every request -------------------------------------
