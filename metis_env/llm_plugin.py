@@ -26,17 +26,20 @@ from llm.default_plugins.openai_models import AsyncChat, Chat
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+def on_loopback(url: str) -> bool:
+    try:
+        return urlsplit(url).hostname in LOOPBACK
+    except ValueError:
+        return False
+
+
 def through_proxy(endpoint_id: str, environ=os.environ) -> tuple[str, str] | None:
     """(base URL, key) of the loopback proxy or broker this process was started under for
     ``endpoint_id``, or None when there is none."""
     base, key = environ.get("OPENAI_BASE_URL", ""), environ.get("OPENAI_API_KEY", "")
     if environ.get("METIS_ENV_ENDPOINT") != endpoint_id or not base or not key:
         return None
-    try:
-        host = urlsplit(base).hostname
-    except ValueError:
-        return None
-    return (base, key) if host in LOOPBACK else None
+    return (base, key) if on_loopback(base) else None
 
 
 def through_broker(endpoint_id: str) -> tuple[str, str] | None:
@@ -75,7 +78,10 @@ class _MetisModel:
 
         base_url, current = target(self.endpoint_id, self.model_name)
         client_class = openai.AsyncOpenAI if async_ else openai.OpenAI
-        return client_class(base_url=base_url, api_key=key or current, default_headers=self.headers)
+        extra = {}
+        if on_loopback(base_url):  # a proxy or the broker: never through the user's HTTP proxy (ALCF's no_proxy lacks 127.0.0.1)
+            extra["http_client"] = (openai.DefaultAsyncHttpxClient if async_ else openai.DefaultHttpxClient)(trust_env=False)
+        return client_class(base_url=base_url, api_key=key or current, default_headers=self.headers, **extra)
 
 
 class MetisChat(_MetisModel, Chat):

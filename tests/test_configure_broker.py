@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from metis_env.testing.openai_server import OpenAIStubServer
+from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests.conftest import metis
 from tests.test_configure_tools import CASES, CASES_FILES, KEY, MODELS, NEEDS_RUN, REPLY, tool_env, tool_path
 
@@ -169,3 +170,112 @@ def test_a_refresh_after_sync_keeps_the_config_on_the_broker(file_store, tmp_pat
     models = json.loads((Path(os.environ["HOME"]) / CASES_FILES["pi"]).read_text())["providers"]["metis-1"]["models"]
     assert (imported.returncode, written("pi"), [m["id"] for m in models]) == (
         0, {"baseUrl": broker_url(), "apiKey": "!metis-env get key 1 --proxy"}, ["Llama-3.3-70B-Instruct"]), imported.stderr
+
+
+def test_the_real_codex_reaches_a_cluster_through_the_broker(globus, globus_env, tmp_path):  # noqa: F811
+    """codex's auth command is `metis-env get key sophia --proxy`: the broker's local key goes to the
+    broker, which puts the gateway's token in its place; no token in codex's config."""
+    from tests._gateway import gateway_env, login_headless
+    from tests.test_configure_tools import NPM_BIN
+
+    if tool_path("codex") is None:
+        pytest.skip("codex is not installed here (bash .ci/run installs it)")
+    env = gateway_env(globus_env)
+    code, _out, err, _url = login_headless(env, globus)
+    assert code == 0, err
+    token = metis("get", "key", "sophia", env=env).stdout.decode().strip()
+    stub = OpenAIStubServer(token, ["openai/gpt-oss-120b"], reply=REPLY)
+    stub.start()
+    try:
+        path = Path(env["METIS_ENV_CONFIG_DIR"]) / "endpoints.yaml"
+        data = json.loads(path.read_text())
+        data["endpoints"]["sophia"]["base_url"] = stub.base_url
+        data["endpoints"]["sophia"].setdefault("extra", {})["routes"] = ["/v1/chat/completions", "/v1/responses"]
+        path.write_text(json.dumps(data))
+        configured = metis("configure", "codex", "sophia", "--model", "openai/gpt-oss-120b", "--proxy", env=env)
+        work = tmp_path / "work"
+        work.mkdir()
+        command = [str(NPM_BIN / "codex"), "-c", "model_provider=metis-sophia", "-m", "openai/gpt-oss-120b", "exec",
+                   "--skip-git-repo-check", "hi"]
+        proc = subprocess.run(command, cwd=work, env={**tool_env(tmp_path), **globus.env()}, stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=240)
+        seen = status(env)
+    finally:
+        stub.stop()
+    config = (Path(env["HOME"]) / CASES_FILES["codex"]).read_text()
+    assert configured.returncode == 0, configured.stderr
+    assert (proc.returncode, REPLY in proc.stdout.decode(errors="replace")) == (0, True), proc.stderr.decode(errors="replace")[-2000:]
+    assert {(r.path, r.authorized, r.body.get("model")) for r in stub.requests if r.method == "POST"} == {("/v1/responses", True, "openai/gpt-oss-120b")}
+    assert (seen["requests"] >= 1, token in config, f'base_url = "{broker_url("sophia")}"' in config,
+            'args = ["get", "key", "sophia", "--proxy"]' in config) == (True, False, True, True)
+
+
+class RefusingProxy:
+    """An HTTP proxy that answers 403 to everything, as ALCF's does to a request for 127.0.0.1, and
+    keeps the request lines it was sent."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def refuse(self) -> None:
+                seen.append(self.requestline)
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
+
+            do_GET = do_POST = do_CONNECT = do_HEAD = refuse
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+ALCF_NO_PROXY = "admin,polaris-adminvm-01,localhost,*.cm.polaris.alcf.anl.gov,polaris-*,*.polaris.alcf.anl.gov,*.alcf.anl.gov"
+PROXIED = {"opencode": [], "llm (metis-env's plugin)": []}  # the plugins keep loopback off the proxy
+
+
+@pytest.mark.parametrize("case", PROXIED)
+def test_the_plugins_keep_the_brokers_requests_off_alcfs_http_proxy(case, stub, file_store, tmp_path, env_setup):
+    """With ALCF's http_proxy and no_proxy (no 127.0.0.1 in it), opencode and llm still reach the broker."""
+    tool, extra, command, model, extra_env = CASES[case]
+    if tool_path(tool) is None:
+        pytest.skip(f"{tool} is not installed here (bash .ci/run installs it)")
+    import_stub(tmp_path, stub.base_url)
+    proxy = RefusingProxy()
+    try:
+        configured = metis("configure", tool, "1", "--proxy", env={"http_proxy": proxy.url, "no_proxy": ALCF_NO_PROXY})
+        variables = {name: proxy.url for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+        env = {**tool_env(tmp_path), **variables, "no_proxy": ALCF_NO_PROXY, "NO_PROXY": ALCF_NO_PROXY}
+        work = tmp_path / "work"
+        work.mkdir()
+        proc = subprocess.run(command, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=240)
+    finally:
+        proxy.close()
+    assert (configured.returncode, b"warning" in configured.stderr) == (0, False), configured.stderr
+    assert (proc.returncode, REPLY in proc.stdout.decode(errors="replace")) == (0, True), proc.stderr.decode(errors="replace")[-2000:]
+    assert [line for line in proxy.seen if "127.0.0.1" in line] == PROXIED[case]
+
+
+def test_configure_warns_when_pi_would_send_the_brokers_requests_to_an_http_proxy(file_store, tmp_path, env_setup):
+    import_stub(tmp_path, STUB_URL)
+    alcf = {"http_proxy": "http://proxy.alcf.anl.gov:3128", "no_proxy": ALCF_NO_PROXY}
+    warned = metis("configure", "pi", "1", env=alcf)
+    fixed = metis("configure", "pi", "1", env={**alcf, "no_proxy": ALCF_NO_PROXY + ",127.0.0.1"})
+    assert (warned.returncode, warned.stderr.decode().splitlines()[0]) == (0, (
+        "metis-env: warning: an HTTP proxy is set and no_proxy does not name 127.0.0.1, so pi would send its requests for "
+        "this host's broker to that proxy; add it where the proxy is set (e.g. ~/.bash_profile): "
+        'export no_proxy="$no_proxy,127.0.0.1" NO_PROXY="$NO_PROXY,127.0.0.1"'))
+    assert (fixed.returncode, b"warning" in fixed.stderr) == (0, False)

@@ -34,6 +34,21 @@ lists) and the broker adapts (broker/metis_compat.py): on a Metis endpoint they 
 host's broker unless ``--no-proxy``."""
 
 
+PROXY_VARIABLES_APPLY = {"codex", "pi"}
+"""Tools that send to the user's HTTP proxy unless ``no_proxy`` names 127.0.0.1, and whose config cannot
+change that (opencode's plugin and metis-env's llm plugin keep loopback off the proxy themselves; aider
+and llm without the plugin run under ``run --proxy``, which adds loopback to ``no_proxy``)."""
+
+
+def loopback_through_http_proxy(environ: Mapping[str, str]) -> bool:
+    """An HTTP proxy is set and neither ``no_proxy`` nor ``NO_PROXY`` names 127.0.0.1 (ALCF's
+    getting-started pages set such a pair)."""
+    if not any(environ.get(name) for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY")):
+        return False
+    named = {entry.strip() for name in ("no_proxy", "NO_PROXY") for entry in environ.get(name, "").split(",")}
+    return not named & {"127.0.0.1", "*"}
+
+
 class Outcome(namedtuple("Outcome", "tool path changed written backup usage notes extras via_broker",
                          defaults=(False,))):
     __slots__ = ()
@@ -102,6 +117,10 @@ def configure_tool(store, settings, name: str, spec: str | None, model: str | No
     warning = tool_calling_warning(name, entry)
     if warning:
         err.write(f"metis-env: warning: {warning}\n")
+    if via_broker and name in PROXY_VARIABLES_APPLY and loopback_through_http_proxy(environ):
+        err.write(f"metis-env: warning: an HTTP proxy is set and no_proxy does not name 127.0.0.1, so {name} would send its "
+                  f"requests for this host's broker to that proxy; add it where the proxy is set (e.g. ~/.bash_profile): "
+                  f"export no_proxy=\"$no_proxy,127.0.0.1\" NO_PROXY=\"$NO_PROXY,127.0.0.1\"\n")
     for note in notes:
         err.write(f"metis-env: note: {note}\n")
     extras = []

@@ -46,6 +46,14 @@ import { execFileSync } from "node:child_process"
 
 const BROKER = /^http:\\/\\/127\\.0\\.0\\.1:[0-9]+\\/endpoint\\//
 
+// The broker is on loopback: never through the user's HTTP proxy (ALCF's no_proxy lacks 127.0.0.1)
+if (process.env.http_proxy || process.env.HTTP_PROXY || process.env.https_proxy || process.env.HTTPS_PROXY) {
+  for (const name of ["NO_PROXY", "no_proxy"]) {
+    const entries = (process.env[name] ?? "").split(",").map((entry) => entry.trim()).filter(Boolean)
+    if (!entries.includes("127.0.0.1")) process.env[name] = [...entries, "127.0.0.1"].join(",")
+  }
+}
+
 export const MetisEnvKeys = async () => ({
   "chat.headers": async (input, output) => {
     const id = input?.model?.providerID ?? input?.provider?.info?.id
