@@ -146,8 +146,10 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
 @min_ttl_option
 @click.option("--json", "as_json", is_flag=True, help='With key: {"key": ..., "expires_at": ...} (null for endpoint files).')
 @click.option("--proxy", is_flag=True, help="key: the local key of this host's broker (joined, or started when none runs); url: the broker's stable address for ENDPOINT. For configs written by configure --proxy.")
+@click.option("--proxy-port", type=click.IntRange(1, 65535), metavar="PORT", help="As --proxy, and the broker must listen at PORT (what configs written by configure --proxy run): else no key.")
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None, as_json: bool, proxy: bool) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None, as_json: bool, proxy: bool,
+                proxy_port: int | None) -> int:
     """Print one raw value of an endpoint, for other tools' credential helpers: key, url, models
     (comma-separated), or model (the one export would pick: default_model, else the first).
 
@@ -158,7 +160,7 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: fl
       metis-env get model 1        # the model export would pick
       metis-env get key 1 --proxy  # the broker's local key, never the real one
     """
-    return commands.get(what, endpoint, settings_from(ctx, min_ttl=min_ttl), as_json, proxy)
+    return commands.get(what, endpoint, settings_from(ctx, min_ttl=min_ttl), as_json, proxy, proxy_port)
 
 
 @cli.command("check")

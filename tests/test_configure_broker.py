@@ -90,7 +90,7 @@ CHOICES = {
     "opencode on Metis with --no-proxy: straight, the key from the plugin or run": (
         ["opencode", "1", "--no-proxy"], {}, 0, lambda: {"baseURL": STUB_URL, "apiKey": "{env:OPENAI_API_KEY}"}),
     "pi on Metis: the broker by default": (
-        ["pi", "1"], {}, 0, lambda: {"baseUrl": broker_url(), "apiKey": "!metis-env get key 1 --proxy"}),
+        ["pi", "1"], {}, 0, lambda: {"baseUrl": broker_url(), "apiKey": f"!metis-env get key 1 --proxy-port {os.environ['METIS_ENV_PROXY_PORT']}"}),
     "pi on Metis with metis_compat off: straight (the broker would not adapt)": (
         ["pi", "1"], {"METIS_ENV_METIS_COMPAT": "false"}, 0, lambda: {"baseUrl": STUB_URL, "apiKey": "!metis-env get key 1"}),
     "pi with proxy_port 0: no address a config can name": (
@@ -169,7 +169,7 @@ def test_a_refresh_after_sync_keeps_the_config_on_the_broker(file_store, tmp_pat
     imported = metis("import", str(endpoint_file))
     models = json.loads((Path(os.environ["HOME"]) / CASES_FILES["pi"]).read_text())["providers"]["metis-1"]["models"]
     assert (imported.returncode, written("pi"), [m["id"] for m in models]) == (
-        0, {"baseUrl": broker_url(), "apiKey": "!metis-env get key 1 --proxy"}, ["Llama-3.3-70B-Instruct"]), imported.stderr
+        0, {"baseUrl": broker_url(), "apiKey": f"!metis-env get key 1 --proxy-port {os.environ['METIS_ENV_PROXY_PORT']}"}, ["Llama-3.3-70B-Instruct"]), imported.stderr
 
 
 def test_the_real_codex_reaches_a_cluster_through_the_broker(globus, globus_env, tmp_path):  # noqa: F811
@@ -207,7 +207,7 @@ def test_the_real_codex_reaches_a_cluster_through_the_broker(globus, globus_env,
     assert (proc.returncode, REPLY in proc.stdout.decode(errors="replace")) == (0, True), proc.stderr.decode(errors="replace")[-2000:]
     assert {(r.path, r.authorized, r.body.get("model")) for r in stub.requests if r.method == "POST"} == {("/v1/responses", True, "openai/gpt-oss-120b")}
     assert (seen["requests"] >= 1, token in config, f'base_url = "{broker_url("sophia")}"' in config,
-            'args = ["get", "key", "sophia", "--proxy"]' in config) == (True, False, True, True)
+            f'args = ["get", "key", "sophia", "--proxy-port", "{os.environ["METIS_ENV_PROXY_PORT"]}"]' in config) == (True, False, True, True)
 
 
 class RefusingProxy:
@@ -279,3 +279,35 @@ def test_configure_warns_when_pi_would_send_the_brokers_requests_to_an_http_prox
         "this host's broker to that proxy; add it where the proxy is set (e.g. ~/.bash_profile): "
         'export no_proxy="$no_proxy,127.0.0.1" NO_PROXY="$NO_PROXY,127.0.0.1"'))
     assert (fixed.returncode, b"warning" in fixed.stderr) == (0, False)
+
+
+def test_after_proxy_port_changed_an_old_config_gets_no_key_and_sends_nothing_to_its_port(stub, file_store, tmp_path, env_setup, monkeypatch):
+    """pi was configured for the broker at port A; proxy_port is now B. A process of someone else's
+    listens at A: pi's key command (`--proxy-port A`) refuses, so nothing reaches A."""
+    if tool_path("pi") is None:
+        pytest.skip("pi is not installed here (bash .ci/run installs it)")
+    from tests.conftest import free_port
+
+    import_stub(tmp_path, stub.base_url)
+    old = os.environ["METIS_ENV_PROXY_PORT"]
+    assert metis("configure", "pi", "1").returncode == 0
+    monkeypatch.setenv("METIS_ENV_PROXY_PORT", str(free_port()))
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", int(old)))
+    squatter.listen(8)
+    squatter.setblocking(False)
+    try:
+        key = metis("get", "key", "1", "--proxy-port", old)
+        pi = subprocess.run(CASES["pi"][2], cwd=tmp_path, env=tool_env(tmp_path), stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=240)
+        try:
+            squatter.accept()[0].close()
+            reached = True
+        except BlockingIOError:
+            reached = False
+    finally:
+        squatter.close()
+    assert (key.returncode, key.stdout, key.stderr.decode()) == (26, b"", (
+        f"metis-env: error: the tool's config names the broker at port {old}, but proxy_port is now "
+        f"{os.environ['METIS_ENV_PROXY_PORT']}; run metis-env configure again for that tool\n"))
+    assert (pi.returncode != 0, reached, stub.requests) == (True, False, [])

@@ -129,7 +129,7 @@ WRITTEN = {
     "opencode": (".config/opencode/opencode.json", lambda c: c["provider"]["metis-1"]["options"],
                  lambda url: {"baseURL": url}),
     "pi": (".pi/agent/models.json", lambda c: {k: c["providers"]["metis-1"][k] for k in ("baseUrl", "apiKey")},
-           lambda url: {"baseUrl": url, "apiKey": "!metis-env get key 1 --proxy"}),
+           lambda url: {"baseUrl": url, "apiKey": f"!metis-env get key 1 --proxy-port {os.environ['METIS_ENV_PROXY_PORT']}"}),
 }
 
 

@@ -4,7 +4,9 @@ A tool's config cannot follow a broker that starts on demand at a random port, s
 at one port per user when it can: the ``proxy_port`` setting, else ``20000 + uid % 10000`` (below
 Linux's ephemeral range, so that no outgoing connection takes it by chance). A config names
 ``http://127.0.0.1:PORT/endpoint/ID/v1`` and gets the key by running ``metis-env get key ID
---proxy``, which joins this host's broker or starts it and prints its local key, never the real one.
+--proxy-port PORT``, which joins this host's broker or starts it and prints its local key, never the
+real one, and only when the broker listens at PORT: the port the config sends to, even after
+``proxy_port`` changed since configure wrote it.
 
 When another process holds the port (another user on a shared login node), the broker listens at a
 random port instead (``run --proxy`` and ``proxy start`` keep working), and the key command refuses
@@ -63,19 +65,26 @@ def listen(make_server: Callable[[int], object], settings, warn: Callable[[str],
         return make_server(0)
 
 
-def local_key(settings, endpoint_id: str, client_pid: int | None = None) -> str:
-    """The local key of this host's broker (joined, or started), which must listen at the stable
-    port; BrokerError otherwise, so that a key is never handed to a tool that would send it elsewhere.
-    ``client_pid`` (the tool) keeps the broker up while it runs."""
+def local_key(settings, endpoint_id: str, client_pid: int | None = None, port: int | None = None) -> str:
+    """The local key of this host's broker (joined, or started), which must listen at ``port`` (the
+    one the tool's config names; default: the stable port); BrokerError otherwise, so that a key is
+    never handed to a tool that would send it elsewhere. ``client_pid`` (the tool) keeps the broker up
+    while it runs."""
     from . import runtime
 
-    port = stable_port(settings)
-    url = broker_url(settings, endpoint_id)  # raises when there is no stable port
+    stable = stable_port(settings)
+    broker_url(settings, endpoint_id)  # raises when there is no stable port
+    port = port or stable
     info, _started = runtime.join_or_start(settings, endpoint_id, client_pid=client_pid)
-    if info.port != port:
+    if info.port == port:
+        return info.local_key
+    if port != stable:
         raise BrokerError(
-            f"this host's broker (pid {info.pid}) listens at port {info.port}, not at {port}, which tools configured "
-            f"with --proxy use ({url}): another process held that port when the broker started; stop the broker "
-            f"(metis-env proxy stop) and try again, or set proxy_port to a free port and run metis-env configure again"
+            f"the tool's config names the broker at port {port}, but proxy_port is now {stable}; "
+            f"run metis-env configure again for that tool"
         )
-    return info.local_key
+    raise BrokerError(
+        f"this host's broker (pid {info.pid}) listens at port {info.port}, not at {port}, which tools configured "
+        f"with --proxy use: another process held that port when the broker started; stop the broker "
+        f"(metis-env proxy stop) and try again, or set proxy_port to a free port and run metis-env configure again"
+    )

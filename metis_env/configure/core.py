@@ -9,6 +9,7 @@ either the old file or the new one.
 from __future__ import annotations
 
 import difflib
+from urllib.parse import urlsplit
 import hashlib
 import json
 import os
@@ -88,10 +89,13 @@ def provider_name(endpoint_id: str) -> str:
     return f"metis-{endpoint_id}"
 
 
-def key_command(endpoint_id: str, via_broker: bool = False) -> list[str]:
+def key_command(endpoint_id: str, broker_url: str | None = None) -> list[str]:
     """The command a tool runs to get the current key: metis-env prints it and nothing else
-    (``via_broker``: the local key of this host's broker, which it joins or starts)."""
-    return ["metis-env", "get", "key", endpoint_id] + (["--proxy"] if via_broker else [])
+    (``broker_url``: the local key of this host's broker, which it joins or starts, and which must
+    listen at that URL's port)."""
+    if not broker_url:
+        return ["metis-env", "get", "key", endpoint_id]
+    return ["metis-env", "get", "key", endpoint_id, "--proxy-port", str(urlsplit(broker_url).port)]
 
 
 def through_broker(entry: Entry, url: str) -> Entry:

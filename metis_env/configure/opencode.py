@@ -11,8 +11,8 @@ for each request to a ``metis-*`` provider. No key is written; the provider's ``
 
 Through the broker (``configure opencode ID --proxy``, the default for Metis, whose 422 answers to
 opencode's requests the broker prevents): ``baseURL`` is this host's broker at its stable port, no
-``apiKey``, and the plugin asks ``metis-env get key ID --proxy`` (the broker's local key; it starts
-the broker when none runs).
+``apiKey``, and the plugin asks ``metis-env get key ID --proxy-port PORT`` (the broker's local key,
+given only when the broker listens at the baseURL's port; it starts the broker when none runs).
 
 opencode substitutes ``{env:VAR}``, ``{file:PATH}``, ``{json:PATH#/ptr}`` and ``{toml:PATH#/ptr}`` in
 the text of its config before it parses the JSON, wherever they stand (keys, model names, URLs). A
@@ -41,10 +41,10 @@ PLUGIN = """\
 // Written by metis-env configure (edits here are replaced): opencode's metis-* providers get the
 // current key from `metis-env get key ID` for each request, so that no key is kept on disk. A
 // provider whose baseURL is this host's broker (configure --proxy) gets the broker's local key from
-// `metis-env get key ID --proxy`, which starts the broker when none runs.
+// `metis-env get key ID --proxy-port PORT`, which starts the broker when none runs.
 import { execFileSync } from "node:child_process"
 
-const BROKER = /^http:\\/\\/127\\.0\\.0\\.1:[0-9]+\\/endpoint\\//
+const BROKER = /^http:\\/\\/127\\.0\\.0\\.1:([0-9]+)\\/endpoint\\//
 
 // The broker is on loopback: never through the user's HTTP proxy (ALCF's no_proxy lacks 127.0.0.1)
 if (process.env.http_proxy || process.env.HTTP_PROXY || process.env.https_proxy || process.env.HTTPS_PROXY) {
@@ -60,7 +60,8 @@ export const MetisEnvKeys = async () => ({
     if (typeof id !== "string" || !id.startsWith("metis-")) return
     const base = input?.provider?.options?.baseURL ?? input?.provider?.info?.options?.baseURL ?? ""
     const args = ["get", "key", id.slice("metis-".length)]
-    if (BROKER.test(String(base))) args.push("--proxy")
+    const broker = BROKER.exec(String(base))
+    if (broker) args.push("--proxy-port", broker[1])  // the key only if the broker listens where we send
     const key = execFileSync("metis-env", args, {
       encoding: "utf8",
       stdio: ["ignore", "pipe", "inherit"],
