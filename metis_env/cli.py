@@ -353,8 +353,8 @@ def configure_command(ctx: click.Context, tool: str, endpoint: str | None, model
     variables `metis-env run` sets. Running it again changes nothing.
 
     With --proxy the config names this host's broker (metis-env proxy) at a stable loopback port
-    (the proxy_port setting, else one derived from your uid) and `metis-env get key ENDPOINT --proxy`,
-    which starts the broker when none runs and prints its local key, never the real one: many agents
+    (the proxy_port setting, else one derived from your uid) and `metis-env get key ENDPOINT
+    --proxy-port PORT`, which starts the broker when none runs and prints its local key, never the real one: many agents
     on a node then share one broker, which refreshes tokens once and absorbs the gateway's rate
     limits. If another user holds that port, the key command refuses and the tool sends nothing.
 

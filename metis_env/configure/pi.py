@@ -12,9 +12,9 @@ for OpenAI's own host. So configure also makes ours the default in pi's ``settin
 context window, tool calling or reasoning (``{cluster}/models``), the model entry carries them.
 
 Through the broker (``configure pi ID --proxy``, the default for Metis): ``baseUrl`` is this host's
-broker at its stable port and the key command ``metis-env get key ID --proxy-port PORT``, which pi runs before
-every request (uncached): it starts the broker when none runs, so the same file works after the
-broker went idle and exited.
+broker at its stable port and the key command ``metis-env get key ID --proxy-port PORT``, which pi
+runs before every request (uncached): it starts the broker when none runs, so the same file works
+after the broker went idle and exited.
 """
 
 from __future__ import annotations
