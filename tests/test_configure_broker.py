@@ -311,3 +311,13 @@ def test_after_proxy_port_changed_an_old_config_gets_no_key_and_sends_nothing_to
         f"metis-env: error: the tool's config names the broker at port {old}, but proxy_port is now "
         f"{os.environ['METIS_ENV_PROXY_PORT']}; run metis-env configure again for that tool\n"))
     assert (pi.returncode != 0, reached, stub.requests) == (True, False, [])
+
+
+def test_doctor_names_the_proxy_option_in_the_fix_for_a_config_through_the_broker(file_store, tmp_path, env_setup):
+    import_stub(tmp_path, STUB_URL)
+    assert metis("configure", "llm", "1", "--proxy").returncode == 0
+    path = Path(os.environ["HOME"]) / CASES_FILES["llm"]
+    path.write_text(path.read_text().replace("can_stream: true", "can_stream: false"))
+    findings = json.loads(metis("doctor", "--json").stdout)["findings"]
+    assert [(f["status"], f["fix"]) for f in findings if f["name"] == "configure llm"] == [
+        ("warn", "metis-env configure llm 1 --proxy (the edited file is backed up first)")]

@@ -46,11 +46,11 @@ def test_doctor_ok_then_edited_then_refused_refresh(file_store, tmp_path):
     path.write_text(path.read_text().replace("https://metis.alcf.anl.gov/v1", "https://mine.example/v1"))
     assert configure_findings() == [
         ("configure opencode", "warn", f"~/{OPENCODE}: the entries for endpoint 1 were edited since metis-env wrote them",
-         "metis-env configure opencode 1 (the edited file is backed up first)"),
+         "metis-env configure opencode 1 --no-proxy (the edited file is backed up first)"),
     ]
     proc = import_text(tmp_path, ENDPOINT_1.replace("/v1/", "/v9/"))
     assert (proc.returncode, proc.stderr.decode()) == (
-        0, f"endpoint 1: updated\nconfigure: opencode: ~/{OPENCODE} was changed since metis-env wrote it; not refreshed (run: metis-env configure opencode 1)\n",
+        0, f"endpoint 1: updated\nconfigure: opencode: ~/{OPENCODE} was changed since metis-env wrote it; not refreshed (run: metis-env configure opencode 1 --no-proxy)\n",
     )
     assert base_url() == "https://mine.example/v1"
 

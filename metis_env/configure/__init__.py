@@ -18,6 +18,7 @@ from collections import namedtuple
 from collections.abc import Mapping
 
 from .core import TOOLS, tool_module  # noqa: F401  (configure.TOOLS, configure.tool_module: the package's own)
+from .core import BROKER_BY_DEFAULT, broker_by_default  # noqa: F401  (configure.BROKER_BY_DEFAULT: the package's own)
 from .core import check_parent_writable, describe, entry_for, read_config, section_hash, through_broker, unified_diff, write_config
 from ..errors import UsageError
 
@@ -26,12 +27,6 @@ AGENTS = {"aider", "claude", "codex", "opencode", "pi"}
 
 EXCLUSIVE = {"aider", "claude"}
 """Tools whose file holds one endpoint at a time (aider and Claude Code have one model and one base URL)."""
-
-
-BROKER_BY_DEFAULT = {"opencode", "pi"}
-"""Tools whose requests Metis refuses with a 422 (text as a list of parts, the ``developer`` role, tool
-lists) and the broker adapts (broker/metis_compat.py): on a Metis endpoint they go through this
-host's broker unless ``--no-proxy``."""
 
 
 PROXY_VARIABLES_APPLY = {"codex", "pi"}
@@ -57,14 +52,12 @@ class Outcome(namedtuple("Outcome", "tool path changed written backup usage note
 def wants_broker(name: str, stored, settings, proxy: bool | None) -> bool:
     """Whether TOOL's config goes through this host's broker: ``--proxy``/``--no-proxy`` when given,
     else yes for the tools of BROKER_BY_DEFAULT on a Metis endpoint while the broker adapts requests."""
-    from ..broker.metis_compat import is_metis
-
     module = tool_module(name)
     if proxy and not getattr(module, "THROUGH_BROKER", False):
         raise UsageError(f"{name}: --proxy is not supported for {name}; configure it without --proxy")
     if proxy is not None:
         return proxy
-    return name in BROKER_BY_DEFAULT and is_metis(stored) and getattr(settings, "metis_compat", True) is not False
+    return broker_by_default(name, stored) and getattr(settings, "metis_compat", True) is not False
 
 
 def plan(module, stored, model: str, environ: Mapping[str, str], candidates=(), broker_url: str | None = None):

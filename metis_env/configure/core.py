@@ -57,6 +57,27 @@ TOOLS = ("aider", "claude", "codex", "llm", "opencode", "pi")
 """The tools configure knows, each a module of this package."""
 
 
+BROKER_BY_DEFAULT = {"opencode", "pi"}
+"""Tools whose requests Metis refuses with a 422 (text as a list of parts, the ``developer`` role, tool
+lists) and the broker adapts (broker/metis_compat.py): on a Metis endpoint they go through this
+host's broker unless ``--no-proxy``."""
+
+
+def broker_by_default(name: str, stored) -> bool:
+    """Whether ``configure NAME`` without --proxy/--no-proxy goes through the broker for ``stored``
+    (while the ``metis_compat`` setting is on)."""
+    from ..broker.metis_compat import is_metis
+
+    return name in BROKER_BY_DEFAULT and stored is not None and is_metis(stored)
+
+
+def configure_again(tool: str, endpoint: str, record: dict, stored) -> str:
+    """The configure command that writes a recorded config again as it was (through the broker or not)."""
+    through = record.get("proxy") is True
+    option = "" if through == broker_by_default(tool, stored) else (" --proxy" if through else " --no-proxy")
+    return f"metis-env configure {tool} {endpoint}{option}"
+
+
 def tool_module(name: str):
     """The module of one tool configure knows (``configure/<name>.py``); UsageError naming the others."""
     if name not in TOOLS:

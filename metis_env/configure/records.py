@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from ..errors import MetisEnvError
 from ..files import atomic_write_text, read_private_text
 from .core import tool_module
-from .core import describe, entry_for, read_config, section_hash, through_broker, write_config
+from .core import configure_again, describe, entry_for, read_config, section_hash, through_broker, write_config
 
 FILE_NAME = "configured.json"
 VERSION = 1
@@ -113,7 +113,7 @@ def drift(store, configs: list[dict] | None = None, config_dir: str | None = Non
     for record in configs:
         tool, endpoint = record["tool"], record["endpoint"]
         name, where = f"configure {tool}", describe(record["path"])
-        fix = f"metis-env configure {tool} {endpoint}"
+        fix = configure_again(tool, endpoint, record, endpoints.get(endpoint))
         try:
             module = _module(tool)
         except MetisEnvError:
@@ -162,7 +162,8 @@ def refresh(store, settings, environ: Mapping[str, str] = os.environ) -> list[st
             continue
         current, problem = _current_section(module, record, stored)
         if problem or current != record.get("section"):
-            lines.append(f"configure: {tool}: {where} was changed since metis-env wrote it; not refreshed (run: metis-env configure {tool} {endpoint})")
+            again = configure_again(tool, endpoint, record, stored)
+            lines.append(f"configure: {tool}: {where} was changed since metis-env wrote it; not refreshed (run: {again})")
             updated.append(record)
             continue
         model = record.get("model") if record.get("model") in stored.models else stored.models[0]
