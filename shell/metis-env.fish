@@ -112,10 +112,15 @@ function __metis_env_complete --description 'Ask metis-env for completions of th
     end
 end
 
+# metis-use takes what metis-env export takes, less the options it refuses.
+function __metis_use_complete --description 'Ask metis-env for completions of a metis-use command line'
+    __metis_env_complete metis-env export | string match --regex --invert -- '^(--shell|-s|--output|-o|--unset)(\t|$)'
+end
+
 complete --erase --command metis-env
 complete --command metis-env --no-files --arguments '(__metis_env_complete)'
 complete --erase --command metis-use
-complete --command metis-use --no-files --arguments '(__metis_env_complete metis-env export)'
+complete --command metis-use --no-files --arguments '(__metis_use_complete)'
 
 function __metis_env_return
     functions --erase __metis_env_return

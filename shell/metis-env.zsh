@@ -89,6 +89,7 @@ _metis_env_completion() {
   for type key descr in "${response[@]}"; do
     case $type in
       plain)
+        (( ${_metis_env_skip[(Ie)$key]:-0} )) && continue  # what metis-use refuses
         if [[ $descr == _ ]]; then
           plain+=("$key")
         else
@@ -108,8 +109,10 @@ _metis_env_completion() {
   return 0
 }
 
-# metis-use takes what metis-env export takes: complete it as "metis-env export ...".
+# metis-use takes what metis-env export takes, less the options it refuses: complete it as
+# "metis-env export ...".
 _metis_use_completion() {
+  local -a _metis_env_skip=(--shell -s --output -o --unset)
   words=(metis-env export "${(@)words[2,-1]}")
   (( CURRENT += 1 ))
   _metis_env_completion
