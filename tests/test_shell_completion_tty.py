@@ -108,3 +108,88 @@ def test_zsh_and_fish_type_every_name_as_text(hostile_store, shell, quote):
     env, work = hostile_store
     ran = complete_and_run(shell, env, work, "metis-use 1 --model " + quote, list(MODELS))
     assert (ran, sorted(os.listdir(work))) == (MODELS, [])
+
+
+BREAKING = {
+    # typed before TAB (bare; in quotes the \ of "\ " is not typed) -> the one name it completes to.
+    # bash splits words at the characters of COMP_WORDBREAKS (: = @ among them) and readline then
+    # replaces only the part after the last one: each name must still come out whole, and run nothing.
+    "meta-llama/Llama-3:7": "meta-llama/Llama-3:70b",
+    "zk:": "zk:$(touch PWNED-k)",
+    "zl=a:": "zl=a:b=c",
+    "zm@h": "zm@host:1",
+    "zn\\ s": "zn sp:ace",
+    "zo:x\\\\": "zo:x\\y",
+}
+
+
+@pytest.fixture
+def breaking_store(tmp_path, file_store):
+    folder = tmp_path / "endpoint-files"
+    folder.mkdir()
+    (folder / "metis_endpoint_1.txt").write_text(endpoint_text("sk-one", models=",".join(BREAKING.values())))
+    metis("import", str(folder / "metis_endpoint_1.txt"), check=True)
+    bin_dir = tmp_path / "bin"
+    write_metis_wrapper(bin_dir)
+    work = tmp_path / "work"
+    work.mkdir()
+    return shell_env(bin_dir, TERM="dumb", HOME=str(tmp_path / "home"), OUT=str(tmp_path / "args")), work
+
+
+def typed_in(quote: str, prefix: str) -> str:
+    """The prefix as a person types it after the quote: in quotes a space needs no backslash, and
+    within ' a backslash is itself."""
+    if quote == "":
+        return prefix
+    if quote == "'":
+        return prefix.replace("\\ ", " ").replace("\\\\", "\\")
+    return prefix.replace("\\ ", " ")  # in "...", \\ is one backslash as bare
+
+
+@pytest.mark.parametrize("shell, line", [("bash", "metis-env get url "), ("bash", "metis-use 1 --model "),
+                                         ("bash", "metis-env export 1 --model="), ("zsh", "metis-use 1 --model "),
+                                         ("fish", "metis-use 1 --model ")])
+@pytest.mark.parametrize("quote", ['"', "'", ""], ids=["double", "single", "bare"])
+def test_names_with_word_breaking_characters_complete_to_themselves(breaking_store, shell, line, quote):
+    env, work = breaking_store
+    typed = {typed_in(quote, prefix): prefix for prefix in BREAKING}
+    ran = complete_and_run(shell, env, work, line + quote, list(typed))
+    assert ({typed[t]: name.removeprefix("--model=") for t, name in ran.items()}, sorted(os.listdir(work))) == (BREAKING, [])
+
+
+LIST = {
+    # how a person asks each shell for the candidates at the end of the line, and what comes back
+    "bash": lambda line: f"{line}\t\t\x15",  # TAB TAB lists them; ^U clears the line
+    "zsh": lambda line: f"{line}\x04\x15",  # ^D (list-choices)
+    "fish": lambda line: f"complete -C '{line}' | string replace -r '^' 'OFFERED '\r",  # fish's pager draws
+}                                                                                     # nothing on a dumb terminal
+
+
+def listed_options(shell: str, env: dict, work, line: str) -> list[str]:
+    argv, setup = SHELLS[shell]
+    need(argv[0])
+    with Terminal(argv, env, work) as terminal:
+        terminal.type(setup.format(hook=SHELL_DIR / HOOK_FILES[shell]).encode())
+        terminal.type(b"echo SET''UP\r")
+        terminal.expect(b"SETUP\r\n")
+        terminal.type(LIST[shell](line).encode() + b"echo LIST''ED\r")
+        shown = terminal.expect(b"LISTED\r\n").decode()
+    options = set()
+    for row in shown.replace("\r", "\n").split("\n"):
+        if shell == "fish":
+            names = row.split("\t")[0].removeprefix("OFFERED ") if row.startswith("OFFERED ") else ""
+        else:  # bash: names in columns; zsh: names, then " -- " and their help
+            names = "" if "READY>" in row else row.split(" -- ")[0]
+        options.update(name for name in names.split() if name.startswith("-"))
+    return sorted(options)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_metis_use_offers_only_the_options_it_takes(breaking_store, shell):
+    # export's --shell, --output and --unset are refused by metis-use: offering them is a trap
+    env, work = breaking_store
+    offered = {line: listed_options(shell, env, work, line) for line in ("metis-env export 1 -", "metis-use 1 -")}
+    assert offered == {
+        "metis-env export 1 -": ["--help", "--min-ttl", "--model", "--output", "--shell", "--unset", "-h", "-m", "-o", "-s"],
+        "metis-use 1 -": ["--help", "--min-ttl", "--model", "-h", "-m"],
+    }
