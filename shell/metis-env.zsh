@@ -82,9 +82,14 @@ metis-prompt() {
 _metis_env_completion() {
   emulate -L zsh
   local -a response described plain
-  local type key descr
+  local type key descr word click
   (( $+commands[metis-env] )) || return 1
-  response=("${(@f)$(COMP_WORDS="${words[*]}" COMP_CWORD=$((CURRENT - 1)) _METIS_ENV_COMPLETE=zsh_complete \
+  # click splits COMP_WORDS as a POSIX shell without $'...' and with "\$" left as it is: hand it
+  # the words as zsh reads them (the open quote of the cursor's word closed), each in '...'.
+  for word in "${(@)words[1,CURRENT-1]}" "$words[CURRENT]$compstate[quote]"; do
+    click+=" ${(qq)${(Q)word}}"
+  done
+  response=("${(@f)$(COMP_WORDS=$click COMP_CWORD=$((CURRENT - 1)) _METIS_ENV_COMPLETE=zsh_complete \
     command metis-env 2>/dev/null)}")
   for type key descr in "${response[@]}"; do
     case $type in

@@ -5,6 +5,7 @@ person would have run: the model name, byte for byte, as one argument, and nothi
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -111,15 +112,19 @@ def test_zsh_and_fish_type_every_name_as_text(hostile_store, shell, quote):
 
 
 BREAKING = {
-    # typed before TAB (bare; in quotes the \ of "\ " is not typed) -> the one name it completes to.
-    # bash splits words at the characters of COMP_WORDBREAKS (: = @ among them) and readline then
-    # replaces only the part after the last one: each name must still come out whole, and run nothing.
+    # typed before TAB, bare (typed_in writes it for the other quotes) -> the one name it completes
+    # to. bash splits words at the characters of COMP_WORDBREAKS (: = @ among them), readline then
+    # replaces only the part after the last one, and click reads "\$" as two characters: each name
+    # must still come out whole, and run nothing.
     "meta-llama/Llama-3:7": "meta-llama/Llama-3:70b",
     "zk:": "zk:$(touch PWNED-k)",
     "zl=a:": "zl=a:b=c",
     "zm@h": "zm@host:1",
     "zn\\ s": "zn sp:ace",
     "zo:x\\\\": "zo:x\\y",
+    "zu\\$": "zu$v:1",
+    "\\~zw": "~zw",
+    "\\#zx": "#zx:1",
 }
 
 
@@ -137,13 +142,14 @@ def breaking_store(tmp_path, file_store):
 
 
 def typed_in(quote: str, prefix: str) -> str:
-    """The prefix as a person types it after the quote: in quotes a space needs no backslash, and
-    within ' a backslash is itself."""
-    if quote == "":
-        return prefix
+    """The prefix (as typed bare) as a person types it after the quote: in '...' with no
+    backslash, in "..." with one only before $ ` " and backslash."""
+    value = re.sub(r"\\(.)", r"\1", prefix)
     if quote == "'":
-        return prefix.replace("\\ ", " ").replace("\\\\", "\\")
-    return prefix.replace("\\ ", " ")  # in "...", \\ is one backslash as bare
+        return value
+    if quote == '"':
+        return re.sub(r'([$`"\\])', r"\\\1", value)
+    return prefix
 
 
 @pytest.mark.parametrize("shell, line", [("bash", "metis-env get url "), ("bash", "metis-use 1 --model "),
