@@ -164,11 +164,10 @@ def test_names_with_word_breaking_characters_complete_to_themselves(breaking_sto
 
 
 LIST = {
-    # how a person asks each shell for the candidates at the end of the line, and what comes back
-    "bash": lambda line: f"{line}\t\t\x15",  # TAB TAB lists them; ^U clears the line
-    "zsh": lambda line: f"{line}\x04\x15",  # ^D (list-choices)
-    "fish": lambda line: f"complete -C '{line}' | string replace -r '^' 'OFFERED '\r",  # fish's pager draws
-}                                                                                     # nothing on a dumb terminal
+    # how a person asks each shell for the candidates at the end of the line
+    "bash": b"\t\t",  # TAB TAB lists them
+    "zsh": b"\x04",  # ^D (list-choices)
+}
 
 
 def listed_options(shell: str, env: dict, work, line: str) -> list[str]:
@@ -178,8 +177,13 @@ def listed_options(shell: str, env: dict, work, line: str) -> list[str]:
         terminal.type(setup.format(hook=SHELL_DIR / HOOK_FILES[shell]).encode())
         terminal.type(b"echo SET''UP\r")
         terminal.expect(b"SETUP\r\n")
-        terminal.type(LIST[shell](line).encode() + b"echo LIST''ED\r")
-        shown = terminal.expect(b"LISTED\r\n").decode()
+        if shell == "fish":  # fish's pager draws nothing on a dumb terminal: ask fish's completer itself
+            terminal.type(f"complete -C '{line}' | string replace -r '^' 'OFFERED '; echo LIST''ED\r".encode())
+            shown = terminal.expect(b"LISTED\r\n").decode()
+        else:  # the listing, then the prompt drawn again under it (keys typed sooner may be dropped)
+            terminal.type(line.encode() + LIST[shell])
+            shown = (terminal.expect(b"--help") + b"--help" + terminal.expect(b"READY> ")).decode()
+            terminal.type(b"\x15")
     options = set()
     for row in shown.replace("\r", "\n").split("\n"):
         if shell == "fish":
