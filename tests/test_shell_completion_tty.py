@@ -44,17 +44,22 @@ SHELLS = {
 HOOK_FILES = {"bash": "metis-env.bash", "zsh": "metis-env.zsh", "fish": "metis-env.fish"}
 
 
-@pytest.fixture
-def hostile_store(tmp_path, file_store):
+def store_with_models(tmp_path, models: list[str]) -> tuple[dict, object]:
+    """Endpoint 1 serving models, stored in the file store; a metis-env on PATH -> (env, work dir)."""
     folder = tmp_path / "endpoint-files"
     folder.mkdir()
-    (folder / "metis_endpoint_1.txt").write_text(endpoint_text("sk-one", models=",".join([*MODELS.values(), DOLLAR])))
+    (folder / "metis_endpoint_1.txt").write_text(endpoint_text("sk-one", models=",".join(models)))
     metis("import", str(folder / "metis_endpoint_1.txt"), check=True)
     bin_dir = tmp_path / "bin"
     write_metis_wrapper(bin_dir)
     work = tmp_path / "work"
     work.mkdir()
     return shell_env(bin_dir, TERM="dumb", HOME=str(tmp_path / "home"), OUT=str(tmp_path / "args")), work
+
+
+@pytest.fixture
+def hostile_store(tmp_path, file_store):
+    return store_with_models(tmp_path, [*MODELS.values(), DOLLAR])
 
 
 def complete_and_run(shell: str, env: dict, work, line: str, typed: list[str], close: str = "") -> dict[str, str]:
@@ -130,15 +135,7 @@ BREAKING = {
 
 @pytest.fixture
 def breaking_store(tmp_path, file_store):
-    folder = tmp_path / "endpoint-files"
-    folder.mkdir()
-    (folder / "metis_endpoint_1.txt").write_text(endpoint_text("sk-one", models=",".join(BREAKING.values())))
-    metis("import", str(folder / "metis_endpoint_1.txt"), check=True)
-    bin_dir = tmp_path / "bin"
-    write_metis_wrapper(bin_dir)
-    work = tmp_path / "work"
-    work.mkdir()
-    return shell_env(bin_dir, TERM="dumb", HOME=str(tmp_path / "home"), OUT=str(tmp_path / "args")), work
+    return store_with_models(tmp_path, list(BREAKING.values()))
 
 
 def typed_in(quote: str, prefix: str) -> str:
