@@ -200,3 +200,12 @@ def test_metis_use_offers_only_the_options_it_takes(breaking_store, shell):
         "metis-env export 1 -": ["--help", "--min-ttl", "--model", "--output", "--shell", "--unset", "-h", "-m", "-o", "-s"],
         "metis-use 1 -": ["--help", "--min-ttl", "--model", "-h", "-m"],
     }
+
+
+@pytest.mark.parametrize("shell", ["bash", "fish"])  # zsh completes no word with a quote opened inside it
+def test_a_quote_opened_inside_the_word_completes_the_whole_name(breaking_store, shell):
+    # readline replaces only what follows the open quote: the part before it must not come twice
+    env, work = breaking_store
+    typed = {"meta-llama/'Llama-3:7": "meta-llama/Llama-3:70b", 'zk":': "zk:$(touch PWNED-k)", "zn' s": "zn sp:ace"}
+    ran = complete_and_run(shell, env, work, "metis-use 1 --model ", list(typed))
+    assert (ran, sorted(os.listdir(work))) == (typed, [])
