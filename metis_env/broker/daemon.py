@@ -17,15 +17,18 @@ import threading
 import time
 
 from ..coredump import no_core_dumps
-from . import runtime
+from ..text import warn
+from . import client, runtime
 from .engine import LOCAL_KEY_PREFIX, ProxyServer, Router
 from .upstream import KeyCache
 
 
 def open_broker(settings, store, directory: str, endpoint_id: str) -> tuple[ProxyServer, runtime.BrokerInfo]:
-    """Listen on 127.0.0.1 with a new local key and write the state clients join by."""
+    """Listen on 127.0.0.1 (at the stable port when free: client.py) with a new local key and write
+    the state clients join by."""
     local_key = LOCAL_KEY_PREFIX + secrets.token_urlsafe(32)
-    server = ProxyServer(Router(store, endpoint_id), KeyCache(store, settings), local_key, settings)
+    router, keys = Router(store, endpoint_id), KeyCache(store, settings)
+    server = client.listen(lambda port: ProxyServer(router, keys, local_key, settings, port=port), settings, warn)
     info = runtime.BrokerInfo(os.getpid(), server.address[1], local_key, str(settings.config_dir), time.time(), endpoint_id)
     runtime.write_state(directory, info)
     return server, info
