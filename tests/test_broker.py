@@ -185,7 +185,12 @@ def test_the_rate_starts_at_the_cap_is_cut_once_per_burst_then_regained_toward_w
     ]
 
 
-def test_a_429_cuts_to_the_share_of_answers_that_succeeded_when_that_is_lower():
+@pytest.mark.parametrize("succeeded, left", [
+    (8, 0.7),  # 8 of the last window's 9 answers succeeded: 95% of that share is more than 70%
+    (6, 0.95 * 6 / 9),  # 6 of 9: that share (less 5%)
+    (2, 0.7 ** 2),  # 2 of 9: never more than two cuts at once
+])
+def test_a_429_cuts_to_the_share_of_answers_that_succeeded_when_that_is_lower(succeeded, left):
     """Four brokers that start together at the cap: each sees about a quarter of its answers succeed."""
     clock = FakeClock()
     control = RateControl(10.0, clock)
@@ -193,13 +198,12 @@ def test_a_429_cuts_to_the_share_of_answers_that_succeeded_when_that_is_lower():
         clock.now += 0.1
         (control.succeeded() if ok else control.throttled(clock.now - 0.05, 3))
     first, cut_at = control.rate, clock.now
-    for ok in (False, True, False, False, False, True, False, False):  # the next second: 2 of 8 succeeded
+    for number in range(8):  # the next second: ``succeeded`` of these and the 429 below succeeded
         clock.now += 0.125
-        (control.succeeded() if ok else control.throttled(cut_at - 0.01, 8))  # sent before the cut
+        (control.succeeded() if number < succeeded else control.throttled(cut_at - 0.01, 8))  # sent before the cut
     clock.now += 0.1
     before = control.rate  # a little over 7: regaining since the cut
-    assert (first, control.throttled(clock.now - 0.05, 7), control.rate, control.cuts) == (
-        7.0, True, 0.95 * before * 2 / 9, 2)  # 2 of the 9 answers of the last window, not 70%
+    assert (first, control.throttled(clock.now - 0.05, 7), control.rate, control.cuts) == (7.0, True, left * before, 2)
 
 
 def test_requests_leave_spaced_at_the_rate_and_never_more_than_the_cap_in_a_window():
@@ -213,7 +217,8 @@ def test_requests_leave_spaced_at_the_rate_and_never_more_than_the_cap_in_a_wind
     clock.slept.clear()
     pacer.throttled(turns[-1])
     pacer.wait_turn()
-    assert (clock.slept, pacer.rate) == ([round(1 / 7, 3)], 7.0)  # spaced at the new rate from the last departure
+    # spaced at the new rate from the moment the last one was due (101.1; the window held it to 101.12)
+    assert (clock.slept, pacer.rate) == ([round(101.1 + 1 / 7 - 101.12, 3)], 7.0)
 
 
 @pytest.mark.parametrize("first_answered_at, slept", [

@@ -40,7 +40,7 @@ from ..sources.gateway.http import IDP_WORDS, POLICY_WORDS, REAUTH_MESSAGE, idp_
 from . import metis_compat, pacing, upstream
 from .guard import ConnectionGuard, Limits, Redactor, confine_path
 from .routing import Router, Stats  # noqa: F401  (Router: what daemon.py and the tests build a server with)
-from .runtime import process_running
+from ..locks import pid_alive
 
 LOCAL_KEY_PREFIX = "metis-env-local-"
 CHUNK = 64 * 1024
@@ -105,7 +105,7 @@ class ProxyServer:
 
     def live_clients(self) -> int:
         with self._pacers_lock:
-            self._clients = {pid for pid in self._clients if process_running(pid)}
+            self._clients = {pid for pid in self._clients if pid_alive(pid)}
             return len(self._clients)
 
     def status(self) -> dict:

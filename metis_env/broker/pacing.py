@@ -62,13 +62,16 @@ class RateControl:
     def __repr__(self) -> str:
         return f"RateControl(cap={self.cap!r}, rate={self.rate!r})"
 
-    def succeeded(self) -> None:
-        """An answer that was not a 429: climb by the time since the last one."""
+    def succeeded(self, limited: bool = True) -> None:
+        """An answer that was not a 429: climb by the time since the last one, if the rate is what
+        held requests back (``limited``): a rate not used says nothing about the limit."""
         now = self._clock()
         self._answered(now, True)
         if self.rate is None or self._cut_at is None or self._onset is None:
             return
         elapsed, self._grown_at = now - self._grown_at, now
+        if not limited:
+            return
         since = now - self._cut_at
         climb = self.CLIMB * (self.cap or self._onset)
         if since > self.QUIET:
@@ -90,7 +93,7 @@ class RateControl:
         cut = current * self.CUT
         if self._first_answer is not None and now - self._first_answer >= WINDOW and len(self._answers) >= 4:
             share = sum(ok for _, ok in self._answers) / len(self._answers)
-            cut = min(cut, self.SHARE_MARGIN * current * share)
+            cut = max(current * self.CUT ** 2, min(cut, self.SHARE_MARGIN * current * share))  # two cuts at most
         self._onset = current
         self.rate = max(self.FLOOR * (self.cap or current), cut)
         self._cut_at = self._grown_at = now
@@ -133,7 +136,7 @@ class Pacer:
         self._line: deque[threading.Condition] = deque()
         self._sent: deque[Turn] = deque()  # the last few turns, for the cap's window
         self._window = int(cap) if cap and cap >= 1 else 0
-        self._next = 0.0  # the earliest moment the next request may leave at the current rate
+        self._slot = -1e9  # the moment the last request was due to leave at: the next is due 1/rate later
         self.waiting = 0
 
     def __repr__(self) -> str:
@@ -174,11 +177,10 @@ class Pacer:
                     self._sent.popleft()
                 rate = self.control.rate
                 if rate:
-                    interval = 1.0 / rate
                     # a request that left a little late (a busy host wakes threads late) does not delay
                     # the next: the rate, not the last departure, sets the pace; after a pause, it does
-                    late = now - self._next
-                    self._next = (self._next if 0 <= late <= interval / 2 else now) + interval
+                    due = self._slot + 1.0 / rate
+                    self._slot = due if 0 <= now - due <= 0.5 / rate else now
                 return turn
             finally:
                 self.waiting -= 1
@@ -187,7 +189,8 @@ class Pacer:
                     self._line[0].notify()
 
     def _moment(self, now: float) -> float:
-        moment = self._next if self.control.rate else now
+        rate = self.control.rate
+        moment = self._slot + 1.0 / rate if rate else now  # the current rate: a cut or a raise counts at once
         if self._window and len(self._sent) >= self._window:
             # the cap's window: a window after the request ``cap`` places back was counted, or, while
             # it is on its way (a loaded host can take a second), after the latest it may be counted
@@ -207,17 +210,15 @@ class Pacer:
 
     def succeeded(self) -> None:
         with self._lock:
-            self.control.succeeded()
+            self.control.succeeded(limited=bool(self._line))  # requests wait: the rate holds them back
 
     def throttled(self, turn: Turn) -> None:
         """A 429 to ``turn``'s request: send slower, from the last departure on."""
         with self._lock:
             now = self._clock()
             sending = sum(1 for t in self._sent if t.sent > now - WINDOW)
-            if self.control.throttled(turn.sent, sending) and self._sent:
-                self._next = max(self._next, self._sent[-1].sent + 1.0 / self.control.rate)
-                if self._line:
-                    self._line[0].notify()
+            if self.control.throttled(turn.sent, sending) and self._line:
+                self._line[0].notify()
 
 
 def backoff(attempt: int, base: float = 0.25, ceiling: float = 8.0) -> float:

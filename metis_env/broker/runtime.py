@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 from ..errors import BrokerError
 from ..files import replace_file
+from ..locks import pid_alive
 
 STATE_FILE = "broker.json"
 LOCK_FILE = "broker.lock"
@@ -208,25 +209,9 @@ def stop(environ: Mapping[str, str] = os.environ) -> int | None:
         call(info, "POST", "/metis-env/stop")
     except (OSError, ValueError):
         pass  # it may close the connection as it goes
-    while process_running(info.pid):
+    while pid_alive(info.pid):
         time.sleep(0.02)
     return info.pid
-
-
-def process_running(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie, such as a test's own finished child, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not os.path.isdir("/proc")  # no /proc entry where /proc exists: gone
 
 
 def status(environ: Mapping[str, str] = os.environ) -> dict | None:
