@@ -35,15 +35,16 @@ def broker_state() -> dict:
 
 
 def brokers_running() -> list[int]:
-    """The pids of broker processes serving this test's runtime dir."""
+    """The pids of broker processes (named metis-env-proxy, forked or started) of this test's runtime dir."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"metis_env.broker.daemon" in argv and str(runtime_dir()).encode() in argv and state != "Z":
+        if name == "metis-env-proxy" and f"XDG_RUNTIME_DIR={os.environ['XDG_RUNTIME_DIR']}".encode() in environ and state != "Z":
             found.append(int(pid))
     return found
 
@@ -355,6 +356,32 @@ for t in threads: t.start()
 for t in threads: t.join()
 print(json.dumps(sorted(set(map(str, out)))), len(out))
 """
+
+
+STATUS_FROM_A_CLIENT = "import subprocess, sys; sys.exit(subprocess.run([sys.executable, '-m', 'metis_env', 'proxy', 'status', '--json']).returncode)"
+
+
+def test_proxy_start_min_ttl_refreshes_now_unless_that_much_is_left_and_the_broker_keeps_it(globus, globus_env):  # noqa: F811
+    from tests.test_gateway_tokens import age_the_token
+
+    env = {**gateway_env(globus_env), **ENV}
+    assert login_headless(env, globus)[0] == 0  # a 48 h token
+
+    def start(*options: str) -> tuple[int, bytes, int, object]:
+        started = metis("proxy", "start", "metis", "--shell", "json", *options, env=env)
+        seen = json.loads(metis("proxy", "status", "--json", env=env).stdout)
+        return started.returncode, started.stderr, globus.grants("refresh_token"), seen["min_ttl"]
+
+    steps = [start("--min-ttl", "30h")]  # started (forked) with it: 48 h left, no refresh
+    age_the_token(env, 28 * 3600)  # 20 h left
+    steps.append(start("--min-ttl", "30h"))  # joined: refreshed now, as export --min-ttl 30h would
+    steps.append(start("--min-ttl", "40h"))  # joined asking for more: the broker refreshes 40 h before expiry
+    steps.append(start("--min-ttl", "1h"))  # less: kept at 40 h
+    assert metis("proxy", "stop", env=env).returncode == 0
+    ran = metis("run", "--proxy", "--min-ttl", "35h", "metis", "--", sys.executable, "-c", STATUS_FROM_A_CLIENT, env=env)
+    assert steps + [(ran.returncode, json.loads(ran.stdout)["min_ttl"])] == [
+        (0, b"", 0, 30 * 3600.0), (0, b"", 1, 30 * 3600.0), (0, b"", 1, 40 * 3600.0), (0, b"", 1, 40 * 3600.0), (0, 35 * 3600.0),
+    ]  # the last: a broker started (not forked) by run --proxy --min-ttl 35h
 
 
 def test_a_burst_over_the_gateways_limit_succeeds_through_the_broker(globus, globus_env):  # noqa: F811

@@ -25,6 +25,7 @@ import hmac
 import http.client
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -42,7 +43,6 @@ from .guard import ConnectionGuard, Limits, Redactor, confine_path
 from .routing import Router, Stats  # noqa: F401  (Router: what daemon.py and the tests build a server with)
 from ..locks import pid_alive
 
-LOCAL_KEY_PREFIX = "metis-env-local-"
 CHUNK = 64 * 1024
 BUFFERED_ANSWER = 8 * 1024 * 1024  # answers with a Content-Length up to this are redacted whole
 DRAIN_ON_REFUSAL = 64 * 1024  # a refused request's small body is read and dropped, so the close is clean
@@ -63,7 +63,7 @@ class ProxyServer:
 
     def __init__(self, router: Router, keys: upstream.KeyCache, local_key: str, settings=None,
                  limits: Limits = Limits(), host: str = "127.0.0.1", port: int = 0,
-                 rate_limit_deadline: float = RATE_LIMIT_DEADLINE) -> None:
+                 rate_limit_deadline: float = RATE_LIMIT_DEADLINE, listener: socket.socket | None = None) -> None:
         self.router, self.keys, self.local_key = router, keys, local_key
         self.stats = Stats()
         self.guard = ConnectionGuard(limits)
@@ -76,7 +76,7 @@ class ProxyServer:
         self._pacers: dict[str, pacing.Pacer] = {}
         self._pacers_lock = threading.Lock()
         handler = type("Handler", (_ProxyHandler,), {"proxy": self})
-        self._server = _GuardedServer((host, port), handler, self.guard)
+        self._server = _GuardedServer((host, port), handler, self.guard, listener)
         self._threads: list[threading.Thread] = []
         host, port = self._server.server_address[:2]
         self.address = (host, port)
@@ -121,6 +121,7 @@ class ProxyServer:
             "requests": self.stats.requests,
             "refreshes": self.keys.refreshes,
             "rate_limited_absorbed": self.stats.absorbed,
+            "min_ttl": self.keys.min_ttl,
             "queue": sum(p.waiting for p in pacers.values()) + self.stats.holding,
             "rate": rates.get("gateway"),
             "rates": rates,
@@ -162,9 +163,15 @@ class _GuardedServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address, handler, guard: ConnectionGuard) -> None:
+    def __init__(self, address, handler, guard: ConnectionGuard, listener: socket.socket | None = None) -> None:
         self.guard = guard
-        super().__init__(address, handler)
+        if listener is None:
+            super().__init__(address, handler)
+            return
+        super().__init__(address, handler, bind_and_activate=False)  # the broker's: listening already
+        self.socket.close()
+        self.socket = listener
+        self.server_address = listener.getsockname()
 
     def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
         if not self.guard.admit(request):
@@ -233,9 +240,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._json(200, proxy.status())
             return
         if method == "POST" and path == "/metis-env/clients":
-            pid = _json_of(body).get("pid")
+            joined = _json_of(body)
+            pid, min_ttl = joined.get("pid"), joined.get("min_ttl")
             if isinstance(pid, int) and pid > 0:
                 proxy.add_client(pid)
+            if isinstance(min_ttl, (int, float)) and min_ttl > 0:
+                proxy.keys.want_min_ttl(float(min_ttl))
             self._json(200, {"clients": proxy.live_clients()})
             return
         if method == "POST" and path == "/metis-env/stop" and proxy.on_stop is not None:

@@ -24,15 +24,15 @@ MIN_RECHECK = 30.0  # at most this many seconds between look-ups of a token insi
 class KeyCache:
     """The current real key of each endpoint, from ``credentials.select_with_key``; one look-up at a time.
 
-    A gateway token is asked for again when ``export`` would refresh it (``token_refresh_margin``
-    before expiry); ``select_with_key`` refreshes it under the store's lock, so brokers on several
-    nodes sharing one home make one refresh per expiry between them.
+    A gateway token is asked for again when ``export`` would refresh it (``credentials.refresh_margin``
+    before expiry: ``token_refresh_margin``, or ``min_ttl`` when that is more); ``select_with_key``
+    refreshes it under the store's lock, so brokers on several nodes sharing one home make one refresh
+    per expiry between them.
     """
 
     def __init__(self, store, settings) -> None:
         self._store = store
         self._settings = settings
-        self._lead = float(getattr(settings, "token_refresh_margin", 3600.0))
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, float | None]] = {}
         self._warned: set[str] = set()
@@ -69,6 +69,23 @@ class KeyCache:
             self._remember(selection, key)
             return key
 
+    @property
+    def min_ttl(self) -> float | None:
+        """Seconds of token life below which a token is refreshed, if more than ``token_refresh_margin``."""
+        return self._settings.min_ttl
+
+    def want_min_ttl(self, seconds: float) -> None:
+        """A client asked for ``--min-ttl seconds``: from now on refresh when less than that is left
+        (export's rule), and look the keys up again at their next request."""
+        from ..settings import with_overrides
+
+        with self._lock:
+            if seconds <= (self._settings.min_ttl or 0.0):
+                return
+            self._settings = with_overrides(self._settings, min_ttl=seconds)
+            self._cache = {endpoint: (key, 0.0 if recheck_at is not None else None)
+                           for endpoint, (key, recheck_at) in self._cache.items()}
+
     def warn_once(self, message: str) -> None:
         with self._lock:
             self._warn_once(message)
@@ -81,10 +98,11 @@ class KeyCache:
     def _remember(self, selection, key: str) -> None:
         expires = parse_expiry(getattr(selection, "expires_at", None))
         now = time.time()
+        lead = 0.0 if expires is None else credentials.refresh_margin(self._settings, credentials.read_state(self._store))
         if expires is None:
             recheck_at = None  # an endpoint file's key: until the endpoint refuses it
-        elif expires - self._lead > now:
-            recheck_at = expires - self._lead  # when export would refresh it
+        elif expires - lead > now:
+            recheck_at = expires - lead  # when export would refresh it
         else:  # already inside the margin (a refresh failed, or tokens live less than the margin)
             recheck_at = now + min(MIN_RECHECK, max(1.0, (expires - now) / 2))
         self._cache[selection.endpoint.id] = (key, recheck_at)
