@@ -85,7 +85,7 @@ def read_state(directory: str) -> BrokerInfo | None:
 
 
 def write_state(directory: str, info: BrokerInfo) -> None:
-    replace_file(os.path.join(directory, STATE_FILE), json.dumps(info._asdict()), 0o600)
+    replace_file(os.path.join(directory, STATE_FILE), json.dumps(info._asdict()), 0o600, durable=False)
 
 
 def remove_state(directory: str, pid: int) -> None:
