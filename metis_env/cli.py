@@ -65,7 +65,7 @@ def import_command(ctx: click.Context, files: Sequence[str], endpoint_id: str | 
 
 
 @cli.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema version 1, see README).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema version 1, see docs/commands.md).")
 @click.pass_context
 def list_command(ctx: click.Context, as_json: bool) -> None:
     """Show the stored endpoints, their models, the age of the data and the key, masked.
@@ -96,7 +96,7 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 def export_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None, unset: bool,
                    output: str | None, min_ttl: float | None) -> int:
     """Print shell code that sets OPENAI_BASE_URL, OPENAI_API_KEY, MODEL_NAME and the names other
-    clients read (OPENAI_API_BASE, SAMBANOVA_API_KEY with SAMBANOVA_API_BASE, ...; see the README).
+    clients read (OPENAI_API_BASE, SAMBANOVA_API_KEY with SAMBANOVA_API_BASE, ...; see docs/export.md).
 
     ENDPOINT is the number (1), the file stem (metis_endpoint_1) or a model name that one endpoint
     serves; by default the configured default endpoint, else the only one. On failure stdout holds
@@ -161,7 +161,7 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: fl
 
 @cli.command("check")
 @endpoint_argument
-@click.option("--json", "as_json", is_flag=True, help="Print each result as one JSON object per line (keys: see README).")
+@click.option("--json", "as_json", is_flag=True, help="Print each result as one JSON object per line (keys: see docs/check-and-status.md).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS", help="Limit for the whole check, every request together.")
 @click.pass_context
 def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeout: float) -> None:
@@ -188,7 +188,7 @@ def check_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeo
 
 @cli.command("status")
 @endpoint_argument
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schema version 1, see README).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schema version 1, see docs/check-and-status.md).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS", help="Limit for each connect and read.")
 @click.pass_context
 def status_command(ctx: click.Context, endpoint: str | None, as_json: bool, timeout: float) -> None:
@@ -209,7 +209,7 @@ def status_command(ctx: click.Context, endpoint: str | None, as_json: bool, time
 
 
 @cli.command("doctor")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON (schema version 1, see README).")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON (schema version 1, see docs/doctor.md).")
 @click.pass_context
 def doctor_command(ctx: click.Context, as_json: bool) -> None:
     """Say why metis-env does or does not work here: keyring, config files, SSH, data age, hooks.

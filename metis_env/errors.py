@@ -202,7 +202,7 @@ EXIT_CODES = {
         Interrupted,
     )
 }
-"""Exit code -> class; the README's exit-code table is tested against this."""
+"""Exit code -> class; docs/exit-codes.md's table is tested against this."""
 
 
 class CommandNotFoundError(MetisEnvError):

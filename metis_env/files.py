@@ -306,7 +306,7 @@ def parse_flat_yaml(text: str) -> dict[str, Any] | None:
 
 def dump_flat_yaml(data: dict[str, Any]) -> str:
     """The inverse of parse_flat_yaml: a string that reads the same plain (``host: sambanova.alcf.anl.gov``)
-    is written plain, as the README shows it; anything else as a JSON scalar (``default_endpoint: "1"``)."""
+    is written plain, as docs/config.md shows it; anything else as a JSON scalar (``default_endpoint: "1"``)."""
     return "".join(f"{key}: {_flat_scalar(value)}\n" for key, value in data.items())
 
 

@@ -240,7 +240,7 @@ def save_setting(config_dir: str | os.PathLike, name: str, value: Any) -> None:
     else:
         data[name] = coerce_setting(name, value, name)
         if isinstance(data[name], float) and data[name].is_integer():
-            data[name] = int(data[name])  # config.yaml says 30, as the README does
+            data[name] = int(data[name])  # config.yaml says 30, as docs/config.md does
     atomic_write_text(path, dump_flat_yaml(data))
 
 

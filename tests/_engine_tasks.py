@@ -1,4 +1,4 @@
-"""What the engines' workers run in tests/test_engines_*.py: the README's "Batch jobs and long runs"
+"""What the engines' workers run in tests/test_engines_*.py: docs/batch-jobs.md's
 recipes with the gateway stand-in behind them.
 
 ``chat`` is the recipe's task as a user writes it: ``metis_env.openai_client()`` inside the task,

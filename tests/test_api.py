@@ -1,4 +1,4 @@
-"""The Python API (README "Python API"): environ, load, openai_client, as a script uses them."""
+"""The Python API (docs/python.md): environ, load, openai_client, as a script uses them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""README "Batch jobs": many ranks' `metis-env run` on one file store while a sync or import rotates
+"""docs/batch-jobs.md: many ranks' `metis-env run` on one file store while a sync or import rotates
 every key. No rank fails, and each gets one whole generation (base URL, key and model of one update),
 never a mix of two."""
 

@@ -639,7 +639,7 @@ def test_the_command_exits_13_when_nothing_listens(tmp_path: Path, file_store) -
     )
 
 
-# With no ENDPOINT, check checks every stored endpoint (as the README's demo shows), all at once; the
+# With no ENDPOINT, check checks every stored endpoint (as docs/demo.md shows), all at once; the
 # first failed one gives the exit code. At a terminal the error line does not repeat the result.
 def test_check_without_endpoint_checks_every_stored_endpoint(tmp_path, monkeypatch):
     from metis_env.commands.check_report import check_all, raise_for_results

@@ -1,4 +1,4 @@
-"""The commands as a user types them, in a subprocess, reading like the README."""
+"""The commands as a user types them, in a subprocess, reading like the README and docs/."""
 
 from __future__ import annotations
 

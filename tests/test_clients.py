@@ -23,6 +23,7 @@ import pytest
 
 from metis_env.testing.openai_server import DEFAULT_REPLY, OpenAIStubServer
 from tests.conftest import REPO
+from tests.docs import page
 
 KEY = "sk-clients-0123456789abcdef"
 MODEL = "Llama-4-Maverick-17B-128E-Instruct"
@@ -148,9 +149,8 @@ def test_without_litellm_local_model_cost_map_litellm_fetches_its_price_list_fro
 
 
 def readme_rows(name: str) -> list[list[str]]:
-    """The rows of the README's "Which client reads which variable" table whose client is `name`."""
-    readme = (REPO / "README.md").read_text()
-    table = readme.split("### Which client reads which variable", 1)[1].split("\n### ", 1)[0]
+    """The rows of docs/export.md's "Which client reads which variable" table whose client is `name`."""
+    table = page("export").split("## Which client reads which variable", 1)[1].split("\n## ", 1)[0]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| ")]
     return [row for row in rows[1:] if row[0].split()[0].rstrip(",") == name]
 

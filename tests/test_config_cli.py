@@ -1,4 +1,4 @@
-"""config and forget say exactly what they did (issue 14's rough edges), and config.yaml reads as the README shows it."""
+"""config and forget say exactly what they did (issue 14's rough edges), and config.yaml reads as docs/config.md shows it."""
 
 from __future__ import annotations
 

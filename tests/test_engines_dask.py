@@ -1,4 +1,4 @@
-"""README "Batch jobs and long runs", Dask: a real LocalCluster (two worker processes, two threads each)
+"""docs/batch-jobs.md, Dask: a real LocalCluster (two worker processes, two threads each)
 whose tasks call metis_env.openai_client() inside, while the gateway token expires between two phases.
 No request fails, the expiry costs one refresh for all workers, and no token is in any process's argv
 or environment or in Dask's scratch space."""

@@ -1,4 +1,4 @@
-"""README "Batch jobs and long runs", Parsl (and Globus Compute, whose endpoints run functions on this
+"""docs/batch-jobs.md, Parsl (and Globus Compute, whose endpoints run functions on this
 same HighThroughputExecutor): a real HTEX with a LocalProvider and three workers, an app that calls
 metis_env.openai_client() inside, a worker_init that names only where the store is. The gateway token
 expires between two phases: no request fails, one refresh for all workers, and no token in Parsl's run
@@ -22,7 +22,7 @@ HighThroughputExecutor = pytest.importorskip("parsl.executors").HighThroughputEx
 LocalProvider = pytest.importorskip("parsl.providers").LocalProvider
 
 WORKERS = 3
-WORKER_INIT = "export METIS_ENV_STORE=file"  # the README's recipe: where the store is, never a token
+WORKER_INIT = "export METIS_ENV_STORE=file"  # docs/batch-jobs.md's recipe: where the store is, never a token
 
 
 def parsl_config(run_dir: str) -> Config:
@@ -35,7 +35,7 @@ def parsl_config(run_dir: str) -> Config:
 
 def test_parsl_apps_keep_working_across_a_token_expiry(globus, globus_env, monkeypatch, tmp_path):  # noqa: F811
     env = short_login(globus, globus_env, monkeypatch)
-    monkeypatch.delenv("METIS_ENV_STORE")  # the workers get it from worker_init, as in the README
+    monkeypatch.delenv("METIS_ENV_STORE")  # the workers get it from worker_init, as in docs/batch-jobs.md
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     run_dir = tmp_path / "runinfo"

@@ -1,4 +1,4 @@
-"""README "Batch jobs and long runs", Ray: one local Ray (started once for the session, two CPUs, no
+"""docs/batch-jobs.md, Ray: one local Ray (started once for the session, two CPUs, no
 dashboard, loopback) whose tasks call metis_env.openai_client() inside; the task's runtime_env carries
 only what finds the store, never a token. The gateway token expires between two phases: no request
 fails, one refresh for both workers, and no token in any process's argv or environment or in Ray's

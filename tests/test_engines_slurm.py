@@ -1,4 +1,4 @@
-"""README "Batch jobs and long runs", the PBS recipe on Slurm (Debian packages no PBS): a real job array
+"""docs/batch-jobs.md, the PBS recipe on Slurm (Debian packages no PBS): a real job array
 on a real slurmctld + slurmd, each task `metis-env run --proxy metis -- python task.py` as each rank of
 `mpiexec --genvall ... metis-env run --proxy` is. The gateway token expires while the array runs: no
 request fails, one refresh for all tasks, and no token in `scontrol show job`, in slurmctld's saved job
@@ -16,7 +16,7 @@ from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests._slurm import slurm  # noqa: F401  (the session's Slurm)
 
 TASKS = 4
-# The job script as the README's PBS recipe has it, with Slurm's array in place of PBS's select.
+# The job script as docs/batch-jobs.md's PBS recipe has it, with Slurm's array in place of PBS's select.
 SCRIPT = """#!/bin/bash
 export METIS_ENV_STORE=file   # if config.yaml does not say store: file
 metis-env run --proxy metis -- {python} -m tests._engine_tasks {folder} "$SLURM_ARRAY_TASK_ID"

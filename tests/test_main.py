@@ -318,7 +318,7 @@ def test_every_import_of_ours_names_a_module_that_exists():
 
 def test_each_module_imports_only_from_its_own_layer_or_below():
     """faces -> commands -> sources/configure/broker -> credentials/selection -> store -> settings/keystore ->
-    primitives -> leaves (README, Development). So sources/ never imports commands/, and the hot path's
+    primitives -> leaves (docs/development.md). So sources/ never imports commands/, and the hot path's
     modules cannot reach click through an import of their own."""
     upward = []
     for module, path in product_modules(testing=True).items():

@@ -1,7 +1,7 @@
 """Expiry you can see: `get key --json`, and the hooks' prompt segment (`metis-prompt`), computed in
 bash, zsh and fish from METIS_ENV_ENDPOINT and METIS_ENV_TOKEN_EXPIRES with no program started (each
-shell runs it with an empty PATH), drawn in a real interactive prompt as the README sets it up, and
-the README's starship module run as starship runs it."""
+shell runs it with an empty PATH), drawn in a real interactive prompt as docs/shells.md sets it up, and
+that page's starship module run as starship runs it."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from tests._gateway import exported_json, logged_in  # noqa: F401  (fixture)
 from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests._shells import SHELL_DIR, need, run, shell_env
 from tests._tty import Terminal
-from tests.conftest import REPO, metis
+from tests.conftest import metis
+from tests.docs import page
 
 HOOKS = {"bash": SHELL_DIR / "metis-env.bash", "zsh": SHELL_DIR / "metis-env.zsh", "fish": SHELL_DIR / "metis-env.fish"}
-README = (REPO / "README.md").read_text()
+SHELLS_PAGE = page("shells")  # the prompt segment's set-up, as a user copies it
 
 
 def result(proc) -> tuple[int, str, str]:
@@ -99,7 +100,7 @@ def shown_line(shell: str, segment: str) -> str:
 
 
 PROMPTS = {
-    # the README's lines, in an interactive shell, then a command to draw a new prompt
+    # the page's lines, in an interactive shell, then a command to draw a new prompt
     "bash": (["bash", "--norc", "--noprofile", "-i"], "PS1='READY> '; source '{hook}'; {readme}; "),
     "zsh": (["zsh", "-f", "-i"], "PS1='READY> '; source '{hook}'; {readme}; "),
     "fish": (["fish", "--no-config", "-i"], "function fish_prompt; printf 'READY> '; end; source '{hook}'; {readme}; "),
@@ -107,8 +108,8 @@ PROMPTS = {
 
 
 def readme_block(language: str, after: str) -> str:
-    """The lines of the README's first ```language block after the heading `after`, comments dropped."""
-    text = README[README.index(after):]
+    """The lines of docs/shells.md's first ```language block after the heading `after`, comments dropped."""
+    text = SHELLS_PAGE[SHELLS_PAGE.index(after):]
     block = re.search(rf"```{language}\n(.*?)```", text, flags=re.S).group(1)
     return "; ".join(line for line in block.splitlines() if line and not line.startswith("#"))
 
@@ -117,7 +118,7 @@ def readme_block(language: str, after: str) -> str:
 def test_the_readmes_lines_draw_the_segment_in_a_real_prompt(shell, tmp_path):
     argv, setup = PROMPTS[shell]
     need(argv[0])
-    readme = readme_block(shell, "### A prompt segment")
+    readme = readme_block(shell, "## A prompt segment")
     expires = iso(time.time() + 46 * 3600 + 1800)
     set_vars = {"bash": f"export METIS_ENV_ENDPOINT=metis METIS_ENV_TOKEN_EXPIRES={expires}; PATH=/nonexistent",
                 "zsh": f"export METIS_ENV_ENDPOINT=metis METIS_ENV_TOKEN_EXPIRES={expires}; PATH=/nonexistent",
@@ -135,10 +136,10 @@ def test_the_readmes_lines_draw_the_segment_in_a_real_prompt(shell, tmp_path):
 
 def test_the_readmes_starship_module_as_starship_runs_it(tmp_path):
     """starship is no package here: its custom module is `when`, then `command`, each run by `shell`
-    with the prompt's environment; both are taken from the README as written."""
+    with the prompt's environment; both are taken from docs/shells.md as written."""
     import tomllib
 
-    module = tomllib.loads(re.search(r"```toml\n(.*?)```", README, flags=re.S).group(1))["custom"]["metis"]
+    module = tomllib.loads(re.search(r"```toml\n(.*?)```", SHELLS_PAGE, flags=re.S).group(1))["custom"]["metis"]
     env = shell_env(tmp_path, HOME=str(tmp_path), XDG_DATA_HOME="")
     assert metis("hook", "bash", "--install", env=env).returncode == 0
     expires = iso(time.time() + 20 * 3600 + 1800)

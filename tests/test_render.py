@@ -162,7 +162,7 @@ def test_normalize_shell(name, renderer):
 
 # --- real shells -------------------------------------------------------------------------------
 
-# Each shell evaluates the code file ($1 / $argv[1]) the way the README says, then execs a Python
+# Each shell evaluates the code file ($1 / $argv[1]) the way docs/export.md says, then execs a Python
 # child that prints the named variables as hex (null when unset).
 DUMP = (
     "import json, os, sys; print(json.dumps({n: os.environb[n.encode()].hex() "

@@ -247,7 +247,7 @@ def test_hook_refuses_an_unknown_target_and_both_flags():
         2, b"", "metis-env: error: give --path or --install, not both; see metis-env hook --help\n")
 
 
-# --- the README's blocks, as written there ----------------------------------------------------------
+# --- docs/shells.md's blocks, as written there ----------------------------------------------------------
 
 
 def test_readme_bash_block(stored):

@@ -4,7 +4,7 @@ installed) and the fallback parser (paramiko's, where none is).
 
 Every case that ever disagreed stays in the table. ``expected`` is what OpenSSH says (the test
 checks it against a bare ``ssh -G`` run, so the table cannot drift from OpenSSH); ``fallback_differs``
-names the fields where the fallback parser is known to answer otherwise (README: "Reading the ssh
+names the fields where the fallback parser is known to answer otherwise (docs/sync.md: "Reading the ssh
 config"); a fix or a new difference both fail the test, so the list stays true."""
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def hook_path(target: str) -> Path:
 
 
 def install_path(target: str, environ: Mapping[str, str] = os.environ) -> Path:
-    """Where ``--install`` writes the file: a place the shell (fish, direnv) or the README's one line reads."""
+    """Where ``--install`` writes the file: a place the shell (fish, direnv) or docs/shells.md's one line reads."""
     home = Path(environ.get("HOME") or os.path.expanduser("~"))
     config = _xdg(environ, "XDG_CONFIG_HOME", home / ".config")
     name = HOOKS[target].install_name
@@ -132,7 +132,7 @@ def _rc_file(target: str, environ: Mapping[str, str]) -> Path | None:
 
 
 def _sources(rc: Path, path: Path, home: str) -> bool:
-    """Whether a line of rc (not a comment) sources path, as the README's line does."""
+    """Whether a line of rc (not a comment) sources path, as docs/shells.md's line does."""
     try:
         lines = rc.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
