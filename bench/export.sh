@@ -16,12 +16,9 @@ set -euo pipefail
 
 runs="${1:-30}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-python="${PYTHON:-python3}"
-if command -v pyenv >/dev/null 2>&1 && [[ "$(command -v "$python")" == */shims/* ]]; then
-  python="$(pyenv which "$python")"  # a pyenv shim is a bash script: ~40 ms that is not ours to count
-fi
-python="$(command -v "$python")"
-bin="$(dirname "$python")"
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
+bench_python
 unset PYTHONDONTWRITEBYTECODE  # users' installs have .pyc files; measuring compilation is not the point
 
 work="$(mktemp -d)"
@@ -63,22 +60,7 @@ grep -q '"backend": "keyring.backends.SecretService.Keyring"' "$work/ss/endpoint
 
 # A gateway endpoint: the stand-in in a process of its own, logged in to once (login --no-browser, the
 # code approved at the stand-in); its tokens are fresh for hours, so export reads them with no network.
-mkfifo "$work/ready"
-PYTHONPATH="$repo" "$python" - "$work/ready" "$work/gw" <<'EOF' &
-import os, sys, time
-from metis_env.testing.globus_standin import GlobusStandIn
-from tests._gateway import login_headless
-with GlobusStandIn() as globus:
-    env = {**os.environ, **globus.env(), "METIS_ENV_CONFIG_DIR": sys.argv[2], "METIS_ENV_STORE": "file"}
-    code, _out, err, _url = login_headless(env, globus)
-    with open(sys.argv[1], "w") as ready:
-        ready.write(f"{code} {globus.url} {globus.gateway_url}\n")
-    while True:
-        time.sleep(3600)
-EOF
-standin_pid=$!
-read -r login_code auth_url gateway_url <"$work/ready"
-[[ "$login_code" == 0 ]] || { echo "bench: the gateway login failed" >&2; exit 1; }
+bench_start_standin metis-env "$work/gw"
 gw_env="METIS_ENV_CONFIG_DIR=$work/gw METIS_ENV_STORE=file METIS_ENV_GATEWAY_URL=$gateway_url GLOBUS_SDK_SERVICE_URL_AUTH=$auth_url"
 gw_token="$(env $gw_env "$bin/metis-env" get key metis)"
 

@@ -13,12 +13,9 @@ set -euo pipefail
 
 runs="${1:-30}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-python="${PYTHON:-python3}"
-if command -v pyenv >/dev/null 2>&1 && [[ "$(command -v "$python")" == */shims/* ]]; then
-  python="$(pyenv which "$python")"  # a pyenv shim is a bash script: ~40 ms that is not ours to count
-fi
-python="$(command -v "$python")"
-bin="$(dirname "$python")"
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
+bench_python
 [[ -x "$bin/alcf-tokens" ]] || { echo "bench: $bin/alcf-tokens is missing (pip install alcf-tokens)" >&2; exit 1; }
 unset PYTHONDONTWRITEBYTECODE
 
@@ -33,22 +30,8 @@ export HOME="$work/home" METIS_ENV_CONFIG_DIR="$work/config" METIS_ENV_STORE=fil
 mkdir -p "$HOME"
 unset GLOBUS_SDK_ENVIRONMENT
 
-# The stand-in, in a process of its own; it logs in with the real alcf-tokens CLI, then writes its URLs.
-mkfifo "$work/ready"
-PYTHONPATH="$repo" "$python" - "$work/ready" <<'EOF' &
-import os, sys, time
-from metis_env.testing.globus_standin import GlobusStandIn
-from tests._globus import alcf_tokens_login
-with GlobusStandIn() as globus:
-    env = {**os.environ, **globus.env()}
-    alcf_tokens_login(globus, env)
-    with open(sys.argv[1], "w") as ready:
-        ready.write(f"{globus.url} {globus.gateway_url}\n")
-    while True:
-        time.sleep(3600)
-EOF
-standin_pid=$!
-read -r auth_url gateway_url <"$work/ready"
+# The stand-in, in a process of its own, logged in to with the real alcf-tokens CLI.
+bench_start_standin alcf-tokens
 export GLOBUS_SDK_SERVICE_URL_AUTH="$auth_url" METIS_ENV_GATEWAY_URL="$gateway_url"
 cd "$work"
 

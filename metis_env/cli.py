@@ -145,8 +145,11 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
 @endpoint_argument
 @min_ttl_option
 @click.option("--json", "as_json", is_flag=True, help='With key: {"key": ..., "expires_at": ...} (null for endpoint files).')
+@click.option("--proxy", is_flag=True, help="key: the local key of this host's broker (joined, or started when none runs); url: the broker's stable address for ENDPOINT. For configs written by configure --proxy.")
+@click.option("--proxy-port", type=click.IntRange(1, 65535), metavar="PORT", help="As --proxy, and the broker must listen at PORT (what configs written by configure --proxy run): else no key.")
 @click.pass_context
-def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None, as_json: bool) -> int:
+def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: float | None, as_json: bool, proxy: bool,
+                proxy_port: int | None) -> int:
     """Print one raw value of an endpoint, for other tools' credential helpers: key, url, models
     (comma-separated), or model (the one export would pick: default_model, else the first).
 
@@ -155,8 +158,9 @@ def get_command(ctx: click.Context, what: str, endpoint: str | None, min_ttl: fl
       url=$(metis-env get url 1)   # with or without a trailing /
       curl -H "Authorization: Bearer $(metis-env get key 1)" "${url%/}/models"
       metis-env get model 1        # the model export would pick
+      metis-env get key 1 --proxy  # the broker's local key, never the real one
     """
-    return commands.get(what, endpoint, settings_from(ctx, min_ttl=min_ttl), as_json)
+    return commands.get(what, endpoint, settings_from(ctx, min_ttl=min_ttl), as_json, proxy, proxy_port)
 
 
 @cli.command("check")
@@ -337,8 +341,10 @@ def config_unset(name: str) -> None:
 @endpoint_argument
 @model_option
 @click.option("--dry-run", is_flag=True, help="Show the diff only; write nothing.")
+@click.option("--proxy/--no-proxy", default=None, help="Through this host's broker (as run --proxy), or straight to the endpoint. "
+              "Default: through it for opencode and pi on a Metis endpoint, whose requests Metis refuses (422) unless the broker adapts them; straight otherwise.")
 @click.pass_context
-def configure_command(ctx: click.Context, tool: str, endpoint: str | None, model: str | None, dry_run: bool) -> None:
+def configure_command(ctx: click.Context, tool: str, endpoint: str | None, model: str | None, dry_run: bool, proxy: bool | None) -> None:
     """Write an AI tool's own config for an endpoint: aider, claude, codex, llm, opencode or pi.
 
     Merges metis-env's entries into the tool's config file (where the tool looks, its own variables
@@ -346,14 +352,22 @@ def configure_command(ctx: click.Context, tool: str, endpoint: str | None, model
     (FILE.metis-env.bak) and writes no key: the config names `metis-env get key ENDPOINT` or the
     variables `metis-env run` sets. Running it again changes nothing.
 
+    With --proxy the config names this host's broker (metis-env proxy) at a stable loopback port
+    (the proxy_port setting, else one derived from your uid) and `metis-env get key ENDPOINT
+    --proxy-port PORT`, which starts the broker when none runs and prints its local key, never the real one: many agents
+    on a node then share one broker, which refreshes tokens once and absorbs the gateway's rate
+    limits. If another user holds that port, the key command refuses and the tool sends nothing.
+
     \b
     Example:
       metis-env configure opencode 1 --dry-run
       metis-env configure llm 2 --model Llama-3.3-70B-Instruct
+      metis-env configure pi metis          # through the broker: Metis takes pi's requests then
+      metis-env configure codex sophia --proxy
     """
     from .commands.sessions import configure
 
-    configure(settings_from(ctx), tool, endpoint, model, dry_run)
+    configure(settings_from(ctx), tool, endpoint, model, dry_run, proxy)
 
 
 @cli.command("hook")

@@ -9,7 +9,9 @@ Installed with metis-env in llm's environment, it needs no ``llm keys set`` and 
 Under ``metis-env run --proxy`` (and the node broker, which sets the same variables) the command's
 ``OPENAI_BASE_URL`` is a loopback proxy and ``OPENAI_API_KEY`` the proxy's local key: for the endpoint
 named by ``METIS_ENV_ENDPOINT`` the plugin then sends to that proxy with that key, and never reads the
-store. Models of the same ids that ``metis-env configure llm`` wrote into ``extra-openai-models.yaml``
+store. After ``metis-env configure llm ENDPOINT --proxy`` it sends every request of that endpoint
+through this host's broker (joined, or started when none runs) with the broker's local key. Models
+of the same ids that ``metis-env configure llm`` wrote into ``extra-openai-models.yaml``
 are replaced by these (the same model, with the key asked for at request time).
 """
 
@@ -24,22 +26,40 @@ from llm.default_plugins.openai_models import AsyncChat, Chat
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+def on_loopback(url: str) -> bool:
+    try:
+        return urlsplit(url).hostname in LOOPBACK
+    except ValueError:
+        return False
+
+
 def through_proxy(endpoint_id: str, environ=os.environ) -> tuple[str, str] | None:
     """(base URL, key) of the loopback proxy or broker this process was started under for
     ``endpoint_id``, or None when there is none."""
     base, key = environ.get("OPENAI_BASE_URL", ""), environ.get("OPENAI_API_KEY", "")
     if environ.get("METIS_ENV_ENDPOINT") != endpoint_id or not base or not key:
         return None
-    try:
-        host = urlsplit(base).hostname
-    except ValueError:
+    return (base, key) if on_loopback(base) else None
+
+
+def through_broker(endpoint_id: str) -> tuple[str, str] | None:
+    """(base URL, local key) of this host's broker, joined or started, when ``metis-env configure llm
+    ENDPOINT --proxy`` said so (configured.json); None otherwise."""
+    from .configure.records import through_broker_for
+    from .settings import load_settings
+
+    settings = load_settings()
+    if not through_broker_for(settings.config_dir, "llm", endpoint_id):
         return None
-    return (base, key) if host in LOOPBACK else None
+    from .broker import client
+
+    return client.broker_url(settings, endpoint_id) + "/", client.local_key(settings, endpoint_id, client_pid=os.getpid())
 
 
 def target(endpoint_id: str, model: str) -> tuple[str, str]:
-    """(base URL, key) for one request: the proxy's, else the store's current ones."""
-    proxied = through_proxy(endpoint_id)
+    """(base URL, key) for one request: the proxy's this process was started under, else this host's
+    broker when configured so, else the store's current ones."""
+    proxied = through_proxy(endpoint_id) or through_broker(endpoint_id)
     if proxied:
         return proxied
     from . import api
@@ -58,7 +78,10 @@ class _MetisModel:
 
         base_url, current = target(self.endpoint_id, self.model_name)
         client_class = openai.AsyncOpenAI if async_ else openai.OpenAI
-        return client_class(base_url=base_url, api_key=key or current, default_headers=self.headers)
+        extra = {}
+        if on_loopback(base_url):  # a proxy or the broker: never through the user's HTTP proxy (ALCF's no_proxy lacks 127.0.0.1)
+            extra["http_client"] = (openai.DefaultAsyncHttpxClient if async_ else openai.DefaultHttpxClient)(trust_env=False)
+        return client_class(base_url=base_url, api_key=key or current, default_headers=self.headers, **extra)
 
 
 class MetisChat(_MetisModel, Chat):

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 FAST_PATH_FORMS = {
     # command: (options taking a value -> canonical name, flags, positional arguments allowed)
     "export": ({"--model": "model", "-m": "model", "--shell": "shell", "-s": "shell", "--min-ttl": "min_ttl"}, {"--unset": "unset"}, 1),
-    "get": ({"--min-ttl": "min_ttl"}, {"--json": "json"}, 2),
+    "get": ({"--min-ttl": "min_ttl", "--proxy-port": "proxy_port"}, {"--json": "json", "--proxy": "proxy"}, 2),
     "run": ({"--model": "model", "-m": "model", "--min-ttl": "min_ttl"}, {"--proxy": "proxy"}, 1),
 }
 
@@ -67,6 +67,10 @@ def parse_fast(argv: Sequence[str]) -> tuple[str, dict, list[str], list[str]] | 
         return None
     if command == "get" and (not positionals or positionals[0] not in commands.GET_FIELDS):
         return None  # click words a bad choice better (usage line, the choices)
+    if "proxy_port" in options:
+        if not options["proxy_port"].isdigit() or not 0 < int(options["proxy_port"]) < 65536:
+            return None  # click words a bad value (usage line)
+        options["proxy_port"] = int(options["proxy_port"])
     if "min_ttl" in options:
         try:
             options["min_ttl"] = parse_duration(options["min_ttl"], "--min-ttl")
@@ -84,7 +88,8 @@ def serve_fast(command: str, options: dict, positionals: list[str], tail: list[s
         return commands.export(spec, options.get("model"), options.get("shell"), options.get("unset", False), settings)
     if command == "get":
         return commands.get(positionals[0], positionals[1] if len(positionals) > 1 else None, settings,
-                            as_json=options.get("json", False))
+                            as_json=options.get("json", False), proxy=options.get("proxy", False),
+                            proxy_port=options.get("proxy_port"))
     return commands.run(positionals[0] if positionals else None, options.get("model"), tail, settings,
                         proxy=options.get("proxy", False))
 

@@ -48,6 +48,7 @@ _DEFAULTS = {
     "rate_limit": None,  # requests/s the broker sends at most; None: 10 for gateway endpoints, no cap for files
     "min_ttl": None,
     "metis_compat": True,  # the broker adapts chat-completions requests to what Metis takes
+    "proxy_port": None,  # the broker's loopback port; None: one derived from the uid (broker/client.py), 0: a random one
 }
 
 
@@ -63,7 +64,8 @@ class Settings(record_type("Settings", ["config_dir", *_DEFAULTS, "invalid"], de
     ``gateway_url`` (ends in ``/``), ``globus_client_id``: str; ``token_refresh_margin`` (seconds),
     ``reauth_after_days``: float; ``min_ttl`` (seconds of token life export must hand out, or None);
     ``rate_limit``: float | None (requests/s, the broker's cap); ``metis_compat``: bool (the broker
-    adapts requests to Metis endpoints); ``lock`` ("auto"|"flock"|"file"): how the store's writers
+    adapts requests to Metis endpoints); ``proxy_port``: int | None (the broker's port, which
+    configs written by ``configure --proxy`` name; None: derived from the uid, 0: random); ``lock`` ("auto"|"flock"|"file"): how the store's writers
     exclude each other (locks.py); ``invalid``: ((name, message), ...) of sync-only settings held back
     as not valid."""
 
@@ -132,6 +134,14 @@ def coerce_setting(name: str, value: Any, source: str) -> Any:
             port = 0
         if not 0 < port < 65536:
             raise UsageError(f"{_label(source, 'port')} must be a number from 1 to 65535")
+        return port
+    if name == "proxy_port":
+        try:
+            port = int(str(value))
+        except ValueError:
+            port = -1
+        if not 0 <= port < 65536 or isinstance(value, bool):
+            raise UsageError(f"{_label(source, 'proxy_port')} must be a port number from 1 to 65535, or 0 for a random one")
         return port
     if name in ("stale_after_days", "timeout", "token_refresh_margin", "reauth_after_days", "rate_limit"):
         try:

@@ -75,52 +75,95 @@ metis-prompt() {
 
 # Tab completion: metis-env answers at TAB time through click's completion protocol (bash form:
 # one "type,value" line per candidate); endpoint ids and models come from the metadata file alone.
-# readline inserts a candidate as it is, inside whatever quote the user opened: each is quoted for
-# that place (_metis_env_quote_for), so that a model name like zz$(touch PWNED) from an endpoint
-# file is typed as text, never run on Enter.
+# The words are read from the line as the shell reads them (not from COMP_WORDS, which bash splits
+# at every character of COMP_WORDBREAKS: : = @ among them), and handed to click quoted, so that
+# click sees the words the command will get. readline replaces only the end of the word (after an
+# open quote, or after the last unquoted : = @ ...): each candidate is cut to that end and quoted
+# for the place it goes (_metis_env_quote_for), so that a model like meta-llama/Llama-3:70b comes
+# out whole and a model like zz$(touch PWNED) from an endpoint file is typed as text, never run.
+# metis-use's completion sets _metis_env_command (the words that replace the command's name) and
+# _metis_env_skip (values not to offer).
 _metis_env_complete() {
-  local type value line=${COMP_LINE-} quote
+  local type value line=${COMP_LINE-} quote word kept full skip=${_metis_env_skip-} arg click
+  local -a words
   COMPREPLY=()
-  _metis_env_open_quote "${line:0:${COMP_POINT:-${#line}}}"
-  quote=$REPLY
+  _metis_env_scan "${line:0:${COMP_POINT:-${#line}}}"
+  ((${#words[@]})) || return 0
+  words=("${_metis_env_command[@]:-metis-env}" "${words[@]:1}")
+  for arg in "${words[@]}" "$word"; do
+    click+=" '${arg//\'/\'\\\'\'}'"  # ' -> '\'': click splits this as the shell would
+  done
   while IFS=, read -r type value; do
     case $type in
       plain)
-        _metis_env_quote_for "$quote" "$value" && COMPREPLY+=("$REPLY") ;;
+        [[ " $skip " != *" $value "* ]] || continue
+        full=$value
+        case $word in  # click completes --option=VALUE and a lone = with the value alone
+          -*=*) full=${word%%=*}=$value ;;
+          =) full="=$value" ;;
+        esac
+        [[ $full == "$kept"* ]] || continue
+        _metis_env_quote_for "$quote" "${full:${#kept}}" && COMPREPLY+=("$REPLY") ;;
       dir) compopt -o dirnames 2>/dev/null ;;
       file) compopt -o default 2>/dev/null ;;
     esac
-  done < <(COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD="$COMP_CWORD" _METIS_ENV_COMPLETE=bash_complete \
-    command metis-env 2>/dev/null)
+  done < <(COMP_WORDS=$click COMP_CWORD=${#words[@]} _METIS_ENV_COMPLETE=bash_complete command metis-env 2>/dev/null)
   return 0
 }
 
-# Usage: _metis_env_open_quote TEXT
+# Usage: _metis_env_scan TEXT
 #
-# Sets REPLY to the quote TEXT (the line up to the cursor) leaves open, as readline finds it to
-# insert a candidate after it: empty, ' or ". REPLY is ? where readline's reading and the shell's
-# may differ ($'...', whose \' readline does not know, and $( ${ ` whose nested quotes it does not
-# see): there no candidate can be quoted for sure, and only names that need no quoting are offered.
-_metis_env_open_quote() {
-  local text=$1 state='' i=0 c
-  case $text in
-    *"\$'"* | *"\$("* | *"\${"* | *'`'*) REPLY='?'; return 0 ;;
-  esac
+# Reads TEXT (the command line up to the cursor) as the shell does and sets, in the caller: words
+# (the words before the cursor's, unquoted), word (the cursor's word so far, unquoted), quote (the
+# quote it leaves open: empty, ' or "), and kept (the start of word that readline keeps when it
+# inserts a candidate: up to the open quote, else up to the last unquoted character of
+# COMP_WORDBREAKS). quote is ? where readline's reading and the shell's may differ ($'...', whose
+# \' readline does not know, and $( ${ ` whose nested quotes it does not see): there no candidate
+# can be quoted for sure, and only names that need no quoting are offered.
+_metis_env_scan() {
+  local text=$1 breaks=${COMP_WORDBREAKS-} i=0 c started='' opened=''
+  words=() word='' quote='' kept=''
   while ((i < ${#text})); do
     c=${text:i:1}
     i=$((i + 1))
-    case $state$c in
-      \\ | \"\\) i=$((i + 1)) ;;  # the next character is escaped (in "..." too)
-      \' | \") state=$c ;;
-      \'\' | \"\") state='' ;;
+    case $quote$c in
+      \\)  # the next character is itself (a backslash-newline is nothing)
+        c=${text:i:1}
+        i=$((i + 1))
+        [[ $c == $'\n' ]] || word+=$c
+        started=1 ;;
+      \"\\)  # in "...", \ escapes only $ ` " \ and newline
+        c=${text:i:1}
+        case $c in
+          [\$\`\"\\]) word+=$c; i=$((i + 1)) ;;
+          $'\n') i=$((i + 1)) ;;
+          *) word+=\\ ;;
+        esac ;;
+      \' | \") opened=$word quote=$c started=1 ;;
+      \'\' | \"\") quote='' ;;
+      [[:space:]])
+        [[ -z $started ]] || words+=("$word")
+        word='' kept='' started='' ;;
+      *)
+        # readline keeps a break character in the replaced end when it is $ or @ (bash's
+        # rl_special_prefixes, for $VAR and @host completion), the others in the kept start
+        if [[ -z $quote && $breaks == *"$c"* ]]; then
+          kept=$word
+          [[ $c == [\$@] ]] || kept+=$c
+        fi
+        word+=$c
+        started=1 ;;
     esac
   done
-  REPLY=$state
+  [[ -z $quote ]] || kept=$opened
+  case $text in
+    *"\$'"* | *"\$("* | *"\${"* | *'`'*) quote='?' ;;
+  esac
 }
 
 # Usage: _metis_env_quote_for QUOTE VALUE
 #
-# Sets REPLY to VALUE written so that, typed after the open QUOTE (see _metis_env_open_quote), the
+# Sets REPLY to VALUE written so that, typed after the open QUOTE (see _metis_env_scan), the
 # shell reads it back as VALUE and runs nothing; fails for a VALUE that cannot be (QUOTE ?).
 _metis_env_quote_for() {
   local value=$2
@@ -139,17 +182,12 @@ _metis_env_quote_for() {
   esac
 }
 
-# metis-use takes what metis-env export takes: complete it as "metis-env export ...".
+# metis-use takes what metis-env export takes, less the options it refuses: complete it as
+# "metis-env export ...".
 _metis_use_complete() {
-  local -a COMP_WORDS=(metis-env export "${COMP_WORDS[@]:1}")
-  local COMP_CWORD=$((COMP_CWORD + 1))
-  local -a offered
-  local candidate
+  local -a _metis_env_command=(metis-env export)
+  local _metis_env_skip='--shell -s --output -o --unset'
   _metis_env_complete
-  for candidate in "${COMPREPLY[@]}"; do  # export's options metis-use refuses are not offered
-    case $candidate in --shell|--output|--unset|-s|-o) ;; *) offered+=("$candidate") ;; esac
-  done
-  COMPREPLY=("${offered[@]}")
 }
 
 complete -o nosort -F _metis_env_complete metis-env 2>/dev/null || complete -F _metis_env_complete metis-env

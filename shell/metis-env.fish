@@ -92,7 +92,13 @@ function __metis_env_complete --description 'Ask metis-env for completions of th
     if set -q argv[1]
         set words $argv $words[2..-1]
     end
-    set -l response (env COMP_WORDS="$words $current" COMP_CWORD=(count $words) _METIS_ENV_COMPLETE=zsh_complete metis-env 2>/dev/null)
+    # click splits COMP_WORDS as a POSIX shell, with "\$" left as it is: hand it the words as fish
+    # reads them (the cursor's too, its open quote closed), each in '...'.
+    set -l click
+    for word in $words (string unescape -- $current; or printf '%s\n' $current)
+        set -a click "'"(string replace -a "'" "'\\''" -- $word)"'"
+    end
+    set -l response (env COMP_WORDS="$click" COMP_CWORD=(count $words) _METIS_ENV_COMPLETE=zsh_complete metis-env 2>/dev/null)
     for i in (seq 1 3 (count $response))
         set -l type $response[$i]
         set -l value (string replace -a '\\:' ':' -- $response[(math $i + 1)])
@@ -112,10 +118,15 @@ function __metis_env_complete --description 'Ask metis-env for completions of th
     end
 end
 
+# metis-use takes what metis-env export takes, less the options it refuses.
+function __metis_use_complete --description 'Ask metis-env for completions of a metis-use command line'
+    __metis_env_complete metis-env export | string match --regex --invert -- '^(--shell|-s|--output|-o|--unset)(\t|$)'
+end
+
 complete --erase --command metis-env
 complete --command metis-env --no-files --arguments '(__metis_env_complete)'
 complete --erase --command metis-use
-complete --command metis-use --no-files --arguments '(__metis_env_complete metis-env export)'
+complete --command metis-use --no-files --arguments '(__metis_use_complete)'
 
 function __metis_env_return
     functions --erase __metis_env_return

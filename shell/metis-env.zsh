@@ -82,13 +82,19 @@ metis-prompt() {
 _metis_env_completion() {
   emulate -L zsh
   local -a response described plain
-  local type key descr
+  local type key descr word click
   (( $+commands[metis-env] )) || return 1
-  response=("${(@f)$(COMP_WORDS="${words[*]}" COMP_CWORD=$((CURRENT - 1)) _METIS_ENV_COMPLETE=zsh_complete \
+  # click splits COMP_WORDS as a POSIX shell without $'...' and with "\$" left as it is: hand it
+  # the words as zsh reads them (the open quote of the cursor's word closed), each in '...'.
+  for word in "${(@)words[1,CURRENT-1]}" "$words[CURRENT]$compstate[quote]"; do
+    click+=" ${(qq)${(Q)word}}"
+  done
+  response=("${(@f)$(COMP_WORDS=$click COMP_CWORD=$((CURRENT - 1)) _METIS_ENV_COMPLETE=zsh_complete \
     command metis-env 2>/dev/null)}")
   for type key descr in "${response[@]}"; do
     case $type in
       plain)
+        (( ${_metis_env_skip[(Ie)$key]:-0} )) && continue  # what metis-use refuses
         if [[ $descr == _ ]]; then
           plain+=("$key")
         else
@@ -108,8 +114,10 @@ _metis_env_completion() {
   return 0
 }
 
-# metis-use takes what metis-env export takes: complete it as "metis-env export ...".
+# metis-use takes what metis-env export takes, less the options it refuses: complete it as
+# "metis-env export ...".
 _metis_use_completion() {
+  local -a _metis_env_skip=(--shell -s --output -o --unset)
   words=(metis-env export "${(@)words[2,-1]}")
   (( CURRENT += 1 ))
   _metis_env_completion

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -58,6 +59,29 @@ def logged_in(globus, globus_env):  # noqa: F811
 def exported_json(proc: subprocess.CompletedProcess) -> dict:
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def slow_refresh_pending(globus, env: dict[str, str]) -> None:
+    """Store a token with 20 min left (inside the default 1 h refresh margin, so the next export
+    refreshes it) and make Globus take 0.5 s over each refresh: exporters arriving together must
+    wait for that one refresh, not repeat it."""
+    globus.access_lifetime = 1200
+    exported_json(subprocess.run([sys.executable, "-m", "metis_env", "export", "metis", "--shell", "json"],
+                                 env={"PYTHONPATH": str(REPO), **env, "METIS_ENV_TOKEN_REFRESH_MARGIN": "999999"},
+                                 capture_output=True, timeout=60))
+    globus.access_lifetime = 172800
+    globus.refresh_delay = 0.5
+
+
+def concurrent_exports(env: dict[str, str], count: int, timeout: float) -> list[subprocess.CompletedProcess]:
+    """``count`` runs of ``metis-env export metis --shell json`` at once, each its own process."""
+
+    def one(_):
+        return subprocess.run([sys.executable, "-m", "metis_env", "export", "metis", "--shell", "json"],
+                              env={"PYTHONPATH": str(REPO), **env}, capture_output=True, timeout=timeout)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
 
 
 def metadata(env: dict[str, str]) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ def env_setup(tmp_path, monkeypatch):
     runtime = tmp_path / "run"  # the node broker's state: one broker per test, stopped after it
     runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    # the broker's stable port (broker/client.py): one free port per test, not the uid's, which every
+    # test run of this user on the machine would share
+    monkeypatch.setenv("METIS_ENV_PROXY_PORT", str(free_port()))
     previous = keyring.get_keyring()
     memory = MemoryKeyring()
     keyring.set_keyring(memory)
@@ -44,6 +48,47 @@ def env_setup(tmp_path, monkeypatch):
         from metis_env.broker.runtime import stop
 
         stop()
+
+
+WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def signal_state() -> tuple:
+    """What a child of this process inherits across exec: the calling thread's blocked signals and
+    which of the watched signals are ignored (a handler of ours becomes the default in the child)."""
+    blocked = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    return blocked, tuple(signal.getsignal(s) == signal.SIG_IGN for s in WATCHED_SIGNALS)
+
+
+@pytest.fixture(autouse=True)
+def signals_kept():
+    """Every test leaves pytest's signal mask and dispositions as it found them. A test that left
+    SIGINT blocked or ignored would make every later child that waits for Ctrl-C hang (the demo's,
+    `demo --serve`'s): this names the test that did it and puts the state back for the rest."""
+    before = signal_state()
+    yield
+    after = signal_state()
+    if after != before:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before[0])
+        for signum, ignored in zip(WATCHED_SIGNALS, before[1]):
+            if not ignored and signal.getsignal(signum) == signal.SIG_IGN:
+                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        pytest.fail(f"this test left pytest's signal state changed (blocked, ignored): {before} -> {after}")
+
+
+def free_port(first: int = 20000, last: int = 30000) -> int:
+    """A loopback port below the ephemeral range that nothing listens on now."""
+    import random
+    import socket
+
+    while True:
+        port = random.randrange(first, last)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 @pytest.fixture

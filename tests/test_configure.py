@@ -285,8 +285,9 @@ def test_a_second_endpoint_adds_its_own_entries(stored, endpoint_files):
     for endpoint in ("1", "2"):
         assert run("configure", "opencode", endpoint)[0] == 0
     config = json.loads((home() / ".config/opencode/opencode.json").read_text())
+    # endpoint 2, an endpoint file, is Metis: opencode goes there through this host's broker
     assert {k: v["options"]["baseURL"] for k, v in config["provider"].items()} == {
-        "metis-1": BASE, "metis-2": "https://metis.alcf.anl.gov/v2",
+        "metis-1": BASE, "metis-2": f"http://127.0.0.1:{os.environ['METIS_ENV_PROXY_PORT']}/endpoint/2/v1",
     }
     assert run("configure", "aider", "2", "--model", "Llama-3.3-70B-Instruct")[0] == 0
     assert (home() / ".aider.conf.yml").read_text() == (

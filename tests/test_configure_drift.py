@@ -1,5 +1,7 @@
 """What configure wrote is remembered: doctor reports configs that drifted, and import and sync
-rewrite the ones whose endpoint's base URL or models changed (unless the user edited them)."""
+rewrite the ones whose endpoint's base URL or models changed (unless the user edited them). The
+configs here go straight to the endpoint (--no-proxy), whose base URL they hold; one through the
+broker is refreshed too (tests/test_configure_broker.py)."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def import_text(tmp_path: Path, text: str):
 
 def test_doctor_ok_then_edited_then_refused_refresh(file_store, tmp_path):
     assert import_text(tmp_path, ENDPOINT_1).returncode == 0
-    assert metis("configure", "opencode", "1").returncode == 0
+    assert metis("configure", "opencode", "1", "--no-proxy").returncode == 0
     assert configure_findings() == [
         ("configure opencode", "ok", f"~/{OPENCODE} is set up for endpoint 1 (DeepSeek-R1) and up to date", ""),
     ]
@@ -44,11 +46,11 @@ def test_doctor_ok_then_edited_then_refused_refresh(file_store, tmp_path):
     path.write_text(path.read_text().replace("https://metis.alcf.anl.gov/v1", "https://mine.example/v1"))
     assert configure_findings() == [
         ("configure opencode", "warn", f"~/{OPENCODE}: the entries for endpoint 1 were edited since metis-env wrote them",
-         "metis-env configure opencode 1 (the edited file is backed up first)"),
+         "metis-env configure opencode 1 --no-proxy (the edited file is backed up first)"),
     ]
     proc = import_text(tmp_path, ENDPOINT_1.replace("/v1/", "/v9/"))
     assert (proc.returncode, proc.stderr.decode()) == (
-        0, f"endpoint 1: updated\nconfigure: opencode: ~/{OPENCODE} was changed since metis-env wrote it; not refreshed (run: metis-env configure opencode 1)\n",
+        0, f"endpoint 1: updated\nconfigure: opencode: ~/{OPENCODE} was changed since metis-env wrote it; not refreshed (run: metis-env configure opencode 1 --no-proxy)\n",
     )
     assert base_url() == "https://mine.example/v1"
 
@@ -56,7 +58,7 @@ def test_doctor_ok_then_edited_then_refused_refresh(file_store, tmp_path):
 def test_import_refreshes_every_config_whose_endpoint_changed(file_store, tmp_path):
     assert import_text(tmp_path, ENDPOINT_1).returncode == 0
     for tool in ("opencode", "pi"):
-        assert metis("configure", tool, "1").returncode == 0
+        assert metis("configure", tool, "1", "--no-proxy").returncode == 0
     proc = import_text(tmp_path, ENDPOINT_1.replace("/v1/", "/v2/"))
     assert (proc.returncode, proc.stderr.decode()) == (
         0,
@@ -68,7 +70,7 @@ def test_import_refreshes_every_config_whose_endpoint_changed(file_store, tmp_pa
         "https://metis.alcf.anl.gov/v2", True,
     )
     assert [f[1] for f in configure_findings()] == ["ok", "ok"]
-    assert metis("configure", "opencode", "1").stderr.decode().startswith(f"opencode: ~/{OPENCODE} is already up to date")
+    assert metis("configure", "opencode", "1", "--no-proxy").stderr.decode().startswith(f"opencode: ~/{OPENCODE} is already up to date")
 
 
 def test_doctor_says_when_models_changed_and_when_the_file_is_gone(file_store, tmp_path, monkeypatch):
@@ -97,7 +99,7 @@ def test_sync_refreshes_configs_when_the_base_url_changes(make_node, login_home,
         return run_sync_cli(monkeypatch, capfd, prompter, "--host", "127.0.0.1", "--port", str(node.port), "--user", USER)
 
     assert sync()[0] == 0
-    assert metis("configure", "opencode", "1").returncode == 0
+    assert metis("configure", "opencode", "1", "--no-proxy").returncode == 0
     (login_home / "metis_endpoint_1.txt").write_text(ENDPOINT_1.replace("/v1/", "/v3/"))
     code, out, err = sync()
     assert (code, out, err.splitlines()[-3:]) == (

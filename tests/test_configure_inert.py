@@ -97,6 +97,11 @@ EXPANDED = {
     "aider": [],
     "claude": ["metis-env get key 1"],
 }
+THROUGH_THE_BROKER = {  # what the tool expands when configure sent it through the broker (Metis: opencode, pi)
+    "opencode": [],  # the plugin gives the broker's local key
+    "pi": ["!metis-env get key metis --proxy-port PORT"],  # PORT: the broker's, METIS_ENV_PROXY_PORT here
+    "llm": [],
+}
 MODELS_WRITTEN = {"opencode": HOSTILE_MODELS, "pi": HOSTILE_MODELS, "codex": [], "llm": HOSTILE_MODELS, "aider": [CHOSEN], "claude": [CHOSEN]}
 
 
@@ -148,7 +153,8 @@ def test_hostile_gateway_model_names_are_written_inert(globus, globus_env, tmp_p
         assert proc.returncode == 0, proc.stderr
         text = (home / FILES[tool]).read_text().replace("metis-metis", "metis-1")
         models = read_back(tool, text)[1]
-        assert (set(HOSTILE_MODELS) <= set(models), expanded_by_the_tool(tool, text)) == (True, [e.replace(" 1", " metis") for e in EXPANDED[tool]])
+        assert (set(HOSTILE_MODELS) <= set(models), expanded_by_the_tool(tool, text)) == (
+            True, [e.replace("PORT", os.environ["METIS_ENV_PROXY_PORT"]) for e in THROUGH_THE_BROKER[tool]])
 
 
 # --- the real tools, against a stub that records every request -------------------------------------

@@ -193,7 +193,8 @@ class Terminal:
     def __init__(self) -> None:
         import pty
 
-        env = dict(os.environ, PYTHONPATH=str(REPO), TERM="dumb")
+        # PYTHONFAULTHANDLER: a demo that hangs is made to print every thread's stack (SIGABRT) before the test fails
+        env = dict(os.environ, PYTHONPATH=str(REPO), TERM="dumb", PYTHONFAULTHANDLER="1")
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the pty is its controlling terminal and its stdin/stdout/stderr
             os.execvpe(sys.executable, [sys.executable, "-m", "metis_env", "demo"], env)
@@ -211,7 +212,8 @@ class Terminal:
                 self.seen = self.seen[match.end():]
                 return match
             if not select.select([self.fd], [], [], self.HUNG)[0]:
-                raise AssertionError(f"{pattern!r} not seen and the demo hung for {self.HUNG:g} s; the terminal shows:\n{self.seen}")
+                raise AssertionError(f"{pattern!r} not seen and the demo hung for {self.HUNG:g} s; the terminal shows:\n"
+                                     f"{self.seen}\nand its threads, when aborted:\n{self.abort()}")
             try:
                 chunk = os.read(self.fd, 4096)
             except OSError:  # EIO: the child closed the terminal
@@ -219,6 +221,21 @@ class Terminal:
             if not chunk:
                 raise AssertionError(f"{pattern!r} not seen before the end; the terminal shows:\n{self.seen}")
             self.seen += chunk.decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def abort(self) -> str:
+        """End a hung demo with SIGABRT: faulthandler prints every thread's stack; all it printed until
+        the terminal closed."""
+        os.kill(self.pid, signal.SIGABRT)
+        rest = b""
+        while True:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            rest += chunk
+        return rest.decode("utf-8", "replace")
 
     def type(self, text: str) -> None:
         os.write(self.fd, text.encode())

@@ -14,6 +14,9 @@ from tests._gateway import login_headless
 from tests.conftest import REPO
 
 
+HUNG = 600.0
+
+
 class Browser:
     """What a person's browser does with the login URL at the demo Globus: follow it to the code page."""
 
@@ -24,7 +27,7 @@ class Browser:
 
 def test_demo_serve_lets_a_person_log_in_check_status_and_export_by_hand_then_cleans_up():
     serve = subprocess.Popen([sys.executable, "-m", "metis_env", "demo", "--serve"], stderr=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                             stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "PYTHONFAULTHANDLER": "1"})
     try:
         said = []
         for line in serve.stderr:  # the state to wait for: it says where env.sh is once everything listens
@@ -47,7 +50,11 @@ def test_demo_serve_lets_a_person_log_in_check_status_and_export_by_hand_then_cl
         assert (shell_off.returncode, shell_off.stdout) == (0, "gone\n"), shell_off.stderr
     finally:
         serve.send_signal(signal.SIGINT)
-        rest = serve.communicate(timeout=60)[1]
+        try:  # not a clock for the clean-up: it only turns a demo that never stops into a failure
+            rest = serve.communicate(timeout=HUNG)[1]
+        except subprocess.TimeoutExpired:
+            serve.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            raise AssertionError(f"demo --serve did not stop on Ctrl-C in {HUNG:g} s; its threads:\n{serve.communicate()[1]}") from None
     assert (serve.returncode, env_file.parent.exists()) == (0, False)
     assert rest.splitlines()[-1] == (f"Cleaned up: stopped the demo servers, deleted {env_file.parent}. "
                                      "In a shell that sourced its env.sh: metis_demo_off")

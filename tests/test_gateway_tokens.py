@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from metis_env.alcf import INFERENCE_SCOPE, INFERENCE_SESSION_POLICY
-from tests._gateway import exported_json, gateway_env, keys_file, logged_in, login_headless, metadata  # noqa: F401
+from tests._gateway import (  # noqa: F401  (fixture)
+    concurrent_exports, exported_json, gateway_env, keys_file, logged_in, login_headless, metadata, slow_refresh_pending,
+)
 from tests._globus import globus, globus_env  # noqa: F401
 from tests._trust import start_metis, wait_for_line
 from tests.conftest import REPO, metis
@@ -242,18 +243,8 @@ def test_a_globus_answering_one_byte_every_5_s_holds_the_lock_no_longer_than_the
 
 def test_fifty_concurrent_exports_inside_the_margin_refresh_once(logged_in):
     env, globus = logged_in
-    globus.access_lifetime = 1200  # the stored token: 20 min left, inside the default 1 h margin
-    exported_json(export_metis(env, **MARGIN_ALL))
-    globus.access_lifetime = 172800
-    full = {"PYTHONPATH": str(REPO), **env}
-    globus.refresh_delay = 0.5  # the refresh takes a while: the others must wait for it, not repeat it
-
-    def one(_):
-        return subprocess.run([sys.executable, "-m", "metis_env", "export", "metis", "--shell", "json"],
-                              env=full, capture_output=True, timeout=120)
-
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        runs = list(pool.map(one, range(50)))
+    slow_refresh_pending(globus, env)
+    runs = concurrent_exports(env, 50, timeout=120)
     tokens = {exported_json(r)["OPENAI_API_KEY"] for r in runs}
     assert [(r.returncode, r.stderr) for r in runs] == [(0, b"")] * 50
     assert globus.grants("refresh_token") == 2  # the one above, and exactly one for the fifty
@@ -603,15 +594,8 @@ def test_min_ttl_refreshes_unless_that_much_life_is_left(globus, globus_env):
 def test_concurrent_exports_asking_more_than_globus_gives_refresh_once(logged_in):
     env, globus = logged_in
     age_the_token(env, 3600)  # 47 h of a 48 h token left: inside a 3 d min_ttl (capped at 48 h - 1 min)
-    full = {"PYTHONPATH": str(REPO), **env, "METIS_ENV_MIN_TTL": "3d"}
     globus.refresh_delay = 0.5  # the refresh takes a while: the others must wait for it, not repeat it
-
-    def one(_):
-        return subprocess.run([sys.executable, "-m", "metis_env", "export", "metis", "--shell", "json"],
-                              env=full, capture_output=True, timeout=120)
-
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        runs = list(pool.map(one, range(5)))
+    runs = concurrent_exports({**env, "METIS_ENV_MIN_TTL": "3d"}, 5, timeout=120)
     tokens = {exported_json(r)["OPENAI_API_KEY"] for r in runs}
     warning = (b"metis-env: warning: the Globus token lives 48 h after a refresh, less than the 72 h --min-ttl "
                b"(min_ttl) asks for: Globus decides its lifetime (48 h)\n")

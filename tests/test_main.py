@@ -78,6 +78,10 @@ FORMS = [
     ("get", "key", "1", "--json"),
     ("get", "--json", "key", "2"),
     ("get", "url", "2", "--json"),  # --json is for key only
+    ("get", "key", "1", "--proxy"),  # the broker's local key: the first starts it, the second joins it
+    ("get", "--proxy", "url", "2"),
+    ("get", "models", "2", "--proxy"),
+    ("get", "key", "1", "--proxy-port", "1"),  # the broker is not there: no key
     ("run", "1", "--", sys.executable, "-c", "import os; print(os.environ['MODEL_NAME'], os.environ['OPENAI_BASE_URL'])"),
     ("run", "2", "-m", "Llama-3.3-70B-Instruct", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),
     ("run", "-m", "Llama-3.3-70B-Instruct", "2", "--", "sh", "-c", 'echo "$MODEL_NAME"; exit 3'),

@@ -136,12 +136,16 @@ def test_sourcing_twice_changes_nothing(shell, tmp_path):
     assert b"metis-use" in once.stdout and b"__metis_env_status" not in once.stdout
 
 
+TAB = "tab() { COMP_LINE=$2 COMP_POINT=${#2}; $1; printf '%s\\n' \"${COMPREPLY[@]}\"; }"
+"""bash: `tab FUNCTION LINE` does what TAB at the end of LINE does (bash sets COMP_LINE and COMP_POINT)
+and prints the candidates."""
+
+
 def test_bash_completion_asks_metis_env_at_tab_time(stored):
     script = (
         f"source '{HOOKS['bash']}'; complete -p metis-env metis-use; "
-        "COMP_WORDS=(metis-env export 2 --model ''); COMP_CWORD=4; _metis_env_complete; printf '%s\\n' \"${COMPREPLY[@]}\"; "
-        "COMP_WORDS=(metis-use ''); COMP_CWORD=1; _metis_use_complete; printf '%s\\n' \"${COMPREPLY[@]}\"; "
-        "COMP_WORDS=(metis-use 1 -m ''); COMP_CWORD=3; _metis_use_complete; printf '%s\\n' \"${COMPREPLY[@]}\""
+        f"{TAB}; tab _metis_env_complete 'metis-env export 2 --model '; tab _metis_use_complete 'metis-use '; "
+        "tab _metis_use_complete 'metis-use 1 -m '"
     )
     result = run(shell_argv("bash", script), stored)
     assert (result.returncode, result.stdout.decode(), result.stderr) == (
@@ -158,8 +162,7 @@ def test_bash_completion_asks_metis_env_at_tab_time(stored):
 @pytest.mark.parametrize("shell", ["bash", "fish"])
 def test_shell_option_completes_the_syntaxes(shell, stored):
     script = {
-        "bash": f"source '{HOOKS['bash']}'; COMP_WORDS=(metis-env export 1 --shell ''); COMP_CWORD=4; "
-                "_metis_env_complete; printf '%s\\n' \"${COMPREPLY[@]}\"",
+        "bash": f"source '{HOOKS['bash']}'; {TAB}; tab _metis_env_complete 'metis-env export 1 --shell '",
         "fish": f"source '{HOOKS['fish']}'; complete -C 'metis-env export 1 --shell '",
     }[shell]
     result = run(shell_argv(shell, script), stored)
@@ -348,8 +351,7 @@ def test_metis_use_refuses_exports_options_it_cannot_honour(shell, stored, tmp_p
 def test_bash_completion_of_metis_use_offers_no_option_it_refuses(stored):
     script = (
         f"source '{HOOKS['bash']}'; "
-        "COMP_WORDS=(metis-env export 1 --); COMP_CWORD=3; _metis_env_complete; printf '%s\\n' \"${COMPREPLY[@]}\"; echo ---; "
-        "COMP_WORDS=(metis-use 1 --); COMP_CWORD=2; _metis_use_complete; printf '%s\\n' \"${COMPREPLY[@]}\""
+        f"{TAB}; tab _metis_env_complete 'metis-env export 1 --'; echo ---; tab _metis_use_complete 'metis-use 1 --'"
     )
     result = run(shell_argv("bash", script), stored)
     export_offers, use_offers = result.stdout.decode().split("---\n")

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from metis_env import locks
 from metis_env.errors import BusyError
 from metis_env.settings import load_settings
-from tests._gateway import exported_json, keys_file, logged_in, metadata  # noqa: F401  (fixture)
+from tests._gateway import concurrent_exports, exported_json, keys_file, logged_in, metadata, slow_refresh_pending  # noqa: F401
 from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests._sshd import real_sshd, sshd  # noqa: F401  (fixtures)
 from tests.conftest import REPO, metis
@@ -128,18 +127,8 @@ def test_a_gateway_refresh_without_flock(no_flock, logged_in):
 
 def test_fifty_concurrent_exports_without_flock_refresh_once(no_flock, logged_in):
     env, globus = logged_in
-    globus.access_lifetime = 1200  # the stored token: 20 min left, inside the default 1 h margin
-    exported_json(metis("export", "metis", "--shell", "json", env={**env, **MARGIN_ALL}))
-    globus.access_lifetime = 172800
-    globus.refresh_delay = 0.5  # the others must wait for the one refresh, not repeat it
-    full = {**os.environ, "PYTHONPATH": str(REPO), **env, **no_flock}
-
-    def one(_):
-        return subprocess.run([sys.executable, "-m", "metis_env", "export", "metis", "--shell", "json"],
-                              env=full, capture_output=True, timeout=300)
-
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        runs = list(pool.map(one, range(50)))
+    slow_refresh_pending(globus, env)
+    runs = concurrent_exports({**env, **no_flock}, 50, timeout=300)
     tokens = {exported_json(r)["OPENAI_API_KEY"] for r in runs}
     assert [(r.returncode, r.stderr) for r in runs] == [(0, b"")] * 50
     assert globus.grants("refresh_token") == 2  # the one above, and exactly one for the fifty

@@ -473,9 +473,9 @@ def test_bash_completion_inserts_a_hostile_model_name_quoted(tmp_path):
     work.mkdir()
     script = (
         f"source '{SHELL_DIR / 'metis-env.bash'}'; "
-        "COMP_WORDS=(metis-env export 1 --model zz); COMP_CWORD=4; _metis_env_complete; "
+        "COMP_LINE='metis-env export 1 --model zz'; COMP_POINT=${#COMP_LINE}; _metis_env_complete; "
         "for word in \"${COMPREPLY[@]}\"; do eval \"printf '[%s]\\n' $word\"; done; "
-        "COMP_WORDS=(metis-env export zz); COMP_CWORD=2; _metis_env_complete; "
+        "COMP_LINE='metis-env export zz'; COMP_POINT=${#COMP_LINE}; _metis_env_complete; "
         "for word in \"${COMPREPLY[@]}\"; do eval \"printf '[%s]\\n' $word\"; done"
     )
     result = run_shell([need("bash"), "--norc", "--noprofile", "-c", script], shell_env(bin_dir), cwd=work)

@@ -27,10 +27,13 @@ LOCAL_KEY_PREFIX = "metis-env-local-"
 
 
 def listen(settings, directory: str, endpoint_id: str) -> tuple[socket.socket, runtime.BrokerInfo]:
-    """Listen on 127.0.0.1 with a new local key and write the state clients join by."""
+    """Listen on 127.0.0.1 (at the stable port when free: client.py) with a new local key and write
+    the state clients join by."""
     import base64  # secrets.token_urlsafe, without the 5 ms of importing secrets in a new broker's way
 
-    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    from ..text import warn
+
+    listener = runtime.listen(lambda port: socket.create_server((runtime.HOST, port), backlog=128), settings, warn)
     local_key = LOCAL_KEY_PREFIX + base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode("ascii")
     info = runtime.BrokerInfo(os.getpid(), listener.getsockname()[1], local_key, str(settings.config_dir), time.time(), endpoint_id)
     runtime.write_state(directory, info)

@@ -14,18 +14,21 @@ Joining or starting the broker is launch.py's (``launch.join_or_start``).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from ..errors import BrokerError
 from ..files import replace_file
 from ..locks import pid_alive
 
+HOST = "127.0.0.1"
+FIRST_PORT, PORTS = 20000, 10000  # the stable ports: below Linux's ephemeral range (client.py says why)
 STATE_FILE = "broker.json"
 LOCK_FILE = "broker.lock"
 LOG_FILE = "broker.log"
@@ -73,6 +76,31 @@ class BrokerInfo(NamedTuple):
 
     def url_for(self, endpoint_id: str) -> str:
         return f"{self.origin}/endpoint/{endpoint_id}/v1/"
+
+
+def stable_port(settings, uid: int | None = None) -> int | None:
+    """The port configs name: ``proxy_port``, else one derived from the uid; None when ``proxy_port``
+    is 0 (a random port each time, which no config can name)."""
+    chosen = getattr(settings, "proxy_port", None)
+    if chosen is not None:
+        return chosen or None
+    return FIRST_PORT + (os.getuid() if uid is None else uid) % PORTS
+
+
+def listen(make_server: Callable[[int], object], settings, warn: Callable[[str], None]):
+    """``make_server(port)`` at the stable port, or at a random one (with a warning) when that port is
+    taken; ``proxy_port: 0`` asks for a random one outright."""
+    port = stable_port(settings)
+    if port is None:
+        return make_server(0)
+    try:
+        return make_server(port)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+            raise
+        warn(f"broker: port {port} on {HOST} is taken ({exc.strerror}); listening at a random port, so tools "
+             f"configured with --proxy get no key until it is free (set proxy_port to a free port and configure them again)")
+        return make_server(0)
 
 
 def read_state(directory: str) -> BrokerInfo | None:

@@ -57,19 +57,24 @@ def export(spec: str | None, model: str | None, shell: str | None, unset: bool, 
     return 0
 
 
-def get(what: str, spec: str | None, settings: Settings | None = None, as_json: bool = False) -> int:
+def get(what: str, spec: str | None, settings: Settings | None = None, as_json: bool = False, proxy: bool = False,
+        proxy_port: int | None = None) -> int:
     """``metis-env get``: one raw value on stdout; with ``as_json`` (key only): ``{"key": ...,
     "expires_at": ...}`` on one line, ``expires_at`` the token's expiry (ISO 8601 UTC) or null for an
-    endpoint file's key."""
+    endpoint file's key. ``proxy``: key and url are this host's broker's (broker/client.py): its
+    local key (the broker joined, or started) and its stable address; ``proxy_port`` (implies
+    ``proxy``): the broker must listen at that port, the one a tool's config names."""
     settings = settings or load_settings()
+    proxy = proxy or proxy_port is not None
     if not as_json:
-        sys.stdout.write(get_value(open_store(settings), settings, what, spec) + "\n")
+        value = broker_value(open_store(settings), settings, what, spec, proxy_port) if proxy else None
+        sys.stdout.write((value or get_value(open_store(settings), settings, what, spec)) + "\n")
         return 0
     if what != "key":
         raise UsageError(f"--json applies to get key only; get {what} prints one plain value")
     import json
 
-    key, expires_at = get_key(open_store(settings), settings, spec)
+    key, expires_at = (broker_value(open_store(settings), settings, what, spec, proxy_port), None) if proxy else get_key(open_store(settings), settings, spec)
     sys.stdout.write(json.dumps({"key": key, "expires_at": expires_at}, ensure_ascii=False) + "\n")
     return 0
 
@@ -112,6 +117,21 @@ def get_value(store: Store, settings: Settings, what: str, spec: str | None) -> 
     if what == "models":
         return ",".join(endpoint.models)
     return get_key(store, settings, spec)[0]
+
+
+def broker_value(store: Store, settings: Settings, what: str, spec: str | None, port: int | None = None) -> str | None:
+    """``get key|url --proxy``: the broker's local key (it stays up while the parent, the tool that
+    asked, runs; it must listen at ``port`` when given) or its URL for the endpoint; None for models
+    and model (the same either way)."""
+    if what not in ("key", "url"):
+        return None
+    endpoint, _model = choose_endpoint(store.endpoints(), spec, settings, f"get {what}")
+    from ..broker import client  # only --proxy pays for the broker's modules
+
+    if what == "url":
+        url = client.broker_url(settings, endpoint.id)
+        return url if port is None else url.replace(f":{client.stable_port(settings)}/", f":{port}/", 1)
+    return client.local_key(settings, endpoint.id, client_pid=os.getppid(), port=port)
 
 
 def get_key(store: Store, settings: Settings, spec: str | None) -> tuple[str, str | None]:

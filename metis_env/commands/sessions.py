@@ -114,9 +114,9 @@ def logout(settings: Settings) -> None:
     report(log_out(settings, open_store(settings)))
 
 
-def configure(settings: Settings, tool: str, spec: str | None, model: str | None, dry_run: bool) -> None:
+def configure(settings: Settings, tool: str, spec: str | None, model: str | None, dry_run: bool, proxy: bool | None = None) -> None:
     """``configure TOOL``: write the tool's own config for an endpoint (see configure/), say what was done."""
     from .. import configure as tools
 
-    outcome = tools.configure_tool(open_store(settings), settings, tool, spec, model, dry_run)
+    outcome = tools.configure_tool(open_store(settings), settings, tool, spec, model, dry_run, proxy=proxy)
     echo_lines(tools.report(outcome, dry_run))

@@ -22,6 +22,7 @@ from . import formats
 from .core import Entry, describe, home
 
 NAME = "aider"
+THROUGH_BROKER = True  # nothing in the file changes: run --proxy gives the broker's URL and key together
 MANAGED = ("model", "openai-api-base")
 _MANAGED_LINE = re.compile(r"^(model|openai-api-base)[ \t]*:")
 DISABLED = "  # disabled by metis-env configure (see the metis-env block below)"
@@ -90,4 +91,4 @@ def section(text: str | None, entry: Entry, path: str):
 
 
 def usage(entry: Entry) -> str:
-    return f"metis-env run {entry.endpoint} -- aider"
+    return f"metis-env run{' --proxy' if entry.via_broker else ''} {entry.endpoint} -- aider"

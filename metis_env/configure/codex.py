@@ -9,6 +9,8 @@ chat completions only: Metis (the endpoint files' and the gateway's ``metis``) a
 whose routes (``list-endpoints``) lack ``/responses``, naming a stored cluster that serves it.
 codex's own default provider is left alone: ``codex -c model_provider=metis-ID -m MODEL`` picks ours
 (codex 0.169 keeps profiles in files of their own and refuses ``[profiles.*]`` tables in config.toml).
+With ``--proxy`` the provider's ``base_url`` is this host's broker and ``auth`` runs ``metis-env get
+key ID --proxy-port PORT`` (the broker's local key; the broker stays up while codex runs).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from . import formats
 from .core import Entry, home, key_command
 
 NAME = "codex"
+THROUGH_BROKER = True
 ROUTE = "/responses"
 REFRESH_INTERVAL_MS = 300_000
 """codex asks metis-env again after 5 minutes: a gateway token refreshed meanwhile is picked up."""
@@ -54,7 +57,7 @@ def check(entry: Entry, candidates=()) -> None:
 
 
 def tables(entry: Entry) -> list:
-    command = key_command(entry.endpoint)
+    command = key_command(entry.endpoint, entry.base_url if entry.via_broker else None)
     return [
         (("model_providers", entry.provider), {"name": entry.label, "base_url": entry.base_url, "wire_api": "responses"}),
         (("model_providers", entry.provider, "auth"), {

@@ -9,6 +9,7 @@ either the old file or the new one.
 from __future__ import annotations
 
 import difflib
+from urllib.parse import urlsplit
 import hashlib
 import json
 import os
@@ -26,14 +27,15 @@ NEW_DIR_MODE = 0o700
 BACKUP_SUFFIX = ".metis-env.bak"
 
 
-class Entry(namedtuple("Entry", "endpoint provider base_url models model label gateway routes capabilities",
-                       defaults=(False, None, None))):
+class Entry(namedtuple("Entry", "endpoint provider base_url models model label gateway routes capabilities via_broker",
+                       defaults=(False, None, None, False))):
     """What configure writes for one endpoint: ``endpoint`` (its id), ``provider`` (the name the tool
     knows it by, ``metis-<id>``), ``base_url`` (no trailing slash: every client appends
     ``/chat/completions``), ``models`` (tuple), ``model`` (the chosen one), ``label`` (for people),
     ``gateway`` (whether its key is the gateway's token, not an endpoint file's: credentials.uses_login), ``routes`` (the route paths the gateway says the cluster serves,
     or None when it did not say) and ``capabilities`` (model id -> what ``{cluster}/models`` said of
-    it; empty when it said nothing)."""
+    it; empty when it said nothing); ``via_broker``: ``base_url`` is this host's broker at its stable
+    port (``configure --proxy``, broker/client.py) and the key to give is the broker's local key."""
 
     __slots__ = ()
 
@@ -53,6 +55,27 @@ class Entry(namedtuple("Entry", "endpoint provider base_url models model label g
 
 TOOLS = ("aider", "claude", "codex", "llm", "opencode", "pi")
 """The tools configure knows, each a module of this package."""
+
+
+BROKER_BY_DEFAULT = {"opencode", "pi"}
+"""Tools whose requests Metis refuses with a 422 (text as a list of parts, the ``developer`` role, tool
+lists) and the broker adapts (broker/metis_compat.py): on a Metis endpoint they go through this
+host's broker unless ``--no-proxy``."""
+
+
+def broker_by_default(name: str, stored) -> bool:
+    """Whether ``configure NAME`` without --proxy/--no-proxy goes through the broker for ``stored``
+    (while the ``metis_compat`` setting is on)."""
+    from ..broker.metis_compat import is_metis
+
+    return name in BROKER_BY_DEFAULT and stored is not None and is_metis(stored)
+
+
+def configure_again(tool: str, endpoint: str, record: dict, stored) -> str:
+    """The configure command that writes a recorded config again as it was (through the broker or not)."""
+    through = record.get("proxy") is True
+    option = "" if through == broker_by_default(tool, stored) else (" --proxy" if through else " --no-proxy")
+    return f"metis-env configure {tool} {endpoint}{option}"
 
 
 def tool_module(name: str):
@@ -87,9 +110,18 @@ def provider_name(endpoint_id: str) -> str:
     return f"metis-{endpoint_id}"
 
 
-def key_command(endpoint_id: str) -> list[str]:
-    """The command a tool runs to get the current key: metis-env prints it and nothing else."""
-    return ["metis-env", "get", "key", endpoint_id]
+def key_command(endpoint_id: str, broker_url: str | None = None) -> list[str]:
+    """The command a tool runs to get the current key: metis-env prints it and nothing else
+    (``broker_url``: the local key of this host's broker, which it joins or starts, and which must
+    listen at that URL's port)."""
+    if not broker_url:
+        return ["metis-env", "get", "key", endpoint_id]
+    return ["metis-env", "get", "key", endpoint_id, "--proxy-port", str(urlsplit(broker_url).port)]
+
+
+def through_broker(entry: Entry, url: str) -> Entry:
+    """``entry`` pointed at this host's broker (``url``: broker/client.py's stable address)."""
+    return entry._replace(base_url=url, via_broker=True)
 
 
 def section_hash(section: Any) -> str:

@@ -10,7 +10,9 @@ marker comments; the user's entries and comments around them are kept byte for b
 
 Where llm runs in metis-env's own environment, metis-env's llm plugin (metis_env/llm_plugin.py)
 replaces these entries with models that ask metis-env for the base URL and key per request (the
-proxy's when started under one): then plain ``llm -m metis-1/MODEL 'hi'`` works.
+proxy's when started under one): then plain ``llm -m metis-1/MODEL 'hi'`` works. With ``configure llm
+ID --proxy`` (recorded in configured.json, the file itself is the same) the plugin sends every request
+through this host's broker, joined or started; without the plugin, ``metis-env run --proxy`` does.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from . import formats
 from .core import Entry, describe, home
 
 NAME = "llm"
+THROUGH_BROKER = True
 FILE_NAME = "extra-openai-models.yaml"
 
 
@@ -111,4 +114,4 @@ def plugin_beside_llm() -> bool:
 
 def usage(entry: Entry) -> str:
     command = f"llm -m {shlex.quote(entry.provider + '/' + entry.model)} 'hi'"
-    return command if plugin_beside_llm() else f"metis-env run {entry.endpoint} -- {command}"
+    return command if plugin_beside_llm() else f"metis-env run{' --proxy' if entry.via_broker else ''} {entry.endpoint} -- {command}"

@@ -9,6 +9,11 @@ config dir, loaded by opencode at start) whose ``chat.headers`` hook asks ``meti
 for each request to a ``metis-*`` provider. No key is written; the provider's ``apiKey`` is
 ``{env:OPENAI_API_KEY}`` as well, which ``metis-env run`` sets, should the plugin be removed.
 
+Through the broker (``configure opencode ID --proxy``, the default for Metis, whose 422 answers to
+opencode's requests the broker prevents): ``baseURL`` is this host's broker at its stable port, no
+``apiKey``, and the plugin asks ``metis-env get key ID --proxy-port PORT`` (the broker's local key,
+given only when the broker listens at the baseURL's port; it starts the broker when none runs).
+
 opencode substitutes ``{env:VAR}``, ``{file:PATH}``, ``{json:PATH#/ptr}`` and ``{toml:PATH#/ptr}`` in
 the text of its config before it parses the JSON, wherever they stand (keys, model names, URLs). A
 base URL or model name from an endpoint file or the gateway is not ours to trust, so every ``{`` in
@@ -27,20 +32,37 @@ from . import formats
 from .core import Entry, home
 
 NAME = "opencode"
+THROUGH_BROKER = True
 SCHEMA = "https://opencode.ai/config.json"
 KEY_REFERENCE = "{env:OPENAI_API_KEY}"
 
 
 PLUGIN = """\
 // Written by metis-env configure (edits here are replaced): opencode's metis-* providers get the
-// current key from `metis-env get key ID` for each request, so that no key is kept on disk.
+// current key from `metis-env get key ID` for each request, so that no key is kept on disk. A
+// provider whose baseURL is this host's broker (configure --proxy) gets the broker's local key from
+// `metis-env get key ID --proxy-port PORT`, which starts the broker when none runs.
 import { execFileSync } from "node:child_process"
+
+const BROKER = /^http:\\/\\/127\\.0\\.0\\.1:([0-9]+)\\/endpoint\\//
+
+// The broker is on loopback: never through the user's HTTP proxy (ALCF's no_proxy lacks 127.0.0.1)
+if (process.env.http_proxy || process.env.HTTP_PROXY || process.env.https_proxy || process.env.HTTPS_PROXY) {
+  for (const name of ["NO_PROXY", "no_proxy"]) {
+    const entries = (process.env[name] ?? "").split(",").map((entry) => entry.trim()).filter(Boolean)
+    if (!entries.includes("127.0.0.1")) process.env[name] = [...entries, "127.0.0.1"].join(",")
+  }
+}
 
 export const MetisEnvKeys = async () => ({
   "chat.headers": async (input, output) => {
     const id = input?.model?.providerID ?? input?.provider?.info?.id
     if (typeof id !== "string" || !id.startsWith("metis-")) return
-    const key = execFileSync("metis-env", ["get", "key", id.slice("metis-".length)], {
+    const base = input?.provider?.options?.baseURL ?? input?.provider?.info?.options?.baseURL ?? ""
+    const args = ["get", "key", id.slice("metis-".length)]
+    const broker = BROKER.exec(String(base))
+    if (broker) args.push("--proxy-port", broker[1])  // the key only if the broker listens where we send
+    const key = execFileSync("metis-env", args, {
       encoding: "utf8",
       stdio: ["ignore", "pipe", "inherit"],
     }).trim()
@@ -72,10 +94,13 @@ def config_path(environ: Mapping[str, str]) -> str:
 
 
 def provider_config(entry: Entry) -> dict:
+    # through the broker, no {env:OPENAI_API_KEY}: under plain `run` it holds the real key, which must
+    # never go to a loopback port (another user may hold it); the plugin gives the local key
+    options = {"baseURL": entry.base_url} if entry.via_broker else {"baseURL": entry.base_url, "apiKey": KEY_REFERENCE}
     return {
         "npm": "@ai-sdk/openai-compatible",
         "name": entry.label,
-        "options": {"baseURL": entry.base_url, "apiKey": KEY_REFERENCE},
+        "options": options,
         "models": {model: model_config(entry, model) for model in entry.models},
     }
 

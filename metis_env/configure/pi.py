@@ -10,6 +10,11 @@ or else the first provider with a key, and ``OPENAI_API_KEY`` (set by ``metis-en
 for OpenAI's own host. So configure also makes ours the default in pi's ``settings.json``
 (``defaultProvider``/``defaultModel``, the rest of the file kept). Where the gateway said a model's
 context window, tool calling or reasoning (``{cluster}/models``), the model entry carries them.
+
+Through the broker (``configure pi ID --proxy``, the default for Metis): ``baseUrl`` is this host's
+broker at its stable port and the key command ``metis-env get key ID --proxy-port PORT``, which pi
+runs before every request (uncached): it starts the broker when none runs, so the same file works
+after the broker went idle and exited.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from . import formats
 from .core import Entry, expand_tilde, home, key_command
 
 NAME = "pi"
+THROUGH_BROKER = True
 
 
 def config_path(environ: Mapping[str, str]) -> str:
@@ -71,7 +77,7 @@ def provider_config(entry: Entry) -> dict:
     return {
         "baseUrl": entry.base_url,
         "api": "openai-completions",
-        "apiKey": "!" + " ".join(shlex.quote(word) for word in key_command(entry.endpoint)),
+        "apiKey": "!" + " ".join(shlex.quote(word) for word in key_command(entry.endpoint, entry.base_url if entry.via_broker else None)),
         # SambaNova's OpenAI-compatible API takes the system prompt as "system", not "developer"
         "compat": {"supportsDeveloperRole": False, "supportsReasoningEffort": False},
         "models": [model_config(entry, model) for model in entry.models],

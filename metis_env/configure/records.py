@@ -6,7 +6,10 @@ sections whose endpoint changed (``refresh``). Never a key: the sections hold no
 
     {"version": 1, "configs": [{"tool": "opencode", "path": "/home/ada/.config/opencode/opencode.json",
       "endpoint": "1", "model": "DeepSeek-R1", "base_url": "https://...", "models": ["DeepSeek-R1"],
-      "section": "sha256:0123456789abcdef", "written_at": "2026-12-02T01:00:00Z"}]}
+      "section": "sha256:0123456789abcdef", "written_at": "2026-12-02T01:00:00Z", "proxy": false}]}
+
+``proxy``: the config goes through this host's broker (``configure --proxy``); a refresh keeps it so,
+and metis-env's llm plugin reads it (absent in records of older versions: false).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Mapping
 from ..errors import MetisEnvError
 from ..files import atomic_write_text, read_private_text
 from .core import tool_module
-from .core import describe, entry_for, read_config, section_hash, write_config
+from .core import configure_again, describe, entry_for, read_config, section_hash, through_broker, write_config
 
 FILE_NAME = "configured.json"
 VERSION = 1
@@ -55,7 +58,14 @@ def record_for(tool: str, path: str, entry, stored, section: str) -> dict:
         "models": list(stored.models),
         "section": section,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "proxy": bool(entry.via_broker),
     }
+
+
+def through_broker_for(config_dir: str, tool: str, endpoint: str, *, tighten: bool = True) -> bool:
+    """Whether configure wrote TOOL's config for ENDPOINT through this host's broker."""
+    return any(r["tool"] == tool and r["endpoint"] == endpoint and r.get("proxy") is True
+               for r in load(config_dir, tighten=tighten))
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -103,7 +113,7 @@ def drift(store, configs: list[dict] | None = None, config_dir: str | None = Non
     for record in configs:
         tool, endpoint = record["tool"], record["endpoint"]
         name, where = f"configure {tool}", describe(record["path"])
-        fix = f"metis-env configure {tool} {endpoint}"
+        fix = configure_again(tool, endpoint, record, endpoints.get(endpoint))
         try:
             module = _module(tool)
         except MetisEnvError:
@@ -152,12 +162,17 @@ def refresh(store, settings, environ: Mapping[str, str] = os.environ) -> list[st
             continue
         current, problem = _current_section(module, record, stored)
         if problem or current != record.get("section"):
-            lines.append(f"configure: {tool}: {where} was changed since metis-env wrote it; not refreshed (run: metis-env configure {tool} {endpoint})")
+            again = configure_again(tool, endpoint, record, stored)
+            lines.append(f"configure: {tool}: {where} was changed since metis-env wrote it; not refreshed (run: {again})")
             updated.append(record)
             continue
         model = record.get("model") if record.get("model") in stored.models else stored.models[0]
         entry = entry_for(stored.id, stored.base_url, stored.models, model, stored)
         try:
+            if record.get("proxy"):
+                from ..broker.client import broker_url
+
+                entry = through_broker(entry, broker_url(settings, stored.id))
             text, mode = read_config(record["path"], module.NAME)
             result = module.apply(text, entry, record["path"])
             new = result[0] if isinstance(result, tuple) else result

@@ -79,44 +79,50 @@ def auth_client(client_id: str, timeout: float) -> globus_sdk.NativeAppAuthClien
 def refresh(settings: Any, client_id: str, refresh_token: str, timeout: float) -> dict[str, Any]:
     """One refresh grant -> the inference token data (``access_token``, ``expires_at_seconds``,
     ``refresh_token``, ``scope``). Refused (invalid_grant) -> LoginRequiredError."""
-    failure: MetisEnvError | None = None
-    try:
-        client = auth_client(client_id, timeout)  # CPU only: outside the network's deadline
-        response = _bounded(timeout, "the refresh", lambda: client.oauth2_refresh_token(refresh_token))
-        data = response.by_resource_server.get(INFERENCE_RESOURCE_SERVER)
-    except Exception as exc:  # noqa: BLE001 - worded below, never chained
-        failure = describe_error(exc, "the refresh")
-    if failure is not None:
-        raise failure
-    if not data:
-        raise GatewayError("Globus answered the refresh without a token for the inference service; run `metis-env login --force`")
-    return dict(data)
+    return _grant(
+        lambda: auth_client(client_id, timeout), lambda client: client.oauth2_refresh_token(refresh_token), "the refresh", timeout,
+        GatewayError("Globus answered the refresh without a token for the inference service; run `metis-env login --force`"))
 
 
 def client_credentials(client_id: str, secret: str, timeout: float) -> dict[str, Any]:
     """One client-credentials grant of a confidential client (a Globus service account) for the
     inference scope -> the inference token data (``access_token``, ``expires_at_seconds``, ``scope``;
     never a refresh token: minted again when needed). Refused -> ServiceAccountError."""
+    return _grant(
+        lambda: confidential_client(client_id, secret, timeout),
+        lambda client: client.oauth2_client_credentials_tokens(requested_scopes=INFERENCE_SCOPE),
+        "the service account's token", timeout,
+        ServiceAccountError("Globus gave the service account no token for the inference service; check the client's scopes"))
+
+
+def _grant(make_client: Callable[[], Any], request: Callable[[Any], Any], what: str, timeout: float,
+           no_token: MetisEnvError) -> dict[str, Any]:
+    """One token grant at Globus Auth -> the inference token data of its answer. The client is made
+    outside the network's deadline (CPU only), ``request(client)`` inside it; a failure is worded by
+    describe_error (never chained: globus_sdk's exceptions carry the request), an answer without an
+    inference token raises ``no_token``."""
     failure: MetisEnvError | None = None
     try:
-        client = globus_sdk.ConfidentialAppAuthClient(client_id=client_id, client_secret=secret, app_name=APP_NAME, **_transport(timeout))
-        response = _bounded(timeout, "the service account's token",
-                            lambda: client.oauth2_client_credentials_tokens(requested_scopes=INFERENCE_SCOPE))
+        client = make_client()
+        response = _bounded(timeout, what, lambda: request(client))
         data = response.by_resource_server.get(INFERENCE_RESOURCE_SERVER)
     except Exception as exc:  # noqa: BLE001 - worded below, never chained
-        failure = describe_error(exc, "the service account's token")
+        failure = describe_error(exc, what)
     if failure is not None:
         raise failure
     if not data:
-        raise ServiceAccountError("Globus gave the service account no token for the inference service; check the client's scopes")
+        raise no_token
     return dict(data)
+
+
+def confidential_client(client_id: str, secret: str, timeout: float) -> globus_sdk.ConfidentialAppAuthClient:
+    return globus_sdk.ConfidentialAppAuthClient(client_id=client_id, client_secret=secret, app_name=APP_NAME, **_transport(timeout))
 
 
 def revoke(settings: Any, client_id: str, tokens: Mapping[str, str], timeout: float = 10.0, secret: str | None = None) -> None:
     """Revoke each token at Globus (as the confidential client ``client_id`` given its ``secret``);
     raises the first failure (after trying them all)."""
-    client = auth_client(client_id, timeout) if secret is None else globus_sdk.ConfidentialAppAuthClient(
-        client_id=client_id, client_secret=secret, app_name=APP_NAME, **_transport(timeout))
+    client = auth_client(client_id, timeout) if secret is None else confidential_client(client_id, secret, timeout)
     failure: MetisEnvError | None = None
     for token in tokens.values():
         try:
