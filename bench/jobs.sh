@@ -20,7 +20,7 @@ trap 'for d in "$work"/run*; do [ -d "$d" ] && XDG_RUNTIME_DIR="$d" "$python" -m
 
 PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" - "$work" "${1:-256}" "${2:-8}" "${3:-4}" "${4:-64}" <<'PY'
 import json, os, statistics, subprocess, sys, time
-from metis_env.demo_gateway import drive_login
+from metis_env.commands.demo_gateway import drive_login
 from metis_env.testing.globus_standin import GlobusStandIn
 from metis_env.testing.gateway_standin import Throttle
 from metis_env.testing.openai_server import OpenAIStubServer

@@ -303,11 +303,11 @@ def async_openai_client(endpoint: Endpoint = None, model: str | None = None, pro
 
 
 def _broker_client(client_class: type, http_client_class: type, endpoint: Endpoint, model: str | None, kwargs: dict) -> Any:
-    from .broker import runtime
+    from .broker import launch
 
     settings = load_settings()
     selection = credentials.select(open_store(settings), _spec(endpoint), model, settings, "openai_client")
-    info, _started = runtime.join_or_start(settings, selection.endpoint.id, client_pid=os.getpid())
+    info, _started = launch.join_or_start(settings, selection.endpoint.id, client_pid=os.getpid())
     kwargs.setdefault("base_url", info.url_for(selection.endpoint.id))
     kwargs.setdefault("api_key", info.local_key)
     kwargs.setdefault("http_client", http_client_class(trust_env=False))  # loopback: never through http_proxy

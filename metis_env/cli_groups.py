@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from .cli_options import CONTEXT, complete_endpoint_id, complete_shell, endpoint_argument, model_option, settings_from
+from .cli_options import CONTEXT, complete_endpoint_id, complete_shell, endpoint_argument, min_ttl_option, model_option, settings_from
 from .render import SHELLS
 from .settings import STORES
 
@@ -25,9 +25,10 @@ def proxy_group() -> None:
 @click.option("--shell", "-s", "shell", metavar="|".join(SHELLS), shell_complete=complete_shell, help="Output syntax (default: code that bash, zsh, sh and fish all read alike).")
 @click.option("--foreground", is_flag=True, help="Be the broker in this process until stopped (systemd, Jupyter servers, services).")
 @click.option("--idle-exit", type=click.FloatRange(min=0.0, min_open=True), metavar="SECONDS", help="Exit after this long with no client (default 600).")
+@min_ttl_option
 @click.pass_context
 def proxy_start_command(ctx: click.Context, endpoint: str | None, model: str | None, shell: str | None,
-                        foreground: bool, idle_exit: float | None) -> int:
+                        foreground: bool, idle_exit: float | None, min_ttl: float | None) -> int:
     """Start this host's broker, or join the one that runs, and print the code that points clients
     at it: OPENAI_BASE_URL, OPENAI_API_BASE, its local key as OPENAI_API_KEY, MODEL_NAME, NO_PROXY.
 
@@ -36,10 +37,11 @@ def proxy_start_command(ctx: click.Context, endpoint: str | None, model: str | N
       eval "$(metis-env proxy start metis)"
       metis-env proxy start sophia --shell fish | source
       metis-env proxy start --foreground --idle-exit 86400
+      metis-env proxy start metis --min-ttl 30h     # a token good for 30 h now; refreshed 30 h before expiry
     """
     from .commands import proxy
 
-    return proxy.start(settings_from(ctx), endpoint, model, shell, foreground, idle_exit)
+    return proxy.start(settings_from(ctx, min_ttl=min_ttl), endpoint, model, shell, foreground, idle_exit)
 
 
 @proxy_group.command("stop")

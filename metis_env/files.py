@@ -119,9 +119,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     _fsync_dir(parent)
 
 
-def replace_file(path: str | os.PathLike, text: str, mode: int, suffix: str = ".tmp", newline: str | None = None) -> None:
+def replace_file(path: str | os.PathLike, text: str, mode: int, suffix: str = ".tmp", newline: str | None = None,
+                 durable: bool = True) -> None:
     """Write ``path`` through a temp file beside it, its mode set before any byte is written, then
-    fsync and ``os.replace``: a reader sees the old file or the new one, never part of one."""
+    fsync and ``os.replace``: a reader sees the old file or the new one, never part of one.
+    ``durable=False``: no fsync, for a node-local file that means nothing after a crash (the broker's
+    state: a busy disk made a new broker wait 100 ms and more for it)."""
     import tempfile  # only writers pay for it (random, shutil: ~4 ms)
 
     parent, name = os.path.split(os.path.abspath(path))
@@ -131,7 +134,8 @@ def replace_file(path: str | os.PathLike, text: str, mode: int, suffix: str = ".
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         try:

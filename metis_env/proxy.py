@@ -2,7 +2,7 @@
 
 An environment variable cannot be refreshed, and a gateway access token lives 48 h; a job can live
 longer. So metis-env gives the command ``OPENAI_BASE_URL`` = this host's broker on 127.0.0.1 (joined,
-or started when none runs: metis_env/broker/runtime.py) and ``OPENAI_API_KEY`` = its local key, and
+or started when none runs: metis_env/broker/launch.py) and ``OPENAI_API_KEY`` = its local key, and
 the broker (metis_env/broker/engine.py) puts the real key in its place, refreshing a gateway token when ``export`` would, routing by model across every
 stored endpoint, absorbing the gateway's rate limits, and streaming answers as they come.
 
@@ -38,13 +38,13 @@ def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: S
     """``metis-env run --proxy [ENDPOINT] [--model NAME] -- CMD``: the child's exit status."""
     if not argv:
         raise UsageError("nothing to run; usage: metis-env run --proxy [ENDPOINT] [--model NAME] -- COMMAND [ARGS...]")
-    from .broker import runtime
+    from .broker import launch, runtime
 
     # The key is read here too: it names what the child's inherited variables must not carry.
     selection, key = credentials.select_with_key(store, spec, model, settings, "run --proxy")
     for warning in selection.warnings:
         warn(warning)
-    info, _started = runtime.join_or_start(settings, selection.endpoint.id, client_pid=os.getpid())
+    info, _started = launch.join_or_start(settings, selection.endpoint.id, client_pid=os.getpid())
     env = child_environment(os.environ, selection, info.url_for(selection.endpoint.id), info.local_key, [key], settings)
     relay = LogRelay(os.path.join(runtime.runtime_dir(), runtime.LOG_FILE))
     return supervise(argv, env, relay.start, relay.stop)

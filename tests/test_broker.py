@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from metis_env.broker.upstream import Pacer
+from metis_env.broker.pacing import Pacer, RateControl
 from tests._gateway import login_headless, gateway_env
 from tests._globus import globus, globus_env  # noqa: F401  (fixtures)
 from tests._http import Canned, CannedServer
@@ -34,15 +35,16 @@ def broker_state() -> dict:
 
 
 def brokers_running() -> list[int]:
-    """The pids of broker processes serving this test's runtime dir."""
+    """The pids of broker processes (named metis-env-proxy, forked or started) of this test's runtime dir."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"metis_env.broker.daemon" in argv and str(runtime_dir()).encode() in argv and state != "Z":
+        if name == "metis-env-proxy" and f"XDG_RUNTIME_DIR={os.environ['XDG_RUNTIME_DIR']}".encode() in environ and state != "Z":
             found.append(int(pid))
     return found
 
@@ -154,39 +156,121 @@ class FakeClock:
         self.now += seconds
 
 
-def test_the_pacer_keeps_under_the_window_and_backs_off_on_429s_aimd():
+def test_the_rate_starts_at_the_cap_is_cut_once_per_burst_then_regained_toward_where_the_429s_began():
+    clock = FakeClock()
+    control = RateControl(10.0, clock)
+
+    def answers(seconds: float) -> float:  # ten successes a second
+        for _ in range(round(seconds * 10)):
+            clock.now += 0.1
+            control.succeeded()
+        return round(control.rate, 1)
+
+    seen = [
+        ("at first", control.rate),
+        ("a 429", (control.throttled(clock.now, 10), control.rate)),
+        ("a 429 to a request sent before the cut", (control.throttled(clock.now - 0.1, 10), control.rate)),
+        ("5 s of answers: 80% of where the 429s began", answers(5)),
+        ("3 s more: 1% of the cap a second", answers(3)),
+        ("4 s more, 12 s since the cut: climbing faster", answers(4)),
+        ("3 s more", answers(3)),
+    ]
+    assert seen == [
+        ("at first", 10.0),
+        ("a 429", (True, 7.0)),
+        ("a 429 to a request sent before the cut", (False, 7.0)),
+        ("5 s of answers: 80% of where the 429s began", 8.0),
+        ("3 s more: 1% of the cap a second", 8.3),
+        ("4 s more, 12 s since the cut: climbing faster", 8.9),
+        ("3 s more", 10.0),
+    ]
+
+
+@pytest.mark.parametrize("succeeded, left", [
+    (8, 0.7),  # 8 of the last window's 9 answers succeeded: 95% of that share is more than 70%
+    (6, 0.95 * 6 / 9),  # 6 of 9: that share (less 5%)
+    (2, 0.7 ** 2),  # 2 of 9: never more than two cuts at once
+])
+def test_a_429_cuts_to_the_share_of_answers_that_succeeded_when_that_is_lower(succeeded, left):
+    """Four brokers that start together at the cap: each sees about a quarter of its answers succeed."""
+    clock = FakeClock()
+    control = RateControl(10.0, clock)
+    for ok in (True, True, False):  # the first 429: too little history for a share, a cut to 70%
+        clock.now += 0.1
+        (control.succeeded() if ok else control.throttled(clock.now - 0.05, 3))
+    first, cut_at = control.rate, clock.now
+    for number in range(8):  # the next second: ``succeeded`` of these and the 429 below succeeded
+        clock.now += 0.125
+        (control.succeeded() if number < succeeded else control.throttled(cut_at - 0.01, 8))  # sent before the cut
+    clock.now += 0.1
+    before = control.rate  # a little over 7: regaining since the cut
+    assert (first, control.throttled(clock.now - 0.05, 7), control.rate, control.cuts) == (7.0, True, left * before, 2)
+
+
+def test_requests_leave_spaced_at_the_rate_and_never_more_than_the_cap_in_a_window():
     clock = FakeClock()
     pacer = Pacer(10.0, clock=clock, sleep=clock.sleep)
-    for _ in range(11):
-        pacer.wait_turn()
-    assert (clock.slept, pacer.rate) == ([1.02], 10.0)  # ten at once, the eleventh a window later
-    pacer.throttled()
-    pacer.throttled()  # answers to requests already sent: one cut a second at most
-    assert round(pacer.rate, 3) == 7.0
+    turns = []
+    for _ in range(12):
+        turns.append(pacer.wait_turn())
+        pacer.answered(turns[-1])  # at once
+    assert clock.slept == [0.1] * 9 + [0.12, 0.1]  # the eleventh a window after the first
     clock.slept.clear()
-    for _ in range(3):
-        pacer.wait_turn()
-    assert clock.slept == [round(1 / 7, 3)] * 3  # spaced at the new rate from the cut on
-    for _ in range(35):
-        pacer.succeeded()  # five seconds' worth of successes at 7/s: +0.2/s a second
-    assert round(pacer.rate, 1) == 7.9
-    clock.now += 1.0
-    pacer.throttled()
-    assert round(pacer.rate, 1) == 5.6  # 70% of 7.94
+    pacer.throttled(turns[-1])
+    pacer.wait_turn()
+    # spaced at the new rate from the moment the last one was due (101.1; the window held it to 101.12)
+    assert (clock.slept, pacer.rate) == ([round(101.1 + 1 / 7 - 101.12, 3)], 7.0)
 
 
-def test_a_request_counts_from_its_answer_at_most_a_little_after_it_was_sent():
+@pytest.mark.parametrize("first_answered_at, slept", [
+    (100.1, [0.1] * 9 + [0.22]),  # answered 0.1 s after it was sent: counted from then
+    (101.5, [0.1] * 9 + [1.12]),  # answered 1.5 s after it was sent: counted a second after it was sent at most
+    (None, [0.1] * 9 + [1.02, 0.1]),  # still on its way: it may be counted up to a second after it was sent
+])
+def test_a_request_counts_from_its_answer_at_most_a_second_after_it_was_sent(first_answered_at, slept):
     clock = FakeClock()
     pacer = Pacer(10.0, clock=clock, sleep=clock.sleep)
-    turns = [pacer.wait_turn() for _ in range(10)]  # all at 100.0
-    clock.now = 100.1
-    pacer.answered(turns[0])  # answered 0.1 s after sending: counted from then
-    clock.now = 101.0
+    turns = [pacer.wait_turn() for _ in range(10)]  # from 100.0 to 100.9
     for turn in turns[1:]:
-        pacer.answered(turn)  # answered a second later: counted then (a second after sending at most)
-    clock.now = 100.5
+        turn.counted = turn.sent
+    if first_answered_at is not None:
+        clock.now, before = first_answered_at, clock.now
+        pacer.answered(turns[0])
+        clock.now = before
     pacer.wait_turn()
-    assert clock.slept == [round(100.1 + 1.02 - 100.5, 3)]
+    assert clock.slept == slept
+
+
+def test_a_held_request_goes_before_the_requests_waiting_their_first_turn():
+    clock, lock = FakeClock(), threading.Lock()
+    asleep, wake = queue.Queue(), threading.Event()
+    order: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        asleep.put(seconds)
+        wake.wait()
+        with lock:
+            clock.now += seconds
+
+    pacer = Pacer(1.0, clock=clock, sleep=sleep)
+    pacer.wait_turn()  # the first goes at once; the next must wait a second
+
+    def request(name: str, first: bool = False) -> threading.Thread:
+        thread = threading.Thread(target=lambda: (pacer.wait_turn(first=first), order.append(name)))
+        thread.start()
+        return thread
+
+    threads = [request("new 1")]
+    asleep.get(timeout=30)  # first in line, sleeping until its moment
+    threads.append(request("new 2"))
+    while pacer.waiting < 2:
+        time.sleep(0.01)  # polling a state: "new 2" has joined the line
+    threads.append(request("held", first=True))
+    asleep.get(timeout=30)  # the held one is first in line now
+    wake.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert order == ["held", "new 1", "new 2"]
 
 
 def file_upstream(tmp_path, route) -> CannedServer:
@@ -272,6 +356,32 @@ for t in threads: t.start()
 for t in threads: t.join()
 print(json.dumps(sorted(set(map(str, out)))), len(out))
 """
+
+
+STATUS_FROM_A_CLIENT = "import subprocess, sys; sys.exit(subprocess.run([sys.executable, '-m', 'metis_env', 'proxy', 'status', '--json']).returncode)"
+
+
+def test_proxy_start_min_ttl_refreshes_now_unless_that_much_is_left_and_the_broker_keeps_it(globus, globus_env):  # noqa: F811
+    from tests.test_gateway_tokens import age_the_token
+
+    env = {**gateway_env(globus_env), **ENV}
+    assert login_headless(env, globus)[0] == 0  # a 48 h token
+
+    def start(*options: str) -> tuple[int, bytes, int, object]:
+        started = metis("proxy", "start", "metis", "--shell", "json", *options, env=env)
+        seen = json.loads(metis("proxy", "status", "--json", env=env).stdout)
+        return started.returncode, started.stderr, globus.grants("refresh_token"), seen["min_ttl"]
+
+    steps = [start("--min-ttl", "30h")]  # started (forked) with it: 48 h left, no refresh
+    age_the_token(env, 28 * 3600)  # 20 h left
+    steps.append(start("--min-ttl", "30h"))  # joined: refreshed now, as export --min-ttl 30h would
+    steps.append(start("--min-ttl", "40h"))  # joined asking for more: the broker refreshes 40 h before expiry
+    steps.append(start("--min-ttl", "1h"))  # less: kept at 40 h
+    assert metis("proxy", "stop", env=env).returncode == 0
+    ran = metis("run", "--proxy", "--min-ttl", "35h", "metis", "--", sys.executable, "-c", STATUS_FROM_A_CLIENT, env=env)
+    assert steps + [(ran.returncode, json.loads(ran.stdout)["min_ttl"])] == [
+        (0, b"", 0, 30 * 3600.0), (0, b"", 1, 30 * 3600.0), (0, b"", 1, 40 * 3600.0), (0, b"", 1, 40 * 3600.0), (0, 35 * 3600.0),
+    ]  # the last: a broker started (not forked) by run --proxy --min-ttl 35h
 
 
 def test_a_burst_over_the_gateways_limit_succeeds_through_the_broker(globus, globus_env):  # noqa: F811

@@ -314,6 +314,10 @@ def test_status_shows_what_the_gateway_said_of_each_model(standin, token):
 
 
 def test_check_asks_the_models_route_whether_this_identity_may_use_the_model(standin, metis, token):
+    from metis_env.testing.gateway_standin import Throttle
+
+    # five checks back to back: more requests in a second than FIRST's 10/s, which this test is not about
+    standin.throttle = Throttle(every_route=False)
     assert check_gateway(metis, token, wanted="gpt-oss-120b").status == "ok"
     standin.gateway.details[("metis", "gpt-oss-120b")] = {"id": "renamed", "object": "model"}
     gone = check_gateway(metis, token, wanted="gpt-oss-120b")

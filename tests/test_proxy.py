@@ -430,20 +430,26 @@ def test_the_broker_stops_on_proxy_stop(stubs):
 
 
 @pytest.mark.parametrize(
-    "expires_in, margin, recheck_in",
+    "expires_in, margin, min_ttl, recheck_in",
     [
-        (None, 3600, None),  # an endpoint file's key: kept until the endpoint refuses it
-        (172800, 3600, 172800 - 3600),  # a fresh 48 h token: asked again when export would refresh it
-        (10, 4, 6),
-        (1800, 3600, 30),  # inside the margin (a refresh failed): asked again every 30 s at most
-        (4, 3600, 2),  # tokens that live less than the margin: asked again at half their life
-        (1, 3600, 1),
+        (None, 3600, None, None),  # an endpoint file's key: kept until the endpoint refuses it
+        (172800, 3600, None, 172800 - 3600),  # a fresh 48 h token: asked again when export would refresh it
+        (10, 4, None, 6),
+        (1800, 3600, None, 30),  # inside the margin (a refresh failed): asked again every 30 s at most
+        (4, 3600, None, 2),  # tokens that live less than the margin: asked again at half their life
+        (1, 3600, None, 1),
+        # min_ttl (proxy start --min-ttl): export's refresh_margin, the larger of the two ...
+        (172800, 3600, 30 * 3600, 172800 - 30 * 3600),
+        (172800, 3600, 1800, 172800 - 3600),
+        # ... and never more than the grant's lifetime (48 h) less a minute
+        (172800, 3600, 50 * 3600, 60),
     ],
 )
-def test_the_key_cache_asks_again_when_export_would_refresh(monkeypatch, expires_in, margin, recheck_in):
+def test_the_key_cache_asks_again_when_export_would_refresh(monkeypatch, expires_in, margin, min_ttl, recheck_in):
     from collections import namedtuple
 
     from metis_env.broker import upstream as proxy
+    from metis_env.credentials import TokenState
     from metis_env.settings import load_settings
     from metis_env.store import StoredEndpoint
 
@@ -452,14 +458,35 @@ def test_the_key_cache_asks_again_when_export_would_refresh(monkeypatch, expires
     monkeypatch.setattr(proxy.time, "time", lambda: now)
     expires_at = None if expires_in is None else time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now + expires_in))
     stored = StoredEndpoint("metis", "https://gw/resource_server/metis/api/v1/", ("m",), "", "gateway", "", "", "", "", "")
+    state = TokenState("file", "", "a", "r", "", now + (expires_in or 0), now, "", "", "", "", "", 172800.0)
     calls = []
     monkeypatch.setattr(proxy.credentials, "select_with_key", lambda *a: calls.append(a[1]) or (Selection(stored, "m", (), expires_at), "tok-2"))
-    cache = proxy.KeyCache(None, load_settings()._replace(token_refresh_margin=float(margin)))
+    monkeypatch.setattr(proxy.credentials, "read_state", lambda store: state)
+    cache = proxy.KeyCache(None, load_settings()._replace(token_refresh_margin=float(margin), min_ttl=min_ttl))
     cache.prime(Selection(stored, "m", (), expires_at), "tok-1")
     assert cache._cache["metis"] == ("tok-1", None if recheck_in is None else now + recheck_in)
     assert (cache.get("metis"), calls) == ("tok-1", [])
     assert (cache.get("metis", refused="tok-1"), calls) == ("tok-2", ["metis"])  # a 401: always asked again
     assert (cache.get("metis", refused="tok-1"), calls) == ("tok-2", ["metis"])  # another request already did
+
+
+def test_a_joiners_min_ttl_raises_the_brokers_and_sends_every_key_to_be_looked_up_again(monkeypatch):
+    from collections import namedtuple
+
+    from metis_env.broker import upstream as proxy
+    from metis_env.settings import load_settings
+    from metis_env.store import StoredEndpoint
+
+    Selection = namedtuple("Selection", "endpoint model warnings expires_at")
+    stored = StoredEndpoint("metis", "https://gw/resource_server/metis/api/v1/", ("m",), "", "gateway", "", "", "", "", "")
+    expires_at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 172800))
+    monkeypatch.setattr(proxy.credentials, "read_state", lambda store: None)
+    monkeypatch.setattr(proxy.credentials, "select_with_key", lambda *a: (Selection(stored, "m", (), expires_at), "tok-2"))
+    cache = proxy.KeyCache(None, load_settings()._replace(min_ttl=None))
+    cache.prime(Selection(stored, "m", (), expires_at), "tok-1")
+    cache.want_min_ttl(3600.0)
+    cache.want_min_ttl(60.0)  # less than asked before: kept at the larger
+    assert (cache._settings.min_ttl, cache.get("metis")) == (3600.0, "tok-2")
 
 
 CTRL_C_CHILD = r"""

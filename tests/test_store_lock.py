@@ -209,6 +209,22 @@ def test_a_dead_holder_on_this_host_is_broken_at_once(env_setup, endpoint_files)
     assert not lease_path(env_setup).exists()
 
 
+def test_a_holder_that_died_but_is_not_reaped_yet_is_dead_too(env_setup, endpoint_files):
+    """A zombie (killed, its parent has not waited for it) answers kill(pid, 0) as if it ran: pid_alive
+    reads its state instead, so its lease is broken at once as a dead holder's is."""
+    holder = hold_on(None)
+    holder.send_signal(signal.SIGKILL)
+    while Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)  # waiting for a state: dead, not reaped (this test is its parent and has not waited)
+    try:
+        assert (locks.pid_alive(holder.pid), locks.pid_alive(os.getpid()), locks.pid_alive(1)) == (False, True, True)
+        assert import_on(None, endpoint_files) == (0, "", "endpoint 1: new\nendpoint 2: new\n")
+        assert not lease_path(env_setup).exists()
+    finally:
+        holder.wait()
+    assert locks.pid_alive(holder.pid) is False  # reaped: no such process
+
+
 def test_a_live_holder_renews_its_lease_and_keeps_it(env_setup, monkeypatch):
     monkeypatch.setattr(locks, "RENEW_SECONDS", 0.05)
     env_setup.mkdir(mode=0o700)

@@ -20,23 +20,8 @@ makes a new local key.
 
 from __future__ import annotations
 
-import errno
-import os
-from collections.abc import Callable
-
 from ..errors import BrokerError
-
-HOST = "127.0.0.1"
-FIRST_PORT, PORTS = 20000, 10000
-
-
-def stable_port(settings, uid: int | None = None) -> int | None:
-    """The port configs name: ``proxy_port``, else one derived from the uid; None when ``proxy_port``
-    is 0 (a random port each time, which no config can name)."""
-    chosen = getattr(settings, "proxy_port", None)
-    if chosen is not None:
-        return chosen or None
-    return FIRST_PORT + (os.getuid() if uid is None else uid) % PORTS
+from .runtime import HOST, stable_port  # noqa: F401  (stable_port: what commands/export.py reads here)
 
 
 def broker_url(settings, endpoint_id: str) -> str:
@@ -49,33 +34,17 @@ def broker_url(settings, endpoint_id: str) -> str:
     return f"http://{HOST}:{port}/endpoint/{endpoint_id}/v1"
 
 
-def listen(make_server: Callable[[int], object], settings, warn: Callable[[str], None]):
-    """``make_server(port)`` at the stable port, or at a random one (with a warning) when that port is
-    taken; ``proxy_port: 0`` asks for a random one outright."""
-    port = stable_port(settings)
-    if port is None:
-        return make_server(0)
-    try:
-        return make_server(port)
-    except OSError as exc:
-        if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
-            raise
-        warn(f"broker: port {port} on {HOST} is taken ({exc.strerror}); listening at a random port, so tools "
-             f"configured with --proxy get no key until it is free (set proxy_port to a free port and configure them again)")
-        return make_server(0)
-
-
 def local_key(settings, endpoint_id: str, client_pid: int | None = None, port: int | None = None) -> str:
     """The local key of this host's broker (joined, or started), which must listen at ``port`` (the
     one the tool's config names; default: the stable port); BrokerError otherwise, so that a key is
     never handed to a tool that would send it elsewhere. ``client_pid`` (the tool) keeps the broker up
     while it runs."""
-    from . import runtime
+    from . import launch
 
     stable = stable_port(settings)
     broker_url(settings, endpoint_id)  # raises when there is no stable port
     port = port or stable
-    info, _started = runtime.join_or_start(settings, endpoint_id, client_pid=client_pid)
+    info, _started = launch.join_or_start(settings, endpoint_id, client_pid=client_pid)
     if info.port == port:
         return info.local_key
     if port != stable:

@@ -1,37 +1,57 @@
-"""The broker process: ``python -m metis_env.broker.daemon`` (started by ``runtime.join_or_start``),
-or ``metis-env proxy start --foreground`` in the caller's own process.
+"""The broker process: forked by ``launch.join_or_start`` (or ``python -m metis_env.broker.daemon``
+when the caller has threads), or ``metis-env proxy start --foreground`` in the caller's own process.
 
-It listens at once (the keys are looked up at the first request that needs them), writes its state,
-says it is ready, and serves until ``proxy stop``, SIGTERM/SIGINT/SIGHUP, or ``idle_exit`` seconds with
-no client process alive, no connection and no request. It leaves under the broker lock, so that a rank
-joining at that moment starts a new broker instead of finding one that is going.
+It listens at once, writes its state and says it is ready, and only then loads the server and the
+store (connections wait in the listening socket's backlog meanwhile; the keys are looked up at the first
+request that needs them). It serves until ``proxy stop``, SIGTERM/SIGINT/SIGHUP, or ``idle_exit``
+seconds with no client process alive, no connection and no request. It leaves under the broker lock,
+so that a rank joining at that moment starts a new broker instead of finding one that is going.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import secrets
 import signal
+import socket
 import threading
 import time
 
 from ..coredump import no_core_dumps
-from ..text import warn
-from . import client, runtime
-from .engine import LOCAL_KEY_PREFIX, ProxyServer, Router
-from .upstream import KeyCache
+from . import runtime
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .engine import ProxyServer
+
+LOCAL_KEY_PREFIX = "metis-env-local-"
+
+
+def listen(settings, directory: str, endpoint_id: str) -> tuple[socket.socket, runtime.BrokerInfo]:
+    """Listen on 127.0.0.1 (at the stable port when free: client.py) with a new local key and write
+    the state clients join by."""
+    import base64  # secrets.token_urlsafe, without the 5 ms of importing secrets in a new broker's way
+
+    from ..text import warn
+
+    listener = runtime.listen(lambda port: socket.create_server((runtime.HOST, port), backlog=128), settings, warn)
+    local_key = LOCAL_KEY_PREFIX + base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode("ascii")
+    info = runtime.BrokerInfo(os.getpid(), listener.getsockname()[1], local_key, str(settings.config_dir), time.time(), endpoint_id)
+    runtime.write_state(directory, info)
+    return listener, info
+
+
+def open_server(settings, store, info: runtime.BrokerInfo, listener: socket.socket) -> ProxyServer:
+    """The server on ``listener``, serving ``info``'s local key."""
+    from .engine import ProxyServer, Router
+    from .upstream import KeyCache
+
+    return ProxyServer(Router(store, info.default_endpoint), KeyCache(store, settings), info.local_key, settings, listener=listener)
 
 
 def open_broker(settings, store, directory: str, endpoint_id: str) -> tuple[ProxyServer, runtime.BrokerInfo]:
-    """Listen on 127.0.0.1 (at the stable port when free: client.py) with a new local key and write
-    the state clients join by."""
-    local_key = LOCAL_KEY_PREFIX + secrets.token_urlsafe(32)
-    router, keys = Router(store, endpoint_id), KeyCache(store, settings)
-    server = client.listen(lambda port: ProxyServer(router, keys, local_key, settings, port=port), settings, warn)
-    info = runtime.BrokerInfo(os.getpid(), server.address[1], local_key, str(settings.config_dir), time.time(), endpoint_id)
-    runtime.write_state(directory, info)
-    return server, info
+    """``listen``, then ``open_server``: the broker of ``proxy start --foreground``."""
+    listener, info = listen(settings, directory, endpoint_id)
+    return open_server(settings, store, info, listener), info
 
 
 def run_broker(server: ProxyServer, directory: str, idle_exit: float) -> int:
@@ -52,23 +72,51 @@ def run_broker(server: ProxyServer, directory: str, idle_exit: float) -> int:
     return 0
 
 
+def serve_detached(settings, directory: str, endpoint_id: str, idle_exit: float, ready_fd: int,
+                   client_pid: int | None = None) -> int:
+    """Be the broker in this (new) process: listen, say ``ready`` on ``ready_fd``, serve until the end."""
+    listener, info = listen(settings, directory, endpoint_id)
+    if ready_fd >= 0:
+        os.write(ready_fd, b"ready\n")  # it listens: the caller may go
+        os.close(ready_fd)
+    no_core_dumps(undumpable=True)  # before any key is read: this process will hold every key it serves
+    name_process(b"metis-env-proxy")
+    from ..store import open_store
+
+    server = open_server(settings, open_store(settings), info, listener)
+    if client_pid is not None:
+        server.add_client(client_pid)  # the starter's process: before the first request is served
+    return run_broker(server, directory, idle_exit)
+
+
+def name_process(name: bytes) -> None:
+    """What ``ps -e``, ``top`` and ``pgrep`` show for this process (Linux: ``prctl(PR_SET_NAME)``; a
+    forked broker's command line is still its starter's)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="metis_env.broker.daemon")
     parser.add_argument("--runtime-dir", required=True)
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--idle-exit", type=float, default=runtime.DEFAULT_IDLE_EXIT)
     parser.add_argument("--ready-fd", type=int, default=-1)
+    parser.add_argument("--client-pid", type=int, default=None)
+    parser.add_argument("--min-ttl", type=float, default=None)
     args = parser.parse_args(argv)
-    no_core_dumps(undumpable=True)  # this process holds every key it serves
-    from ..settings import load_settings
-    from ..store import open_store
+    from ..settings import load_settings, with_overrides
 
     settings = load_settings()
-    server, _info = open_broker(settings, open_store(settings), args.runtime_dir, args.endpoint)
-    if args.ready_fd >= 0:
-        os.write(args.ready_fd, b"ready\n")
-        os.close(args.ready_fd)
-    return run_broker(server, args.runtime_dir, args.idle_exit)
+    if args.min_ttl:
+        settings = with_overrides(settings, min_ttl=args.min_ttl)
+    return serve_detached(settings, args.runtime_dir, args.endpoint, args.idle_exit, args.ready_fd, args.client_pid)
 
 
 if __name__ == "__main__":

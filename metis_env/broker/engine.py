@@ -9,7 +9,7 @@ gives clients a local one.
   Paths are confined below the base URL; ``GET /v1/models`` is answered from the stored models.
 - The real key is put in place of the local one (``upstream.KeyCache``), and taken out of every
   header and body relayed back; answers stream chunk by chunk as they arrive (SSE included).
-- A 429, and a 503 with ``Retry-After``, are held and retried (``upstream.Pacer``) until a deadline;
+- A 429, and a 503 with ``Retry-After``, are held and retried (``pacing.Pacer``) until a deadline;
   a 503 for a model that is not live or in maintenance is passed on at once.
 - A chat-completions request to a Metis endpoint is adapted to what Metis takes (``metis_compat``),
   unless the ``metis_compat`` setting is false; each change is counted in ``proxy status``.
@@ -25,6 +25,7 @@ import hmac
 import http.client
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -37,12 +38,11 @@ from ..http import redact
 from ..text import warn
 from ..errors import MetisEnvError
 from ..sources.gateway.http import IDP_WORDS, POLICY_WORDS, REAUTH_MESSAGE, idp_refusal
-from . import metis_compat, upstream
+from . import metis_compat, pacing, upstream
 from .guard import ConnectionGuard, Limits, Redactor, confine_path
 from .routing import Router, Stats  # noqa: F401  (Router: what daemon.py and the tests build a server with)
-from .runtime import process_running
+from ..locks import pid_alive
 
-LOCAL_KEY_PREFIX = "metis-env-local-"
 CHUNK = 64 * 1024
 BUFFERED_ANSWER = 8 * 1024 * 1024  # answers with a Content-Length up to this are redacted whole
 DRAIN_ON_REFUSAL = 64 * 1024  # a refused request's small body is read and dropped, so the close is clean
@@ -63,7 +63,7 @@ class ProxyServer:
 
     def __init__(self, router: Router, keys: upstream.KeyCache, local_key: str, settings=None,
                  limits: Limits = Limits(), host: str = "127.0.0.1", port: int = 0,
-                 rate_limit_deadline: float = RATE_LIMIT_DEADLINE) -> None:
+                 rate_limit_deadline: float = RATE_LIMIT_DEADLINE, listener: socket.socket | None = None) -> None:
         self.router, self.keys, self.local_key = router, keys, local_key
         self.stats = Stats()
         self.guard = ConnectionGuard(limits)
@@ -73,10 +73,10 @@ class ProxyServer:
         self._rate_setting = getattr(settings, "rate_limit", None)
         self.metis_compat = getattr(settings, "metis_compat", True) is not False
         self._clients: set[int] = set()  # processes that joined (run --proxy, proxy start's shell, the API)
-        self._pacers: dict[str, upstream.Pacer] = {}
+        self._pacers: dict[str, pacing.Pacer] = {}
         self._pacers_lock = threading.Lock()
         handler = type("Handler", (_ProxyHandler,), {"proxy": self})
-        self._server = _GuardedServer((host, port), handler, self.guard)
+        self._server = _GuardedServer((host, port), handler, self.guard, listener)
         self._threads: list[threading.Thread] = []
         host, port = self._server.server_address[:2]
         self.address = (host, port)
@@ -88,14 +88,14 @@ class ProxyServer:
     def url_for(self, endpoint_id: str) -> str:
         return f"http://{self.address[0]}:{self.address[1]}/endpoint/{endpoint_id}/v1/"
 
-    def pacer_for(self, stored) -> upstream.Pacer:
+    def pacer_for(self, stored) -> pacing.Pacer:
         """One pacer for every gateway endpoint (the limit is the user's, not a cluster's), one per
         endpoint file; ``rate_limit`` caps both, gateway endpoints default to the gateway's 10/s."""
         name = "gateway" if uses_login(stored) else f"file:{stored.id}"
         with self._pacers_lock:
             if name not in self._pacers:
-                cap = self._rate_setting or (upstream.GATEWAY_RATE if uses_login(stored) else None)
-                self._pacers[name] = upstream.Pacer(cap)
+                cap = self._rate_setting or (pacing.GATEWAY_RATE if uses_login(stored) else None)
+                self._pacers[name] = pacing.Pacer(cap)
             return self._pacers[name]
 
     def add_client(self, pid: int) -> None:
@@ -105,7 +105,7 @@ class ProxyServer:
 
     def live_clients(self) -> int:
         with self._pacers_lock:
-            self._clients = {pid for pid in self._clients if process_running(pid)}
+            self._clients = {pid for pid in self._clients if pid_alive(pid)}
             return len(self._clients)
 
     def status(self) -> dict:
@@ -121,6 +121,7 @@ class ProxyServer:
             "requests": self.stats.requests,
             "refreshes": self.keys.refreshes,
             "rate_limited_absorbed": self.stats.absorbed,
+            "min_ttl": self.keys.min_ttl,
             "queue": sum(p.waiting for p in pacers.values()) + self.stats.holding,
             "rate": rates.get("gateway"),
             "rates": rates,
@@ -162,9 +163,15 @@ class _GuardedServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address, handler, guard: ConnectionGuard) -> None:
+    def __init__(self, address, handler, guard: ConnectionGuard, listener: socket.socket | None = None) -> None:
         self.guard = guard
-        super().__init__(address, handler)
+        if listener is None:
+            super().__init__(address, handler)
+            return
+        super().__init__(address, handler, bind_and_activate=False)  # the broker's: listening already
+        self.socket.close()
+        self.socket = listener
+        self.server_address = listener.getsockname()
 
     def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
         if not self.guard.admit(request):
@@ -233,9 +240,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._json(200, proxy.status())
             return
         if method == "POST" and path == "/metis-env/clients":
-            pid = _json_of(body).get("pid")
+            joined = _json_of(body)
+            pid, min_ttl = joined.get("pid"), joined.get("min_ttl")
             if isinstance(pid, int) and pid > 0:
                 proxy.add_client(pid)
+            if isinstance(min_ttl, (int, float)) and min_ttl > 0:
+                proxy.keys.want_min_ttl(float(min_ttl))
             self._json(200, {"clients": proxy.live_clients()})
             return
         if method == "POST" and path == "/metis-env/stop" and proxy.on_stop is not None:
@@ -307,7 +317,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         deadline = time.monotonic() + proxy.rate_limit_deadline
         attempt = 0
         while True:
-            turn = pacer.wait_turn()
+            turn = pacer.wait_turn(first=attempt > 0)
             try:
                 answer = self._ask(endpoint_id, url, method, data, headers)
                 pacer.answered(turn)
@@ -329,7 +339,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     pacer.succeeded()
                 break
             if answer.status == 429:
-                pacer.throttled()
+                pacer.throttled(turn)
             if time.monotonic() + wait > deadline:
                 break  # held long enough: the client sees the upstream's own answer
             proxy.stats.count("absorbed")
@@ -346,7 +356,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         """Seconds to hold a request that got ``answer`` before sending it again; None: pass it on."""
         after = upstream.retry_after(answer.headers)
         if answer.status == 429:
-            return after if after is not None else upstream.backoff(attempt)
+            return after if after is not None else pacing.backoff(attempt)
         if answer.status == 503 and after is not None and not any(w in answer.peek().lower() for w in NOT_LIVE_WORDS):
             return min(after, 60.0)
         return None

@@ -9,27 +9,26 @@ absolute path that exists), else ``/tmp/metis-env-$UID``; a directory of mode 07
 - ``broker.json`` (0600): the broker's pid, port, local key, config dir and start time;
 - ``broker.log`` (0600): the broker's warnings.
 
-    info = join_or_start(settings, "metis", idle_exit=300, client_pid=os.getpid())
-    info.url_for("metis")    # http://127.0.0.1:PORT/endpoint/metis/v1/
+Joining or starting the broker is launch.py's (``launch.join_or_start``).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import stat
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from ..errors import BrokerError
 from ..files import replace_file
+from ..locks import pid_alive
 
+HOST = "127.0.0.1"
+FIRST_PORT, PORTS = 20000, 10000  # the stable ports: below Linux's ephemeral range (client.py says why)
 STATE_FILE = "broker.json"
 LOCK_FILE = "broker.lock"
 LOG_FILE = "broker.log"
@@ -79,6 +78,31 @@ class BrokerInfo(NamedTuple):
         return f"{self.origin}/endpoint/{endpoint_id}/v1/"
 
 
+def stable_port(settings, uid: int | None = None) -> int | None:
+    """The port configs name: ``proxy_port``, else one derived from the uid; None when ``proxy_port``
+    is 0 (a random port each time, which no config can name)."""
+    chosen = getattr(settings, "proxy_port", None)
+    if chosen is not None:
+        return chosen or None
+    return FIRST_PORT + (os.getuid() if uid is None else uid) % PORTS
+
+
+def listen(make_server: Callable[[int], object], settings, warn: Callable[[str], None]):
+    """``make_server(port)`` at the stable port, or at a random one (with a warning) when that port is
+    taken; ``proxy_port: 0`` asks for a random one outright."""
+    port = stable_port(settings)
+    if port is None:
+        return make_server(0)
+    try:
+        return make_server(port)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+            raise
+        warn(f"broker: port {port} on {HOST} is taken ({exc.strerror}); listening at a random port, so tools "
+             f"configured with --proxy get no key until it is free (set proxy_port to a free port and configure them again)")
+        return make_server(0)
+
+
 def read_state(directory: str) -> BrokerInfo | None:
     try:
         with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as handle:
@@ -89,7 +113,7 @@ def read_state(directory: str) -> BrokerInfo | None:
 
 
 def write_state(directory: str, info: BrokerInfo) -> None:
-    replace_file(os.path.join(directory, STATE_FILE), json.dumps(info._asdict()), 0o600)
+    replace_file(os.path.join(directory, STATE_FILE), json.dumps(info._asdict()), 0o600, durable=False)
 
 
 def remove_state(directory: str, pid: int) -> None:
@@ -104,6 +128,8 @@ def remove_state(directory: str, pid: int) -> None:
 def call(info: BrokerInfo, method: str, path: str, body: dict | None = None, timeout: float = 10.0) -> dict:
     """One request to the broker's own routes (``/metis-env/...``) -> its JSON answer; OSError or
     ValueError when it does not answer so."""
+    import urllib.request  # here: http.client and ssl cost a new broker's start 50 ms
+
     data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
     request = urllib.request.Request(info.origin + path, data=data, method=method,
                                      headers={"Authorization": f"Bearer {info.local_key}", "Content-Type": "application/json"})
@@ -117,15 +143,18 @@ def alive(info: BrokerInfo | None) -> bool:
         return False
     try:
         return call(info, "GET", "/metis-env/status").get("pid") == info.pid
-    except (OSError, ValueError, urllib.error.URLError):
+    except (OSError, ValueError):  # urllib's URLError is an OSError
         return False
 
 
-class _Locked:
-    def __init__(self, directory: str) -> None:
-        self._fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+class Locked:
+    """The broker lock, held while entered; ``fd``: what a forked broker closes (an inherited copy
+    would hold the lock on after the parent released it)."""
 
-    def __enter__(self) -> _Locked:
+    def __init__(self, directory: str) -> None:
+        self.fd = self._fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> Locked:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 
@@ -133,59 +162,9 @@ class _Locked:
         os.close(self._fd)  # releases the lock
 
 
-def locked(directory: str) -> _Locked:
+def locked(directory: str) -> Locked:
     """The broker lock: held while a broker is looked for and started, and by a broker that exits."""
-    return _Locked(directory)
-
-
-def join_or_start(settings, endpoint_id: str, idle_exit: float | None = None, client_pid: int | None = None,
-                  environ: Mapping[str, str] = os.environ) -> tuple[BrokerInfo, bool]:
-    """The broker of this user on this host, started (in the background) when none runs -> (its
-    info, whether this call started it). ``client_pid``: a process the broker stays up for."""
-    directory = ensure_runtime_dir(runtime_dir(environ))
-    with locked(directory):
-        info = read_state(directory)
-        started = False
-        if not alive(info):
-            info = _spawn(directory, endpoint_id, idle_exit)
-            started = True
-        assert info is not None
-        if os.path.realpath(info.config_dir) != os.path.realpath(str(settings.config_dir)):
-            raise BrokerError(
-                f"this host's broker (pid {info.pid}) serves the config dir {info.config_dir}, not {settings.config_dir};"
-                " stop it first: metis-env proxy stop"
-            )
-        if client_pid is not None:
-            try:
-                call(info, "POST", "/metis-env/clients", {"pid": client_pid})
-            except (OSError, ValueError) as exc:
-                raise BrokerError(f"the broker (pid {info.pid}) did not answer: {exc}; see {os.path.join(directory, LOG_FILE)}") from None
-    return info, started
-
-
-def _spawn(directory: str, endpoint_id: str, idle_exit: float | None) -> BrokerInfo:
-    """Start ``python -m metis_env.broker.daemon`` in a session of its own and wait until it listens."""
-    read_end, write_end = os.pipe()
-    log = os.open(os.path.join(directory, LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    argv = [sys.executable, "-m", "metis_env.broker.daemon", "--runtime-dir", directory, "--endpoint", endpoint_id,
-            "--ready-fd", str(write_end), "--idle-exit", str(DEFAULT_IDLE_EXIT if idle_exit is None else idle_exit)]
-    try:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                 pass_fds=(write_end,), start_new_session=True, close_fds=True)
-    except OSError as exc:
-        raise BrokerError(f"cannot start the broker: {exc.strerror}") from None
-    finally:
-        os.close(write_end)
-        os.close(log)
-    with os.fdopen(read_end, "rb") as ready:
-        said = ready.read()  # "ready\n" once it listens; nothing if it died first
-    if said != b"ready\n":
-        child.wait()
-        raise BrokerError(f"the broker did not start (exit {child.returncode}): {last_line(directory)}")
-    info = read_state(directory)
-    if info is None:
-        raise BrokerError("the broker started but wrote no state; see " + os.path.join(directory, LOG_FILE))
-    return info
+    return Locked(directory)
 
 
 def last_line(directory: str) -> str:
@@ -208,25 +187,9 @@ def stop(environ: Mapping[str, str] = os.environ) -> int | None:
         call(info, "POST", "/metis-env/stop")
     except (OSError, ValueError):
         pass  # it may close the connection as it goes
-    while process_running(info.pid):
+    while pid_alive(info.pid):
         time.sleep(0.02)
     return info.pid
-
-
-def process_running(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie, such as a test's own finished child, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not os.path.isdir("/proc")  # no /proc entry where /proc exists: gone
 
 
 def status(environ: Mapping[str, str] = os.environ) -> dict | None:

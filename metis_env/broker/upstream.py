@@ -1,11 +1,5 @@
 """The proxy's side toward the endpoints: the current real key of each (``KeyCache``), one request
-upstream (``send``), and the pace requests go at (``Pacer``).
-
-The ALCF gateway allows a user 10 requests/s across all of that user's processes (a sliding window of
-one second) and a number of tokens per minute per model, and answers 429 without ``Retry-After``
-past either. A ``Pacer`` keeps under the window itself and, on a 429, lowers the rate it sends at
-(multiplicatively, once a second at most) and raises it again as answers succeed (additively), as
-TCP does: brokers on several nodes sharing one user's limit converge on their share without talking.
+upstream (``send``), and the ``Retry-After`` of an answer. The pace requests go at is pacing.py's.
 Standard library only.
 """
 
@@ -13,13 +7,11 @@ from __future__ import annotations
 
 import datetime
 import http.client
-import random
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from .. import credentials
@@ -27,23 +19,20 @@ from ..text import warn
 
 UPSTREAM_TIMEOUT = 900.0  # seconds for connect and for each read: a long generation may be slow to start
 MIN_RECHECK = 30.0  # at most this many seconds between look-ups of a token inside the refresh margin
-GATEWAY_RATE = 10.0  # requests/s: FIRST's RATE_LIMIT_PER_SEC_PER_USER
-WINDOW = 1.02  # seconds: the gateway's one-second window, and a margin for the way there
-ANSWER_CREDIT = 1.0  # seconds: how late after sending a request the gateway may have counted it
 
 
 class KeyCache:
     """The current real key of each endpoint, from ``credentials.select_with_key``; one look-up at a time.
 
-    A gateway token is asked for again when ``export`` would refresh it (``token_refresh_margin``
-    before expiry); ``select_with_key`` refreshes it under the store's lock, so brokers on several
-    nodes sharing one home make one refresh per expiry between them.
+    A gateway token is asked for again when ``export`` would refresh it (``credentials.refresh_margin``
+    before expiry: ``token_refresh_margin``, or ``min_ttl`` when that is more); ``select_with_key``
+    refreshes it under the store's lock, so brokers on several nodes sharing one home make one refresh
+    per expiry between them.
     """
 
     def __init__(self, store, settings) -> None:
         self._store = store
         self._settings = settings
-        self._lead = float(getattr(settings, "token_refresh_margin", 3600.0))
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, float | None]] = {}
         self._warned: set[str] = set()
@@ -80,6 +69,23 @@ class KeyCache:
             self._remember(selection, key)
             return key
 
+    @property
+    def min_ttl(self) -> float | None:
+        """Seconds of token life below which a token is refreshed, if more than ``token_refresh_margin``."""
+        return self._settings.min_ttl
+
+    def want_min_ttl(self, seconds: float) -> None:
+        """A client asked for ``--min-ttl seconds``: from now on refresh when less than that is left
+        (export's rule), and look the keys up again at their next request."""
+        from ..settings import with_overrides
+
+        with self._lock:
+            if seconds <= (self._settings.min_ttl or 0.0):
+                return
+            self._settings = with_overrides(self._settings, min_ttl=seconds)
+            self._cache = {endpoint: (key, 0.0 if recheck_at is not None else None)
+                           for endpoint, (key, recheck_at) in self._cache.items()}
+
     def warn_once(self, message: str) -> None:
         with self._lock:
             self._warn_once(message)
@@ -92,10 +98,11 @@ class KeyCache:
     def _remember(self, selection, key: str) -> None:
         expires = parse_expiry(getattr(selection, "expires_at", None))
         now = time.time()
+        lead = 0.0 if expires is None else credentials.refresh_margin(self._settings, credentials.read_state(self._store))
         if expires is None:
             recheck_at = None  # an endpoint file's key: until the endpoint refuses it
-        elif expires - self._lead > now:
-            recheck_at = expires - self._lead  # when export would refresh it
+        elif expires - lead > now:
+            recheck_at = expires - lead  # when export would refresh it
         else:  # already inside the margin (a refresh failed, or tokens live less than the margin)
             recheck_at = now + min(MIN_RECHECK, max(1.0, (expires - now) / 2))
         self._cache[selection.endpoint.id] = (key, recheck_at)
@@ -114,111 +121,6 @@ def parse_expiry(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
     return when.timestamp()
-
-
-# --- pacing -----------------------------------------------------------------------------------------
-
-
-class Pacer:
-    """When the next request toward one upstream may go.
-
-    ``cap`` (requests/s, None: no cap) is never exceeded in any window of ``WINDOW`` seconds. After a
-    429 the pacer also spaces requests at ``rate`` (below the cap), cut to 70% at most once a second
-    and raised by a fifth of a request/s per second of answers that succeed, up to the cap again.
-    """
-
-    DECREASE = 0.7
-    INCREASE = 0.2  # requests/s gained per second of success: n brokers together gain n times this
-    FLOOR = 0.2
-
-    def __init__(self, cap: float | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.cap = cap
-        self.rate = cap  # None: unpaced until the first 429
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._sent: deque[list[float]] = deque()  # [moment counted] of the last ``cap`` requests
-        self._next = 0.0
-        self._cut_until = 0.0
-        self.waiting = 0
-
-    def __repr__(self) -> str:
-        return f"Pacer(cap={self.cap!r}, rate={self.rate!r})"
-
-    def wait_turn(self) -> list[float] | None:
-        """Block until a request may go -> its turn, to hand to ``answered`` once the answer came.
-
-        The turn is planned at once, then checked again when its moment comes: a request planned
-        earlier may have gone late (a busy host wakes threads late), and it is when requests really
-        went that the gateway's window counts."""
-        with self._lock:
-            if self.rate is None:
-                return None
-            now = self._clock()
-            slot = max(now, self._next)
-            window = int(self.cap) if self.cap else 0
-            if window and len(self._sent) >= window:
-                slot = max(slot, self._sent[-window][0] + WINDOW)
-            turn = [slot]
-            self._sent.append(turn)
-            while len(self._sent) > 4 * max(window, 1):
-                self._sent.popleft()
-            paced = self.cap is None or self.rate < self.cap
-            self._next = slot + (1.0 / self.rate if paced else 0.0)
-            self.waiting += 1
-        try:
-            while slot > now:
-                self._sleep(slot - now)
-                with self._lock:
-                    now = self._clock()
-                    slot = max(slot, self._window_opens(turn, window))
-                    if slot <= now:
-                        turn[0] = max(turn[0], now)  # when it really goes
-        finally:
-            with self._lock:
-                self.waiting -= 1
-        return turn
-
-    def _window_opens(self, turn: list[float], window: int) -> float:
-        """When ``turn`` may go for the window's sake: a window after the turn ``window`` places before it."""
-        if not window:
-            return 0.0
-        for index in range(len(self._sent) - 1, -1, -1):
-            if self._sent[index] is turn:
-                return self._sent[index - window][0] + WINDOW if index >= window else 0.0
-        return 0.0
-
-    def answered(self, turn: list[float] | None) -> None:
-        """The answer to the request of ``turn`` came: the gateway counted it at some moment between
-        sending and now. Counting it from there (at most ``ANSWER_CREDIT`` later than it was sent)
-        keeps a loaded network's jitter from pushing the eleventh request into the first one's second;
-        a long generation costs nothing, its turn having left the last ``cap`` long before it ends."""
-        if turn is None:
-            return
-        with self._lock:
-            turn[0] = max(turn[0], min(self._clock(), turn[0] + ANSWER_CREDIT))
-
-    def succeeded(self) -> None:
-        with self._lock:
-            if self.rate is not None and (self.cap is None or self.rate < self.cap):
-                raised = self.rate + self.INCREASE / self.rate
-                self.rate = raised if self.cap is None else min(self.cap, raised)
-
-    def throttled(self) -> None:
-        """A 429: send slower (once a second at most: the answers to requests already sent say the same)."""
-        with self._lock:
-            now = self._clock()
-            if now < self._cut_until:
-                return
-            self._cut_until = now + 1.0
-            self.rate = max(self.FLOOR, (self.rate or GATEWAY_RATE) * self.DECREASE)
-            self._next = max(self._next, now + 1.0 / self.rate)
-
-
-def backoff(attempt: int, base: float = 0.25, ceiling: float = 8.0) -> float:
-    """Seconds to hold a request before its ``attempt``-th retry: exponential, with full jitter."""
-    return random.uniform(0.5, 1.0) * min(ceiling, base * 2 ** attempt)
 
 
 def retry_after(headers) -> float | None:

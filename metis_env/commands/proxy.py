@@ -8,7 +8,7 @@ import sys
 
 from .. import credentials, render
 from ..text import warn
-from ..broker import runtime
+from ..broker import launch, runtime
 from ..errors import BrokerError
 from ..noproxy import loopback_no_proxy
 from ..store import open_store
@@ -28,13 +28,16 @@ def start(settings, spec: str | None, model: str | None, shell: str | None, fore
           idle_exit: float | None) -> int:
     """Join this host's broker or start one; print the code that points clients at it."""
     store = open_store(settings)
-    selection = credentials.select(store, spec, model, settings, "proxy start")
+    if settings.min_ttl:  # --min-ttl: refresh now unless that much token life is left (export's rule)
+        selection, _key = credentials.select_with_key(store, spec, model, settings, "proxy start")
+    else:  # the broker looks the key up at its first request
+        selection = credentials.select(store, spec, model, settings, "proxy start")
     for warning in selection.warnings:
         warn(warning)
     syntax = render.normalize_shell(shell) if shell else render.DEFAULT_SHELL
     if foreground:
         return _start_here(settings, store, selection, syntax, idle_exit)
-    info, _started = runtime.join_or_start(settings, selection.endpoint.id, idle_exit, client_pid=os.getppid())
+    info, _started = launch.join_or_start(settings, selection.endpoint.id, idle_exit, client_pid=os.getppid(), fork=True)
     sys.stdout.write(render.render(syntax, client_environment(selection, info.url_for(selection.endpoint.id), info.local_key, settings)))
     return 0
 

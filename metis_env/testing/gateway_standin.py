@@ -476,16 +476,16 @@ class Throttle:
 
     ``per_second`` (default 10, FIRST's RATE_LIMIT_PER_SEC_PER_USER): django-ninja's AuthRateThrottle,
     a sliding window of one second over the requests it allowed (a refused request is not counted),
-    per user, on every authenticated route; over it, 429 ``{"detail": "Too many requests."}``.
+    per user, on every route of the API (``api.throttle``: inference, list-endpoints, models; and
+    AnonRateThrottle's 10/s where there is no user); over it, 429 ``{"detail": "Too many requests."}``.
     ``tokens_per_minute``: ``{"cluster/model": (per model, per user)}`` (0: no limit), counters that
     start at a model's first use and expire 60 s later; at or over either, 429 with
     ``{"error": {"code": "too_many_requests", "message": "Tokens/minute limit exceeded", "info": ...}}``.
     Neither answer has ``Retry-After``. ``refused`` counts the 429s sent, ``allowed`` the requests let through.
-    FIRST counts every route; the stand-in counts inference requests only unless ``every_route`` (so that
-    tests of check and status, which make several listing requests in a row, do not depend on speed).
+    ``every_route=False`` counts inference requests only (FIRST counts every route).
     """
 
-    def __init__(self, per_second: float | None = 10, clock=time.monotonic, every_route: bool = False) -> None:
+    def __init__(self, per_second: float | None = 10, clock=time.monotonic, every_route: bool = True) -> None:
         self.per_second = per_second
         self.every_route = every_route
         self.tokens_per_minute: dict[str, tuple[int, int]] = {}
