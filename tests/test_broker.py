@@ -446,3 +446,42 @@ def test_the_broker_holds_keys_with_core_dumps_off_and_logs_no_key(stubs):
     log = (runtime_dir() / "broker.log").read_text()
     # the soft limit 0: no core file, whatever the hard limit
     assert (core[0][0], KEY_1 in log, oct((runtime_dir() / "broker.log").stat().st_mode & 0o777)) == ("0", False, "0o600")
+
+
+STARTER = """
+import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})  # as a starter under nohup or a job launcher may
+sys.argv = ["metis-env", "proxy", "start", "1"]
+from metis_env.main import entry
+entry()
+"""
+
+
+def open_fds_and_state(pid: int) -> tuple[set[str], str, int]:
+    """The targets of a process's open fds, its cwd and its blocked-signal mask."""
+    fds = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    blocked = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigBlk:"))
+    return fds, os.readlink(f"/proc/{pid}/cwd"), int(blocked.split()[1], 16)
+
+
+def test_a_forked_broker_keeps_none_of_its_starters_fds_cwd_or_blocked_signals(stubs, tmp_path):
+    # A caller's extra fd (bats's fd 3, a CI runner's pipe) held by the broker keeps that reader
+    # waiting for EOF until the broker exits; its cwd would keep a directory busy (an unmount);
+    # SIGTERM blocked by the starter would leave the broker deaf to a job's end.
+    read_end, write_end = os.pipe()
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    try:
+        result = subprocess.run([sys.executable, "-c", STARTER], cwd=workdir, pass_fds=(write_end,), capture_output=True,
+                                env={**os.environ, **ENV}, timeout=120)
+    finally:
+        os.close(write_end)
+    pipe = os.readlink(f"/proc/self/fd/{read_end}")
+    fds, cwd, blocked = open_fds_and_state(broker_state()["pid"])
+    os.close(read_end)
+    assert (result.returncode, result.stderr, pipe in fds, cwd, blocked) == (0, b"", False, "/", 0)

@@ -75,6 +75,12 @@ def run_broker(server: ProxyServer, directory: str, idle_exit: float) -> int:
 def serve_detached(settings, directory: str, endpoint_id: str, idle_exit: float, ready_fd: int,
                    client_pid: int | None = None) -> int:
     """Be the broker in this (new) process: listen, say ``ready`` on ``ready_fd``, serve until the end."""
+    # Nothing of the starter's that outlives it: the signals it blocked (SIGTERM at a job's end must
+    # reach us; a forked or exec'd child keeps the mask) and its cwd (held, it keeps a directory busy
+    # and its file system from being unmounted; the config dir is made absolute first).
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    settings = settings._replace(config_dir=os.path.abspath(settings.config_dir))
+    os.chdir("/")
     listener, info = listen(settings, directory, endpoint_id)
     if ready_fd >= 0:
         os.write(ready_fd, b"ready\n")  # it listens: the caller may go

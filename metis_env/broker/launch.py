@@ -112,9 +112,29 @@ def _be_broker(settings, directory: str, endpoint_id: str, idle_exit: float, cli
         os.dup2(source, target)
     for fd in (devnull, read_end, log, lock_fd):  # the lock's copy would hold it after the caller let go
         os.close(fd)
+    close_inherited(keep=write_end)
     from .daemon import serve_detached
 
     return serve_detached(settings, directory, endpoint_id, idle_exit, write_end, client_pid)
+
+
+def close_inherited(keep: int) -> None:
+    """Close the fds above 2 that this process inherited across its exec (no close-on-exec flag, so
+    not Python's own): a caller's pipe (bats's fd 3, a CI runner's) held by the broker would keep its
+    reader waiting for EOF for as long as the broker runs. Python's own fds are left alone: an object
+    that still owns one would close that number again later, when it may be a socket of the broker."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 256))
+    for fd in fds:
+        if fd <= 2 or fd == keep:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                os.close(fd)
+        except OSError:
+            pass
 
 
 def _exec(settings, directory: str, endpoint_id: str, idle_exit: float, client_pid: int | None, write_end: int, log: int):
