@@ -130,20 +130,21 @@ def test_get_key_proxy_gives_the_brokers_local_key_and_get_url_its_stable_addres
     assert KEY not in key.stdout.decode() + again.stdout.decode()
 
 
-def test_when_another_process_holds_the_port_the_key_command_refuses_and_the_tool_sends_nothing(stub, file_store, tmp_path, env_setup):
+@pytest.mark.parametrize("tool", ["pi", "opencode"])  # the two configure sends through the broker by default
+def test_when_another_process_holds_the_port_the_key_command_refuses_and_the_tool_sends_nothing(tool, stub, file_store, tmp_path, env_setup):
     """Another user's listener on the stable port (here: a socket of the test's): the broker starts at
-    a random port instead, `get key --proxy` says so and prints no key, pi sends no request there."""
-    if tool_path("pi") is None:
-        pytest.skip("pi is not installed here (bash .ci/run installs it)")
+    a random port instead, `get key --proxy` says so and prints no key, the tool sends no request there."""
+    if tool_path(tool) is None:
+        pytest.skip(f"{tool} is not installed here (bash .ci/run installs it)")
     import_stub(tmp_path, stub.base_url)
-    assert metis("configure", "pi", "1").returncode == 0
+    assert metis("configure", tool, "1").returncode == 0
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", int(os.environ["METIS_ENV_PROXY_PORT"])))
     squatter.listen(8)
     squatter.setblocking(False)
     try:
         key = metis("get", "key", "1", "--proxy")
-        pi = subprocess.run(CASES["pi"][2], cwd=tmp_path, env=tool_env(tmp_path), stdin=subprocess.DEVNULL,
+        pi = subprocess.run(CASES[tool][2], cwd=tmp_path, env=tool_env(tmp_path), stdin=subprocess.DEVNULL,
                             capture_output=True, timeout=240)
         try:
             connection, _ = squatter.accept()
@@ -298,7 +299,7 @@ def test_after_proxy_port_changed_an_old_config_gets_no_key_and_sends_nothing_to
     squatter.setblocking(False)
     try:
         key = metis("get", "key", "1", "--proxy-port", old)
-        pi = subprocess.run(CASES["pi"][2], cwd=tmp_path, env=tool_env(tmp_path), stdin=subprocess.DEVNULL,
+        pi = subprocess.run(CASES[tool][2], cwd=tmp_path, env=tool_env(tmp_path), stdin=subprocess.DEVNULL,
                             capture_output=True, timeout=240)
         try:
             squatter.accept()[0].close()
