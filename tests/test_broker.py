@@ -485,3 +485,30 @@ def test_a_forked_broker_keeps_none_of_its_starters_fds_cwd_or_blocked_signals(s
     fds, cwd, blocked = open_fds_and_state(broker_state()["pid"])
     os.close(read_end)
     assert (result.returncode, result.stderr, pipe in fds, cwd, blocked) == (0, b"", False, "/", 0)
+
+
+def test_a_dead_brokers_port_held_by_someone_else_gets_no_key_and_no_request(stubs):
+    # A broker killed (SIGKILL, the OOM killer) leaves broker.json behind; another local user who then
+    # listens at its port and answers status with its old pid must get neither the (old) local key
+    # nor the command's requests: a new broker starts instead, at another port.
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # gone and reaped: its pid is free
+    seen: list[str] = []
+
+    def route(handler) -> Canned:
+        seen.append(f"{handler.command} {handler.path} {handler.headers.get('Authorization')}")
+        return Canned(200, json.dumps({"pid": dead.pid}).encode())
+
+    directory = runtime_dir()
+    directory.mkdir(mode=0o700)
+    with CannedServer(route) as squatter:
+        stale = {"pid": dead.pid, "port": squatter.port, "local_key": "metis-env-local-stale", "config_dir": os.environ["METIS_ENV_CONFIG_DIR"],
+                 "started": 0.0, "default_endpoint": "1"}
+        (directory / "broker.json").write_text(json.dumps(stale))
+        (directory / "broker.json").chmod(0o600)
+        child = "import os; print(os.environ['OPENAI_BASE_URL'])"
+        result = metis("run", "--proxy", "1", "--", sys.executable, "-c", child)
+        status = metis("proxy", "status", "--json")
+    state = broker_state()
+    assert (result.returncode, result.stdout.decode(), seen, state["port"] != squatter.port, json.loads(status.stdout)["pid"]) == (
+        0, f"http://127.0.0.1:{state['port']}/endpoint/1/v1/\n", [], True, state["pid"])

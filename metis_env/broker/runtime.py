@@ -138,8 +138,28 @@ def call(info: BrokerInfo, method: str, path: str, body: dict | None = None, tim
         return json.loads(answer.read())
 
 
+def ours_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process of this user. The state of a broker that was killed (SIGKILL,
+    the OOM killer) stays behind, and another local user may listen at its port since: nothing, not
+    even the old local key, is sent there unless the broker's own process still runs."""
+    if not pid_alive(pid):
+        return False
+    try:
+        return os.stat(f"/proc/{pid}").st_uid == os.getuid()
+    except FileNotFoundError:
+        if os.path.isdir("/proc"):
+            return False
+    except OSError:
+        return False
+    try:  # no /proc (macOS): a process of another user is EPERM
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 def alive(info: BrokerInfo | None) -> bool:
-    if info is None:
+    if info is None or not ours_running(info.pid):
         return False
     try:
         return call(info, "GET", "/metis-env/status").get("pid") == info.pid
@@ -195,7 +215,7 @@ def stop(environ: Mapping[str, str] = os.environ) -> int | None:
 def status(environ: Mapping[str, str] = os.environ) -> dict | None:
     directory = runtime_dir(environ)
     info = read_state(directory) if os.path.isdir(directory) else None
-    if info is None:
+    if info is None or not ours_running(info.pid):
         return None
     try:
         return call(info, "GET", "/metis-env/status")
