@@ -299,7 +299,7 @@ def test_after_proxy_port_changed_an_old_config_gets_no_key_and_sends_nothing_to
     squatter.setblocking(False)
     try:
         key = metis("get", "key", "1", "--proxy-port", old)
-        pi = subprocess.run(CASES[tool][2], cwd=tmp_path, env=tool_env(tmp_path), stdin=subprocess.DEVNULL,
+        pi = subprocess.run(CASES["pi"][2], cwd=tmp_path, env=tool_env(tmp_path), stdin=subprocess.DEVNULL,
                             capture_output=True, timeout=240)
         try:
             squatter.accept()[0].close()
