@@ -16,6 +16,15 @@ from tests._trust import pytest_runtest_logreport, pytest_terminal_summary  # no
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The tests send Ctrl-C (SIGINT) to the programs they start, as a person's terminal does. A shell that
+# starts the suite in the background without job control (`.ci/run &` in a script, nohup) starts it
+# with SIGINT and SIGQUIT ignored (POSIX), every child inherits that across exec, and Python then
+# installs no KeyboardInterrupt handler: the demo at its passcode prompt and `demo --serve` waited
+# for a Ctrl-C that could never arrive. Give the suite's children the terminal's default back.
+for _signum in (signal.SIGINT, signal.SIGQUIT):
+    if signal.getsignal(_signum) == signal.SIG_IGN:
+        signal.signal(_signum, signal.default_int_handler if _signum == signal.SIGINT else signal.SIG_DFL)
+
 
 @pytest.fixture(autouse=True)
 def env_setup(tmp_path, monkeypatch):
