@@ -55,6 +55,11 @@ _DEFAULTS = {
 # Only sync over SSH reads these: a bad one must not break export, list, run or direnv, which never
 # use it; it is held back (the default stands in) and sync refuses it (require_sync_settings).
 SYNC_ONLY = ("user", "host", "port", "pattern", "transport")
+# Only the node broker reads these (and configure and get with --proxy, which name it): held back the
+# same way, and every broker path refuses them (require_settings(settings, BROKER_ONLY)).
+BROKER_ONLY = ("rate_limit", "metis_compat", "proxy_port")
+HELD_BACK = {**{name: "sync" for name in SYNC_ONLY}, **{name: "the node broker" for name in BROKER_ONLY}}
+"""Each setting a bad value of which is held back, and who refuses it."""
 
 
 class Settings(record_type("Settings", ["config_dir", *_DEFAULTS, "invalid"], defaults=(*_DEFAULTS.values(), ()))):
@@ -66,8 +71,8 @@ class Settings(record_type("Settings", ["config_dir", *_DEFAULTS, "invalid"], de
     ``rate_limit``: float | None (requests/s, the broker's cap); ``metis_compat``: bool (the broker
     adapts requests to Metis endpoints); ``proxy_port``: int | None (the broker's port, which
     configs written by ``configure --proxy`` name; None: derived from the uid, 0: random); ``lock`` ("auto"|"flock"|"file"): how the store's writers
-    exclude each other (locks.py); ``invalid``: ((name, message), ...) of sync-only settings held back
-    as not valid."""
+    exclude each other (locks.py); ``invalid``: ((name, message), ...) of sync-only and broker-only
+    settings held back as not valid (``HELD_BACK``)."""
 
     __slots__ = ()
 
@@ -97,7 +102,7 @@ def load_settings(environ: Mapping[str, str] = os.environ, *, tighten: bool = Tr
             values[name] = coerce_setting(name, value, source)
             invalid.pop(name, None)
         except UsageError as exc:
-            if name not in SYNC_ONLY:
+            if name not in HELD_BACK:
                 raise
             values.pop(name, None)
             invalid[name] = str(exc)
@@ -106,8 +111,13 @@ def load_settings(environ: Mapping[str, str] = os.environ, *, tighten: bool = Tr
 
 def require_sync_settings(settings: Settings, given: Any = ()) -> None:
     """Raise the first sync-only setting held back as not valid, unless an option (``given``) replaces it."""
-    for name, message in settings.invalid:
-        if name not in given:
+    require_settings(settings, SYNC_ONLY, given)
+
+
+def require_settings(settings: Any, names: tuple[str, ...], given: Any = ()) -> None:
+    """Raise the first of ``names`` held back as not valid, unless an option (``given``) replaces it."""
+    for name, message in getattr(settings, "invalid", ()):
+        if name in names and name not in given:
             raise UsageError(message)
 
 

@@ -461,6 +461,27 @@ def test_a_bad_sync_only_setting_breaks_sync_only(endpoint_files, env_setup, fil
     assert said == [(0, ""), (0, ""), (0, ""), (0, ""), (2, "metis-env: error: " + error.format(config=env_setup / "config.yaml") + "\n")]
 
 
+@pytest.mark.parametrize("name, value, error", [
+    ("METIS_ENV_PROXY_PORT", "abc", "METIS_ENV_PROXY_PORT: proxy_port must be a port number from 1 to 65535, or 0 for a random one"),
+    ("METIS_ENV_RATE_LIMIT", "0", "METIS_ENV_RATE_LIMIT: rate_limit must be a positive number"),
+    ("METIS_ENV_METIS_COMPAT", "maybe", "METIS_ENV_METIS_COMPAT: metis_compat must be true or false"),
+])
+def test_a_bad_broker_only_setting_breaks_the_broker_only(endpoint_files, env_setup, file_store, name, value, error):
+    """The class of issue 14's bad sync-only setting: export, list, run and get never use the broker's
+    settings, so a bad one is held back for them and refused by every way into the broker."""
+    metis("import", str(endpoint_files[0]), check=True)
+    env = {name: value}
+    said = [(lambda r: (r[0], r[2]))(result(metis(*args, env=env))) for args in (
+        ("export", "1", "--shell", "dotenv"), ("list",), ("run", "1", "--", "true"), ("get", "url", "1"),
+        ("run", "--proxy", "1", "--", "true"), ("proxy", "start", "1"), ("get", "key", "1", "--proxy"),
+    )]
+    assert said == [(0, "")] * 4 + [(2, f"metis-env: error: {error}\n")] * 3
+    setting = name.removeprefix("METIS_ENV_").lower()
+    listed = [line for line in metis("config", "list", env=env).stdout.decode().splitlines() if line.startswith(setting + ":")]
+    default = {"metis_compat": "true"}.get(setting, "")  # config list shows the default in force, as YAML reads it
+    assert listed == [f"{setting}: {default}  # default; not valid, only the node broker refuses it: {error}"]
+
+
 def test_an_option_replaces_a_bad_sync_only_setting(monkeypatch):
     from metis_env.errors import UsageError
     from metis_env.settings import load_settings, require_sync_settings, with_overrides

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Mapping
 
 from ..errors import BrokerError
+from ..settings import BROKER_ONLY, require_settings
 from . import runtime
 from .runtime import DEFAULT_IDLE_EXIT, LOG_FILE, BrokerInfo
 
@@ -31,6 +32,7 @@ def join_or_start(settings, endpoint_id: str, idle_exit: float | None = None, cl
     """The broker of this user on this host, started (in the background) when none runs -> (its
     info, whether this call started it). ``client_pid``: a process the broker stays up for; ``fork``:
     fork the broker from this process (``proxy start``) when it has no other thread."""
+    require_settings(settings, BROKER_ONLY)  # a bad rate_limit, metis_compat or proxy_port is the broker's to refuse
     directory = runtime.ensure_runtime_dir(runtime.runtime_dir(environ))
     with runtime.locked(directory) as held:
         info = runtime.read_state(directory)

@@ -26,6 +26,7 @@ from typing import NamedTuple
 from ..errors import BrokerError
 from ..files import replace_file
 from ..locks import pid_alive
+from ..settings import require_settings
 
 HOST = "127.0.0.1"
 FIRST_PORT, PORTS = 20000, 10000  # the stable ports: below Linux's ephemeral range (client.py says why)
@@ -80,7 +81,8 @@ class BrokerInfo(NamedTuple):
 
 def stable_port(settings, uid: int | None = None) -> int | None:
     """The port configs name: ``proxy_port``, else one derived from the uid; None when ``proxy_port``
-    is 0 (a random port each time, which no config can name)."""
+    is 0 (a random port each time, which no config can name). A bad ``proxy_port`` is refused here."""
+    require_settings(settings, ("proxy_port",))
     chosen = getattr(settings, "proxy_port", None)
     if chosen is not None:
         return chosen or None

@@ -18,9 +18,11 @@ from ..text import say, warn
 
 
 def format_setting(value) -> str:
-    """A setting as config list shows it: 30, not 30.0; nothing for None."""
+    """A setting as config list shows it, as YAML reads it: 30, not 30.0; true, not True; nothing for None."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -44,7 +46,7 @@ def setting_sources(settings: Settings, store_option: str | None = None) -> dict
     import os
 
     from ..paths import config_file
-    from ..settings import SETTING_NAMES, env_name, read_config_file
+    from ..settings import HELD_BACK, SETTING_NAMES, env_name, read_config_file
 
     in_file = read_config_file(config_file(settings.config_dir))
     invalid = dict(settings.invalid)
@@ -53,7 +55,7 @@ def setting_sources(settings: Settings, store_option: str | None = None) -> dict
         if name == "store" and store_option:
             sources[name] = "--store"
         elif name in invalid:
-            sources[name] = f"default; not valid, only sync refuses it: {invalid[name]}"
+            sources[name] = f"default; not valid, only {HELD_BACK[name]} refuses it: {invalid[name]}"
         elif os.environ.get(env_name(name)):
             sources[name] = env_name(name)
         elif name in in_file:

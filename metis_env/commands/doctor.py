@@ -24,7 +24,7 @@ from .. import paths
 from ..errors import DoctorProblemsError, MetisEnvError
 from ..findings import OK, PROBLEM, STATUSES, WARN, Finding  # noqa: F401  (doctor.Finding: the type its checks return)
 from ..files import check_private_dir
-from ..settings import SETTING_NAMES, Settings, coerce_setting, env_name, read_config_file
+from ..settings import HELD_BACK, SETTING_NAMES, Settings, coerce_setting, env_name, read_config_file
 from ..keystore import KeyringSecrets, load_keyring_backend
 from ..store import Store
 from ..text import format_age
@@ -389,9 +389,9 @@ def load_settings_or_defaults(load: Callable[[], Settings], environ: Mapping[str
     doctor must work on exactly the machines where the rest does not."""
     try:
         settings = load()
-        return settings, [Finding("settings", PROBLEM, f"{message}; sync refuses it (the other commands do not use it)",
+        return settings, [Finding("settings", PROBLEM, f"{message}; {HELD_BACK[name]} refuses it (the other commands do not use it)",
                                   "fix the value named (metis-env config list shows where it comes from)")
-                          for _name, message in settings.invalid]
+                          for name, message in settings.invalid]
     except MetisEnvError as exc:
         values = {}
         with contextlib.suppress(MetisEnvError, OSError):  # config.yaml's valid values still count: one

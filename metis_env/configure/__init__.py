@@ -21,6 +21,7 @@ from .core import TOOLS, tool_module  # noqa: F401  (configure.TOOLS, configure.
 from .core import BROKER_BY_DEFAULT, broker_by_default  # noqa: F401  (configure.BROKER_BY_DEFAULT: the package's own)
 from .core import check_parent_writable, describe, entry_for, read_config, section_hash, through_broker, unified_diff, write_config
 from ..errors import UsageError
+from ..settings import require_settings
 
 AGENTS = {"aider", "claude", "codex", "opencode", "pi"}
 """Tools that work by calling tools (edit a file, run a command): they need a model with tool calling."""
@@ -57,7 +58,10 @@ def wants_broker(name: str, stored, settings, proxy: bool | None) -> bool:
         raise UsageError(f"{name}: --proxy is not supported for {name}; configure it without --proxy")
     if proxy is not None:
         return proxy
-    return broker_by_default(name, stored) and getattr(settings, "metis_compat", True) is not False
+    if not broker_by_default(name, stored):
+        return False
+    require_settings(settings, ("metis_compat",))  # held back as not valid: the broker's to refuse
+    return getattr(settings, "metis_compat", True) is not False
 
 
 def plan(module, stored, model: str, environ: Mapping[str, str], candidates=(), broker_url: str | None = None):
