@@ -178,8 +178,12 @@ def listed_options(shell: str, env: dict, work, line: str) -> list[str]:
             terminal.type(f"complete -C '{line}' | string replace -r '^' 'OFFERED '; echo LIST''ED\r".encode())
             shown = terminal.expect(b"LISTED\r\n").decode()
         else:  # the listing, then the prompt drawn again under it (keys typed sooner may be dropped)
+            # The prompt first: the line editor reads keys from then on. Before it the terminal is still
+            # in cooked mode, where zsh's ^D is the terminal's end-of-file and never reaches zsh (seen
+            # on a loaded CI run: the line echoed, then a new prompt, and no listing).
+            terminal.expect(b"READY> ")
             terminal.type(line.encode() + LIST[shell])
-            shown = (terminal.expect(b"--help") + b"--help" + terminal.expect(b"READY> ")).decode()
+            shown = (b"READY> " + terminal.expect(b"--help") + b"--help" + terminal.expect(b"READY> ")).decode()
             terminal.type(b"\x15")
     options = set()
     for row in shown.replace("\r", "\n").split("\n"):
