@@ -41,7 +41,7 @@ def metis_env_command() -> list[str]:
 
 
 def kernel_argv(endpoint: str | None, python: str, metis_env: list[str]) -> list[str]:
-    return [*metis_env, "run", "--proxy", *([endpoint] if endpoint else []), "--",
+    return [*metis_env, "run", "--proxy", "--group-signals", *([endpoint] if endpoint else []), "--",
             python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
@@ -51,7 +51,10 @@ def kernel_spec(endpoint: str | None, display_name: str, python: str, metis_env:
         "argv": kernel_argv(endpoint, python, metis_env),
         "display_name": display_name,
         "language": "python",
-        "interrupt_mode": "signal",  # run --proxy passes SIGINT on to the kernel
+        # Jupyter signals the kernel's process group, metis-env and the kernel alike: run's
+        # --group-signals keeps metis-env from sending the kernel a second SIGINT, which lands
+        # while the kernel answers the first and loses the interrupted cell's reply.
+        "interrupt_mode": "signal",
         "metadata": {"metis_env": {"endpoint": endpoint}},
     }
 
