@@ -138,8 +138,7 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
       metis-env run --proxy metis -- python long_job.py      # runs for days; the token is refreshed
     """
     settings = settings_from(ctx, min_ttl=min_ttl)
-    return commands.run(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy,
-                        group_signals=group_signals)
+    return commands.run(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy, group_signals=group_signals)
 
 
 @cli.command("get")

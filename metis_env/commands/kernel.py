@@ -52,8 +52,8 @@ def kernel_spec(endpoint: str | None, display_name: str, python: str, metis_env:
         "display_name": display_name,
         "language": "python",
         # Jupyter signals the kernel's process group, metis-env and the kernel alike: run's
-        # --group-signals keeps metis-env from sending the kernel a second SIGINT, which lands
-        # while the kernel answers the first and loses the interrupted cell's reply.
+        # --group-signals keeps metis-env from sending the kernel a second SIGINT, which would
+        # break into the interrupted cell's own clean-up (its except KeyboardInterrupt).
         "interrupt_mode": "signal",
         "metadata": {"metis_env": {"endpoint": endpoint}},
     }
