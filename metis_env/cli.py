@@ -118,18 +118,17 @@ def export_command(ctx: click.Context, endpoint: str | None, model: str | None, 
 @endpoint_argument
 @model_option
 @click.option("--proxy", is_flag=True, help="Give the command a loopback proxy and a local key instead of the real key (long jobs: the token is refreshed).")
-@click.option("--group-signals", is_flag=True, help="With --proxy: pass no signal on; whoever signals metis-env signals its whole process group (Jupyter does), so the command has each one already.")
 @min_ttl_option
 @click.pass_context
-def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool, group_signals: bool, min_ttl: float | None) -> int:
+def run_command(ctx: click.Context, endpoint: str | None, model: str | None, proxy: bool, min_ttl: float | None) -> int:
     """Run a command with the endpoint's variables in its environment (never in its arguments).
 
     The command replaces metis-env, so its signals and exit status pass straight through. With
     --proxy, metis-env stays the parent: the command gets OPENAI_BASE_URL = this host's broker on
     127.0.0.1 (joined, or started when none runs: see metis-env proxy) and OPENAI_API_KEY = its local
     key; the broker sends the real key (a gateway token refreshed before it expires), routes each
-    request by its model and paces requests under the gateway's rate limit. Signals are forwarded
-    (none with --group-signals) and the exit status passed on.
+    request by its model and paces requests under the gateway's rate limit. Signals are forwarded and
+    the exit status passed on.
 
     \b
     Example:
@@ -138,7 +137,7 @@ def run_command(ctx: click.Context, endpoint: str | None, model: str | None, pro
       metis-env run --proxy metis -- python long_job.py      # runs for days; the token is refreshed
     """
     settings = settings_from(ctx, min_ttl=min_ttl)
-    return commands.run(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy, group_signals=group_signals)
+    return commands.run(endpoint, model, ctx.meta.get("metis_env.run_argv", []), settings, proxy=proxy)
 
 
 @cli.command("get")

@@ -9,8 +9,8 @@ stored endpoint, absorbing the gateway's rate limits, and streaming answers as t
 The real key never enters the command's environment or argv: inherited variables holding it (plain,
 URL- or base64-encoded, or compressed as direnv's ``DIRENV_DIFF`` holds it) are dropped. The command
 gets the user's own core-dump limit back, and ``NO_PROXY``/``no_proxy`` with loopback in them.
-metis-env stays the parent: it forwards SIGINT, SIGTERM and SIGHUP (none with ``--group-signals``)
-and exits with the command's status (128+N when a signal N ended it). Standard library only.
+metis-env stays the parent: it forwards SIGINT, SIGTERM and SIGHUP and exits with the command's
+status (128+N when a signal N ended it). Standard library only.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from .supervise import supervise
 SHELL_STATE = ("DIRENV_DIFF",)
 
 
-def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: Sequence[str], pass_signals: bool = True) -> int:
-    """``metis-env run --proxy [ENDPOINT] [--model NAME] -- CMD``: the child's exit status; not
-    ``pass_signals`` (``--group-signals``): the signals metis-env gets are not passed on."""
+def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: Sequence[str]) -> int:
+    """``metis-env run --proxy [ENDPOINT] [--model NAME] -- CMD``: the child's exit status."""
     if not argv:
         raise UsageError("nothing to run; usage: metis-env run --proxy [ENDPOINT] [--model NAME] -- COMMAND [ARGS...]")
     from .broker import launch, runtime
@@ -48,7 +47,7 @@ def run_with_proxy(store, settings, spec: str | None, model: str | None, argv: S
     info, _started = launch.join_or_start(settings, selection.endpoint.id, client_pid=os.getpid())
     env = child_environment(os.environ, selection, info.url_for(selection.endpoint.id), info.local_key, [key], settings)
     relay = LogRelay(os.path.join(runtime.runtime_dir(), runtime.LOG_FILE))
-    return supervise(argv, env, relay.start, relay.stop, pass_signals)
+    return supervise(argv, env, relay.start, relay.stop)
 
 
 class LogRelay:

@@ -2,10 +2,8 @@
 
 The command gets the core-dump limit metis-env started with (metis-env itself runs with 0). SIGINT,
 SIGTERM and SIGHUP sent to metis-env are passed to the command; a terminal's Ctrl-C, which
-already reached the command (same process group), is not sent twice. With ``pass_signals=False``
-(``run --group-signals``) none is passed on: whoever signals metis-env signals its whole process
-group, as Jupyter does, and the command already has each one. The exit status is the command's
-(128+N when signal N ended it). Standard library only.
+already reached the command (same process group), is not sent twice. The exit status is the
+command's (128+N when signal N ended it). Standard library only.
 """
 
 from __future__ import annotations
@@ -24,11 +22,9 @@ _SI_KERNEL = 0x80  # siginfo si_code of a signal the kernel sent (a terminal's C
 
 
 
-def supervise(argv: Sequence[str], env: Mapping[str, str], start: Callable[[], None], stop: Callable[[], None],
-              pass_signals: bool = True) -> int:
-    """Start the child, then ``start()``; forward signals to the child while it runs (unless not
-    ``pass_signals``: then take them and pass none on); ``stop()`` when it has exited. Returns its exit
-    status (128+N when signal N ended it)."""
+def supervise(argv: Sequence[str], env: Mapping[str, str], start: Callable[[], None], stop: Callable[[], None]) -> int:
+    """Start the child, then ``start()``; forward signals to the child while it runs; ``stop()`` when it
+    has exited. Returns its exit status (128+N when signal N ended it)."""
     sys.stdout.flush()
     sys.stderr.flush()
     waiting = hasattr(signal, "sigtimedwait") and threading.current_thread() is threading.main_thread()
@@ -50,9 +46,9 @@ def supervise(argv: Sequence[str], env: Mapping[str, str], start: Callable[[], N
         start()
         try:
             if waiting:
-                _wait_taking_signals(child, watched, pass_signals)
+                _wait_taking_signals(child, watched)
             else:
-                _wait_with_handlers(child, pass_signals)
+                _wait_with_handlers(child)
         finally:
             stop()
     finally:
@@ -65,10 +61,10 @@ def supervise(argv: Sequence[str], env: Mapping[str, str], start: Callable[[], N
     return 128 - code if code < 0 else code
 
 
-def _wait_taking_signals(child: subprocess.Popen, watched: set, pass_signals: bool) -> None:
+def _wait_taking_signals(child: subprocess.Popen, watched: set) -> None:
     while child.poll() is None:
         info = signal.sigtimedwait(watched, 0.5)
-        if info is None or info.si_signo == signal.SIGCHLD or not pass_signals:
+        if info is None or info.si_signo == signal.SIGCHLD:
             continue
         # A terminal's Ctrl-C already reached the child (same process group): sending it again would
         # interrupt the child's own clean-up. A signal sent to metis-env alone is passed on.
@@ -80,10 +76,8 @@ def _wait_taking_signals(child: subprocess.Popen, watched: set, pass_signals: bo
             pass
 
 
-def _wait_with_handlers(child: subprocess.Popen, pass_signals: bool) -> None:
+def _wait_with_handlers(child: subprocess.Popen) -> None:
     def forward(signo, _frame):  # type: ignore[no-untyped-def]
-        if not pass_signals:
-            return
         try:
             child.send_signal(signo)
         except ProcessLookupError:

@@ -368,56 +368,6 @@ def test_sigint_sigterm_and_sighup_sent_to_metis_env_reach_the_child(stubs, tmp_
     assert (parent.returncode, out.decode(), err.decode()) == (5, "SIGINT SIGTERM SIGHUP\n", "")
 
 
-GROUP_CHILD = r"""
-import os, signal, sys, time
-got, done = [], []
-for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-    signal.signal(s, lambda n, f: (got.append(n), open(sys.argv[1] + str(len(got)), "w").close()))
-signal.signal(signal.SIGUSR1, lambda n, f: done.append(n))
-with open(sys.argv[1] + ".tmp", "w") as ready:
-    ready.write(str(os.getpid()))
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-while not done:  # the handlers of every signal sent before SIGUSR1 have run once this loop sees it
-    time.sleep(0.01)
-print(" ".join(signal.Signals(n).name for n in got), flush=True)
-raise SystemExit(5)
-"""
-
-
-def taken_and_waiting_again(pid: int, signo: int) -> bool:
-    """metis-env (pid) has taken signo and is back in sigtimedwait: whatever it would do with the
-    signal (send it on) is done."""
-    pending = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("ShdPnd:", "SigPnd:")):
-            pending |= int(line.split()[1], 16)
-    waiting = Path(f"/proc/{pid}/task/{pid}/wchan").read_text().startswith("do_sigtimedwait")
-    return waiting and not pending & (1 << (signo - 1))
-
-
-def test_group_signals_passes_none_on_when_the_whole_process_group_is_signalled(stubs, tmp_path):
-    """As Jupyter starts a kernel (a session of its own) and interrupts, terminates or hangs it up
-    (killpg): the command gets each signal once, from the group, not a second time from metis-env."""
-    ready = tmp_path / "ready"
-    parent = subprocess.Popen(
-        [sys.executable, "-m", "metis_env", "run", "--proxy", "--group-signals", "1", "--", sys.executable, "-c", GROUP_CHILD, str(ready)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
-    )
-    wait_for(ready.exists)
-    for number, signo in enumerate((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), 1):
-        # metis-env held stopped until the command has handled the group's signal, so that a second
-        # one sent on by metis-env could not merge with it
-        os.kill(parent.pid, signal.SIGSTOP)
-        wait_for(lambda: Path(f"/proc/{parent.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T")
-        os.killpg(parent.pid, signo)
-        wait_for(Path(f"{ready}{number}").exists)
-        os.kill(parent.pid, signal.SIGCONT)
-        wait_for(lambda: taken_and_waiting_again(parent.pid, signo))
-    os.kill(int(ready.read_text()), signal.SIGUSR1)
-    out, err = parent.communicate(timeout=30)
-    assert (parent.returncode, out.decode(), err.decode()) == (5, "SIGINT SIGTERM SIGHUP\n", "")
-
-
 def test_a_signal_that_kills_the_child_gives_128_plus_n(stubs, tmp_path):
     ready = tmp_path / "ready"
     child = f"import time; open({str(ready)!r}, 'w').close(); time.sleep(60)"

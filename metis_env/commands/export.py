@@ -79,16 +79,13 @@ def get(what: str, spec: str | None, settings: Settings | None = None, as_json: 
     return 0
 
 
-def run(spec: str | None, model: str | None, argv: Sequence[str], settings: Settings | None = None, proxy: bool = False,
-        group_signals: bool = False) -> int:
-    """``metis-env run``: argv with the variables (``--proxy``: through a loopback proxy, proxy.py;
-    ``group_signals``: pass no signal on to it, its sender signals the whole process group). Without
-    --proxy the command replaces metis-env, so it gets every signal itself either way."""
+def run(spec: str | None, model: str | None, argv: Sequence[str], settings: Settings | None = None, proxy: bool = False) -> int:
+    """``metis-env run``: argv with the variables (``--proxy``: through a loopback proxy, proxy.py)."""
     settings = settings or load_settings()
     if proxy:
         from ..proxy import run_with_proxy  # http.server and threading: only --proxy pays for them
 
-        return run_with_proxy(open_store(settings), settings, spec, model, argv, pass_signals=not group_signals)
+        return run_with_proxy(open_store(settings), settings, spec, model, argv)
     return exec_with_key(open_store(settings), settings, spec, model, argv)
 
 

@@ -41,33 +41,43 @@ def metis_env_command() -> list[str]:
 
 
 def kernel_argv(endpoint: str | None, python: str, metis_env: list[str]) -> list[str]:
-    return [*metis_env, "run", "--proxy", "--group-signals", *([endpoint] if endpoint else []), "--",
+    return [*metis_env, "run", "--proxy", *([endpoint] if endpoint else []), "--",
             python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
-def kernel_spec(endpoint: str | None, display_name: str, python: str, metis_env: list[str]) -> dict:
-    """kernel.json's content: the argv, the name shown, no ``env`` (nothing secret, nothing stale)."""
+def kernel_spec(endpoint: str | None, display_name: str, python: str, metis_env: list[str],
+                interrupt_mode: str = "message") -> dict:
+    """kernel.json's content: the argv, the name shown, no ``env`` (nothing secret, nothing stale).
+
+    ``interrupt_mode`` ``message``: Jupyter (and VS Code) ask the kernel itself, which sends itself one
+    SIGINT. With ``signal``, Jupyter signals the kernel's whole process group, metis-env included, and
+    metis-env passes its copy on (it must: a signal sent to metis-env alone has to reach the command),
+    so the kernel got two, and the second broke into the interrupted cell's own ``except
+    KeyboardInterrupt:`` clean-up. ``signal`` is kept for an ipykernel that does not answer interrupt
+    requests (before 2021's 6.x)."""
     return {
         "argv": kernel_argv(endpoint, python, metis_env),
         "display_name": display_name,
         "language": "python",
-        # Jupyter signals the kernel's process group, metis-env and the kernel alike: run's
-        # --group-signals keeps metis-env from sending the kernel a second SIGINT, which would
-        # break into the interrupted cell's own clean-up (its except KeyboardInterrupt).
-        "interrupt_mode": "signal",
+        "interrupt_mode": interrupt_mode,
         "metadata": {"metis_env": {"endpoint": endpoint}},
     }
 
 
-def check_python(python: str) -> str:
-    """The kernel's Python by absolute path, refused unless it has ipykernel."""
+# Run by the kernel's Python: fails without ipykernel, else prints how that ipykernel is interrupted.
+INTERRUPT_MODE_OF = ("import ipykernel_launcher, ipykernel.kernelbase as k; "
+                     "print('message' if hasattr(k.Kernel, 'interrupt_request') else 'signal')")
+
+
+def check_python(python: str) -> tuple[str, str]:
+    """The kernel's Python by absolute path, refused unless it has ipykernel -> (path, interrupt mode)."""
     path = shutil.which(python) or python
     if not os.path.isfile(path):
         raise UsageError(f"no Python at {python}; give --python the interpreter the kernel should run")
-    proc = subprocess.run([path, "-c", "import ipykernel_launcher"], capture_output=True, timeout=120)
-    if proc.returncode != 0:
+    proc = subprocess.run([path, "-c", INTERRUPT_MODE_OF], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0 or proc.stdout.strip() not in ("message", "signal"):
         raise UsageError(f"{path} has no ipykernel; run: {path} -m pip install ipykernel")
-    return os.path.abspath(path)
+    return os.path.abspath(path), proc.stdout.strip()
 
 
 def install_kernel(endpoint: str | None, *, name: str | None = None, display_name: str | None = None,
@@ -81,9 +91,9 @@ def install_kernel(endpoint: str | None, *, name: str | None = None, display_nam
     name = name or default_name(endpoint)
     if not KERNEL_NAME.match(name):
         raise UsageError(f"kernel name {name!r} may hold only letters, digits, '.', '_' and '-'")
-    python = check_python(python or sys.executable)
+    python, interrupt_mode = check_python(python or sys.executable)
     label = display_name or (f"Python 3 (metis-env {endpoint})" if endpoint else "Python 3 (metis-env)")
-    spec = kernel_spec(endpoint, label, python, metis_env_command())
+    spec = kernel_spec(endpoint, label, python, metis_env_command(), interrupt_mode)
     prefix = None
     if sys_prefix:
         try:
