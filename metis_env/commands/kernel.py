@@ -49,12 +49,11 @@ def kernel_spec(endpoint: str | None, display_name: str, python: str, metis_env:
                 interrupt_mode: str = "message") -> dict:
     """kernel.json's content: the argv, the name shown, no ``env`` (nothing secret, nothing stale).
 
-    ``interrupt_mode`` ``message``: Jupyter (and VS Code) ask the kernel itself, which sends itself one
-    SIGINT. With ``signal``, Jupyter signals the kernel's whole process group, metis-env included, and
+    ``interrupt_mode`` ``message``: Jupyter asks the kernel itself, which sends itself one SIGINT. With ``signal``, Jupyter signals the kernel's whole process group, metis-env included, and
     metis-env passes its copy on (it must: a signal sent to metis-env alone has to reach the command),
     so the kernel got two, and the second broke into the interrupted cell's own ``except
     KeyboardInterrupt:`` clean-up. ``signal`` is kept for an ipykernel that does not answer interrupt
-    requests (before 2021's 6.x)."""
+    requests (before 2021's 6.x) and on Windows, where ipykernel answers them with an error."""
     return {
         "argv": kernel_argv(endpoint, python, metis_env),
         "display_name": display_name,
@@ -65,8 +64,8 @@ def kernel_spec(endpoint: str | None, display_name: str, python: str, metis_env:
 
 
 # Run by the kernel's Python: fails without ipykernel, else prints how that ipykernel is interrupted.
-INTERRUPT_MODE_OF = ("import ipykernel_launcher, ipykernel.kernelbase as k; "
-                     "print('message' if hasattr(k.Kernel, 'interrupt_request') else 'signal')")
+INTERRUPT_MODE_OF = ("import os, ipykernel_launcher, ipykernel.kernelbase as k; "
+                     "print('message' if hasattr(k.Kernel, 'interrupt_request') and os.name != 'nt' else 'signal')")
 
 
 def check_python(python: str) -> tuple[str, str]:
